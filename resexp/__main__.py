@@ -1,0 +1,3 @@
+from resexp.cli import main
+
+main()
