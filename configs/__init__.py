@@ -1,0 +1,1 @@
+# Makes the shipped configs importable as resexp.configs (see pyproject.toml).

@@ -1,0 +1,270 @@
+"""Datasets as uint8 tensors in memory, batches made on the device.
+
+A dataset is one YAML file (configs/dataset/) naming a torchvision-style class
+(``_target_``): anything whose constructor takes ``root`` (and optionally
+``download``) plus the YAML's ``train_args``/``test_args``, and that exposes
+``data``/``targets`` (or ``labels``) or at least yields (image, label) pairs.
+
+Offline, a ``source`` folder with the original files is staged into the class's
+folder layout first (torchvision cannot download from a local mirror): archives
+are extracted, ``.gz`` files decompressed, anything else copied.
+
+Hot path (airbench-style): the whole training set is one uint8 tensor on the
+training device; each epoch shuffles indices and each batch is cropped, flipped
+and normalised there, with no DataLoader workers and no host round trips.
+"""
+
+from __future__ import annotations
+
+import gzip
+import inspect
+import os
+import shutil
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+
+from resexp.errors import UserError
+
+DEFAULT_ROOT = Path("~/.cache/resexp/data")
+
+
+def data_root(ds_cfg) -> Path:
+    """``dataset.root``, else $RESEXP_DATA, else ~/.cache/resexp/data."""
+    root = ds_cfg.get("root") or os.environ.get("RESEXP_DATA") or DEFAULT_ROOT
+    return Path(root).expanduser()
+
+
+# --------------------------------------------------------------------------- staging
+def _extract_into(archive: Path, dest: Path) -> None:
+    with tarfile.open(archive) as tar:
+        tar.extractall(dest, filter="data")
+
+
+def _gunzip_into(src: Path, dest: Path) -> None:
+    with gzip.open(src, "rb") as fin, open(dest / src.name[: -len(".gz")], "wb") as fout:
+        shutil.copyfileobj(fin, fout)
+
+
+def stage_source(source: Path, dest: Path) -> list[Path]:
+    """Put the original files of ``source`` where the dataset class looks for them."""
+    dest.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for item in sorted(source.iterdir()):
+        if item.name.endswith((".tar.gz", ".tgz", ".tar")):
+            _extract_into(item, dest)
+        elif item.name.endswith(".gz"):
+            _gunzip_into(item, dest)
+        elif item.is_dir():
+            shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
+        else:
+            shutil.copy2(item, dest / item.name)
+        staged.append(item)
+    return staged
+
+
+# --------------------------------------------------------------------------- opening
+def _construct(cls, root: Path, download: bool, args: dict):
+    kwargs = dict(args)
+    if "download" in inspect.signature(cls).parameters:
+        kwargs["download"] = download
+    return cls(root=str(root), **kwargs)
+
+
+def dataset_class(ds_cfg):
+    try:
+        return get_class(ds_cfg["_target_"])
+    except Exception as err:  # hydra wraps ImportError/AttributeError in its own types
+        raise UserError(f"dataset {ds_cfg.name}: cannot import _target_ {ds_cfg['_target_']!r}") from err
+
+
+def open_dataset(ds_cfg, train: bool):
+    """The torchvision-style dataset object for one split, staging or downloading if needed."""
+    cls, root = dataset_class(ds_cfg), data_root(ds_cfg)
+    args = dict(ds_cfg.train_args if train else ds_cfg.test_args)
+    try:
+        return _construct(cls, root, False, args)
+    except (RuntimeError, OSError):
+        pass  # not on disk yet: torchvision says so with RuntimeError
+    source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
+    if source is not None and source.is_dir() and any(source.iterdir()):
+        stage_source(source, root / ds_cfg.stage_dir)
+        try:
+            return _construct(cls, root, False, args)
+        except (RuntimeError, OSError) as err:
+            raise UserError(f"dataset {ds_cfg.name}: the files staged from {source} are not "
+                            f"usable ({err})") from err
+    reason = "download disabled"
+    if ds_cfg.download:
+        try:
+            return _construct(cls, root, True, args)
+        except Exception as err:  # urllib/socket errors vary; any failure means "not here"
+            reason = f"download failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+    raise UserError(f"dataset {ds_cfg.name} is not under {root} ({reason}); {ds_cfg.missing_hint}")
+
+
+def on_disk(ds_cfg) -> str:
+    """'ready' (loadable now), 'source' (will be staged from dataset.source) or 'missing'."""
+    try:
+        _construct(dataset_class(ds_cfg), data_root(ds_cfg), False, dict(ds_cfg.train_args))
+        return "ready"
+    except (RuntimeError, OSError):
+        source = ds_cfg.get("source")
+        return "source" if source and Path(source).expanduser().is_dir() else "missing"
+
+
+# --------------------------------------------------------------------------- tensors
+def to_tensors(ds, channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uint8 images N x C x H x W, int64 labels N) from a torchvision-style dataset."""
+    data = getattr(ds, "data", None)
+    labels = getattr(ds, "targets", None)
+    if labels is None:
+        labels = getattr(ds, "labels", None)
+    if data is None or labels is None or len(data) != len(labels):
+        pairs = [ds[i] for i in range(len(ds))]  # generic path: decode every image
+        data = np.stack([np.asarray(img) for img, _ in pairs])
+        labels = [label for _, label in pairs]
+    x = torch.as_tensor(np.asarray(data))
+    if x.dtype != torch.uint8:
+        raise UserError(f"{type(ds).__name__}: expected uint8 images, got {x.dtype}")
+    if x.ndim == 3:  # N x H x W (MNIST family)
+        x = x.unsqueeze(1)
+    elif x.shape[1] != channels and x.shape[-1] == channels:  # N x H x W x C (CIFAR)
+        x = x.permute(0, 3, 1, 2)
+    if x.shape[1] != channels:
+        raise UserError(f"{type(ds).__name__}: images have shape {tuple(x.shape[1:])}, "
+                        f"config says {channels} channels")
+    return x.contiguous(), torch.as_tensor(np.asarray(labels), dtype=torch.int64)
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # uint8, N x C x H x W, on the training device
+    y: torch.Tensor  # int64, N
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Data:
+    train: Split
+    test: Split
+    val: Split | None
+    mean: torch.Tensor  # 1 x C x 1 x 1, on the device
+    std: torch.Tensor
+    pad: int
+    hflip: bool
+    num_classes: int
+    channels: int
+    image_size: int
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float().div_(255) - self.mean) / self.std
+
+
+def load_data(ds_cfg, device: torch.device) -> Data:
+    """Both splits as tensors on ``device``, with the validation/subset cuts applied."""
+    x, y = to_tensors(open_dataset(ds_cfg, train=True), ds_cfg.channels)
+    xt, yt = to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
+    val = None
+    if ds_cfg.val_size:  # the last val_size training images, as in the paper's 45k/5k split
+        if ds_cfg.val_size >= len(y):
+            raise UserError(f"dataset.val_size={ds_cfg.val_size} leaves no training images")
+        val = Split(x[-ds_cfg.val_size:].to(device), y[-ds_cfg.val_size:].to(device))
+        x, y = x[: -ds_cfg.val_size], y[: -ds_cfg.val_size]
+    n, nt = ds_cfg.train_subset or len(y), ds_cfg.test_subset or len(yt)
+    shape = lambda t: torch.tensor(t, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
+    return Data(
+        train=Split(x[:n].to(device), y[:n].to(device)), test=Split(xt[:nt].to(device), yt[:nt].to(device)),
+        val=val, mean=shape(list(ds_cfg.mean)), std=shape(list(ds_cfg.std)),
+        pad=int(ds_cfg.augment.pad), hflip=bool(ds_cfg.augment.hflip),
+        num_classes=int(ds_cfg.num_classes), channels=int(ds_cfg.channels),
+        image_size=int(ds_cfg.image_size),
+    )
+
+
+# --------------------------------------------------------------------------- batches
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Zero-pad by ``pad`` and cut a random HxW window per image, in one gather."""
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device, generator=gen)
+    dx = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device, generator=gen)
+    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    chan = torch.arange(c, device=x.device)[None, :, None, None]
+    return padded[batch, chan, rows, cols]
+
+
+def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+def epoch_generators(seed: int, epoch: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
+    """Shuffling (CPU) and augmentation (device) generators that depend only on
+    (seed, epoch): a resumed run replays exactly the batches it would have seen."""
+    key = seed * 1_000_003 + epoch
+    shuffle = torch.Generator().manual_seed(key)
+    augment = torch.Generator(device=device).manual_seed(key)
+    return shuffle, augment
+
+
+def train_batches(data: Data, batch_size: int, seed: int, epoch: int,
+                  drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch of shuffled, augmented, normalised batches on the data's device."""
+    n, device = len(data.train), data.train.y.device
+    shuffle, gen = epoch_generators(seed, epoch, device)
+    order = torch.randperm(n, generator=shuffle).to(device)
+    stop = n - n % batch_size if drop_last else n
+    for start in range(0, stop, batch_size):
+        idx = order[start: start + batch_size]
+        x = data.train.x[idx]
+        if data.pad:
+            x = random_crop(x, data.pad, gen)
+        if data.hflip:
+            x = random_flip(x, gen)
+        yield data.normalize(x), data.train.y[idx]
+
+
+def iters_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    return n // batch_size if drop_last else -(-n // batch_size)
+
+
+def eval_batches(data: Data, split: Split, batch_size: int):
+    for start in range(0, len(split), batch_size):
+        yield data.normalize(split.x[start: start + batch_size]), split.y[start: start + batch_size]
+
+
+# --------------------------------------------------------------------------- synthetic
+class SyntheticImages:
+    """A generated, learnable stand-in for an image dataset (torchvision-style API).
+
+    Each class is a fixed random smooth pattern; an image is its class pattern,
+    shifted by up to 2 pixels, plus noise. Train and test share the patterns and
+    differ in the draws. Deterministic for a given ``seed``."""
+
+    def __init__(self, root: str = "", train: bool = True, size: int = 2048, num_classes: int = 10,
+                 channels: int = 1, image_size: int = 28, noise: float = 0.35, seed: int = 0):
+        g = torch.Generator().manual_seed(seed)
+        coarse = torch.rand(num_classes, channels, 7, 7, generator=g)
+        protos = F.interpolate(coarse, size=image_size + 4, mode="bilinear", align_corners=False)
+        g = torch.Generator().manual_seed(seed + (1 if train else 2))
+        labels = torch.randint(0, num_classes, (size,), generator=g)
+        shifts = torch.randint(0, 5, (size, 2), generator=g)
+        imgs = torch.stack([protos[c, :, i: i + image_size, j: j + image_size]
+                            for c, (i, j) in zip(labels.tolist(), shifts.tolist())])
+        imgs = imgs + noise * torch.randn(imgs.shape, generator=g)
+        self.data = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        self.targets = labels.tolist()
+
+    def __len__(self) -> int:
+        return len(self.targets)

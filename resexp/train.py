@@ -1,0 +1,246 @@
+"""fit(): train one network from a resolved config into its run directory.
+
+Read top to bottom: set up (device, data, model, optimiser, resume), then one
+loop over epochs that appends a metrics row and writes a checkpoint after each.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
+from resexp.errors import UserError
+from resexp.models import count_params, get_model
+from resexp.rundir import COLUMNS, VAL_COLUMNS, RunDir, git_commit, now, run_name
+from resexp.schedule import Schedule, make_schedule
+
+
+def pick_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"train.device={spec} but no CUDA device is available (use auto or cpu)")
+    return device
+
+
+def build_model(cfg, data: Data) -> torch.nn.Module:
+    return get_model(**cfg.model, in_channels=data.channels, num_classes=data.num_classes,
+                     image_size=data.image_size)
+
+
+def make_progress(console: Console | None = None) -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}"),
+                    console=console, transient=True)
+
+
+@dataclass
+class Setup:
+    """Everything a training loop needs, built once per run."""
+    device: torch.device
+    data: Data
+    model: torch.nn.Module
+    forward: torch.nn.Module  # the model, or its torch.compile'd wrapper
+    optimizer: torch.optim.Optimizer
+    schedule: Schedule
+    amp: bool
+    channels_last: bool
+
+
+def setup(cfg) -> Setup:
+    t = cfg.train
+    device = pick_device(t.device)
+    if t.threads:
+        torch.set_num_threads(int(t.threads))
+    torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch in data.py
+    data = load_data(cfg.dataset, device)
+    model = build_model(cfg, data).to(device)
+    cuda = device.type == "cuda"
+    channels_last = cuda and t.channels_last  # NHWC is what cuDNN's fast bf16 convs want
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if cuda:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
+                                weight_decay=t.weight_decay, nesterov=t.nesterov,
+                                **({"fused": True} if cuda else {"foreach": True}))
+    ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
+    forward = torch.compile(model) if (t.compile and cuda) else model
+    return Setup(device, data, model, forward, optimizer, make_schedule(t, ipe, cfg.model.depth),
+                 amp=cuda and t.amp, channels_last=channels_last)
+
+
+def autocast(s: Setup):
+    if s.amp:
+        return torch.autocast(device_type=s.device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
+    """One epoch of SGD. Loss and error are summed on the device and read once at the
+    end (plus every ``log_every`` steps for the bar): no host sync per step."""
+    s.model.train()
+    loss_sum = torch.zeros((), device=s.device)
+    wrong = torch.zeros((), device=s.device, dtype=torch.long)
+    seen, start, lr = 0, time.perf_counter(), s.schedule.lr_at(iteration)
+    for x, y in train_batches(s.data, cfg.train.batch_size, cfg.seed, epoch, cfg.train.drop_last):
+        if iteration >= s.schedule.total_iters:
+            break
+        lr = s.schedule.lr_at(iteration)
+        for group in s.optimizer.param_groups:
+            group["lr"] = lr
+        if s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(s):
+            out = s.forward(x)
+            loss = F.cross_entropy(out, y)
+        s.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        s.optimizer.step()
+        loss_sum += loss.detach().float() * len(y)
+        wrong += (out.argmax(1) != y).sum()
+        seen, iteration = seen + len(y), iteration + 1
+        if bar is not None and iteration % cfg.train.log_every == 0:
+            mean_loss = loss_sum.item() / seen  # a sync point, once every log_every steps
+            bar(advance_to=iteration, stats=f"loss {mean_loss:.3f} err {100 * wrong.item() / seen:.1f}% "
+                                            f"{seen / (time.perf_counter() - start):.0f} img/s")
+            if not math.isfinite(mean_loss):
+                break
+    if s.device.type == "cuda":
+        torch.cuda.synchronize()
+    seconds = time.perf_counter() - start
+    return {"iteration": iteration, "lr": lr, "train_loss": loss_sum.item() / max(seen, 1),
+            "train_err": 100.0 * wrong.item() / max(seen, 1), "train_seconds": seconds,
+            "images_per_s": seen / seconds if seconds > 0 else float("nan")}
+
+
+@torch.no_grad()
+def evaluate(cfg, s: Setup, split) -> tuple[float, float]:
+    """(mean loss, error %) on a clean split: eval-mode BN, no augmentation."""
+    s.model.eval()
+    loss_sum = torch.zeros((), device=s.device)
+    wrong = torch.zeros((), device=s.device, dtype=torch.long)
+    for x, y in eval_batches(s.data, split, cfg.train.eval_batch_size):
+        if s.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast(s):
+            out = s.forward(x)
+        loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
+        wrong += (out.argmax(1) != y).sum()
+    return loss_sum.item() / len(split), 100.0 * wrong.item() / len(split)
+
+
+def base_summary(cfg, s: Setup, params: int) -> dict:
+    return {
+        "arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed,
+        "dataset": cfg.dataset.name, "synthetic": bool(cfg.dataset.synthetic), "params": params,
+        "experiment": cfg.name, "schedule": s.schedule.describe(),
+        "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
+        "train_images": len(s.data.train), "test_images": len(s.data.test),
+        "device": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "cpu",
+        "torch_version": torch.__version__, "git_commit": git_commit(),
+    }
+
+
+def resume(run: RunDir, s: Setup) -> tuple[int, int, float]:
+    """(last finished epoch, iteration, elapsed seconds) from the checkpoint, or zeros.
+    Rows written after the checkpoint are dropped: that epoch is redone identically."""
+    state = run.load_checkpoint(map_location=s.device)
+    if state is None:
+        if run.read_rows():  # rows with no checkpoint to continue from: start again
+            run.metrics.rename(run.metrics.with_name("metrics.stale.csv"))
+        return 0, 0, 0.0
+    try:
+        s.model.load_state_dict(state["model"])
+        s.optimizer.load_state_dict(state["optimizer"])
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"checkpoint {run.checkpoint} does not match this model ({type(err).__name__}); "
+                        f"delete it to restart the run") from err
+    run.keep_rows_until(state["epoch"])
+    return state["epoch"], state["iteration"], state["elapsed"]
+
+
+def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None) -> dict:
+    """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
+    conflicts = run.config_conflicts(cfg)
+    if conflicts:
+        raise UserError(f"{run.path} was started with another config ({'; '.join(conflicts[:3])}); "
+                        f"use another --out or delete that run")
+    prior = run.read_summary()
+    if prior and prior.get("status") in ("done", "diverged"):
+        console.print(f"{run.path.name}: already {prior['status']}, skipped")
+        return prior
+    run.create(cfg)
+    own_progress = progress is None
+    progress = progress or make_progress(console)
+    with progress if own_progress else contextlib.nullcontext():
+        return _fit(cfg, run, progress, console)
+
+
+def _fit(cfg, run: RunDir, progress: Progress, console: Console) -> dict:
+    s = setup(cfg)
+    summary = base_summary(cfg, s, count_params(s.model))
+    epoch, iteration, elapsed = resume(run, s)
+    if epoch:
+        console.print(f"{run.path.name}: resuming after epoch {epoch} (iteration {iteration})")
+    summary.update(status="running", epochs=epoch, iterations=iteration, started=now())
+    run.write_summary(summary)
+    try:
+        status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed)
+    except Exception as err:
+        run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+        raise
+    summary.update(status=status, finished=now(), error=None)
+    run.write_summary(summary)
+    if status == "done" and not cfg.train.keep_checkpoint:
+        run.checkpoint.unlink(missing_ok=True)
+    return summary
+
+
+def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed) -> str:
+    name = run.path.name
+    while iteration < s.schedule.total_iters:
+        epoch += 1
+        todo = min(s.schedule.iters_per_epoch, s.schedule.total_iters - iteration)
+        task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", total=todo, stats="")
+        bar = lambda advance_to, stats: progress.update(task, completed=advance_to - iteration, stats=stats)  # noqa: E731
+        start = time.perf_counter()
+        stats = train_epoch(cfg, s, epoch, iteration, bar)
+        test_loss, test_err = evaluate(cfg, s, s.data.test)
+        row = {"epoch": epoch, "iteration": stats["iteration"], "lr": stats["lr"],
+               "train_loss": stats["train_loss"], "train_err": stats["train_err"],
+               "test_loss": test_loss, "test_err": test_err}
+        if s.data.val is not None:
+            row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
+        seconds = time.perf_counter() - start
+        elapsed += seconds
+        row.update(seconds=seconds, images_per_s=stats["images_per_s"], elapsed=elapsed)
+        progress.remove_task(task)
+        run.append_row({k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])})
+        iteration = stats["iteration"]
+        console.print(f"{name} epoch {epoch}/{s.schedule.epochs} it {iteration} lr {row['lr']:g} "
+                      f"train loss {row['train_loss']:.4f} err {row['train_err']:.2f}% | "
+                      f"test err {test_err:.2f}% | {row['images_per_s']:.0f} img/s")
+        summary.update(epochs=epoch, iterations=iteration, final_train_err=row["train_err"],
+                       final_test_err=test_err, wall_seconds=elapsed)
+        if not math.isfinite(row["train_loss"]):
+            console.print(f"{name}: loss is not finite at epoch {epoch}: diverged")
+            return "diverged"
+        # The row goes first, then the checkpoint: a crash in between makes resume
+        # drop that row and redo the epoch, never skip one.
+        run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                             "epoch": epoch, "iteration": iteration, "elapsed": elapsed})
+        run.write_summary(summary)
+    return "done"
