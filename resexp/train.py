@@ -146,7 +146,7 @@ def base_summary(cfg, s: Setup, params: int) -> dict:
         "dataset": cfg.dataset.name, "synthetic": bool(cfg.dataset.synthetic), "params": params,
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
-        "train_images": len(s.data.train), "test_images": len(s.data.test),
+        "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
         "device": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "cpu",
         "torch_version": torch.__version__, "git_commit": git_commit(),
     }

@@ -1,0 +1,154 @@
+"""The `resexp` command: a thin typer shell over plain functions.
+
+typer parses options; trailing KEY=VALUE arguments are Hydra overrides handed to
+compose() untouched. A mistake the user can fix prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from resexp.errors import UserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Reproduce He et al. 2016's degradation experiment: plain vs residual "
+                       "networks across depths.")
+OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
+                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2")
+CONFIG_DIR = typer.Option(None, "--config-dir", help="Extra config folder searched after the shipped one "
+                          "(also $RESEXP_CONFIG_DIR), e.g. with a new dataset/NAME.yaml.")
+
+
+def console() -> Console:
+    return Console(stderr=True, soft_wrap=True)
+
+
+@app.command()
+def train(overrides: Optional[List[str]] = OVERRIDES,
+          out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<name>]"),
+          config_dir: Optional[List[Path]] = CONFIG_DIR):
+    """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
+    from resexp.config import load_config
+    from resexp.train import fit
+
+    cfg = load_config(overrides or [], config_dir or [])
+    out = out or Path("results") / cfg.name
+    summary = _interruptible(fit, cfg, out, console=console())
+    print(f"{summary['status']}: {out}/{summary['arch']}-{summary['depth']}-s{summary['seed']} "
+          f"train err {_pct(summary.get('final_train_err'))}, test err {_pct(summary.get('final_test_err'))}")
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+@app.command()
+def sweep(overrides: Optional[List[str]] = OVERRIDES,
+          depths: Optional[str] = typer.Option(None, "--depths", help="Comma-separated depths, e.g. 20,56,110"),
+          archs: Optional[str] = typer.Option(None, "--archs", help="Comma-separated architectures [default: plain,resnet]"),
+          seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<experiment name>]"),
+          dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),
+          config_dir: Optional[List[Path]] = CONFIG_DIR):
+    """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest."""
+    from resexp import sweep as sw
+
+    spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
+                                sw.parse_list(seeds, int, "seeds"), overrides or [], out, config_dir or [])
+    runs = sw.plan(spec, out, config_dir or [])
+    con = console()
+    con.print(sw.format_plan(runs))
+    if dry_run:
+        return
+    sw.save_spec(spec, out)
+    statuses = _interruptible(sw.run_sweep, runs, out, con)
+    counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
+    print(f"sweep {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts.get("failed"):
+        raise typer.Exit(1)
+
+
+@app.command()
+def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
+         out: Optional[Path] = typer.Option(None, "--out", help="Figure folder [default: RESULTS_DIR/figures]"),
+         format: str = typer.Option("png,pdf", "--format", help="Comma-separated: png, pdf, svg")):
+    """Training error vs number of layers, and the paper's Fig. 6 curves (with their CSVs)."""
+    from resexp.plot import make_figures
+
+    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()))
+    for path in made["paths"]:
+        print(path)
+
+
+@app.command()
+def report(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
+           out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/csv go [default: RESULTS_DIR]")):
+    """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
+    from resexp.report import make_report
+
+    _, markdown = make_report(results_dir, out)
+    print(markdown)
+
+
+@app.command()
+def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
+    """One line per run: status, epoch k of K, latest training and test error."""
+    from resexp.results import format_status, status_table
+
+    print(format_status(status_table(results_dir)))
+
+
+@app.command()
+def datasets(config_dir: Optional[List[Path]] = CONFIG_DIR):
+    """The configured datasets and whether each is on disk."""
+    from resexp.config import list_group, load_config
+    from resexp.data import data_root, on_disk
+
+    for name in list_group("dataset", config_dir or []):
+        ds = load_config([f"dataset={name}"], config_dir or []).dataset
+        where = "generated" if ds.synthetic else on_disk(ds)
+        print(f"{name:<16} {where:<9} {ds['_target_']:<40} {data_root(ds)}")
+
+
+@app.command()
+def bench(overrides: Optional[List[str]] = OVERRIDES,
+          depths: str = typer.Option("20,56,110", "--depths"),
+          archs: str = typer.Option("plain,resnet", "--archs"),
+          steps: int = typer.Option(20, "--steps", help="Timed training steps per model"),
+          compile: bool = typer.Option(False, "--compile", help="Also time torch.compile'd models (CUDA)"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as CSV here"),
+          config_dir: Optional[List[Path]] = CONFIG_DIR):
+    """Training throughput (images/s) and peak memory per model, on this machine's device."""
+    from resexp.bench import format_bench, run_bench
+    from resexp.sweep import parse_list
+
+    table = run_bench(parse_list(archs, str, "archs"), parse_list(depths, int, "depths"), steps, compile,
+                      overrides or [], config_dir or [])
+    if out is not None:
+        table.to_csv(out, index=False)
+    print(format_bench(table))
+
+
+def _interruptible(fn, *args, **kwargs):
+    """Ctrl-C while training: say what is kept, exit 130 (no traceback)."""
+    try:
+        return fn(*args, **kwargs)
+    except KeyboardInterrupt:
+        print("\ninterrupted: finished epochs are saved; rerun the same command to continue",
+              file=sys.stderr)
+        raise typer.Exit(130) from None
+
+
+def main() -> None:
+    """Entry point. typer reports usage errors itself (exit 2); a UserError from the
+    work below becomes one line on stderr and exit 2 too."""
+    try:
+        app()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

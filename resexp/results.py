@@ -1,0 +1,312 @@
+"""Read run directories into pandas tables: one row per run, one row per epoch.
+
+Plots and reports read only what the trainer wrote (summary.json, metrics.csv,
+config.yaml), never its log output. docs/results-format.md describes the files.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import socket
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+from resexp.errors import UserError
+
+# <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
+RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
+RUN_FILES = ("summary.json", "metrics.csv", "config.yaml")
+
+# Plain nets first, then their residual twins: the order of legends and tables.
+ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
+# Runs that stopped early or are still going; their numbers are from their latest epoch.
+UNFINISHED = ("running", "partial", "failed")
+STATUS_ORDER = ("done", "running", "partial", "diverged", "failed")
+
+RUN_COLUMNS = [
+    "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
+    "epochs", "epochs_planned", "iterations", "iterations_planned",
+    "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
+    "device", "error",
+]
+
+
+def parse_run_name(name: str) -> dict | None:
+    """arch, depth and seed from a run folder's name, or None if it is not a run folder."""
+    match = RUN_NAME.match(name)
+    if match is None:
+        return None
+    return {"arch": match["arch"], "depth": int(match["depth"]), "seed": int(match["seed"])}
+
+
+def find_run_dirs(results_dir) -> list[Path]:
+    """The run folders under results_dir; UserError if there is none."""
+    root = Path(results_dir)
+    if not root.is_dir():
+        raise UserError(f"results directory not found: {root}")
+    dirs = [
+        path for path in root.iterdir()
+        if path.is_dir() and parse_run_name(path.name)
+        and any((path / name).exists() for name in RUN_FILES)
+    ]
+    if not dirs:
+        raise UserError(f"no runs in {root} (expected folders named <arch>-<depth>-s<seed>)")
+    return dirs
+
+
+def read_summary(run_dir: Path) -> dict:
+    """summary.json as a dict; {} when it is missing or unreadable (a run just starting)."""
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
+def read_config(run_dir: Path) -> dict:
+    """The resolved config.yaml as a dict; {} when it is missing or unreadable."""
+    try:
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def read_metrics(run_dir: Path) -> pd.DataFrame:
+    """metrics.csv, one row per finished epoch; an empty frame when there is none yet."""
+    path = run_dir / "metrics.csv"
+    try:
+        table = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame({"epoch": pd.Series(dtype=float)})
+    if "epoch" not in table.columns:
+        raise UserError(f"{path} has no 'epoch' column; is it a resexp metrics file?")
+    # A line cut short by a crash reads as NaN: keep the rows whose epoch number parsed.
+    table = table.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
+    # A run resumed from an older checkpoint writes some epochs twice; the later row counts.
+    table = table.drop_duplicates("epoch", keep="last").sort_values("epoch")
+    return table.reset_index(drop=True)
+
+
+def pid_alive(pid) -> bool:
+    """Whether a process with this id exists on this machine (signal 0 checks, sends nothing)."""
+    try:
+        pid = int(pid)
+    except (TypeError, ValueError):
+        return False
+    if pid <= 0:  # os.kill(0, ...) would address our own process group
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    except OverflowError:
+        return False
+    return True
+
+
+def effective_status(summary: dict) -> str:
+    """The status to show: 'running' only if its process is still alive, else 'partial'.
+
+    A killed or crashed trainer leaves status 'running' behind. The pid is only
+    meaningful on the host that wrote it, so a run from another machine reads as
+    partial here (a sweep on a cluster: look with `resexp status` on that node).
+    """
+    status = summary.get("status")
+    if status is None:
+        return "partial"  # metrics but no summary yet: interrupted before the first summary
+    if status == "running":
+        here = summary.get("host") == socket.gethostname()
+        return "running" if here and pid_alive(summary.get("pid")) else "partial"
+    return str(status)
+
+
+def _section(config: dict, key: str) -> dict:
+    section = config.get(key)
+    return section if isinstance(section, dict) else {}
+
+
+def run_record(run_dir: Path) -> dict:
+    """One row of load_runs: the summary, with the last metrics row filling its gaps."""
+    names = parse_run_name(run_dir.name)
+    summary = read_summary(run_dir)
+    config = read_config(run_dir)
+    metrics = read_metrics(run_dir)
+    last = metrics.iloc[-1].to_dict() if len(metrics) else {}
+
+    def pick(key, fallback=math.nan):
+        value = summary.get(key)
+        return fallback if value is None else value
+
+    dataset = _section(config, "dataset")
+    train = _section(config, "train")
+    return {
+        "run": run_dir.name,
+        "path": str(run_dir),
+        "arch": pick("arch", names["arch"]),
+        "depth": int(pick("depth", names["depth"])),
+        "seed": int(pick("seed", names["seed"])),
+        "dataset": pick("dataset", dataset.get("name")),
+        "synthetic": bool(pick("synthetic", dataset.get("synthetic", False))),
+        "params": float(pick("params")),
+        "status": effective_status(summary),
+        # The summary may be rewritten less often than metrics.csv gains rows.
+        "epochs": max(int(pick("epochs", 0)), len(metrics)),
+        "epochs_planned": float(pick("epochs_planned", train.get("epochs") or math.nan)),
+        "iterations": float(pick("iterations", last.get("iteration", math.nan))),
+        "iterations_planned": float(pick("iterations_planned", train.get("iterations") or math.nan)),
+        "final_train_err": float(pick("final_train_err", last.get("train_err", math.nan))),
+        "final_test_err": float(pick("final_test_err", last.get("test_err", math.nan))),
+        "wall_seconds": float(pick("wall_seconds", last.get("elapsed", math.nan))),
+        "schedule": pick("schedule", None),
+        "experiment": pick("experiment", config.get("name")),
+        "device": pick("device", None),
+        "error": pick("error", None),
+    }
+
+
+def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
+    """Rows in legend order: plain archs before residual ones, then by depth, seed, epoch."""
+    rank = {arch: i for i, arch in enumerate(ARCH_ORDER)}
+    ordered = table.assign(_rank=table["arch"].map(lambda arch: rank.get(arch, len(rank))))
+    by = ["_rank"] + [c for c in ("arch", "depth", "seed", "epoch") if c in table.columns]
+    return ordered.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
+
+
+def load_runs(results_dir) -> pd.DataFrame:
+    """One row per run folder in results_dir, with its effective status (see effective_status)."""
+    records = [run_record(path) for path in find_run_dirs(results_dir)]
+    return sort_runs(pd.DataFrame.from_records(records, columns=RUN_COLUMNS))
+
+
+def load_metrics(results_dir) -> pd.DataFrame:
+    """All epochs of all runs as one long table: run, arch, depth, seed, then metrics.csv's columns."""
+    frames = []
+    for path in find_run_dirs(results_dir):
+        names = parse_run_name(path.name)
+        metrics = read_metrics(path)
+        if len(metrics):
+            frames.append(metrics.assign(run=path.name, **names))
+    if not frames:
+        return pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"])
+    table = pd.concat(frames, ignore_index=True)
+    front = ["run", "arch", "depth", "seed"]
+    return sort_runs(table[front + [c for c in table.columns if c not in front]])
+
+
+def runs_to_average(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs behind each (arch, depth) point of the plots and the report.
+
+    Finished runs ('done') when the point has any; otherwise the unfinished ones
+    (running, partial, failed) at their latest epoch, so a sweep in progress still
+    plots. The two are never mixed: an unfinished seed would drag the mean of
+    finished ones. Diverged runs never count: their error measures a blow-up of the
+    optimiser, not how well the depth trains; aggregate() counts them instead.
+    Runs without a finished epoch have no error yet and are skipped.
+    """
+    has_value = runs["final_train_err"].notna()
+    finished = runs["status"].eq("done") & has_value
+    unfinished = runs["status"].isin(UNFINISHED) & has_value
+    point_has_finished = finished.groupby([runs["arch"], runs["depth"]]).transform("any")
+    return runs[finished | (unfinished & ~point_has_finished)]
+
+
+def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per (arch, depth): seeds averaged, mean and std of the final errors, cost.
+
+    Columns: arch, depth, n (runs in the mean), finished (they are done runs),
+    diverged and unfinished (counts, not in the mean when finished), params,
+    train_err_mean/std, test_err_mean/std, epochs (fewest among the runs in the
+    mean), epochs_planned, wall_seconds (mean). std uses ddof=1 and is NaN for a
+    single seed: a spread of 0 would claim a certainty one run cannot give.
+    """
+    keys = ["arch", "depth"]
+    used = runs_to_average(runs).assign(finished=lambda t: t["status"].eq("done"))
+    stats = used.groupby(keys).agg(
+        n=("seed", "size"),
+        finished=("finished", "all"),
+        train_err_mean=("final_train_err", "mean"),
+        train_err_std=("final_train_err", "std"),
+        test_err_mean=("final_test_err", "mean"),
+        test_err_std=("final_test_err", "std"),
+        epochs=("epochs", "min"),
+        wall_seconds=("wall_seconds", "mean"),
+    )
+    counts = runs.groupby(keys).agg(
+        diverged=("status", lambda s: int(s.eq("diverged").sum())),
+        unfinished=("status", lambda s: int(s.isin(UNFINISHED).sum())),
+        params=("params", "max"),
+        epochs_planned=("epochs_planned", "max"),
+    )
+    table = counts.join(stats, how="left").reset_index()
+    # A point whose every run diverged has no mean, but stays in the table with its count.
+    table["n"] = table["n"].fillna(0).astype(int)
+    table["finished"] = table["finished"].astype("boolean").fillna(False).astype(bool)
+    columns = keys + ["n", "finished", "diverged", "unfinished", "params",
+                      "train_err_mean", "train_err_std", "test_err_mean", "test_err_std",
+                      "epochs", "epochs_planned", "wall_seconds"]
+    return sort_runs(table[columns])
+
+
+def experiment_info(runs: pd.DataFrame) -> dict:
+    """What figure titles and report headers name: dataset, synthetic, schedule, experiment."""
+    datasets = sorted(str(d) for d in runs["dataset"].dropna().unique())
+    if len(datasets) > 1:
+        raise UserError(
+            f"runs of several datasets ({', '.join(datasets)}) in one results directory; "
+            "keep one dataset per results directory"
+        )
+    schedules = sorted(str(s) for s in runs["schedule"].dropna().unique())
+    experiments = sorted(str(e) for e in runs["experiment"].dropna().unique())
+    return {
+        "dataset": datasets[0] if datasets else "unknown dataset",
+        "synthetic": bool(runs["synthetic"].any()),
+        "schedule": "; ".join(schedules),
+        "experiment": ", ".join(experiments),
+    }
+
+
+def dataset_label(info: dict) -> str:
+    """The dataset's name, flagged when the images were generated rather than real."""
+    name = info["dataset"]
+    return f"{name} (synthetic data)" if info["synthetic"] and "synthetic" not in name else name
+
+
+def status_table(results_dir) -> pd.DataFrame:
+    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err, error."""
+    runs = load_runs(results_dir)
+    planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
+    return pd.DataFrame({
+        "run": runs["run"],
+        "status": runs["status"],
+        "progress": "epoch " + runs["epochs"].astype(str) + "/" + planned,
+        "train_err": runs["final_train_err"],
+        "test_err": runs["final_test_err"],
+        "error": runs["error"],
+    })
+
+
+def format_status(table: pd.DataFrame) -> str:
+    """status_table as aligned text, errors with two decimals, then a count per status."""
+    shown = table.copy()
+    for column in ("train_err", "test_err"):
+        shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
+    # Only the first line of an error message: one line per run.
+    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else str(e).splitlines()[0][:80])
+    if not shown["error"].astype(bool).any():
+        shown = shown.drop(columns="error")
+    return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}"
+
+
+def status_tally(statuses: pd.Series) -> str:
+    """'3 done, 1 running, 1 diverged': counts in a fixed order, unknown statuses last."""
+    counts = statuses.value_counts()
+    order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
+    return ", ".join(f"{counts[status]} {status}" for status in order)

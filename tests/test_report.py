@@ -1,0 +1,92 @@
+"""report.py: the table's numbers are the seeds' aggregates; the paper column sits where it belongs."""
+
+import math
+import statistics
+
+import pandas as pd
+import pytest
+from runfactory import make_run
+
+from resexp.errors import UserError
+from resexp.report import format_params, format_seconds, make_report
+
+TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+
+
+def make_cifar_sweep(root, dataset="cifar10", synthetic=False):
+    finals = {("plain", 20): [9.0, 10.5], ("plain", 56): [12.0, 13.0],
+              ("resnet", 20): [8.5, 9.0], ("resnet", 56): [6.75, 7.5], ("resnet", 44): [7.0]}
+    for (arch, depth), errs in finals.items():
+        for seed, err in enumerate(errs):
+            make_run(root, arch, depth, seed, [30.0, err - 2.0], [33.0, err], dataset=dataset,
+                     synthetic=synthetic, params=depth * 13_600)
+    return finals
+
+
+def test_report_numbers_are_the_seed_aggregates(tmp_path):
+    finals = make_cifar_sweep(tmp_path)
+    table, markdown = make_report(tmp_path)
+    written = pd.read_csv(tmp_path / "report.csv").set_index(["arch", "depth"])
+    for (arch, depth), test_errs in finals.items():
+        row = written.loc[(arch, depth)]
+        last = [pd.read_csv(tmp_path / f"{arch}-{depth}-s{s}" / "metrics.csv").iloc[-1]
+                for s in range(len(test_errs))]
+        assert row["n"] == len(test_errs)
+        assert row["test_err_mean"] == pytest.approx(statistics.mean(r["test_err"] for r in last))
+        assert row["train_err_mean"] == pytest.approx(statistics.mean(r["train_err"] for r in last))
+        if len(test_errs) > 1:
+            std = statistics.stdev(test_errs)
+            assert row["test_err_std"] == pytest.approx(std)
+            assert f"{statistics.mean(test_errs):.2f} ± {std:.2f}" in markdown
+        else:
+            assert math.isnan(row["test_err_std"])
+    assert len(table) == len(written) == len(finals)
+    assert (tmp_path / "report.md").read_text() == markdown
+
+
+def test_paper_column_only_on_cifar10_resnet_rows(tmp_path):
+    make_cifar_sweep(tmp_path)
+    table, markdown = make_report(tmp_path)
+    for row in table.itertuples():
+        if row.arch == "resnet":
+            assert row.paper_test_err == TABLE6[row.depth]
+        else:
+            assert math.isnan(row.paper_test_err)
+    assert "paper test err" in markdown
+    plain_line = next(line for line in markdown.splitlines() if line.startswith("| plain | 20 |"))
+    resnet_line = next(line for line in markdown.splitlines() if line.startswith("| resnet | 56 |"))
+    assert "6.97" in resnet_line and "6.97" not in plain_line and "8.75" not in plain_line
+
+
+@pytest.mark.parametrize("dataset,synthetic", [("fashion_mnist", False), ("cifar10", True)])
+def test_no_paper_values_for_other_data(tmp_path, dataset, synthetic):
+    make_cifar_sweep(tmp_path, dataset=dataset, synthetic=synthetic)
+    table, markdown = make_report(tmp_path, out_dir=tmp_path / "out")
+    assert table["paper_test_err"].isna().all()
+    assert "paper test err" not in markdown
+    assert (tmp_path / "out" / "report.csv").exists() and not (tmp_path / "report.md").exists()
+    assert ("synthetic data" in markdown.splitlines()[0]) == synthetic
+
+
+def test_report_cells(tmp_path):
+    make_run(tmp_path, "resnet", 20, 0, [30.0, 9.0], params=272_474)
+    make_run(tmp_path, "resnet", 20, 1, [30.0, 90.0], status="diverged", params=272_474)
+    make_run(tmp_path, "resnet", 110, 0, [40.0], status="running", epochs_planned=4,
+             params=1_730_714)
+    _, markdown = make_report(tmp_path)
+    line20 = next(line for line in markdown.splitlines() if line.startswith("| resnet | 20 |"))
+    line110 = next(line for line in markdown.splitlines() if line.startswith("| resnet | 110 |"))
+    assert "0.27M" in line20 and "1 (+1 diverged)" in line20 and "| 9.00 |" in line20
+    assert "1.73M" in line110 and "1 unfinished" in line110 and "| 1/4 |" in line110
+    assert "Runs: 3 (1 done, 1 partial, 1 diverged)" in markdown
+
+
+def test_formatting_helpers():
+    assert [format_params(p) for p in (272_474, 1_730_714, 19_400_000, 52_100)] == [
+        "0.27M", "1.73M", "19.4M", "52.1k"]
+    assert [format_seconds(s) for s in (45, 192, 7500)] == ["45s", "3m 12s", "2h 05m"]
+
+
+def test_report_of_missing_dir_is_a_user_error(tmp_path):
+    with pytest.raises(UserError):
+        make_report(tmp_path / "nope")
