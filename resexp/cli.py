@@ -15,7 +15,10 @@ from rich.console import Console
 
 from resexp.errors import UserError
 
+# rich_markup_mode=None: help texts are shown as written; in rich markup "[default: ...]" is a
+# style tag and would vanish from --help.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="Reproduce He et al. 2016's degradation experiment: plain vs residual "
                        "networks across depths.")
 OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
@@ -65,6 +68,7 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     con.print(sw.format_plan(runs))
     if dry_run:
         return
+    sw.check_data(runs)
     sw.save_spec(spec, out)
     statuses = _interruptible(sw.run_sweep, runs, out, con)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}

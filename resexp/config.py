@@ -25,8 +25,12 @@ TOP_LEVEL_KEYS = {"name", "seed", "model", "train", "sweep", "dataset"}
 
 
 def shipped_config_dir() -> Path:
-    """The configs/ folder shipped with the package (the repo's configs/ when editable)."""
-    return Path(str(resources.files("resexp.configs")))
+    """The configs/ folder shipped with the package (the repo's configs/ when editable,
+    or when the source tree is used uninstalled, e.g. with PYTHONPATH)."""
+    try:
+        return Path(str(resources.files("resexp.configs")))
+    except ModuleNotFoundError:
+        return Path(__file__).resolve().parent.parent / "configs"
 
 
 def extra_config_dirs(config_dirs: Sequence[str | Path] = ()) -> list[Path]:

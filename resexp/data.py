@@ -173,6 +173,19 @@ def load_data(ds_cfg, device: torch.device) -> Data:
     """Both splits as tensors on ``device``, with the validation/subset cuts applied."""
     x, y = to_tensors(open_dataset(ds_cfg, train=True), ds_cfg.channels)
     xt, yt = to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
+    return make_data(ds_cfg, (x, y), (xt, yt), device)
+
+
+def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
+    """Random images of the dataset's shape (for benchmarks: speed, not learning)."""
+    g = torch.Generator().manual_seed(seed)
+    shape = (n, ds_cfg.channels, ds_cfg.image_size, ds_cfg.image_size)
+    x, y = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), torch.randint(0, ds_cfg.num_classes, (n,), generator=g)
+    return make_data(ds_cfg, (x, y), (x[: min(n, 1000)], y[: min(n, 1000)]), device)
+
+
+def make_data(ds_cfg, train, test, device: torch.device) -> Data:
+    (x, y), (xt, yt) = train, test
     val = None
     if ds_cfg.val_size:  # the last val_size training images, as in the paper's 45k/5k split
         if ds_cfg.val_size >= len(y):

@@ -99,6 +99,15 @@ class RunDir:
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
+    def check_config(self, cfg, others: int = 0) -> None:
+        """UserError if this run was started with other result-affecting settings
+        (``others``: how many more runs of a sweep clash too, for the message)."""
+        conflicts = self.config_conflicts(cfg)
+        if conflicts:
+            more = f" (and {others} more run{'s' if others > 1 else ''})" if others else ""
+            raise UserError(f"{self.path} was started with another config ({'; '.join(conflicts[:3])}){more}; "
+                            f"use another --out or delete that run")
+
     # ---- summary.json
     def read_summary(self) -> dict | None:
         try:

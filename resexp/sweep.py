@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
+from omegaconf import OmegaConf
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from resexp.config import load_config
-from resexp.data import iters_per_epoch
+from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.rundir import RunDir, atomic_write, run_name
 from resexp.schedule import make_schedule
@@ -113,7 +114,17 @@ def plan(spec: SweepSpec, out: Path, config_dirs=()) -> list[PlannedRun]:
                 cfg = load_config([*spec.overrides, f"model.arch={arch}", f"model.depth={depth}",
                                    f"seed={seed}"], config_dirs)
                 runs.append(_planned(cfg, out, rate))
+    _check_same_configs(runs)
     return runs
+
+
+def _check_same_configs(runs: list[PlannedRun]) -> None:
+    """A run folder started under other result-affecting settings must not join this sweep:
+    a finished one would be skipped as if it matched, an unfinished one would fail alone.
+    One error before anything trains instead."""
+    clashes = [r for r in runs if r.run.config_conflicts(r.cfg)]
+    if clashes:
+        clashes[0].run.check_config(clashes[0].cfg, others=len(clashes) - 1)
 
 
 def _planned(cfg, out: Path, rate: float) -> PlannedRun:
@@ -151,6 +162,17 @@ def format_plan(runs: list[PlannedRun]) -> str:
     lines.append(f"{len(runs)} runs, {len(todo)} to train, about {_hms(sum(r.cost_s for r in todo))} "
                  f"(rough: measured speed of finished runs, else a 2-core CPU figure)")
     return "\n".join(lines)
+
+
+def check_data(runs: list[PlannedRun]) -> None:
+    """Open (stage, download) each dataset the runs still to train need, once: missing data
+    is then one error before anything starts, not the same failure repeated for every run."""
+    seen = set()
+    for r in runs:
+        key = OmegaConf.to_yaml(r.cfg.dataset)
+        if r.state not in ("done", "diverged") and key not in seen:
+            seen.add(key)
+            open_dataset(r.cfg.dataset, train=True)
 
 
 def _hms(seconds: float) -> str:

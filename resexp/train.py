@@ -57,13 +57,14 @@ class Setup:
     channels_last: bool
 
 
-def setup(cfg) -> Setup:
+def setup(cfg, data: Data | None = None) -> Setup:
+    """Device, data (loaded unless given), model, optimiser and schedule for ``cfg``."""
     t = cfg.train
     device = pick_device(t.device)
     if t.threads:
         torch.set_num_threads(int(t.threads))
     torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch in data.py
-    data = load_data(cfg.dataset, device)
+    data = data if data is not None else load_data(cfg.dataset, device)
     model = build_model(cfg, data).to(device)
     cuda = device.type == "cuda"
     channels_last = cuda and t.channels_last  # NHWC is what cuDNN's fast bf16 convs want
@@ -174,15 +175,11 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
     """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary."""
     console = console or Console(stderr=True, soft_wrap=True)
     run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
-    conflicts = run.config_conflicts(cfg)
-    if conflicts:
-        raise UserError(f"{run.path} was started with another config ({'; '.join(conflicts[:3])}); "
-                        f"use another --out or delete that run")
+    run.check_config(cfg)
     prior = run.read_summary()
     if prior and prior.get("status") in ("done", "diverged"):
         console.print(f"{run.path.name}: already {prior['status']}, skipped")
         return prior
-    run.create(cfg)
     own_progress = progress is None
     progress = progress or make_progress(console)
     with progress if own_progress else contextlib.nullcontext():
@@ -190,16 +187,17 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
 
 
 def _fit(cfg, run: RunDir, progress: Progress, console: Console) -> dict:
-    s = setup(cfg)
+    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
+    run.create(cfg)
     summary = base_summary(cfg, s, count_params(s.model))
-    epoch, iteration, elapsed = resume(run, s)
-    if epoch:
-        console.print(f"{run.path.name}: resuming after epoch {epoch} (iteration {iteration})")
-    summary.update(status="running", epochs=epoch, iterations=iteration, started=now())
-    run.write_summary(summary)
     try:
+        epoch, iteration, elapsed = resume(run, s)
+        if epoch:
+            console.print(f"{run.path.name}: resuming after epoch {epoch} (iteration {iteration})")
+        summary.update(status="running", epochs=epoch, iterations=iteration, started=now())
+        run.write_summary(summary)
         status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed)
-    except Exception as err:
+    except Exception as err:  # recorded for `resexp status`, then reported by the caller
         run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
     summary.update(status=status, finished=now(), error=None)

@@ -1,0 +1,287 @@
+"""The `resexp` command as a user meets it: exit codes, one-line errors, the files it writes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import re
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import typer.main
+from conftest import TINY, need_fashion_mnist, run_cli
+from typer.testing import CliRunner
+
+import resexp
+from resexp.cli import app, main
+from resexp.config import load_config, shipped_config_dir
+from resexp.models import count_params, get_model
+from resexp.train import fit
+
+FAST = [*TINY, "train.threads=1"]  # one torch thread: runs this small gain nothing from more
+CONTRACT_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
+                    "seconds", "images_per_s"]
+CONTRACT_SUMMARY = ["arch", "depth", "seed", "dataset", "params", "status", "epochs", "final_train_err",
+                    "final_test_err", "device", "torch_version", "git_commit"]
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """train.threads=1 sets torch's global thread count: give it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`resexp ARGS` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["resexp", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file below folder: its bytes and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+RESULT_FILES = {"metrics.csv", "summary.json", "checkpoint.pt", "sweep.yaml"}
+
+
+def error_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished tiny run, trained once for this module: results/default/resnet-8-s0."""
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("finished") / "results" / "default"
+    fit(load_config(FAST), out)
+    torch.set_num_threads(threads)
+    return out.parent
+
+
+# --------------------------------------------------------------------------- user errors
+OFFLINE_MNIST = ["dataset=mnist", "dataset.download=false", "model.depth=8", "train.device=cpu"]
+USER_ERRORS = {
+    "bad-depth": (["train", *FAST, "model.depth=1000"], ["998", "1004"]),
+    "unknown-dataset": (["train", *FAST, "dataset=nope"], ["unknown dataset 'nope'", "synthetic"]),
+    "unknown-key": (["train", *FAST, "train.momentun=0.5"], ["unknown config key 'train.momentun'"]),
+    "unknown-top-key": (["train", *FAST, "+modle.depth=8"], ["modle"]),
+    "malformed-override": (["train", *FAST, "model.depth"], ["model.depth"]),
+    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/default", *FAST], ["--depths", "20,abc"]),
+    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/default", *FAST],
+                           ["depth 10", "8 and 14"]),
+    "train-out-below-a-file": (["train", "--out", "a_file/results", *FAST], ["cannot write", "a_file/results"]),
+    "sweep-out-below-a-file": (["sweep", "--depths", "8", "--out", "a_file/results", *FAST],
+                               ["cannot write", "a_file/results"]),
+    "train-data-missing": (["train", "--out", "elsewhere", *OFFLINE_MNIST],
+                           ["dataset mnist", "download disabled", "dataset.source="]),
+    "sweep-data-missing": (["sweep", "--depths", "8", "--out", "results/mnist", *OFFLINE_MNIST],
+                           ["dataset mnist", "download disabled"]),
+    "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/default",
+                               *FAST, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
+    "train-changed-setting": (["train", *FAST, "train.batch_size=32"], ["resnet-8-s0", "train.batch_size: 64 -> 32"]),
+}
+
+
+@pytest.mark.parametrize("args, says", USER_ERRORS.values(), ids=USER_ERRORS.keys())
+def test_user_error_is_one_line_exit_2_and_leaves_results_alone(finished_run, monkeypatch, capsys, args, says):
+    shutil.copytree(finished_run, "results")
+    Path("a_file").write_text("not a folder\n")
+    before = snapshot(Path("results"))
+
+    code, stdout, stderr = cli(monkeypatch, capsys, *args)
+
+    assert code == 2
+    assert stdout == ""
+    lines = [line for line in error_lines(stderr) if not re.match(r"(plain|resnet)-\d+-s\d+ |run |\d+ runs,", line)]
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: ")
+    for text in says:
+        assert text in lines[0]
+    assert snapshot(Path("results")) == before
+    results_elsewhere = [p for p in Path().rglob("*") if p.name in RESULT_FILES and p.parts[0] != "results"]
+    assert results_elsewhere == []
+
+
+def test_usage_error_exits_2(monkeypatch, capsys):
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--depths", "8", "--no-such-option")
+    assert code == 2 and stdout == ""
+    assert "No such option: --no-such-option" in stderr
+    assert "Traceback" not in stderr
+    assert list(Path().iterdir()) == []
+
+
+def test_user_error_from_the_installed_entry_point():
+    done = run_cli("train", *FAST, "model.depth=1000", "--out", "out", timeout=120)
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert error_lines(done.stderr) == [
+        "error: depth 1000 is not 6n+2: nearest valid depths are 998 and 1004"]
+    assert not Path("out").exists()
+
+
+def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
+    from resexp.rundir import RunDir
+
+    original = RunDir.save_checkpoint
+
+    def save_then_interrupt(self, state):
+        original(self, state)
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt  # as if killed after epoch 2
+
+    with monkeypatch.context() as m:
+        m.setattr(RunDir, "save_checkpoint", save_then_interrupt)
+        code, _, stderr = cli(m, capsys, "train", "--out", "out", *FAST)
+    assert code == 130
+    assert "interrupted: finished epochs are saved" in stderr
+    run = Path("out/resnet-8-s0")
+    assert [r["epoch"] for r in rows(run)] == ["1", "2"]
+    (run / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
+    metrics = (run / "metrics.csv").read_bytes()
+
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *FAST)
+    assert code == 2 and stdout == ""
+    lines = error_lines(stderr)
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("error: checkpoint ") and str(run / "checkpoint.pt") in lines[0]
+    assert (run / "metrics.csv").read_bytes() == metrics
+
+
+# --------------------------------------------------------------------------- train
+def test_train_writes_the_contracted_run_files(monkeypatch, capsys):
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *FAST, "seed=4")
+    assert code == 0, stderr
+    run = Path("out/resnet-8-s4")
+    assert sorted(p.name for p in Path("out").iterdir()) == ["resnet-8-s4"]
+    assert {"config.yaml", "metrics.csv", "summary.json"} <= {p.name for p in run.iterdir()}
+
+    metrics = rows(run)
+    assert list(metrics[0])[:len(CONTRACT_COLUMNS)] == CONTRACT_COLUMNS
+    assert [int(r["epoch"]) for r in metrics] == [1, 2, 3]
+    assert [int(r["iteration"]) for r in metrics] == [4, 8, 12]  # epoch * (256 images / batch 64)
+    assert [float(r["lr"]) for r in metrics] == [0.1, 0.1, 0.01]  # /10 after train.milestones=[2] epochs
+    for r in metrics:
+        for key, images in (("train_err", 256), ("test_err", 128)):
+            assert 0 <= float(r[key]) <= 100
+            wrong = float(r[key]) * images / 100  # a percentage of whole images
+            assert wrong == pytest.approx(round(wrong))
+        assert math.isfinite(float(r["train_loss"])) and float(r["train_loss"]) > 0
+        assert float(r["seconds"]) > 0 and float(r["images_per_s"]) > 0
+
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(CONTRACT_SUMMARY) <= set(summary)
+    cfg = load_config([*FAST, "seed=4"])
+    model = get_model(**cfg.model, in_channels=1, num_classes=10, image_size=28)
+    assert (summary["arch"], summary["depth"], summary["seed"], summary["dataset"]) == ("resnet", 8, 4, "synthetic")
+    assert (summary["status"], summary["epochs"]) == ("done", 3)
+    assert summary["params"] == count_params(model)
+    assert summary["final_train_err"] == float(metrics[-1]["train_err"])
+    assert summary["final_test_err"] == float(metrics[-1]["test_err"])
+    assert (summary["device"], summary["torch_version"]) == ("cpu", torch.__version__)
+    if (Path(resexp.__file__).resolve().parents[1] / ".git").exists():
+        assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", summary["git_commit"])
+    assert stdout.strip() == (f"done: out/resnet-8-s4 train err {summary['final_train_err']:.2f}%, "
+                              f"test err {summary['final_test_err']:.2f}%")
+
+
+# --------------------------------------------------------------------------- datasets, help
+def test_datasets_lists_every_dataset_config(tmp_path, monkeypatch, capsys):
+    extra = tmp_path / "my_configs"
+    (extra / "dataset").mkdir(parents=True)
+    (extra / "dataset" / "kmnist.yaml").write_text(
+        (shipped_config_dir() / "dataset" / "mnist.yaml").read_text()
+        .replace("name: mnist", "name: kmnist").replace("torchvision.datasets.MNIST", "torchvision.datasets.KMNIST"))
+
+    code, stdout, stderr = cli(monkeypatch, capsys, "datasets", "--config-dir", extra)
+    assert code == 0, stderr
+    listed = {line.split()[0]: line.split() for line in stdout.splitlines()}
+    shipped = {p.stem for p in (shipped_config_dir() / "dataset").glob("*.yaml")}
+    assert {"cifar10", "mnist", "fashion_mnist", "synthetic"} <= shipped
+    assert set(listed) == shipped | {"kmnist"}
+    assert listed["synthetic"][1:3] == ["generated", "resexp.data.SyntheticImages"]
+    assert listed["mnist"][1:3] == ["missing", "torchvision.datasets.MNIST"]  # RESEXP_DATA is empty
+    assert listed["kmnist"][1:3] == ["missing", "torchvision.datasets.KMNIST"]
+    assert listed["cifar10"][-1] == os.environ["RESEXP_DATA"]
+    fashion = "source" if Path("/usr/share/datasets/fashion-mnist").is_dir() else "missing"
+    assert listed["fashion_mnist"][1] == fashion
+
+
+COMMANDS = ["train", "sweep", "plot", "report", "status", "datasets", "bench"]
+
+
+def test_every_command_is_registered():
+    assert sorted(typer.main.get_command(app).commands) == sorted(COMMANDS)
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_every_command_names_its_options(command):
+    result = CliRunner().invoke(app, [command, "--help"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.replace("│", " ").split())  # one line, as if never wrapped
+    click_command = typer.main.get_command(app).commands[command]
+    for param in click_command.params:
+        if param.param_type_name == "argument":
+            assert (param.metavar or param.name).lower() in text.lower()
+        elif param.opts[0] != "--help":
+            assert param.opts[0] in text
+            assert " ".join((param.help or "").split()) in text  # the whole help, "[default: ...]" included
+    expected = {"train": ["--out", "[default: results/<name>]"],
+                "sweep": ["--depths", "--archs", "--seeds", "--out", "--dry-run", "[default: plain,resnet]"],
+                "plot": ["--format", "results_dir", "[default: RESULTS_DIR/figures]"],
+                "report": ["results_dir", "[default: RESULTS_DIR]"], "status": ["results_dir"],
+                "datasets": ["--config-dir"], "bench": ["--steps", "--compile", "--depths"]}[command]
+    for name in expected:
+        assert name.lower() in text.lower()
+
+
+# --------------------------------------------------------------------------- real data, end to end
+@pytest.mark.slow
+def test_quick_fashion_sweep_plot_and_report(monkeypatch, capsys):
+    need_fashion_mnist()
+    out = Path("quick")
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--depths", "8", "--out", out,
+                               "experiment=quick_fashion", "dataset.train_subset=256", "dataset.test_subset=256",
+                               "train.epochs=1", "train.device=cpu", "train.threads=1")
+    assert code == 0, stderr
+    assert stdout.strip() == f"sweep {out}: 2 done"
+    summaries = {name: json.loads((out / name / "summary.json").read_text()) for name in ("plain-8-s0", "resnet-8-s0")}
+    for s in summaries.values():
+        assert (s["dataset"], s["synthetic"], s["experiment"], s["train_images"]) == ("fashion_mnist", False,
+                                                                                      "quick_fashion", 256)
+
+    code, stdout, stderr = cli(monkeypatch, capsys, "plot", out)
+    assert code == 0, stderr
+    figures = {"depth.png", "depth.pdf", "depth.csv", "curves.png", "curves.pdf", "curves.csv"}
+    assert {Path(p).name for p in stdout.split()} == figures
+    for name in figures:
+        assert (out / "figures" / name).stat().st_size > 0
+
+    code, stdout, stderr = cli(monkeypatch, capsys, "report", out)
+    assert code == 0, stderr
+    assert "fashion_mnist" in (out / "report.md").read_text()
+    with open(out / "report.csv", newline="") as f:
+        table = {(r["arch"], int(r["depth"])): r for r in csv.DictReader(f)}
+    assert set(table) == {("plain", 8), ("resnet", 8)}
+    for (arch, depth), r in table.items():
+        s = summaries[f"{arch}-{depth}-s0"]
+        assert float(r["train_err_mean"]) == pytest.approx(s["final_train_err"], abs=1e-9)
+        assert float(r["test_err_mean"]) == pytest.approx(s["final_test_err"], abs=1e-9)
+        assert int(float(r["params"])) == s["params"]
+        assert int(float(r["n"])) == 1 and int(float(r["epochs"])) == 1

@@ -1,0 +1,291 @@
+"""sweep.py and `resexp sweep`: run folders, skipping, resuming, failures, the plan."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from conftest import TINY
+from rich.console import Console
+
+import resexp.train as train_module
+from resexp import sweep as sw
+from resexp.cli import main
+from resexp.rundir import RunDir
+
+# The tiny synthetic run on one torch thread: runs this small gain nothing from more, and
+# on a busy CPU extra threads only wait on each other.
+FAST = [*TINY, "train.threads=1"]
+TIMING = {"seconds", "images_per_s", "elapsed"}
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """train.threads=1 sets torch's global thread count: give it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`resexp ARGS` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["resexp", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def rows(run_dir: Path) -> list[dict]:
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def summary(run_dir: Path) -> dict:
+    return RunDir(run_dir).read_summary()
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file below folder: its bytes and modification time."""
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def interrupt_after_checkpoints(monkeypatch, n: int) -> None:
+    """Ctrl-C right after the n-th checkpoint of this process is written (a kill at that moment)."""
+    original, count = RunDir.save_checkpoint, [0]
+
+    def save_then_interrupt(self, state):
+        original(self, state)
+        count[0] += 1
+        if count[0] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
+
+
+def sweep_in_process(archs, depths, seeds, overrides, out) -> dict[str, str]:
+    spec, out = sw.resolve_spec(archs, depths, seeds, overrides, out)
+    sw.save_spec(spec, out)
+    return sw.run_sweep(sw.plan(spec, out), out, Console(file=io.StringIO()))
+
+
+# --------------------------------------------------------------------------- run folders
+def test_sweep_writes_one_run_folder_per_arch_and_depth(tmp_path):
+    out = tmp_path / "out"
+    statuses = sweep_in_process(["plain", "resnet"], [8, 14], None, FAST, out)
+
+    names = {"plain-8-s0", "plain-14-s0", "resnet-8-s0", "resnet-14-s0"}
+    assert statuses == {name: "done" for name in names}
+    assert {p.name for p in out.iterdir() if p.is_dir()} == names
+    for name in names:
+        arch, depth, _ = name.split("-")
+        run = out / name
+        metrics = rows(run)
+        assert [int(r["epoch"]) for r in metrics] == [1, 2, 3]
+        assert [int(r["iteration"]) for r in metrics] == [4, 8, 12]  # 256 images / batch 64
+        s = summary(run)
+        assert (s["status"], s["arch"], s["depth"], s["seed"], s["epochs"]) == ("done", arch, int(depth), 0, 3)
+        assert s["final_train_err"] == float(metrics[-1]["train_err"])
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert (config["model"]["arch"], config["model"]["depth"]) == (arch, int(depth))
+        assert config["dataset"]["name"] == "synthetic" and config["train"]["epochs"] == 3
+
+    saved = yaml.safe_load((out / "sweep.yaml").read_text())
+    assert saved["archs"] == ["plain", "resnet"] and saved["depths"] == [8, 14] and saved["seeds"] == [0]
+    assert saved["overrides"][0] == "experiment=he2016_cifar10"  # the default experiment, made explicit
+    assert saved["overrides"][1:] == FAST
+    # plain and residual nets differ only in the shortcut: with option A, same parameter count
+    assert summary(out / "plain-14-s0")["params"] == summary(out / "resnet-14-s0")["params"]
+    assert summary(out / "plain-14-s0")["params"] > summary(out / "plain-8-s0")["params"]
+
+
+def test_rerun_skips_finished_runs_without_touching_them(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    args = ["sweep", "--archs", "resnet", "--depths", "8", "--out", out, *FAST]
+    assert cli(monkeypatch, capsys, *args)[0] == 0
+    before = snapshot(out / "resnet-8-s0")
+    updated = summary(out / "resnet-8-s0")["updated"]
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(train_module, "setup", no_training)
+    code, stdout, stderr = cli(monkeypatch, capsys, *args)
+    assert code == 0
+    assert "resnet-8-s0" in stderr and "done" in stderr.split("resnet-8-s0", 1)[1].splitlines()[0]
+    assert stdout.strip() == f"sweep {out}: 1 done"
+    assert snapshot(out / "resnet-8-s0") == before
+    assert summary(out / "resnet-8-s0")["updated"] == updated
+
+    # settings that do not change what a run computes are no reason to train again either
+    code, stdout, _ = cli(monkeypatch, capsys, *args, "train.log_every=3", "train.keep_checkpoint=false")
+    assert code == 0 and stdout.strip() == f"sweep {out}: 1 done"
+    assert snapshot(out / "resnet-8-s0") == before
+
+
+# --------------------------------------------------------------------------- resuming
+def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
+    four_epochs = [*FAST, "train.epochs=4", "train.milestones=[3]"]
+    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", *four_epochs]
+    killed = tmp_path / "killed"
+    with open(tmp_path / "first.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "resexp", *args, "--out", str(killed)],
+                                stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 120
+        # a checkpoint is written right after an epoch's row: kill in the middle of a later epoch
+        while not list(killed.glob("*/checkpoint.pt")):
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.monotonic() < deadline, "no epoch finished in time"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    assert summary(killed / "plain-8-s0")["status"] == "running"  # as a killed process leaves it
+    assert 1 <= len(rows(killed / "plain-8-s0")) < 4
+    assert not (killed / "resnet-8-s0").exists()
+
+    # the same command again, and meanwhile the same sweep uninterrupted in another folder
+    with open(tmp_path / "second.log", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "resexp", *args, "--out", str(killed)],
+                                stdout=log, stderr=subprocess.STDOUT, text=True)
+        reference = tmp_path / "reference"
+        assert set(sweep_in_process(["plain", "resnet"], [8], None, four_epochs, reference).values()) == {"done"}
+        assert proc.wait(timeout=180) == 0
+        log.seek(0)
+        second = log.read()
+    assert f"sweep {killed}: 2 done" in second.splitlines()
+    assert "plain-8-s0: resuming after epoch" in second  # went on from its checkpoint
+
+    for name in ("plain-8-s0", "resnet-8-s0"):
+        got, want = rows(killed / name), rows(reference / name)
+        assert [int(r["epoch"]) for r in got] == [1, 2, 3, 4]  # no gap, no repeat
+        assert [int(r["iteration"]) for r in got] == [4, 8, 12, 16]
+        assert [{k: v for k, v in r.items() if k not in TIMING} for r in got] == \
+               [{k: v for k, v in r.items() if k not in TIMING} for r in want]
+        s, ref = summary(killed / name), summary(reference / name)
+        assert s["status"] == "done" and s["epochs"] == 4
+        assert (s["final_train_err"], s["final_test_err"]) == (ref["final_train_err"], ref["final_test_err"])
+
+
+def test_sweep_with_only_out_continues_the_saved_sweep(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    with monkeypatch.context() as m:
+        interrupt_after_checkpoints(m, 1)
+        code, _, stderr = cli(m, capsys, "sweep", "--archs", "resnet", "--depths", "8",
+                              "--seeds", "3", "--out", out, *FAST)
+    assert code == 130 and "interrupted" in stderr
+    assert len(rows(out / "resnet-8-s3")) == 1
+
+    spec, where = sw.resolve_spec(None, None, None, [], out)
+    assert (spec.archs, spec.depths, spec.seeds, where) == (["resnet"], [8], [3], out)
+    assert spec.overrides == ["experiment=he2016_cifar10", *FAST]
+
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", out)
+    assert code == 0, stderr
+    assert "resnet-8-s3: resuming after epoch 1" in stderr
+    assert stdout.strip() == f"sweep {out}: 1 done"
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == ["resnet-8-s3"]  # not the 20..56 defaults
+    assert [int(r["epoch"]) for r in rows(out / "resnet-8-s3")] == [1, 2, 3]
+    config = yaml.safe_load((out / "resnet-8-s3" / "config.yaml").read_text())
+    assert config["dataset"]["name"] == "synthetic" and config["train"]["batch_size"] == 64
+
+
+# --------------------------------------------------------------------------- the plan
+def test_dry_run_trains_nothing_and_shows_each_runs_state(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--out", out, *FAST]
+    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--dry-run")
+    assert code == 0 and stdout == ""
+    assert not out.exists()  # no run folders, no sweep.yaml
+    plan = {line.split()[0]: line.split()[1:3] for line in stderr.splitlines() if line.startswith(("plain", "resnet"))}
+    assert plan == {"plain-8-s0": ["new", "0/3"], "resnet-8-s0": ["new", "0/3"]}
+    assert "2 runs, 2 to train" in stderr
+
+    with monkeypatch.context() as m:
+        interrupt_after_checkpoints(m, 4)  # plain-8 finishes (3 epochs), resnet-8 stops after 1
+        assert cli(m, capsys, *args)[0] == 130
+    before = snapshot(out)
+    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--dry-run")
+    assert code == 0
+    plan = {line.split()[0]: line.split()[1:3] for line in stderr.splitlines() if line.startswith(("plain", "resnet"))}
+    assert plan == {"plain-8-s0": ["done", "3/3"], "resnet-8-s0": ["partial", "1/3"]}
+    assert "2 runs, 1 to train" in stderr
+    assert snapshot(out) == before
+
+    runs = sw.plan(*sw.resolve_spec(None, None, None, [], out))
+    assert [(r.run.path.name, r.state, r.epochs_done, r.iterations) for r in runs] == \
+           [("plain-8-s0", "done", 3, 12), ("resnet-8-s0", "partial", 1, 12)]
+    assert runs[0].cost_s == 0 and runs[1].cost_s > 0
+
+
+# --------------------------------------------------------------------------- failures
+def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    real_epoch = train_module.train_epoch
+
+    def broken_for_depth_14(cfg, *args, **kwargs):
+        if cfg.model.depth == 14:
+            raise RuntimeError("boom in depth 14")
+        return real_epoch(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(train_module, "train_epoch", broken_for_depth_14)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "14,8",
+                                  "--out", out, *FAST)
+    assert code == 1
+    assert stdout.strip() == f"sweep {out}: 1 done, 1 failed"
+    assert "plain-14-s0 failed: RuntimeError: boom in depth 14" in stderr
+    failed = summary(out / "plain-14-s0")
+    assert failed["status"] == "failed" and failed["error"] == "RuntimeError: boom in depth 14"
+    assert summary(out / "plain-8-s0")["status"] == "done"  # trained after the failure
+    assert len(rows(out / "plain-8-s0")) == 3
+
+    states = {r.run.path.name: r.state for r in sw.plan(*sw.resolve_spec(None, None, None, [], out))}
+    assert states == {"plain-14-s0": "failed", "plain-8-s0": "done"}  # the failed one is retried next time
+
+
+def test_a_diverged_run_is_recorded_and_is_not_an_error(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    args = ["sweep", "--archs", "plain", "--depths", "8", "--out", out, *FAST, "train.lr=1e6"]
+    code, stdout, stderr = cli(monkeypatch, capsys, *args)
+    assert code == 0, stderr
+    assert stdout.strip() == f"sweep {out}: 1 diverged"
+    metrics = rows(out / "plain-8-s0")
+    assert not math.isfinite(float(metrics[-1]["train_loss"]))
+    assert all(math.isfinite(float(r["train_loss"])) for r in metrics[:-1])  # stopped at the first bad epoch
+    s = summary(out / "plain-8-s0")
+    assert s["status"] == "diverged" and s["epochs"] == len(metrics) < 3
+
+    code, stdout, _ = cli(monkeypatch, capsys, *args)  # not retried
+    assert code == 0 and stdout.strip() == f"sweep {out}: 1 diverged"
+    assert rows(out / "plain-8-s0") == metrics
+
+
+# --------------------------------------------------------------------------- changed settings
+@pytest.mark.parametrize("extra_depth", [False, True], ids=["same-runs", "with-a-new-run"])
+def test_changed_result_setting_is_one_clear_error(tmp_path, monkeypatch, capsys, extra_depth):
+    out = tmp_path / "out"
+    args = ["sweep", "--archs", "resnet", "--out", out]
+    assert cli(monkeypatch, capsys, *args, "--depths", "8", *FAST)[0] == 0
+    before = snapshot(out)
+
+    depths = "8,14" if extra_depth else "8"
+    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--depths", depths, *FAST, "train.epochs=4")
+    assert code == 2 and stdout == ""
+    lines = [ln for ln in stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, stderr  # before the plan, before any training
+    assert lines[0].startswith("error: ") and "resnet-8-s0" in lines[0] and "train.epochs: 3 -> 4" in lines[0]
+    assert snapshot(out) == before  # nothing trained, nothing rewritten
+    assert not (out / "resnet-14-s0").exists()
