@@ -31,7 +31,7 @@ class Schedule:
         return round(self.lr * self.gamma ** bisect.bisect_right(self.milestones, iteration), 12)
 
     def describe(self) -> str:
-        ks = lambda i: f"{i / 1000:g}k" if i >= 1000 else str(i)  # noqa: E731
+        ks = lambda i: f"{i // 1000}k" if i >= 1000 and i % 1000 == 0 else str(i)  # noqa: E731
         parts = [f"SGD lr {self.lr:g}"]
         if self.milestones:
             parts.append(f"x{self.gamma:g} at it " + ", ".join(ks(m) for m in self.milestones))

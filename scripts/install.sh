@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install resexp into ./.venv (and the real Fashion-MNIST files, from Debian's package).
+# Safe to rerun: an existing venv is reused.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+FASHION=/usr/share/datasets/fashion-mnist
+if [ ! -d "$FASHION" ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  if command -v apt-get >/dev/null; then
+    $SUDO apt-get update -qq && $SUDO apt-get install -y -qq dataset-fashion-mnist >/dev/null
+  fi
+  [ -d "$FASHION" ] || echo "warning: $FASHION missing; pass dataset.source=FOLDER with the four *-ubyte.gz files" >&2
+fi
+
+PYTHON=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+echo "installed: $(.venv/bin/resexp --help >/dev/null && echo resexp) in $PWD/.venv"
