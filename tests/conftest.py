@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+from resexp.cli import main
 from resexp.config import load_config
 
-# A tiny synthetic run: 256 images, batches of 64 -> 4 iterations per epoch.
+# A tiny synthetic run: 256 images, batches of 64 -> 4 iterations per epoch. One torch
+# thread: runs this small gain nothing from more, and on a busy CPU threads only wait.
 TINY = ["dataset=synthetic", "dataset.train_args.size=256", "dataset.test_args.size=128",
         "train.batch_size=64", "train.iterations=null", "train.epochs=3", "train.milestones=[2]",
-        "train.milestone_unit=epochs", "train.log_every=2", "train.device=cpu", "model.depth=8"]
+        "train.milestone_unit=epochs", "train.log_every=2", "train.device=cpu", "model.depth=8",
+        "train.threads=1"]
 
 
 @pytest.fixture(autouse=True)
@@ -23,6 +28,14 @@ def isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("RESEXP_DATA", str(tmp_path / "data"))
     monkeypatch.delenv("RESEXP_CONFIG_DIR", raising=False)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """train.threads=1 sets torch's global thread count: give it back after each test."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
@@ -47,3 +60,18 @@ def need_fashion_mnist():
         if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
             pytest.fail(f"{FASHION_DIR} missing: apt-get install dataset-fashion-mnist")
         pytest.skip("apt-get install dataset-fashion-mnist for the real-data tests")
+
+
+def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
+    """`resexp ARGS` in this process: (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["resexp", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def rows(run_dir: Path) -> list[dict]:
+    """metrics.csv as it is on disk (strings)."""
+    with open(run_dir / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))

@@ -8,48 +8,24 @@ import math
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import typer.main
-from conftest import TINY, need_fashion_mnist, run_cli
+from conftest import TINY, cli, need_fashion_mnist, rows, run_cli
 from typer.testing import CliRunner
 
 import resexp
-from resexp.cli import app, main
+from resexp.cli import app
 from resexp.config import load_config, shipped_config_dir
 from resexp.models import count_params, get_model
 from resexp.train import fit
 
-FAST = [*TINY, "train.threads=1"]  # one torch thread: runs this small gain nothing from more
 CONTRACT_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
                     "seconds", "images_per_s"]
 CONTRACT_SUMMARY = ["arch", "depth", "seed", "dataset", "params", "status", "epochs", "final_train_err",
                     "final_test_err", "device", "torch_version", "git_commit"]
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """train.threads=1 sets torch's global thread count: give it back after each test."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`resexp ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["resexp", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code or 0, captured.out, captured.err
-
-
-def rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def snapshot(folder: Path) -> dict:
@@ -70,7 +46,7 @@ def finished_run(tmp_path_factory):
     """A finished tiny run, trained once for this module: results/default/resnet-8-s0."""
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("finished") / "results" / "default"
-    fit(load_config(FAST), out)
+    fit(load_config(TINY), out)
     torch.set_num_threads(threads)
     return out.parent
 
@@ -78,24 +54,24 @@ def finished_run(tmp_path_factory):
 # --------------------------------------------------------------------------- user errors
 OFFLINE_MNIST = ["dataset=mnist", "dataset.download=false", "model.depth=8", "train.device=cpu"]
 USER_ERRORS = {
-    "bad-depth": (["train", *FAST, "model.depth=1000"], ["998", "1004"]),
-    "unknown-dataset": (["train", *FAST, "dataset=nope"], ["unknown dataset 'nope'", "synthetic"]),
-    "unknown-key": (["train", *FAST, "train.momentun=0.5"], ["unknown config key 'train.momentun'"]),
-    "unknown-top-key": (["train", *FAST, "+modle.depth=8"], ["modle"]),
-    "malformed-override": (["train", *FAST, "model.depth"], ["model.depth"]),
-    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/default", *FAST], ["--depths", "20,abc"]),
-    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/default", *FAST],
+    "bad-depth": (["train", *TINY, "model.depth=1000"], ["998", "1004"]),
+    "unknown-dataset": (["train", *TINY, "dataset=nope"], ["unknown dataset 'nope'", "synthetic"]),
+    "unknown-key": (["train", *TINY, "train.momentun=0.5"], ["unknown config key 'train.momentun'"]),
+    "unknown-top-key": (["train", *TINY, "+modle.depth=8"], ["modle"]),
+    "malformed-override": (["train", *TINY, "model.depth"], ["model.depth"]),
+    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/default", *TINY], ["--depths", "20,abc"]),
+    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/default", *TINY],
                            ["depth 10", "8 and 14"]),
-    "train-out-below-a-file": (["train", "--out", "a_file/results", *FAST], ["cannot write", "a_file/results"]),
-    "sweep-out-below-a-file": (["sweep", "--depths", "8", "--out", "a_file/results", *FAST],
+    "train-out-below-a-file": (["train", "--out", "a_file/results", *TINY], ["cannot write", "a_file/results"]),
+    "sweep-out-below-a-file": (["sweep", "--depths", "8", "--out", "a_file/results", *TINY],
                                ["cannot write", "a_file/results"]),
     "train-data-missing": (["train", "--out", "elsewhere", *OFFLINE_MNIST],
                            ["dataset mnist", "download disabled", "dataset.source="]),
     "sweep-data-missing": (["sweep", "--depths", "8", "--out", "results/mnist", *OFFLINE_MNIST],
                            ["dataset mnist", "download disabled"]),
     "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/default",
-                               *FAST, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
-    "train-changed-setting": (["train", *FAST, "train.batch_size=32"], ["resnet-8-s0", "train.batch_size: 64 -> 32"]),
+                               *TINY, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
+    "train-changed-setting": (["train", *TINY, "train.batch_size=32"], ["resnet-8-s0", "train.batch_size: 64 -> 32"]),
 }
 
 
@@ -128,7 +104,7 @@ def test_usage_error_exits_2(monkeypatch, capsys):
 
 
 def test_user_error_from_the_installed_entry_point():
-    done = run_cli("train", *FAST, "model.depth=1000", "--out", "out", timeout=120)
+    done = run_cli("train", *TINY, "model.depth=1000", "--out", "out", timeout=120)
     assert done.returncode == 2
     assert done.stdout == ""
     assert error_lines(done.stderr) == [
@@ -148,7 +124,7 @@ def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
 
     with monkeypatch.context() as m:
         m.setattr(RunDir, "save_checkpoint", save_then_interrupt)
-        code, _, stderr = cli(m, capsys, "train", "--out", "out", *FAST)
+        code, _, stderr = cli(m, capsys, "train", "--out", "out", *TINY)
     assert code == 130
     assert "interrupted: finished epochs are saved" in stderr
     run = Path("out/resnet-8-s0")
@@ -156,7 +132,7 @@ def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
     (run / "checkpoint.pt").write_bytes(b"this is not a checkpoint")
     metrics = (run / "metrics.csv").read_bytes()
 
-    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *FAST)
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *TINY)
     assert code == 2 and stdout == ""
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr
@@ -166,7 +142,7 @@ def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
 
 # --------------------------------------------------------------------------- train
 def test_train_writes_the_contracted_run_files(monkeypatch, capsys):
-    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *FAST, "seed=4")
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *TINY, "seed=4")
     assert code == 0, stderr
     run = Path("out/resnet-8-s4")
     assert sorted(p.name for p in Path("out").iterdir()) == ["resnet-8-s4"]
@@ -187,7 +163,7 @@ def test_train_writes_the_contracted_run_files(monkeypatch, capsys):
 
     summary = json.loads((run / "summary.json").read_text())
     assert set(CONTRACT_SUMMARY) <= set(summary)
-    cfg = load_config([*FAST, "seed=4"])
+    cfg = load_config([*TINY, "seed=4"])
     model = get_model(**cfg.model, in_channels=1, num_classes=10, image_size=28)
     assert (summary["arch"], summary["depth"], summary["seed"], summary["dataset"]) == ("resnet", 8, 4, "synthetic")
     assert (summary["status"], summary["epochs"]) == ("done", 3)

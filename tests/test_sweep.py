@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import signal
@@ -12,42 +11,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
-from conftest import TINY
+from conftest import TINY, cli, rows
 from rich.console import Console
 
 import resexp.train as train_module
 from resexp import sweep as sw
-from resexp.cli import main
 from resexp.rundir import RunDir
 
-# The tiny synthetic run on one torch thread: runs this small gain nothing from more, and
-# on a busy CPU extra threads only wait on each other.
-FAST = [*TINY, "train.threads=1"]
 TIMING = {"seconds", "images_per_s", "elapsed"}
-
-
-@pytest.fixture(autouse=True)
-def restore_threads():
-    """train.threads=1 sets torch's global thread count: give it back after each test."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
-def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
-    """`resexp ARGS` in this process: (exit code, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["resexp", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code or 0, captured.out, captured.err
-
-
-def rows(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def summary(run_dir: Path) -> dict:
@@ -82,7 +54,7 @@ def sweep_in_process(archs, depths, seeds, overrides, out) -> dict[str, str]:
 # --------------------------------------------------------------------------- run folders
 def test_sweep_writes_one_run_folder_per_arch_and_depth(tmp_path):
     out = tmp_path / "out"
-    statuses = sweep_in_process(["plain", "resnet"], [8, 14], None, FAST, out)
+    statuses = sweep_in_process(["plain", "resnet"], [8, 14], None, TINY, out)
 
     names = {"plain-8-s0", "plain-14-s0", "resnet-8-s0", "resnet-14-s0"}
     assert statuses == {name: "done" for name in names}
@@ -103,7 +75,7 @@ def test_sweep_writes_one_run_folder_per_arch_and_depth(tmp_path):
     saved = yaml.safe_load((out / "sweep.yaml").read_text())
     assert saved["archs"] == ["plain", "resnet"] and saved["depths"] == [8, 14] and saved["seeds"] == [0]
     assert saved["overrides"][0] == "experiment=he2016_cifar10"  # the default experiment, made explicit
-    assert saved["overrides"][1:] == FAST
+    assert saved["overrides"][1:] == TINY
     # plain and residual nets differ only in the shortcut: with option A, same parameter count
     assert summary(out / "plain-14-s0")["params"] == summary(out / "resnet-14-s0")["params"]
     assert summary(out / "plain-14-s0")["params"] > summary(out / "plain-8-s0")["params"]
@@ -111,7 +83,7 @@ def test_sweep_writes_one_run_folder_per_arch_and_depth(tmp_path):
 
 def test_rerun_skips_finished_runs_without_touching_them(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    args = ["sweep", "--archs", "resnet", "--depths", "8", "--out", out, *FAST]
+    args = ["sweep", "--archs", "resnet", "--depths", "8", "--out", out, *TINY]
     assert cli(monkeypatch, capsys, *args)[0] == 0
     before = snapshot(out / "resnet-8-s0")
     updated = summary(out / "resnet-8-s0")["updated"]
@@ -135,7 +107,7 @@ def test_rerun_skips_finished_runs_without_touching_them(tmp_path, monkeypatch, 
 
 # --------------------------------------------------------------------------- resuming
 def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
-    four_epochs = [*FAST, "train.epochs=4", "train.milestones=[3]"]
+    four_epochs = [*TINY, "train.epochs=4", "train.milestones=[3]"]
     args = ["sweep", "--archs", "plain,resnet", "--depths", "8", *four_epochs]
     killed = tmp_path / "killed"
     with open(tmp_path / "first.log", "w") as log:
@@ -185,13 +157,13 @@ def test_sweep_with_only_out_continues_the_saved_sweep(tmp_path, monkeypatch, ca
     with monkeypatch.context() as m:
         interrupt_after_checkpoints(m, 1)
         code, _, stderr = cli(m, capsys, "sweep", "--archs", "resnet", "--depths", "8",
-                              "--seeds", "3", "--out", out, *FAST)
+                              "--seeds", "3", "--out", out, *TINY)
     assert code == 130 and "interrupted" in stderr
     assert len(rows(out / "resnet-8-s3")) == 1
 
     spec, where = sw.resolve_spec(None, None, None, [], out)
     assert (spec.archs, spec.depths, spec.seeds, where) == (["resnet"], [8], [3], out)
-    assert spec.overrides == ["experiment=he2016_cifar10", *FAST]
+    assert spec.overrides == ["experiment=he2016_cifar10", *TINY]
 
     code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", out)
     assert code == 0, stderr
@@ -206,7 +178,7 @@ def test_sweep_with_only_out_continues_the_saved_sweep(tmp_path, monkeypatch, ca
 # --------------------------------------------------------------------------- the plan
 def test_dry_run_trains_nothing_and_shows_each_runs_state(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--out", out, *FAST]
+    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--out", out, *TINY]
     code, stdout, stderr = cli(monkeypatch, capsys, *args, "--dry-run")
     assert code == 0 and stdout == ""
     assert not out.exists()  # no run folders, no sweep.yaml
@@ -243,7 +215,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, c
     monkeypatch.setattr(train_module, "train_epoch", broken_for_depth_14)
     out = tmp_path / "out"
     code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "14,8",
-                                  "--out", out, *FAST)
+                                  "--out", out, *TINY)
     assert code == 1
     assert stdout.strip() == f"sweep {out}: 1 done, 1 failed"
     assert "plain-14-s0 failed: RuntimeError: boom in depth 14" in stderr
@@ -258,7 +230,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, c
 
 def test_a_diverged_run_is_recorded_and_is_not_an_error(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    args = ["sweep", "--archs", "plain", "--depths", "8", "--out", out, *FAST, "train.lr=1e6"]
+    args = ["sweep", "--archs", "plain", "--depths", "8", "--out", out, *TINY, "train.lr=1e6"]
     code, stdout, stderr = cli(monkeypatch, capsys, *args)
     assert code == 0, stderr
     assert stdout.strip() == f"sweep {out}: 1 diverged"
@@ -278,11 +250,11 @@ def test_a_diverged_run_is_recorded_and_is_not_an_error(tmp_path, monkeypatch, c
 def test_changed_result_setting_is_one_clear_error(tmp_path, monkeypatch, capsys, extra_depth):
     out = tmp_path / "out"
     args = ["sweep", "--archs", "resnet", "--out", out]
-    assert cli(monkeypatch, capsys, *args, "--depths", "8", *FAST)[0] == 0
+    assert cli(monkeypatch, capsys, *args, "--depths", "8", *TINY)[0] == 0
     before = snapshot(out)
 
     depths = "8,14" if extra_depth else "8"
-    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--depths", depths, *FAST, "train.epochs=4")
+    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--depths", depths, *TINY, "train.epochs=4")
     assert code == 2 and stdout == ""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, stderr  # before the plan, before any training
