@@ -44,7 +44,8 @@ def run_bench(archs, depths, steps: int, compile: bool, overrides=(), config_dir
         for depth in depths:
             for compiled in ([False, True] if compile else [False]):
                 cfg = load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}",
-                                   f"train.compile={compiled}", "train.log_every=1000000"], config_dirs)
+                                   f"train.compile={compiled}", "train.log_every=1000000",
+                                   "dataset.train_subset=null", "dataset.val_size=0"], config_dirs)
                 rows.append(bench_one(cfg, steps))
     table = pd.DataFrame(rows)
     table.attrs["host"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"

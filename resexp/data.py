@@ -185,6 +185,7 @@ def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
 
 
 def make_data(ds_cfg, train, test, device: torch.device) -> Data:
+    """Data from (images, labels) of both splits: validation split, subsets, device copy."""
     (x, y), (xt, yt) = train, test
     val = None
     if ds_cfg.val_size:  # the last val_size training images, as in the paper's 45k/5k split
