@@ -33,6 +33,17 @@ def pick_device(spec: str) -> torch.device:
     return device
 
 
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX: about 2x
+    on 2 cores, docs/benchmarks.md); elsewhere it would be emulated and slow."""
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def build_model(cfg, data: Data) -> torch.nn.Module:
     return get_model(**cfg.model, in_channels=data.channels, num_classes=data.num_classes,
                      image_size=data.image_size)
@@ -67,7 +78,8 @@ def setup(cfg, data: Data | None = None) -> Setup:
     data = data if data is not None else load_data(cfg.dataset, device)
     model = build_model(cfg, data).to(device)
     cuda = device.type == "cuda"
-    channels_last = cuda and t.channels_last  # NHWC is what cuDNN's fast bf16 convs want
+    # NHWC is what cuDNN's and oneDNN's fast convs want (+10-30% on a 2-core CPU too).
+    channels_last = bool(t.channels_last)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     if cuda:
@@ -78,7 +90,7 @@ def setup(cfg, data: Data | None = None) -> Setup:
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
     forward = torch.compile(model) if (t.compile and cuda) else model
     return Setup(device, data, model, forward, optimizer, make_schedule(t, ipe, cfg.model.depth),
-                 amp=cuda and t.amp, channels_last=channels_last)
+                 amp=bool(t.amp) and bf16_is_fast(device), channels_last=channels_last)
 
 
 def autocast(s: Setup):
@@ -149,6 +161,7 @@ def base_summary(cfg, s: Setup, params: int) -> dict:
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
         "device": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "cpu",
+        "precision": "bf16 autocast" if s.amp else "fp32",
         "torch_version": torch.__version__, "git_commit": git_commit(),
     }
 
