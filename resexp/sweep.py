@@ -55,6 +55,7 @@ class PlannedRun:
     state: str          # new | partial | done | diverged | failed
     epochs_done: int
     epochs_planned: int
+    iterations_done: int
     iterations: int     # planned total
     cost_s: float       # rough remaining seconds
 
@@ -139,11 +140,12 @@ def _planned(cfg, out: Path, rate: float) -> PlannedRun:
     if state == "partial" and not rows and not run.checkpoint.exists():
         state = "new"
     done = int(rows[-1]["epoch"]) if rows else 0
-    left = 0 if state in ("done", "diverged") else max(sched.total_iters - (rows[-1]["iteration"] if rows else 0), 0)
+    iters_done = int(rows[-1]["iteration"]) if rows else 0
+    left = 0 if state in ("done", "diverged") else max(sched.total_iters - iters_done, 0)
     pixels = ds.image_size ** 2
     cost = left * t.batch_size * cfg.model.depth * pixels / rate
     return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state, done,
-                      sched.epochs, sched.total_iters, cost)
+                      sched.epochs, iters_done, sched.total_iters, cost)
 
 
 def _known_size(ds) -> int:
@@ -201,12 +203,16 @@ def run_sweep(runs: list[PlannedRun], out: Path, console: Console) -> dict[str, 
             statuses[r.run.path.name] = r.state
     # The overall line sits above the per-epoch bar, both in one live display.
     with Live(Group(overall, progress), console=console, transient=True, refresh_per_second=4):
-        task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
+        # Progress is counted in estimated seconds, so the ETA weighs deep runs properly.
+        task, spent = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1), 0.0
         for k, r in enumerate(todo, 1):
             name = r.run.path.name
             overall.update(task, description=f"sweep: run {k} of {len(todo)} ({name})")
+            per_iter = r.cost_s / max(r.iterations - r.iterations_done, 1)
+            tick = lambda it, r=r, base=spent, per_iter=per_iter: overall.update(  # noqa: E731
+                task, completed=base + per_iter * (it - r.iterations_done))
             try:
-                statuses[name] = fit(r.cfg, out, progress=progress, console=console)["status"]
+                statuses[name] = fit(r.cfg, out, progress=progress, console=console, on_epoch=tick)["status"]
             except UserError as err:
                 console.print(f"[red]{name}: {err}")
                 statuses[name] = "failed"
@@ -215,5 +221,6 @@ def run_sweep(runs: list[PlannedRun], out: Path, console: Console) -> dict[str, 
             except Exception as err:  # recorded in its summary.json by fit(); the sweep goes on
                 console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
                 statuses[name] = "failed"
-            overall.advance(task, r.cost_s)
+            spent += r.cost_s
+            overall.update(task, completed=spent)
     return statuses

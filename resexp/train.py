@@ -11,6 +11,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -184,8 +185,10 @@ def resume(run: RunDir, s: Setup) -> tuple[int, int, float]:
     return state["epoch"], state["iteration"], state["elapsed"]
 
 
-def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None) -> dict:
-    """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary."""
+def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
+        on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
+    ``on_epoch(iteration)`` is called after every finished epoch (a sweep's ETA uses it)."""
     console = console or Console(stderr=True, soft_wrap=True)
     run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
     run.check_config(cfg)
@@ -196,10 +199,10 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
     own_progress = progress is None
     progress = progress or make_progress(console)
     with progress if own_progress else contextlib.nullcontext():
-        return _fit(cfg, run, progress, console)
+        return _fit(cfg, run, progress, console, on_epoch)
 
 
-def _fit(cfg, run: RunDir, progress: Progress, console: Console) -> dict:
+def _fit(cfg, run: RunDir, progress: Progress, console: Console, on_epoch=None) -> dict:
     s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
     run.create(cfg)
     summary = base_summary(cfg, s, count_params(s.model))
@@ -209,7 +212,7 @@ def _fit(cfg, run: RunDir, progress: Progress, console: Console) -> dict:
             console.print(f"{run.path.name}: resuming after epoch {epoch} (iteration {iteration})")
         summary.update(status="running", epochs=epoch, iterations=iteration, started=now())
         run.write_summary(summary)
-        status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed)
+        status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch)
     except Exception as err:  # recorded for `resexp status`, then reported by the caller
         run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
@@ -220,7 +223,7 @@ def _fit(cfg, run: RunDir, progress: Progress, console: Console) -> dict:
     return summary
 
 
-def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed) -> str:
+def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch=None) -> str:
     name = run.path.name
     while iteration < s.schedule.total_iters:
         epoch += 1
@@ -254,4 +257,6 @@ def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed) 
         run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                              "epoch": epoch, "iteration": iteration, "elapsed": elapsed})
         run.write_summary(summary)
+        if on_epoch is not None:
+            on_epoch(iteration)
     return "done"

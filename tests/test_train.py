@@ -163,3 +163,9 @@ def test_validation_split_adds_columns(tmp_path, tiny_cfg):
 def test_mlp_trains(tmp_path, tiny_cfg):
     s = fit(tiny_cfg("model.arch=mlp_resnet", "model.depth=6", "model.mlp_widths=[32]"), tmp_path / "out")
     assert s["status"] == "done" and s["params"] == 28 * 28 * 32 + 2 * 32 + 4 * (32 * 32 + 2 * 32) + 32 * 10 + 10
+
+
+def test_on_epoch_reports_iterations_after_each_epoch(tmp_path, tiny_cfg):
+    seen = []
+    fit(tiny_cfg(), tmp_path / "out", on_epoch=seen.append)
+    assert seen == [4, 8, 12]
