@@ -115,8 +115,8 @@ def datasets(config_dir: Optional[List[Path]] = CONFIG_DIR):
 
     for name in list_group("dataset", config_dir or []):
         ds = load_config([f"dataset={name}"], config_dir or []).dataset
-        where = "generated" if ds.synthetic else on_disk(ds)
-        print(f"{name:<16} {where:<9} {ds['_target_']:<40} {data_root(ds)}")
+        where, root = ("generated", "-") if ds.synthetic else (on_disk(ds), data_root(ds))
+        print(f"{name:<16} {where:<9} {ds['_target_']:<40} {root}")
 
 
 @app.command()

@@ -196,15 +196,15 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
     if prior and prior.get("status") in ("done", "diverged"):
         console.print(f"{run.path.name}: already {prior['status']}, skipped")
         return prior
+    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
+    run.create(cfg)
     own_progress = progress is None
     progress = progress or make_progress(console)
     with progress if own_progress else contextlib.nullcontext():
-        return _fit(cfg, run, progress, console, on_epoch)
+        return _fit(cfg, run, s, progress, console, on_epoch)
 
 
-def _fit(cfg, run: RunDir, progress: Progress, console: Console, on_epoch=None) -> dict:
-    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
-    run.create(cfg)
+def _fit(cfg, run: RunDir, s: Setup, progress: Progress, console: Console, on_epoch=None) -> dict:
     summary = base_summary(cfg, s, count_params(s.model))
     try:
         epoch, iteration, elapsed = resume(run, s)
