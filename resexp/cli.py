@@ -57,6 +57,8 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<experiment name>]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),
+          jobs: int = typer.Option(1, "--jobs", min=1, help="Runs trained at once, each in its own process "
+                                   "(on a GPU several small nets share it well)."),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest."""
     from resexp import sweep as sw
@@ -70,7 +72,7 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
         return
     sw.check_data(runs)
     sw.save_spec(spec, out)
-    statuses = _interruptible(sw.run_sweep, runs, out, con)
+    statuses = _interruptible(sw.run_sweep, runs, out, con, jobs)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
     print(f"sweep {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
     if counts.get("failed"):

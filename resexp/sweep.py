@@ -8,6 +8,8 @@ alone continues it.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +25,7 @@ from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.rundir import RunDir, atomic_write, run_name
 from resexp.schedule import make_schedule
-from resexp.train import fit, make_progress
+from resexp.train import fit, make_progress, pick_device
 
 DEFAULT_EXPERIMENT = "he2016_cifar10"
 SWEEP_FILE = "sweep.yaml"
@@ -190,37 +192,74 @@ def save_spec(spec: SweepSpec, out: Path) -> None:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err
 
 
-def run_sweep(runs: list[PlannedRun], out: Path, console: Console) -> dict[str, str]:
-    """Train every planned run in order; a failed run is recorded and the sweep goes on.
-    Returns {run name: final status}."""
-    statuses = {}
+def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=None) -> str:
+    """fit() one run; a failure is reported and recorded (by fit, in its summary.json) and
+    returned as 'failed', so the sweep goes on. Ctrl-C is not caught."""
+    name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
+    try:
+        return fit(cfg, out, progress=progress, console=console, on_epoch=on_epoch)["status"]
+    except UserError as err:
+        console.print(f"[red]{name}: {err}")
+    except Exception as err:
+        console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
+    return "failed"
+
+
+def run_sweep(runs: list[PlannedRun], out: Path, console: Console, jobs: int = 1) -> dict[str, str]:
+    """Train every planned run (``jobs`` at a time); a failed run is recorded and the
+    sweep goes on. Returns {run name: final status}."""
+    statuses = {r.run.path.name: r.state for r in runs if r.state in ("done", "diverged")}
     todo = [r for r in runs if r.state not in ("done", "diverged")]
-    progress = make_progress(console)
     overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
                        console=console, transient=True)
-    for r in runs:
-        if r.state in ("done", "diverged"):
-            statuses[r.run.path.name] = r.state
+    # Progress is counted in estimated seconds, so the ETA weighs deep runs properly.
+    task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
+    if jobs > 1 and len(todo) > 1:
+        statuses.update(_run_parallel(todo, out, console, overall, task, min(jobs, len(todo))))
+        return statuses
+    progress, spent = make_progress(console), 0.0
     # The overall line sits above the per-epoch bar, both in one live display.
     with Live(Group(overall, progress), console=console, transient=True, refresh_per_second=4):
-        # Progress is counted in estimated seconds, so the ETA weighs deep runs properly.
-        task, spent = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1), 0.0
         for k, r in enumerate(todo, 1):
-            name = r.run.path.name
-            overall.update(task, description=f"sweep: run {k} of {len(todo)} ({name})")
+            overall.update(task, description=f"sweep: run {k} of {len(todo)} ({r.run.path.name})")
             per_iter = r.cost_s / max(r.iterations - r.iterations_done, 1)
             tick = lambda it, r=r, base=spent, per_iter=per_iter: overall.update(  # noqa: E731
                 task, completed=base + per_iter * (it - r.iterations_done))
-            try:
-                statuses[name] = fit(r.cfg, out, progress=progress, console=console, on_epoch=tick)["status"]
-            except UserError as err:
-                console.print(f"[red]{name}: {err}")
-                statuses[name] = "failed"
-            except (KeyboardInterrupt, SystemExit):
-                raise
-            except Exception as err:  # recorded in its summary.json by fit(); the sweep goes on
-                console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
-                statuses[name] = "failed"
+            statuses[r.run.path.name] = _train_one(r.cfg, out, console, progress, tick)
             spent += r.cost_s
             overall.update(task, completed=spent)
+    return statuses
+
+
+def _worker(args: tuple[str, str, int | None]) -> tuple[str, str]:
+    """One run in a worker process: no progress bars (they would interleave), only the
+    per-epoch lines, each a whole line on stderr."""
+    cfg_yaml, out, threads = args
+    cfg = OmegaConf.create(cfg_yaml)
+    if threads and not cfg.train.threads:
+        cfg.train.threads = threads
+    console = Console(stderr=True, soft_wrap=True)
+    status = _train_one(cfg, Path(out), console, Progress(disable=True))
+    return run_name(cfg.model.arch, cfg.model.depth, cfg.seed), status
+
+
+def _run_parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: int) -> dict[str, str]:
+    """``jobs`` runs at a time in worker processes (spawned: CUDA cannot be forked).
+    Small nets on a GPU are bound by kernel launches, so several runs share it well;
+    on the CPU the cores are split between the workers."""
+    on_cpu = all(pick_device(r.cfg.train.device).type == "cpu" for r in todo)
+    threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else None
+    cost = {r.run.path.name: r.cost_s for r in todo}
+    args = [(OmegaConf.to_yaml(r.cfg), str(out), threads) for r in todo]
+    statuses, pool = {}, multiprocessing.get_context("spawn").Pool(jobs)
+    try:
+        with overall:
+            overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time")
+            for name, status in pool.imap_unordered(_worker, args):
+                statuses[name] = status
+                overall.advance(task, cost[name])
+        pool.close()
+    finally:
+        pool.terminate()  # Ctrl-C or an error: stop the other runs too (they resume later)
+        pool.join()
     return statuses

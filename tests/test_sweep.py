@@ -261,3 +261,17 @@ def test_changed_result_setting_is_one_clear_error(tmp_path, monkeypatch, capsys
     assert lines[0].startswith("error: ") and "resnet-8-s0" in lines[0] and "train.epochs: 3 -> 4" in lines[0]
     assert snapshot(out) == before  # nothing trained, nothing rewritten
     assert not (out / "resnet-14-s0").exists()
+
+
+# --------------------------------------------------------------------------- parallel
+def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, capsys):
+    """--jobs 2: the same runs, the same numbers, in worker processes."""
+    sweep_in_process(["plain", "resnet"], [8], None, TINY, tmp_path / "seq")
+    code, _, _ = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8",
+                     "--jobs", "2", "--out", tmp_path / "par", *TINY)
+    assert code == 0
+    for name in ("plain-8-s0", "resnet-8-s0"):
+        seq, par = rows(tmp_path / "seq" / name), rows(tmp_path / "par" / name)
+        drop = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs]  # noqa: E731
+        assert drop(par) == drop(seq) and len(par) == 3
+        assert summary(tmp_path / "par" / name)["status"] == "done"
