@@ -17,6 +17,7 @@ from rich.console import Console
 
 import resexp.train as train_module
 from resexp import sweep as sw
+from resexp.config import load_config
 from resexp.rundir import RunDir
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
@@ -275,3 +276,12 @@ def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, caps
         drop = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs]  # noqa: E731
         assert drop(par) == drop(seq) and len(par) == 3
         assert summary(tmp_path / "par" / name)["status"] == "done"
+
+
+def test_parallel_workers_split_the_cpu_cores(monkeypatch):
+    cfg = load_config([*[o for o in TINY if not o.startswith("train.threads")]])
+    monkeypatch.setattr(sw.os, "cpu_count", lambda: 8)
+    assert sw.worker_config(cfg, jobs=2).train.threads == 4
+    assert sw.worker_config(cfg, jobs=16).train.threads == 1
+    pinned = load_config(TINY)  # train.threads=1 set by the user: kept
+    assert sw.worker_config(pinned, jobs=2).train.threads == 1
