@@ -123,7 +123,3 @@ def validate(cfg: DictConfig) -> None:
         _positive_int(ds.get(key), f"dataset.{key}", allow_none=True)
     _require(len(ds.mean) == ds.channels == len(ds.std),
              f"dataset {ds.name}: mean and std need one value per channel ({ds.channels})")
-
-
-def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)

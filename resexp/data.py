@@ -52,10 +52,9 @@ def _gunzip_into(src: Path, dest: Path) -> None:
         shutil.copyfileobj(fin, fout)
 
 
-def stage_source(source: Path, dest: Path) -> list[Path]:
+def stage_source(source: Path, dest: Path) -> None:
     """Put the original files of ``source`` where the dataset class looks for them."""
     dest.mkdir(parents=True, exist_ok=True)
-    staged = []
     for item in sorted(source.iterdir()):
         if item.name.endswith((".tar.gz", ".tgz", ".tar")):
             _extract_into(item, dest)
@@ -65,8 +64,6 @@ def stage_source(source: Path, dest: Path) -> list[Path]:
             shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
         else:
             shutil.copy2(item, dest / item.name)
-        staged.append(item)
-    return staged
 
 
 # --------------------------------------------------------------------------- opening

@@ -6,7 +6,6 @@ config.yaml), never its log output. docs/results-format.md describes the files.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import re
@@ -17,6 +16,7 @@ import pandas as pd
 import yaml
 
 from resexp.errors import UserError
+from resexp.rundir import RunDir
 
 # <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
 RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
@@ -61,11 +61,7 @@ def find_run_dirs(results_dir) -> list[Path]:
 
 def read_summary(run_dir: Path) -> dict:
     """summary.json as a dict; {} when it is missing or unreadable (a run just starting)."""
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return summary if isinstance(summary, dict) else {}
+    return RunDir(run_dir).read_summary() or {}
 
 
 def read_config(run_dir: Path) -> dict:

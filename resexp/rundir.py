@@ -70,7 +70,7 @@ def _flat(cfg) -> dict:
             elif not any(full == k or full.startswith(k + ".") for k in NOT_RESULT_KEYS):
                 out[full] = value
 
-    walk(OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg, "")
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
     return out
 
 
@@ -110,10 +110,12 @@ class RunDir:
 
     # ---- summary.json
     def read_summary(self) -> dict | None:
+        """summary.json, or None while it is missing or unreadable (a run just starting)."""
         try:
-            return json.loads(self.summary_file.read_text())
+            summary = json.loads(self.summary_file.read_text())
         except (OSError, ValueError):
             return None
+        return summary if isinstance(summary, dict) else None
 
     def write_summary(self, summary: dict) -> None:
         summary = {**summary, "pid": os.getpid(), "host": socket.gethostname(), "updated": now()}
