@@ -62,6 +62,20 @@ def need_fashion_mnist():
         pytest.skip("apt-get install dataset-fashion-mnist for the real-data tests")
 
 
+# The four original MNIST files; on these machines beside the repository (../shared/data/mnist).
+MNIST_DIR = Path(os.environ.get("RESEXP_MNIST_SOURCE",
+                                Path(__file__).resolve().parents[1].parent / "shared" / "data" / "mnist"))
+
+
+def need_mnist():
+    """Skip where the MNIST files are absent, except in CI, which must have them."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
+            pytest.fail(f"{MNIST_DIR} lacks the MNIST *-ubyte.gz files: set RESEXP_MNIST_SOURCE=FOLDER")
+        pytest.skip("put the four MNIST *-ubyte.gz files in ../shared/data/mnist or $RESEXP_MNIST_SOURCE")
+    return MNIST_DIR
+
+
 def cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
     """`resexp ARGS` in this process: (exit code, stdout, stderr)."""
     monkeypatch.setattr(sys, "argv", ["resexp", *map(str, args)])

@@ -3,7 +3,7 @@ import pytest
 import torch
 import torchvision
 
-from conftest import need_fashion_mnist
+from conftest import need_fashion_mnist, need_mnist
 from formats import write_cifar10_tarball, write_mnist_source
 from resexp.config import load_config
 from resexp.data import load_data, on_disk, random_crop, random_flip, train_batches
@@ -142,3 +142,18 @@ def test_real_fashion_mnist_from_debian_package(tmp_path):
     # The package's real images: mean pixel of the first 500 is near the dataset's 0.286.
     assert abs(data.train.x.float().mean().item() / 255 - cfg.dataset.mean[0]) < 0.03
     assert (tmp_path / "data" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+@pytest.mark.slow
+def test_real_mnist_offline_from_its_original_files(tmp_path):
+    source = need_mnist()
+    cfg = load_config(["dataset=mnist", f"dataset.source={source}", "dataset.download=false",
+                       "dataset.test_subset=2000"])
+    data = load_data(cfg.dataset, torch.device("cpu"))
+    assert data.train.x.shape == (60000, 1, 28, 28) and len(data.test) == 2000
+    # LeCun's files: the first training digits are 5 0 4 1 9 2 1 3 1 4, the first test ones 7 2 1 0 4
+    assert data.train.y[:10].tolist() == [5, 0, 4, 1, 9, 2, 1, 3, 1, 4]
+    assert data.test.y[:5].tolist() == [7, 2, 1, 0, 4]
+    pixels = data.train.x.float() / 255  # the config's normalisation constants are these files' own
+    assert pixels.mean().item() == pytest.approx(cfg.dataset.mean[0], abs=1e-4)
+    assert pixels.std().item() == pytest.approx(cfg.dataset.std[0], abs=1e-4)
