@@ -26,6 +26,10 @@ OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
 CONFIG_DIR = typer.Option(None, "--config-dir", help="Extra config folder searched after the shipped one "
                           "(also $RESEXP_CONFIG_DIR), e.g. with a new dataset/NAME.yaml.")
 
+TRAIN_ERROR = typer.Option("minibatch", "--train-error", help="minibatch: the mean minibatch error of the "
+                           "last epoch, augmentation on (Fig. 6); clean: the clean training set in eval mode "
+                           "(runs trained with train.eval_train=true)")
+
 
 def console() -> Console:
     return Console(stderr=True, soft_wrap=True)
@@ -82,22 +86,25 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
 @app.command()
 def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
          out: Optional[Path] = typer.Option(None, "--out", help="Figure folder [default: RESULTS_DIR/figures]"),
-         format: str = typer.Option("png,pdf", "--format", help="Comma-separated: png, pdf, svg")):
-    """Training error vs number of layers, and the paper's Fig. 6 curves (with their CSVs)."""
+         format: str = typer.Option("png,pdf", "--format", help="Comma-separated: png, pdf, svg"),
+         train_error: str = TRAIN_ERROR):
+    """Training error vs number of layers, the paper's Fig. 6 curves and, where the runs hold
+    diagnostics, Fig. 7 (layer responses), gradient norms and the identity test (with their CSVs)."""
     from resexp.plot import make_figures
 
-    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()))
+    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), train_error)
     for path in made["paths"]:
         print(path)
 
 
 @app.command()
 def report(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
-           out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/csv go [default: RESULTS_DIR]")):
+           out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/csv go [default: RESULTS_DIR]"),
+           train_error: str = TRAIN_ERROR):
     """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
     from resexp.report import make_report
 
-    _, markdown = make_report(results_dir, out)
+    _, markdown = make_report(results_dir, out, train_error)
     print(markdown)
 
 
@@ -107,6 +114,18 @@ def status(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     from resexp.results import format_status, status_table
 
     print(format_status(status_table(results_dir)))
+
+
+@app.command(name="eval")
+def eval_run(run_dir: Path = typer.Argument(..., help="A run folder, e.g. results/quick_fashion/plain-56-s0"),
+             overrides: Optional[List[str]] = OVERRIDES,
+             train: bool = typer.Option(True, "--train/--no-train", help="Also the clean training error"),
+             config_dir: Optional[List[Path]] = CONFIG_DIR):
+    """Evaluate a run's checkpoint: test error and clean training error (eval mode), optionally
+    with overrides such as dataset=mnist or dataset.test_subset=null."""
+    from resexp.evaluate import evaluate_run, format_result
+
+    print(format_result(evaluate_run(run_dir, overrides or [], train, config_dir or [])))
 
 
 @app.command()

@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from resexp.errors import UserError
 from resexp.models import check_depth
+from resexp.monitor import check_settings as check_monitor_settings
 
 TOP_LEVEL_KEYS = {"name", "seed", "model", "train", "sweep", "dataset"}
 
@@ -118,6 +119,7 @@ def validate(cfg: DictConfig) -> None:
     _require(isinstance(t.lr, (int, float)) and t.lr > 0, f"train.lr must be > 0, got {t.lr!r}")
     _require(t.milestone_unit in ("iterations", "epochs"),
              f"train.milestone_unit must be iterations or epochs, got {t.milestone_unit!r}")
+    check_monitor_settings(t)
     _require(cfg.model.shortcut in ("A", "B"), f"model.shortcut must be A or B, got {cfg.model.shortcut!r}")
     for key in ("train_subset", "test_subset"):
         _positive_int(ds.get(key), f"dataset.{key}", allow_none=True)

@@ -3,7 +3,9 @@
 Figures are matplotlib.figure.Figure objects drawn on an Agg canvas, never made
 through pyplot: pyplot keeps every open figure in a global list, so nothing here
 has to be closed and nothing leaks from one call (or test) into the next.
-Each figure's data goes next to it as CSV (depth.csv, curves.csv).
+Each figure's data goes next to it as CSV (depth.csv, curves.csv, ...). Where the runs
+hold diagnostics (resexp/monitor.py), three more figures look inside the networks:
+responses (He et al. 2016, Fig. 7), gradients and identity.
 """
 
 from __future__ import annotations
@@ -11,18 +13,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
 from resexp.errors import UserError
 from resexp.results import (
+    TRAIN_ERRORS,
     aggregate,
     dataset_label,
     experiment_info,
+    load_diagnostics,
     load_metrics,
     load_runs,
+    pick_train_error,
     runs_to_average,
     sort_runs,
 )
@@ -220,23 +227,144 @@ def _save_csv(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def make_figures(results_dir, out_dir=None, formats=("png", "pdf")) -> dict:
-    """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures).
+def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), train_error: str = "minibatch") -> dict:
+    """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures),
+    and the diagnostics figures where the runs hold diagnostics CSVs.
 
-    Returns {"paths": [every file written], "depth": depth_data, "curves": curves_data}.
+    ``train_error``: ``minibatch`` (Fig. 6's, the default) or ``clean`` (results.TRAIN_ERRORS).
+    Returns {"paths": [every file written], "depth": depth_data, "curves": curves_data,
+    and "responses"/"gradients"/"identity" data where drawn}.
     """
     formats = check_formats(formats)
-    runs = load_runs(results_dir)
+    runs, metrics = pick_train_error(load_runs(results_dir), load_metrics(results_dir), train_error)
     info = experiment_info(runs)
     depth = depth_data(runs)
-    curves = curves_data(load_metrics(results_dir), runs)
+    curves = curves_data(metrics, runs)
     if curves.empty:
         raise UserError(f"nothing to plot in {results_dir}: no run has finished an epoch "
                         "(diverged runs are not plotted)")
     out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
-    paths = _save(plot_depth(depth, title_of(info, "final error vs depth")), out / "depth", formats)
+    which = "" if train_error == "minibatch" else f" (training error: {TRAIN_ERRORS[train_error]})"
+    paths = _save(plot_depth(depth, title_of(info, "final error vs depth" + which)), out / "depth", formats)
     paths.append(_save_csv(depth, out / "depth.csv"))
-    curves_title = title_of(info, "training error (dashed) and test error (bold)")
+    curves_title = title_of(info, "training error (dashed) and test error (bold)" + which)
     paths += _save(plot_curves(curves, curves_title), out / "curves", formats)
     paths.append(_save_csv(curves, out / "curves.csv"))
-    return {"paths": paths, "depth": depth, "curves": curves}
+    made = {"depth": depth, "curves": curves}
+    for kind, (prepare, draw, what) in DIAGNOSTIC_FIGURES.items():
+        table = load_diagnostics(results_dir, kind, runs)
+        if table is not None:
+            made[kind] = prepare(table)
+            paths += _save(draw(made[kind], title_of(info, what)), out / kind, formats)
+            paths.append(_save_csv(made[kind], out / f"{kind}.csv"))
+    return {"paths": paths, **made}
+
+
+# --------------------------------------------------------------------------- inside the networks
+def net_colours(nets) -> dict:
+    """(arch, depth) -> colour: the arch's colour, lighter for shallower nets."""
+    colours = {}
+    for arch in dict.fromkeys(a for a, _ in nets):
+        depths = sorted({d for a, d in nets if a == arch})
+        base = np.array(to_rgb(arch_style(arch)["color"]))
+        for i, depth in enumerate(depths):
+            light = 0.6 * (len(depths) - 1 - i) / max(len(depths) - 1, 1)  # the deepest at full colour
+            colours[(arch, depth)] = tuple(base + (1 - base) * light)
+    return colours
+
+
+def _seed_mean(table: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
+    agg = {v: (v, "mean") for v in values} | {"n": ("seed", "nunique")}
+    return sort_runs(table.groupby(["arch", "depth", *keys], sort=False).agg(**agg).reset_index())
+
+
+def responses_data(table: pd.DataFrame) -> pd.DataFrame:
+    """Fig. 7's lines: each layer's response std at the end of training, mean over seeds,
+    and ``rank``: the layer's place when a net's stds are sorted in descending order."""
+    end = _seed_mean(table[table["point"] == "end"], ["layer", "stage", "block"], ["std"])
+    end["rank"] = end.groupby(["arch", "depth"])["std"].rank(ascending=False, method="first").astype(int)
+    return end
+
+
+def plot_responses(data: pd.DataFrame, title: str = "") -> Figure:
+    """He et al. 2016, Fig. 7: std of each 3x3 layer's response (after BN, before the ReLU or
+    the addition; eval mode) in layer order (top) and sorted by magnitude (bottom)."""
+    figure = _new_figure(8, 7)
+    top, bottom = figure.subplots(2, 1)
+    colours = net_colours(list(zip(data["arch"], data["depth"])))
+    for (arch, depth), lines in data.groupby(["arch", "depth"], sort=False):
+        label, colour = f"{arch}-{depth}", colours[(arch, depth)]
+        lines = lines.sort_values("layer")
+        top.plot(lines["layer"], lines["std"], color=colour, label=label, gid=f"{label}:layer")
+        ranked = lines.sort_values("rank")
+        bottom.plot(ranked["rank"], ranked["std"], color=colour, label=label, gid=f"{label}:sorted")
+    top.set_xlabel("layer index (original)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    for ax in (top, bottom):
+        ax.set_ylabel("std")
+        ax.grid(alpha=0.3)
+    top.legend(fontsize="small", ncols=2)
+    figure.suptitle(title)
+    return figure
+
+
+def gradients_data(table: pd.DataFrame) -> pd.DataFrame:
+    """Gradient norms at initialisation and at the end, per layer (weights) and per block
+    (block outputs), mean over seeds."""
+    points = table[table["point"].isin(["init", "end"])]
+    return _seed_mean(points, ["point", "kind", "index", "stage"], ["norm"])
+
+
+IDENTITY_VALUES = {"branch_ratio": "‖F(x)‖ / ‖x‖ (residual branch vs shortcut)",
+                   "change": "‖block(x) − x‖ / ‖x‖ (distance from the identity)"}
+
+
+def identity_data(table: pd.DataFrame) -> pd.DataFrame:
+    """The identity test at initialisation and at the end, per block, mean over seeds."""
+    points = table[table["point"].isin(["init", "end"])]
+    return _seed_mean(points, ["point", "block", "stage"], list(IDENTITY_VALUES))
+
+
+def _grid(rows: list[tuple[str, pd.DataFrame, str, str]], x: str, xlabel: str, title: str) -> Figure:
+    """One row of panels per (key, its data, y column, y label); columns: at initialisation,
+    at the end. One line per (arch, depth), log y."""
+    figure = _new_figure(11, 3.6 * len(rows))
+    axes = figure.subplots(len(rows), 2, squeeze=False)
+    colours = net_colours([nd for _, part, _, _ in rows for nd in zip(part["arch"], part["depth"])])
+    for panels, (key, part, y, ylabel) in zip(axes, rows):
+        for ax, point in zip(panels, ("init", "end")):
+            for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False):
+                lines = lines.sort_values(x)
+                ax.plot(lines[x], lines[y], color=colours[(arch, depth)], label=f"{arch}-{depth}",
+                        gid=f"{arch}-{depth}:{key}:{point}")
+            ax.set_yscale("log")
+            ax.set_title("at initialisation" if point == "init" else "at the end of training")
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+    if axes[0][0].get_legend_handles_labels()[0]:
+        axes[0][0].legend(fontsize="small", ncols=2)
+    figure.suptitle(title)
+    return figure
+
+
+def plot_gradients(data: pd.DataFrame, title: str = "") -> Figure:
+    """Norm of the loss gradient w.r.t. each layer's weights (top) and each block's output
+    (bottom), at initialisation (left) and at the end (right), log scale."""
+    rows = [("weight", data[data["kind"] == "weight"], "norm", "‖∂loss/∂W‖ (layer weights)"),
+            ("block_output", data[data["kind"] == "block_output"], "norm", "‖∂loss/∂(block output)‖")]
+    return _grid(rows, "index", "layer index (top) / block index (bottom)", title)
+
+
+def plot_identity(data: pd.DataFrame, title: str = "") -> Figure:
+    """Per block, how far it is from the identity, at initialisation and at the end, log scale."""
+    rows = [(value, data, value, label) for value, label in IDENTITY_VALUES.items()]
+    return _grid(rows, "block", "block index", title)
+
+
+DIAGNOSTIC_FIGURES = {
+    "responses": (responses_data, plot_responses,
+                  "std of layer responses after BN (He et al. 2016, Fig. 7), end of training"),
+    "gradients": (gradients_data, plot_gradients, "gradient norms on a fixed batch"),
+    "identity": (identity_data, plot_identity, "the identity test: how far each block is from the identity"),
+}

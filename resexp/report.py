@@ -12,17 +12,28 @@ from pathlib import Path
 import pandas as pd
 
 from resexp.errors import UserError
-from resexp.results import aggregate, dataset_label, experiment_info, load_runs, status_tally
+from resexp.results import (
+    aggregate,
+    dataset_label,
+    experiment_info,
+    load_metrics,
+    load_runs,
+    pick_train_error,
+    status_tally,
+)
 
 # He et al. 2016, Table 6: CIFAR-10 test error (%) of ResNet-n, option A shortcuts,
 # 64k iterations. The 110-layer value is the best of 5 runs (their mean: 6.61 ± 0.16).
 PAPER_TABLE6_TEST_ERR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 
-TRAINING_ERROR_NOTE = (
-    "Training error is the mean minibatch error over the last epoch, with augmentation on "
-    "(as in He et al. 2016, Fig. 6). Errors in %, mean ± std over seeds (std with ddof=1; "
-    "a single seed has no ±). Diverged runs are left out of the means and counted apart."
-)
+TRAINING_ERROR_NOTE = {
+    "minibatch": "Training error is the mean minibatch error over the last epoch, with augmentation on "
+                 "(as in He et al. 2016, Fig. 6).",
+    "clean": "Training error is the error on the clean training set in eval mode after the last epoch "
+             "(no augmentation; train.eval_train=true), not Fig. 6's minibatch error.",
+}
+ERRORS_NOTE = ("Errors in %, mean ± std over seeds (std with ddof=1; "
+               "a single seed has no ±). Diverged runs are left out of the means and counted apart.")
 
 
 def paper_test_err(table: pd.DataFrame, info: dict) -> pd.Series:
@@ -114,7 +125,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
-def render_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
+def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = "minibatch") -> str:
     """The whole report.md: what was run, how to read it, then the table."""
     info = experiment_info(runs)
     name = info["experiment"] or "sweep"
@@ -122,21 +133,23 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
     lines = [f"# {name}: plain vs residual networks on {dataset_label(info)}", ""]
     if info["schedule"]:
         lines.append(f"Schedule: {info['schedule']}  ")
-    lines += [f"Runs: {len(runs)} ({tally})", "", TRAINING_ERROR_NOTE, ""]
+    lines += [f"Runs: {len(runs)} ({tally})", "", f"{TRAINING_ERROR_NOTE[train_error]} {ERRORS_NOTE}", ""]
     if table["paper_test_err"].notna().any():
         lines += ["Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs).", ""]
     lines.append(markdown_table(*markdown_rows(table)))
     return "\n".join(lines) + "\n"
 
 
-def make_report(results_dir, out_dir=None) -> tuple[pd.DataFrame, str]:
+def make_report(results_dir, out_dir=None, train_error: str = "minibatch") -> tuple[pd.DataFrame, str]:
     """Write report.md and report.csv into out_dir (default results_dir); return both.
 
     The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err.
     """
     runs = load_runs(results_dir)
+    if train_error != "minibatch":
+        runs, _ = pick_train_error(runs, load_metrics(results_dir), train_error)
     table = report_table(runs)
-    markdown = render_markdown(table, runs)
+    markdown = render_markdown(table, runs, train_error)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

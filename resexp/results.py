@@ -306,3 +306,53 @@ def status_tally(statuses: pd.Series) -> str:
     counts = statuses.value_counts()
     order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
     return ", ".join(f"{counts[status]} {status}" for status in order)
+
+
+# --------------------------------------------------------------------------- diagnostics
+# The measurements' own keys in each diagnostics file (besides run and epoch).
+DIAGNOSTIC_KEYS = {"responses": ["layer"], "gradients": ["kind", "index"], "identity": ["block"]}
+
+
+def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -> pd.DataFrame | None:
+    """One diagnostics file (responses, gradients or identity; resexp/monitor.py) of every
+    run that the figures average (runs_to_average), as one table with a ``point`` column:
+    ``init`` for epoch 0, ``end`` for each run's last measured epoch, else ``epoch``.
+    None when no such run has the file."""
+    runs = load_runs(results_dir) if runs is None else runs
+    frames = []
+    for row in runs_to_average(runs).itertuples(index=False):
+        path = Path(row.path) / f"{kind}.csv"
+        try:
+            table = pd.read_csv(path)
+        except (FileNotFoundError, pd.errors.EmptyDataError):
+            continue
+        # An epoch measured twice (redone after a crash) gives the same numbers; keep one.
+        table = table.drop_duplicates(["epoch", *DIAGNOSTIC_KEYS[kind]], keep="last")
+        last = table["epoch"].max()
+        point = table["epoch"].map(lambda e, last=last: "init" if e == 0 else "end" if e == last else "epoch")
+        frames.append(table.assign(run=row.run, arch=row.arch, depth=row.depth, seed=row.seed, point=point))
+    return sort_runs(pd.concat(frames, ignore_index=True)) if frames else None
+
+
+# --------------------------------------------------------------------------- which training error
+TRAIN_ERRORS = {
+    "minibatch": "mean minibatch error over the last epoch, augmentation on (He et al. 2016, Fig. 6)",
+    "clean": "the clean training set in eval mode, no augmentation (train.eval_train=true)",
+}
+
+
+def pick_train_error(runs: pd.DataFrame, metrics: pd.DataFrame, which: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """runs and metrics whose train_err columns hold the chosen training error (TRAIN_ERRORS).
+    ``clean`` needs the clean_train_err column in every run that finished an epoch."""
+    if which not in TRAIN_ERRORS:
+        raise UserError(f"--train-error must be one of {', '.join(TRAIN_ERRORS)}, got {which!r}")
+    if which == "minibatch":
+        return runs, metrics
+    clean = metrics.dropna(subset=["clean_train_err"]) if "clean_train_err" in metrics else metrics.iloc[:0]
+    missing = sorted(set(metrics["run"]) - set(clean["run"]))
+    if missing:
+        raise UserError(f"{missing[0]} has no clean training error (train with train.eval_train=true), "
+                        "or use --train-error minibatch")
+    last = clean.sort_values("epoch").groupby("run")["clean_train_err"].last()
+    return (runs.assign(final_train_err=runs["run"].map(last)),
+            metrics.assign(train_err=metrics["clean_train_err"]))

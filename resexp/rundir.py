@@ -23,11 +23,16 @@ from resexp.errors import UserError
 COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
            "seconds", "images_per_s", "elapsed"]
 VAL_COLUMNS = ["val_loss", "val_err"]
+CLEAN_TRAIN_COLUMNS = ["clean_train_loss", "clean_train_err"]  # with train.eval_train=true
 
 # Keys that do not change what a run computes: a run may resume under new values.
 NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
                    "train.threads", "dataset.root", "dataset.source", "dataset.download",
-                   "dataset.missing_hint")
+                   "dataset.missing_hint", "train.diagnostics", "train.diagnostics_images",
+                   "train.tensorboard")
+# Keys added after some runs were made, with the value that reproduces what those runs did:
+# a config.yaml without the key matches a config that has this value.
+ADDED_KEYS = {"train.eval_train": False}
 
 
 def run_name(arch: str, depth: int, seed: int) -> str:
@@ -95,7 +100,7 @@ class RunDir:
         """Keys whose value differs from the config this run was started with."""
         if not self.config.exists():
             return []
-        old, new = _flat(OmegaConf.load(self.config)), _flat(cfg)
+        old, new = {**ADDED_KEYS, **_flat(OmegaConf.load(self.config))}, _flat(cfg)
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

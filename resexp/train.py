@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
 from resexp.errors import UserError
 from resexp.models import count_params, get_model
-from resexp.rundir import COLUMNS, VAL_COLUMNS, RunDir, git_commit, now, run_name
+from resexp.monitor import Monitor
+from resexp.rundir import CLEAN_TRAIN_COLUMNS, COLUMNS, VAL_COLUMNS, RunDir, git_commit, now, run_name
 from resexp.schedule import Schedule, make_schedule
 
 
@@ -126,8 +127,10 @@ def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
         seen, iteration = seen + len(y), iteration + 1
         if bar is not None and iteration % cfg.train.log_every == 0:
             mean_loss = loss_sum.item() / seen  # a sync point, once every log_every steps
-            bar(advance_to=iteration, stats=f"loss {mean_loss:.3f} err {100 * wrong.item() / seen:.1f}% "
-                                            f"{seen / (time.perf_counter() - start):.0f} img/s")
+            live = {"loss": mean_loss, "err": 100 * wrong.item() / seen, "lr": lr,
+                    "images_per_s": seen / (time.perf_counter() - start)}
+            bar(advance_to=iteration, stats=f"loss {mean_loss:.3f} err {live['err']:.1f}% "
+                                            f"{live['images_per_s']:.0f} img/s", live=live)
             if not math.isfinite(mean_loss):
                 break
     if s.device.type == "cuda":
@@ -206,30 +209,36 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
 
 def _fit(cfg, run: RunDir, s: Setup, progress: Progress, console: Console, on_epoch=None) -> dict:
     summary = base_summary(cfg, s, count_params(s.model))
+    monitor = Monitor(cfg, run.path, s)  # diagnostics and TensorBoard (resexp/monitor.py)
     try:
         epoch, iteration, elapsed = resume(run, s)
         if epoch:
             console.print(f"{run.path.name}: resuming after epoch {epoch} (iteration {iteration})")
         summary.update(status="running", epochs=epoch, iterations=iteration, started=now())
         run.write_summary(summary)
-        status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch)
+        monitor.begin(epoch, iteration)
+        status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch,
+                         monitor=monitor)
     except Exception as err:  # recorded for `resexp status`, then reported by the caller
+        monitor.finish()
         run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
-    summary.update(status=status, finished=now(), error=None)
+    summary.update(status=status, finished=now(), error=None, **monitor.finish())
     run.write_summary(summary)
     if status == "done" and not cfg.train.keep_checkpoint:
         run.checkpoint.unlink(missing_ok=True)
     return summary
 
 
-def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch=None) -> str:
+def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch=None, *,
+            monitor: Monitor) -> str:
     name = run.path.name
     while iteration < s.schedule.total_iters:
         epoch += 1
         todo = min(s.schedule.iters_per_epoch, s.schedule.total_iters - iteration)
         task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", total=todo, stats="")
-        bar = lambda advance_to, stats: progress.update(task, completed=advance_to - iteration, stats=stats)  # noqa: E731
+        bar = lambda advance_to, stats, live: (  # noqa: E731
+            progress.update(task, completed=advance_to - iteration, stats=stats), monitor.live(advance_to, live))
         start = time.perf_counter()
         stats = train_epoch(cfg, s, epoch, iteration, bar)
         test_loss, test_err = evaluate(cfg, s, s.data.test)
@@ -238,11 +247,15 @@ def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, 
                "test_loss": test_loss, "test_err": test_err}
         if s.data.val is not None:
             row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
+        if cfg.train.eval_train:  # the clean training set in eval mode, beside Fig. 6's minibatch error
+            row["clean_train_loss"], row["clean_train_err"] = evaluate(cfg, s, s.data.train)
         seconds = time.perf_counter() - start
         elapsed += seconds
         row.update(seconds=seconds, images_per_s=stats["images_per_s"], elapsed=elapsed)
         progress.remove_task(task)
-        run.append_row({k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])})
+        run.append_row({k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])
+                        + (CLEAN_TRAIN_COLUMNS if cfg.train.eval_train else [])})
+        monitor.epoch(row, last=stats["iteration"] >= s.schedule.total_iters)
         iteration = stats["iteration"]
         console.print(f"{name} epoch {epoch}/{s.schedule.epochs} it {iteration} lr {row['lr']:g} "
                       f"train loss {row['train_loss']:.4f} err {row['train_err']:.2f}% | "

@@ -72,6 +72,11 @@ USER_ERRORS = {
     "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/default",
                                *TINY, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
     "train-changed-setting": (["train", *TINY, "train.batch_size=32"], ["resnet-8-s0", "train.batch_size: 64 -> 32"]),
+    "bad-diagnostics": (["train", *TINY, "train.diagnostics=sometimes"], ["train.diagnostics", "off, end, epoch"]),
+    "eval-unknown-key": (["eval", "results/default/resnet-8-s0", "train.momentun=1"],
+                         ["unknown config key 'train.momentun'"]),
+    "eval-not-a-run": (["eval", "results/default"], ["results/default is not a run folder"]),
+    "plot-bad-train-error": (["plot", "results/default", "--train-error", "dirty"], ["--train-error", "clean"]),
 }
 
 
@@ -199,7 +204,7 @@ def test_datasets_lists_every_dataset_config(tmp_path, monkeypatch, capsys):
     assert listed["fashion_mnist"][1] == fashion
 
 
-COMMANDS = ["train", "sweep", "plot", "report", "status", "datasets", "bench"]
+COMMANDS = ["train", "sweep", "plot", "report", "status", "datasets", "bench", "eval"]
 
 
 def test_every_command_is_registered():
@@ -222,7 +227,8 @@ def test_help_of_every_command_names_its_options(command):
                 "sweep": ["--depths", "--archs", "--seeds", "--out", "--dry-run", "[default: plain,resnet]"],
                 "plot": ["--format", "results_dir", "[default: RESULTS_DIR/figures]"],
                 "report": ["results_dir", "[default: RESULTS_DIR]"], "status": ["results_dir"],
-                "datasets": ["--config-dir"], "bench": ["--steps", "--compile", "--depths"]}[command]
+                "datasets": ["--config-dir"], "bench": ["--steps", "--compile", "--depths"],
+                "eval": ["run_dir", "--no-train", "dataset=mnist"]}[command]
     for name in expected:
         assert name.lower() in text.lower()
 
@@ -244,7 +250,8 @@ def test_quick_fashion_sweep_plot_and_report(monkeypatch, capsys):
 
     code, stdout, stderr = cli(monkeypatch, capsys, "plot", out)
     assert code == 0, stderr
-    figures = {"depth.png", "depth.pdf", "depth.csv", "curves.png", "curves.pdf", "curves.csv"}
+    figures = {f"{name}.{ext}" for name in ("depth", "curves", "responses", "gradients", "identity")
+               for ext in ("png", "pdf", "csv")}  # diagnostics are on by default (train.diagnostics=end)
     assert {Path(p).name for p in stdout.split()} == figures
     for name in figures:
         assert (out / "figures" / name).stat().st_size > 0

@@ -8,7 +8,15 @@ import pytest
 from runfactory import make_run
 
 from resexp.errors import UserError
-from resexp.plot import curves_data, make_figures, plot_curves, plot_depth, title_of
+from resexp.plot import (
+    curves_data,
+    make_figures,
+    plot_curves,
+    plot_depth,
+    plot_gradients,
+    plot_responses,
+    title_of,
+)
 from resexp.results import experiment_info, load_metrics, load_runs
 
 # Final training errors per (arch, depth) and seed: plain degrades with depth, resnet does not.
@@ -176,3 +184,66 @@ def test_runs_of_two_datasets_are_refused(tmp_path):
     make_run(tmp_path, "resnet", 20, 0, [10.0], dataset="cifar10")
     with pytest.raises(UserError, match="several datasets"):
         make_figures(tmp_path)
+
+
+# --------------------------------------------------------------------------- inside the networks
+def write_responses(run_dir, stds_by_epoch: dict) -> None:
+    """responses.csv as a run writes it: {epoch: [std of layer 1, 2, ...]}."""
+    arch, depth, seed = run_dir.name.split("-")
+    rows = [{"epoch": epoch, "iteration": epoch * 100, "layer": i + 1, "name": f"l{i}", "stage": 1,
+             "block": i, "std": std, "arch": arch, "depth": int(depth), "seed": int(seed[1:])}
+            for epoch, stds in stds_by_epoch.items() for i, std in enumerate(stds)]
+    pd.DataFrame(rows).to_csv(run_dir / "responses.csv", index=False)
+
+
+def test_fig7_is_the_seed_mean_in_layer_order_and_sorted(tmp_path):
+    ends = {0: [1.0, 3.0, 2.0], 1: [2.0, 5.0, 1.0]}  # seed -> final stds of plain-20's 3 layers
+    for seed, end in ends.items():
+        run = make_run(tmp_path, "plain", 20, seed, [10.0, 9.0])
+        write_responses(run, {0: [9.0, 9.0, 9.0], 2: end})
+    make_run(tmp_path, "resnet", 20, 0, [10.0, 8.0])  # no diagnostics: no line, no error
+    result = make_figures(tmp_path, formats=("png",))
+    data = result["responses"]
+    assert data["std"].tolist() == [1.5, 4.0, 1.5] and data["n"].tolist() == [2, 2, 2]
+    assert data["rank"].tolist() == [2, 1, 3]  # layer 2 is the largest
+    figure = plot_responses(data, "t")
+    bottom = figure.axes[1]
+    lines = {line.get_gid(): line for ax in figure.axes for line in ax.get_lines()}
+    assert list(lines["plain-20:layer"].get_ydata()) == [1.5, 4.0, 1.5]
+    assert list(lines["plain-20:sorted"].get_ydata()) == [4.0, 1.5, 1.5]
+    assert "sorted" in bottom.get_xlabel()
+    written = pd.read_csv(tmp_path / "figures" / "responses.csv")
+    assert written["std"].tolist() == [1.5, 4.0, 1.5]
+    assert not (tmp_path / "figures" / "gradients.csv").exists()  # no gradients.csv in any run
+
+
+def test_gradient_figure_is_log_scale_at_init_and_end(tmp_path):
+    run = make_run(tmp_path, "resnet", 8, 0, [10.0, 9.0])
+    rows = [{"epoch": e, "iteration": 0, "kind": k, "index": i, "stage": 1, "block": i, "name": "x",
+             "norm": (e + 1) * i * (10 if k == "weight" else 1), "arch": "resnet", "depth": 8, "seed": 0}
+            for e in (0, 1, 2) for k in ("weight", "block_output") for i in (1, 2)]
+    pd.DataFrame(rows).to_csv(run / "gradients.csv", index=False)
+    data = make_figures(tmp_path, formats=("png",))["gradients"]
+    assert set(data["point"]) == {"init", "end"}  # epoch 1 is neither
+    figure = plot_gradients(data)
+    lines = {line.get_gid(): line for ax in figure.axes for line in ax.get_lines()}
+    assert list(lines["resnet-8:weight:init"].get_ydata()) == [10, 20]
+    assert list(lines["resnet-8:weight:end"].get_ydata()) == [30, 60]
+    assert list(lines["resnet-8:block_output:end"].get_ydata()) == [3, 6]
+    assert all(ax.get_yscale() == "log" for ax in figure.axes)
+
+
+def test_clean_training_error_is_plotted_and_reported_when_asked(tmp_path):
+    run = make_run(tmp_path, "plain", 20, 0, [30.0, 12.0])
+    metrics = pd.read_csv(run / "metrics.csv").assign(clean_train_loss=[1.0, 0.5], clean_train_err=[25.0, 7.5])
+    metrics.to_csv(run / "metrics.csv", index=False)
+    assert make_figures(tmp_path, formats=("png",))["depth"]["train_err_mean"].tolist() == [12.0]
+    clean = make_figures(tmp_path, formats=("png",), train_error="clean")
+    assert clean["depth"]["train_err_mean"].tolist() == [7.5]
+    assert clean["curves"]["train_err"].tolist() == [25.0, 7.5]
+    from resexp.report import make_report
+    table, markdown = make_report(tmp_path, train_error="clean")
+    assert table["train_err_mean"].tolist() == [7.5] and "clean training set in eval mode" in markdown
+    make_run(tmp_path, "resnet", 20, 0, [30.0, 12.0])  # trained without train.eval_train
+    with pytest.raises(UserError, match="resnet-20-s0 has no clean training error"):
+        make_figures(tmp_path, train_error="clean")

@@ -1,0 +1,100 @@
+"""`resexp eval RUN_DIR [OVERRIDES]`: a trained run's checkpoint, evaluated again.
+
+The run's own config.yaml (with today's defaults for keys added since it was written)
+plus the overrides: ``dataset=NAME`` swaps in another dataset config,
+``dataset.test_subset=null`` evaluates the whole test set, ``train.device=cpu``
+another device. The errors come from the same function as the run's metrics rows
+(train.evaluate: eval-mode BN, no augmentation), so on the same device, precision
+and thread count the test error equals the run's last row exactly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from collections.abc import Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from resexp.config import load_config, validate
+from resexp.errors import UserError
+from resexp.results import parse_run_name
+from resexp.rundir import RunDir
+
+
+def _parse(overrides: Sequence[str]):
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise UserError(f"malformed override: {str(err).splitlines()[0]}") from err
+    for o in parsed:
+        if o.is_add() or o.is_delete() or o.is_force_add():
+            raise UserError(f"resexp eval takes key=value overrides of existing keys, got {o.input_line!r}")
+    return parsed
+
+
+def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) -> DictConfig:
+    """The config to evaluate ``run_dir`` with (see the module docstring)."""
+    run = RunDir(run_dir)
+    if not run.config.exists():
+        raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
+    parsed = _parse(overrides)
+    try:
+        saved = OmegaConf.load(run.config)
+        base = load_config([], config_dirs)
+        OmegaConf.set_struct(base, False)
+        cfg = OmegaConf.merge(base, saved)
+        cfg.dataset = saved.dataset  # whole: another dataset's keys must not leak in
+    except (OSError, OmegaConfBaseException) as err:
+        raise UserError(f"{run.config} is unreadable ({type(err).__name__})") from err
+    for o in parsed:  # a whole config group first, then single keys on top of it
+        if o.key_or_group == "dataset":
+            cfg.dataset = load_config([f"dataset={o.value()}"], config_dirs).dataset
+    OmegaConf.set_struct(cfg, True)
+    for o in parsed:
+        if o.key_or_group != "dataset":
+            try:
+                OmegaConf.update(cfg, o.key_or_group, o.value(), merge=False)
+            except OmegaConfBaseException:
+                raise UserError(f"unknown config key '{o.key_or_group}'") from None
+    OmegaConf.set_struct(cfg, False)
+    validate(cfg)
+    return cfg
+
+
+def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, config_dirs=()) -> dict:
+    """Test error (and clean training error) of the run's checkpoint: a dict for printing."""
+    from resexp.train import evaluate, setup
+
+    run_dir = Path(run_dir)
+    cfg = eval_config(run_dir, overrides, config_dirs)
+    run = RunDir(run_dir)
+    if not run.checkpoint.exists():
+        raise UserError(f"{run.checkpoint} does not exist (kept only with train.keep_checkpoint=true); "
+                        "nothing to evaluate")
+    s = setup(cfg)
+    state = run.load_checkpoint(map_location=s.device)
+    try:
+        s.model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError) as err:
+        raise UserError(f"{run.checkpoint} does not fit this model on dataset {cfg.dataset.name} "
+                        f"({type(err).__name__})") from err
+    result = {"run": run_dir.name, **(parse_run_name(run_dir.name) or {}), "dataset": cfg.dataset.name,
+              "epoch": state.get("epoch"), "iteration": state.get("iteration"),
+              "test_images": len(s.data.test)}
+    result["test_loss"], result["test_err"] = evaluate(cfg, s, s.data.test)
+    if train:
+        result["train_images"] = len(s.data.train)
+        result["clean_train_loss"], result["clean_train_err"] = evaluate(cfg, s, s.data.train)
+    return result
+
+
+def format_result(r: dict) -> str:
+    line = (f"{r['run']} (epoch {r['epoch']}, {r['dataset']}): test err {r['test_err']:.2f}% "
+            f"loss {r['test_loss']:.4f} on {r['test_images']} images")
+    if "clean_train_err" in r:
+        line += (f" | clean train err {r['clean_train_err']:.2f}% loss {r['clean_train_loss']:.4f} "
+                 f"on {r['train_images']} images (eval mode, no augmentation)")
+    return line

@@ -1,0 +1,140 @@
+"""What a run records besides metrics.csv: diagnostics CSVs and, optionally, TensorBoard events.
+
+``fit`` makes one Monitor per run and calls it at iteration 0, after each epoch's
+metrics row and at the end. Settings (configs/train.yaml):
+
+- ``train.diagnostics``: ``end`` (default) measures at iteration 0 and after the last
+  epoch; ``epoch`` after every epoch too; ``off`` never (no hook, no pass, no file).
+- ``train.diagnostics_images``: how many test images (the first ones) the layer responses
+  and the identity test are measured on. Gradients use the first ``train.batch_size``
+  training images, without augmentation: one fixed batch.
+- ``train.tensorboard``: also write the live scalars, every epoch's row and the diagnostics
+  as TensorBoard events into the run folder. The CSVs stay the source of truth.
+
+The measurements use no random numbers, write no ``.grad`` and restore BN's running
+statistics, so a run's metrics are the same with the diagnostics on or off.
+Rows go to ``responses.csv``, ``gradients.csv`` and ``identity.csv`` (docs/results-format.md);
+epoch 0 is the measurement at initialisation.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import io
+import math
+import os
+import time
+from pathlib import Path
+
+import torch
+
+from resexp import diagnostics as dg
+from resexp.errors import UserError
+
+WHEN = ("off", "end", "epoch")
+FILES = {"responses": "responses.csv", "gradients": "gradients.csv", "identity": "identity.csv"}
+RUN_KEYS = ("arch", "depth", "seed")
+
+
+def diagnostics_when(t) -> str:
+    """train.diagnostics as one of WHEN; YAML reads a bare ``off`` as false, which means off too."""
+    value = t.get("diagnostics", "off")
+    return "off" if value is False or value is None else str(value)
+
+
+def check_settings(t) -> None:
+    """One-line errors for the monitor's settings, before anything is trained."""
+    when = diagnostics_when(t)
+    if when not in WHEN:
+        raise UserError(f"train.diagnostics must be one of {', '.join(WHEN)}, got {when!r}")
+    n = t.get("diagnostics_images")
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        raise UserError(f"train.diagnostics_images must be a positive integer, got {n!r}")
+    for key in ("eval_train", "tensorboard"):
+        if not isinstance(t.get(key), bool):
+            raise UserError(f"train.{key} must be true or false, got {t.get(key)!r}")
+    if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise UserError("train.tensorboard=true needs the tensorboard package: pip install 'resexp[tensorboard]'")
+
+
+def append_rows(path: Path, rows: list[dict]) -> None:
+    """Append whole lines in one write (a header first if the file is new), as metrics.csv."""
+    if not rows:
+        return
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+    if not path.exists() or path.stat().st_size == 0:
+        writer.writeheader()
+    writer.writerows(rows)
+    with open(path, "a", newline="") as f:
+        f.write(buf.getvalue())
+        f.flush()
+        os.fsync(f.fileno())
+
+
+class Monitor:
+    """Diagnostics and TensorBoard of one run; every method is a no-op for what is off."""
+
+    def __init__(self, cfg, run_dir: Path, s):
+        t = cfg.train
+        self.when, self.path, self.s = diagnostics_when(t), Path(run_dir), s
+        self.ids = {"arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed}
+        self.images, self.batch_size = int(t.diagnostics_images), int(t.batch_size)
+        self.eval_batch_size, self.seconds = int(t.eval_batch_size), 0.0
+        self.tensorboard, self.tb, self.layout = bool(t.tensorboard), None, None
+
+    # ---- the calls fit() makes
+    def begin(self, epoch: int, iteration: int) -> None:
+        """Before the first epoch to train: ``epoch`` 0 is a fresh run (measured at
+        iteration 0), a larger one a resumed run."""
+        if self.tensorboard:
+            from resexp.tblog import TBLog
+            self.tb = TBLog(self.path, purge_step=iteration or None)
+        if epoch == 0 and self.when != "off":
+            self.measure(epoch=0, iteration=0)
+
+    def epoch(self, row: dict, last: bool) -> None:
+        """After epoch ``row['epoch']``'s metrics row; ``last``: the run's final epoch."""
+        if self.tb is not None:
+            self.tb.epoch(row)
+        if math.isfinite(row["train_loss"]) and (self.when == "epoch" or (self.when == "end" and last)):
+            self.measure(epoch=int(row["epoch"]), iteration=int(row["iteration"]))
+
+    def live(self, iteration: int, scalars: dict) -> None:
+        """Every ``train.log_every`` steps: running loss, error, lr, images/s."""
+        if self.tb is not None:
+            self.tb.live(iteration, scalars)
+
+    def finish(self) -> dict:
+        """At the end: the summary's extra keys (seconds the diagnostics took)."""
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
+        return {"diagnostics_seconds": round(self.seconds, 3)} if self.when != "off" else {}
+
+    # ---- measuring
+    def _inputs(self):
+        data = self.s.data
+        test = data.test.x[: self.images]
+        batches = [data.normalize(test[i: i + self.eval_batch_size])
+                   for i in range(0, len(test), self.eval_batch_size)]
+        x, y = data.normalize(data.train.x[: self.batch_size]), data.train.y[: self.batch_size]
+        return batches, x, y
+
+    def measure(self, epoch: int, iteration: int) -> None:
+        start = time.perf_counter()
+        model = self.s.model
+        batches, x, y = self._inputs()
+        if self.layout is None:
+            self.layout = dg.layout(model, batches[0][:2])
+        responses, identity = dg.forward_stats(model, self.layout, batches)
+        gradients, loss = dg.gradient_norms(model, self.layout, x, y)
+        tagged = {"epoch": epoch, "iteration": iteration}
+        for kind, rows in (("responses", responses), ("identity", identity), ("gradients", gradients)):
+            append_rows(self.path / FILES[kind], [{**tagged, **row, **self.ids} for row in rows])
+        if self.tb is not None:
+            self.tb.diagnostics(epoch, iteration, responses, gradients, identity, loss)
+        if self.s.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.seconds += time.perf_counter() - start
