@@ -134,18 +134,22 @@ def _hooks(pairs):
             h.remove()
 
 
+def _sum_of_squares(t: torch.Tensor) -> float:
+    # torch's float32 sum is pairwise (exact to ~1e-7 here); float64 copies cost 4x the time.
+    return t.detach().float().square().sum().item()
+
+
 class _Moments:
-    """Running count, sum and sum of squares in float64: the std of a layer's response
-    over every element of every image, accumulated batch by batch."""
+    """Running count, sum and sum of squares: the std of a layer's response over every
+    element of every image, accumulated batch by batch (combined in Python's float64)."""
 
     def __init__(self):
         self.n, self.total, self.squares = 0, 0.0, 0.0
 
     def add(self, t: torch.Tensor) -> None:
-        t = t.detach().double()
         self.n += t.numel()
-        self.total += t.sum().item()
-        self.squares += t.square().sum().item()
+        self.total += t.detach().float().sum().item()
+        self.squares += _sum_of_squares(t)
 
     def std(self) -> float:
         mean = self.total / self.n
@@ -166,9 +170,9 @@ class _BlockNorms:
         if s.shape != f.shape:  # a plain block that changes the shape has no identity to compare with
             self.defined = False
             return
-        self.branch += f.double().square().sum().item()
-        self.base += s.double().square().sum().item()
-        self.change += (y.double() - s.double()).square().sum().item()
+        self.branch += _sum_of_squares(f)
+        self.base += _sum_of_squares(s)
+        self.change += _sum_of_squares(y - s)
 
     def ratios(self) -> tuple[float, float]:
         if not self.defined or self.base == 0:
@@ -187,19 +191,29 @@ def _block_hooks(block: Block, norms: _BlockNorms) -> list:
 
 
 @torch.no_grad()
-def forward_stats(model: nn.Module, lay: Layout, batches) -> tuple[list[dict], list[dict]]:
-    """One eval-mode pass over ``batches`` (normalised images): the std of every layer's
-    response, and per block ‖F(x)‖/‖s(x)‖ and ‖block(x) - s(x)‖/‖s(x)‖, where s(x) is the
-    shortcut's output (the block's input in a plain net) and norms run over all images.
-    A zero-weight residual block gives 0 for both: it passes its input on unchanged."""
+def forward_stats(model: nn.Module, lay: Layout, batches, batch_stats: bool = False) -> tuple[list[dict], list[dict]]:
+    """One pass over ``batches`` (normalised images): the std of every layer's response, and
+    per block ‖F(x)‖/‖s(x)‖ and ‖block(x) - s(x)‖/‖s(x)‖, where s(x) is the shortcut's output
+    (the block's input in a plain net) and norms run over all images. A zero-weight residual
+    block gives 0 for both: it passes its input on unchanged.
+
+    BN uses its running statistics (eval mode, as Fig. 7), or with ``batch_stats`` each
+    batch's own (as SGD sees the net; for an untrained net, whose running statistics are
+    still their initial 0 and 1). BN's buffers are left as they were either way."""
     moments = {layer.index: _Moments() for layer in lay.layers}
     norms = {block.index: _BlockNorms() for block in lay.blocks}
     pairs = [(layer.response, lambda m, a, out, k=layer.index: moments[k].add(out)) for layer in lay.layers]
     for block in lay.blocks:
         pairs += _block_hooks(block, norms[block.index])
-    with eval_mode(model), _hooks(pairs):
-        for x in batches:
-            model(x)
+    mode = _untouched_buffers(model) if batch_stats else contextlib.nullcontext()
+    was_training = model.training
+    with mode, _hooks(pairs):
+        model.train(batch_stats)
+        try:
+            for x in batches:
+                model(x)
+        finally:
+            model.train(was_training)
     responses = [{"layer": layer.index, "name": layer.name, "stage": layer.stage, "block": layer.block,
                   "std": moments[layer.index].std()} for layer in lay.layers]
     identity = []

@@ -6,8 +6,10 @@ metrics row and at the end. Settings (configs/train.yaml):
 - ``train.diagnostics``: ``end`` (default) measures at iteration 0 and after the last
   epoch; ``epoch`` after every epoch too; ``off`` never (no hook, no pass, no file).
 - ``train.diagnostics_images``: how many test images (the first ones) the layer responses
-  and the identity test are measured on. Gradients use the first ``train.batch_size``
-  training images, without augmentation: one fixed batch.
+  and the identity test are measured on, in batches of ``train.eval_batch_size``; BN
+  uses its running statistics (eval mode), except at iteration 0 (column ``bn``).
+  Gradients use the first ``train.batch_size`` training images, without augmentation,
+  in train mode: one fixed batch, as an SGD step sees it.
 - ``train.tensorboard``: also write the live scalars, every epoch's row and the diagnostics
   as TensorBoard events into the run folder. The CSVs stay the source of truth.
 
@@ -128,11 +130,15 @@ class Monitor:
         batches, x, y = self._inputs()
         if self.layout is None:
             self.layout = dg.layout(model, batches[0][:2])
-        responses, identity = dg.forward_stats(model, self.layout, batches)
+        # Before any step BN's running statistics are still 0 and 1 and describe nothing:
+        # at iteration 0 BN normalises with each batch's own statistics, as the first step does.
+        bn = "batch" if iteration == 0 else "running"
+        responses, identity = dg.forward_stats(model, self.layout, batches, batch_stats=bn == "batch")
         gradients, loss = dg.gradient_norms(model, self.layout, x, y)
         tagged = {"epoch": epoch, "iteration": iteration}
-        for kind, rows in (("responses", responses), ("identity", identity), ("gradients", gradients)):
-            append_rows(self.path / FILES[kind], [{**tagged, **row, **self.ids} for row in rows])
+        for kind, rows, extra in (("responses", responses, {"bn": bn}), ("identity", identity, {"bn": bn}),
+                                  ("gradients", gradients, {})):
+            append_rows(self.path / FILES[kind], [{**tagged, **row, **extra, **self.ids} for row in rows])
         if self.tb is not None:
             self.tb.diagnostics(epoch, iteration, responses, gradients, identity, loss)
         if self.s.device.type == "cuda":

@@ -71,6 +71,14 @@ def test_response_std_equals_a_hand_computation():
     by_hand = [z.double().std(correction=0).item() for z in (stem_z, conv1_z, conv2_z)]
     assert [r["std"] for r in responses[:3]] == pytest.approx(by_hand, rel=1e-6)
     assert len({round(v, 6) for v in by_hand}) == 3  # three different numbers, not one repeated
+    # With each batch's own statistics (iteration 0), BN's buffers untouched:
+    buffers = [b.clone() for b in model.buffers()]
+    batch, _ = dg.forward_stats(model, lay, [x], batch_stats=True)
+    bn = model.stem_post[0]
+    stem_b = F.batch_norm(F.conv2d(x, model.stem.weight, padding=1), None, None, bn.weight, bn.bias, True)
+    assert batch[0]["std"] == pytest.approx(stem_b.double().std(correction=0).item(), rel=1e-6)
+    assert all(torch.equal(a, b) for a, b in zip(buffers, model.buffers()))
+    assert model.training  # as it was before (a fresh model is in train mode)
 
 
 def test_zero_weight_residual_block_is_the_identity():
@@ -139,6 +147,7 @@ def test_run_csvs_hold_the_checkpoints_measurements(tmp_path, tiny_cfg):
     run = tmp_path / "out" / "resnet-8-s0"
     responses = pd.read_csv(run / "responses.csv")
     assert sorted(set(responses["epoch"])) == [0, 3]  # default: at initialisation and at the end
+    assert responses.groupby("epoch")["bn"].first().tolist() == ["batch", "running"]
     data = load_data(cfg.dataset, torch.device("cpu"))
     model = build_model(cfg, data).to(memory_format=torch.channels_last)  # as the run's (same conv kernels)
     model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
