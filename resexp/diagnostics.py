@@ -79,14 +79,12 @@ def _block_of(name: str) -> int:
 def _block_stages(model: nn.Module, sample: torch.Tensor) -> list[int]:
     """Stage of each block, from the shapes one forward pass of ``sample`` shows."""
     shapes = []
-    hooks = [b.register_forward_hook(lambda m, args, out: shapes.append((args[0].shape, out.shape)))
-             for b in model.blocks]
-    try:
-        with torch.no_grad(), eval_mode(model):
-            model(sample)
-    finally:
-        for h in hooks:
-            h.remove()
+
+    def keep(module, args, out):
+        shapes.append((args[0].shape, out.shape))
+
+    with torch.no_grad(), eval_mode(model), _hooks([(b, keep) for b in model.blocks]):
+        model(sample)
     stages, stage = [], 1
     for i, (shape_in, shape_out) in enumerate(shapes):
         stage += int(i > 0 and shape_in != shape_out)

@@ -300,9 +300,12 @@ def plot_responses(data: pd.DataFrame, title: str = "") -> Figure:
         bottom.plot(ranked["rank"], ranked["std"], color=colour, label=label, gid=f"{label}:sorted")
     top.set_xlabel("layer index (original)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
+    positive = data["std"][data["std"] > 0]
+    wide = len(positive) and positive.max() / positive.min() > 100  # one broken net would flatten the rest
     for ax in (top, bottom):
-        ax.set_ylabel("std")
-        ax.grid(alpha=0.3)
+        ax.set_ylabel("std (log scale)" if wide else "std")
+        ax.set_yscale("log" if wide else "linear")
+        ax.grid(alpha=0.3, which="both")
     top.legend(fontsize="small", ncols=2)
     figure.suptitle(title)
     return figure
@@ -335,8 +338,9 @@ def _grid(rows: list[tuple[str, pd.DataFrame, str, str]], x: str, xlabel: str, t
         for ax, point in zip(panels, ("init", "end")):
             for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False):
                 lines = lines.sort_values(x)
+                # markers: a plain block that changes the shape has no value, which may leave single points
                 ax.plot(lines[x], lines[y], color=colours[(arch, depth)], label=f"{arch}-{depth}",
-                        gid=f"{arch}-{depth}:{key}:{point}")
+                        marker=".", markersize=3, gid=f"{arch}-{depth}:{key}:{point}")
             ax.set_yscale("log")
             ax.set_title("at initialisation" if point == "init" else "at the end of training")
             ax.set_xlabel(xlabel)
