@@ -19,15 +19,15 @@ import torch
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
+from resexp.schema import default_of, non_result_keys
 
 COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
            "seconds", "images_per_s", "elapsed"]
 VAL_COLUMNS = ["val_loss", "val_err"]
 
-# Keys that do not change what a run computes: a run may resume under new values.
-NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
-                   "train.threads", "dataset.root", "dataset.source", "dataset.download",
-                   "dataset.missing_hint")
+# Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
+# a run may resume under new values.
+NOT_RESULT_KEYS = non_result_keys()
 
 
 def run_name(arch: str, depth: int, seed: int) -> str:
@@ -96,6 +96,8 @@ class RunDir:
         if not self.config.exists():
             return []
         old, new = _flat(OmegaConf.load(self.config)), _flat(cfg)
+        # A key newer than the run's config had its schema default then.
+        old.update({k: default_of(k) for k in set(new) - set(old) if default_of(k) == new[k]})
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

@@ -20,18 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
 from resexp.errors import UserError
+from resexp.footprint import device_of as pick_device
 from resexp.models import count_params, get_model
 from resexp.rundir import COLUMNS, VAL_COLUMNS, RunDir, git_commit, now, run_name
 from resexp.schedule import Schedule, make_schedule
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={spec} but no CUDA device is available (use auto or cpu)")
-    return device
 
 
 def bf16_is_fast(device: torch.device) -> bool:
