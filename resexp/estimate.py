@@ -59,7 +59,7 @@ def measured_points(folder: Path, batch_size: int) -> dict[str, list[tuple[int, 
     return points
 
 
-def timed_points(cfg_for, arch: str, depths: list[int], steps: int = 3) -> list[tuple[int, float]]:
+def timed_points(cfg_for, arch: str, depths: list[int], steps: int = 5) -> list[tuple[int, float]]:
     """(depth, seconds per step) for ``arch`` at its smallest and largest depth, timed here.
     ``cfg_for(arch, depth)`` gives the run config."""
     from resexp.bench import bench_one  # torch and the trainer: only when a timing is needed

@@ -200,7 +200,7 @@ def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | Non
     costs are relative only (weights for a progress bar)."""
     todo = [r for r in runs if r.state not in FINISHED]
     if not todo:
-        return "nothing to train"
+        return None
     batch = todo[0].cfg.train.batch_size
     points, timed = measured_points(out, batch), []
     for arch in dict.fromkeys(r.arch for r in todo):
