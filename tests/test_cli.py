@@ -251,7 +251,8 @@ def test_quick_fashion_sweep_plot_and_report(monkeypatch, capsys):
 
     code, stdout, stderr = cli(monkeypatch, capsys, "report", out)
     assert code == 0, stderr
-    assert "fashion_mnist" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "on Fashion-MNIST" in report and "on unaugmented images" in report
     with open(out / "report.csv", newline="") as f:
         table = {(r["arch"], int(r["depth"])): r for r in csv.DictReader(f)}
     assert set(table) == {("plain", 8), ("resnet", 8)}
