@@ -40,7 +40,7 @@ def test_run_without_summary_is_partial_and_named_from_folder(tmp_path):
 
 
 def test_running_status_needs_a_live_process_on_this_host(tmp_path):
-    make_run(tmp_path, "plain", 20, 0, [50.0], status="running", pid=os.getpid())
+    make_run(tmp_path, "plain", 20, 0, [50.0], status="running", pid=os.getppid())
     make_run(tmp_path, "plain", 20, 1, [50.0], status="running", pid=999_999_999)
     make_run(tmp_path, "plain", 20, 2, [50.0], status="running", pid=os.getpid(),
              host="some-other-node")
