@@ -14,19 +14,19 @@ import pandas as pd
 from resexp.errors import UserError
 from resexp.rundir import RunDir, parse_run_name
 
-RUN_FILES = ("summary.json", "metrics.csv", "config.yaml")
+RUN_FILES = ("summary.json", "metrics.csv", "config.yaml", "run.lock")
 
 # Plain nets first, then their residual twins: the order of legends and tables.
 ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
 # Runs that stopped early or are still going; their numbers are from their latest epoch.
-UNFINISHED = ("running", "partial", "failed")
-STATUS_ORDER = ("done", "running", "partial", "diverged", "failed")
+UNFINISHED = ("running", "stale", "partial", "failed")
+STATUS_ORDER = ("done", "running", "stale", "partial", "diverged", "failed")
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
     "epochs", "epochs_planned", "iterations", "iterations_planned",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
-    "device", "error",
+    "device", "error", "owner", "heartbeat_age",
 ]
 
 
@@ -90,6 +90,9 @@ def run_record(run_dir: Path) -> dict:
         "experiment": pick("experiment", state.config.get("name")),
         "device": pick("device", None),
         "error": pick("error", None),
+        # who holds the lock of a running (or stale) run, and when it was last heard from
+        "owner": state.owner.who() if state.owner else None,
+        "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
     }
 
 
@@ -201,15 +204,18 @@ def dataset_label(info: dict) -> str:
 
 
 def status_table(results_dir) -> pd.DataFrame:
-    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err, error."""
+    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err,
+    owner (who trains a running run, or left a stale lock, and its last heartbeat), error."""
     runs = load_runs(results_dir)
     planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
+    beat = runs["heartbeat_age"].map(lambda age: "" if pd.isna(age) else f", heartbeat {age:.0f}s ago")
     return pd.DataFrame({
         "run": runs["run"],
         "status": runs["status"],
         "progress": "epoch " + runs["epochs"].astype(str) + "/" + planned,
         "train_err": runs["final_train_err"],
         "test_err": runs["final_test_err"],
+        "owner": runs["owner"].fillna("") + beat,
         "error": runs["error"],
     })
 
@@ -221,8 +227,9 @@ def format_status(table: pd.DataFrame) -> str:
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     # Only the first line of an error message: one line per run.
     shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else str(e).splitlines()[0][:80])
-    if not shown["error"].astype(bool).any():
-        shown = shown.drop(columns="error")
+    for column in ("owner", "error"):
+        if not shown[column].astype(bool).any():
+            shown = shown.drop(columns=column)
     return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}"
 
 

@@ -11,6 +11,7 @@ killed at any moment leaves files that parse, and the rows it wrote stay.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -22,12 +23,17 @@ import subprocess
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import torch
 import yaml
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
+from resexp.runlock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
+
+__all__ = ["COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "Lock", "NOT_RESULT_KEYS", "Owner", "RunBusy",
+           "RunDir", "RunState", "run_name", "parse_run_name"]
 
 COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
            "seconds", "images_per_s", "elapsed"]
@@ -38,7 +44,7 @@ FINISHED = ("done", "diverged")
 
 # Keys that do not change what a run computes: a run may resume under new values.
 NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
-                   "train.threads", "dataset.root", "dataset.source", "dataset.download",
+                   "train.threads", "train.stale_after", "dataset.root", "dataset.source", "dataset.download",
                    "dataset.missing_hint")
 
 # <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
@@ -58,12 +64,19 @@ def parse_run_name(name: str) -> dict | None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` with ``data`` at once: write a hidden temporary file, then rename it.
+    The temporary file is named after this process (two writers never share one) and
+    removed if the write fails; one left by a killed trainer is removed by RunDir.claim()."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def now() -> str:
@@ -80,25 +93,6 @@ def git_commit() -> str | None:
         return commit + ("+dirty" if run("status", "--porcelain", "--untracked-files=no") else "")
     except (OSError, subprocess.SubprocessError):
         return None
-
-
-def pid_alive(pid) -> bool:
-    """Whether a process with this id exists on this machine (signal 0 checks, sends nothing)."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:  # os.kill(0, ...) would address our own process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    except OverflowError:
-        return False
-    return True
 
 
 def _flat(config: dict) -> dict:
@@ -120,15 +114,18 @@ def _flat(config: dict) -> dict:
 class RunState:
     """What a run folder holds, as state() reads it.
 
-    status: new | partial | running | done | diverged | failed. ``epochs`` counts the
-    rows of metrics.csv and ``last`` is its last row: the log is the record, and
-    summary.json may lag it by one epoch (a kill between the two writes).
+    status: new | partial | running | stale | done | diverged | failed. ``running``:
+    a live process holds the run's lock (``owner`` names it); ``stale``: a lock is
+    left by a process that is gone, and the next trainer takes it over. ``epochs``
+    counts the rows of metrics.csv and ``last`` is its last row: the log is the
+    record, and summary.json may lag it by one epoch (a kill between the two writes).
     """
     status: str
     epochs: int = 0
     last: dict | None = None
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
+    owner: Owner | None = None
 
     @property
     def finished(self) -> bool:
@@ -142,6 +139,7 @@ class RunDir:
         self.metrics = self.path / "metrics.csv"
         self.summary_file = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.pt"
+        self.lock_file = self.path / LOCK_FILE
 
     @property
     def name(self) -> str:
@@ -150,20 +148,44 @@ class RunDir:
     # ---- the state every command asks for
     def state(self) -> RunState:
         summary, config, rows = self.read_summary() or {}, self.read_config() or {}, self.read_rows()
-        last = rows[-1] if rows else None
-        found = RunState(self._status(summary, rows), len(rows), last, summary, config)
+        try:
+            owner = read_owner(self.lock_file)
+        except OSError:
+            owner = None
+        found = RunState("new", len(rows), rows[-1] if rows else None, summary, config, owner)
+        found.status = self._status(found)
         return found
 
-    def _status(self, summary: dict, rows: list[dict]) -> str:
-        status = summary.get("status")
-        if status in FINISHED or status == "failed":
+    def _status(self, found: RunState) -> str:
+        status = found.summary.get("status")
+        if status in FINISHED:
             return status
-        # A killed trainer leaves "running" behind; the pid tells only on the host that wrote it,
-        # and this process, asking, is not training the run.
-        here = summary.get("host") == socket.gethostname() and summary.get("pid") != os.getpid()
-        if status == "running" and here and pid_alive(summary.get("pid")):
-            return "running"
-        return "partial" if rows or self.checkpoint.exists() else "new"
+        if found.owner is not None:
+            return "stale" if found.owner.stale else "running"
+        if status == "failed":
+            return status
+        # "running" in a summary with no lock beside it: its trainer was killed.
+        return "partial" if found.last or self.checkpoint.exists() else "new"
+
+    # ---- the lock: one trainer per run, on any host
+    @contextlib.contextmanager
+    def claim(self, stale_after: float = DEFAULT_STALE_AFTER) -> Iterator[Lock]:
+        """Hold this run's lock while training it (resexp.runlock): creates the folder and
+        the lock, or takes over a stale lock; raises RunBusy while a live process holds it.
+        The lock's heartbeat runs until the block ends; ``Lock.verify()`` raises RunBusy if
+        the run was taken over meanwhile (a heartbeat stalled for longer than stale_after).
+        Temporary files left by a killed trainer are removed once the lock is held."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = acquire(self.lock_file, stale_after)
+        except OSError as err:
+            raise UserError(f"cannot write to {self.path}: {err.strerror or err}") from err
+        try:
+            for tmp in self.path.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            yield lock
+        finally:
+            lock.release()
 
     # ---- config.yaml: created once, checked on every resume
     def create(self, cfg) -> None:

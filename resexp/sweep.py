@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from resexp.config import load_config
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
-from resexp.rundir import RunDir, RunState, atomic_write, run_name
+from resexp.rundir import RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
@@ -191,12 +191,19 @@ def save_spec(spec: SweepSpec, out: Path) -> None:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err
 
 
+BUSY = "running elsewhere"
+
+
 def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=None) -> str:
     """fit() one run; a failure is reported and recorded (by fit, in its summary.json) and
-    returned as 'failed', so the sweep goes on. Ctrl-C is not caught."""
+    returned as 'failed', so the sweep goes on. A run another live process trains (on
+    this host or another) is left to it: BUSY. Ctrl-C is not caught."""
     name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
     try:
         return fit(cfg, out, progress=progress, console=console, on_epoch=on_epoch)["status"]
+    except RunBusy as err:
+        console.print(f"{name} skipped: {err}")
+        return BUSY
     except UserError as err:
         console.print(f"[red]{name}: {err}")
     except Exception as err:

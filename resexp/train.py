@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
 from resexp.errors import UserError
 from resexp.models import count_params, get_model
-from resexp.rundir import COLUMNS, VAL_COLUMNS, RunDir, git_commit, now, run_name
+from resexp.rundir import COLUMNS, VAL_COLUMNS, Lock, RunBusy, RunDir, git_commit, now, run_name
 from resexp.schedule import Schedule, make_schedule
 
 
@@ -205,23 +205,40 @@ def resume(run: RunDir, s: Setup) -> Position:
 def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
         on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
-    ``on_epoch(iteration)`` is called after every finished epoch (a sweep's ETA uses it)."""
+    RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
+    every finished epoch (a sweep's ETA uses it)."""
     console = console or Console(stderr=True, soft_wrap=True)
     run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
+    finished = _finished(run, cfg, console, busy_check=True)
+    if finished is not None:
+        return finished
+    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
+    with run.claim(cfg.train.stale_after) as lock:
+        finished = _finished(run, cfg, console)  # it may have been finished while the data loaded
+        if finished is not None:
+            return finished
+        run.create(cfg)
+        own_progress = progress is None
+        progress = progress or make_progress(console)
+        with progress if own_progress else contextlib.nullcontext():
+            return _fit(cfg, run, s, lock, progress, console, on_epoch)
+
+
+def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> dict | None:
+    """The summary of a finished run, which is skipped; None if the run is to be trained.
+    UserError if it was started with other settings; RunBusy (with ``busy_check``) while
+    another live process trains it."""
     run.check_config(cfg)
     state = run.state()
     if state.finished:
         console.print(f"{run.name}: already {state.status}, skipped")
         return state.summary
-    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
-    run.create(cfg)
-    own_progress = progress is None
-    progress = progress or make_progress(console)
-    with progress if own_progress else contextlib.nullcontext():
-        return _fit(cfg, run, s, progress, console, on_epoch)
+    if busy_check and state.status == "running":
+        raise RunBusy(f"{run.path} is being trained by {state.owner.describe()}", state.owner)
+    return None
 
 
-def _fit(cfg, run: RunDir, s: Setup, progress: Progress, console: Console, on_epoch=None) -> dict:
+def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Console, on_epoch=None) -> dict:
     """Resume, then one epoch after another: train, evaluate, log the row, checkpoint."""
     summary = base_summary(cfg, s, count_params(s.model))
     at = resume(run, s)
@@ -232,6 +249,7 @@ def _fit(cfg, run: RunDir, s: Setup, progress: Progress, console: Console, on_ep
         run.write_summary(summary)
         while at.iteration < s.schedule.total_iters:
             row = run_epoch(cfg, s, at, progress, run.name)
+            lock.verify()  # never log an epoch of a run another process has taken over
             run.append_row(row)
             at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
             console.print(epoch_line(run.name, s, row))
@@ -246,6 +264,8 @@ def _fit(cfg, run: RunDir, s: Setup, progress: Progress, console: Console, on_ep
             run.write_summary(summary)
             if on_epoch is not None:
                 on_epoch(at.iteration)
+    except RunBusy:
+        raise  # the run is another process's now: its files are not ours to mark
     except Exception as err:  # recorded for `resexp status`, then reported by the caller
         run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
         raise
