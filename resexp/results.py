@@ -14,41 +14,30 @@ import pandas as pd
 from resexp.errors import UserError
 from resexp.rundir import RunDir, parse_run_name
 
-RUN_FILES = ("summary.json", "metrics.csv", "config.yaml", "run.lock")
-
 # Plain nets first, then their residual twins: the order of legends and tables.
 ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
 # Runs that stopped early or are still going; their numbers are from their latest epoch.
 UNFINISHED = ("running", "stale", "partial", "failed")
-STATUS_ORDER = ("done", "running", "stale", "partial", "diverged", "failed")
+STATUS_ORDER = ("done", "running", "stale", "partial", "diverged", "failed", "damaged")
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
     "epochs", "epochs_planned", "iterations", "iterations_planned",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
-    "device", "error", "owner", "heartbeat_age",
+    "device", "error", "owner", "heartbeat_age", "advice",
 ]
 
 
 def find_run_dirs(results_dir) -> list[Path]:
-    """The run folders under results_dir; UserError if there is none."""
+    """The run folders under results_dir (RunDir.is_run: config.yaml names a registered
+    architecture); UserError if there is none."""
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"results directory not found: {root}")
-    dirs = [
-        path for path in root.iterdir()
-        if path.is_dir() and parse_run_name(path.name)
-        and any((path / name).exists() for name in RUN_FILES)
-    ]
+    dirs = [path for path in sorted(root.iterdir()) if path.is_dir() and RunDir(path).is_run()]
     if not dirs:
         raise UserError(f"no runs in {root} (expected folders named <arch>-<depth>-s<seed>)")
     return dirs
-
-
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """metrics.csv as a table, one row per finished epoch; an empty frame when there is none yet."""
-    rows = RunDir(run_dir).read_rows()
-    return pd.DataFrame(rows) if rows else pd.DataFrame({"epoch": pd.Series(dtype=float)})
 
 
 def _section(config: dict, key: str) -> dict:
@@ -57,9 +46,9 @@ def _section(config: dict, key: str) -> dict:
 
 
 def run_record(run_dir: Path) -> dict:
-    """One row of load_runs, from RunDir.state(): the summary, with the last metrics row
-    filling its gaps and overriding what the log has newer (a kill between the two writes)."""
-    names = parse_run_name(run_dir.name)
+    """One row of load_runs, from RunDir.state(): the last metrics row's numbers (the log
+    is newer than summary.json after a kill between the two writes), the summary's for
+    the rest. A damaged run gets what its readable files say, and its problem as error."""
     state = RunDir(run_dir).state()
     summary, last = state.summary, state.last or {}
 
@@ -67,14 +56,15 @@ def run_record(run_dir: Path) -> dict:
         value = summary.get(key)
         return fallback if value is None else value
 
+    arch, depth, seed = _identity(run_dir, state)
     dataset = _section(state.config, "dataset")
     train = _section(state.config, "train")
     return {
         "run": run_dir.name,
         "path": str(run_dir),
-        "arch": pick("arch", names["arch"]),
-        "depth": int(pick("depth", names["depth"])),
-        "seed": int(pick("seed", names["seed"])),
+        "arch": arch,
+        "depth": depth,
+        "seed": seed,
         "dataset": pick("dataset", dataset.get("name")),
         "synthetic": bool(pick("synthetic", dataset.get("synthetic", False))),
         "params": float(pick("params")),
@@ -89,11 +79,23 @@ def run_record(run_dir: Path) -> dict:
         "schedule": pick("schedule", None),
         "experiment": pick("experiment", state.config.get("name")),
         "device": pick("device", None),
-        "error": pick("error", None),
+        "error": state.problem if state.status == "damaged" else pick("error", None),
         # who holds the lock of a running (or stale) run, and when it was last heard from
         "owner": state.owner.who() if state.owner else None,
         "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
+        "advice": state.advice if state.status == "damaged" else None,
     }
+
+
+def _identity(run_dir: Path, state) -> tuple[str, int, int]:
+    """arch, depth and seed: from the run's config, else its summary, else its folder name."""
+    model = _section(state.config, "model")
+    if model:
+        return model["arch"], int(model["depth"]), int(state.config["seed"])
+    if all(k in state.summary for k in ("arch", "depth", "seed")):
+        return state.summary["arch"], state.summary["depth"], state.summary["seed"]
+    names = parse_run_name(run_dir.name)  # RunDir.is_run() made sure it parses
+    return names["arch"], names["depth"], names["seed"]
 
 
 def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -111,13 +113,14 @@ def load_runs(results_dir) -> pd.DataFrame:
 
 
 def load_metrics(results_dir) -> pd.DataFrame:
-    """All epochs of all runs as one long table: run, arch, depth, seed, then metrics.csv's columns."""
+    """All epochs of all runs as one long table: run, arch, depth, seed, then metrics.csv's
+    columns. Runs whose metrics.csv is damaged have none."""
     frames = []
     for path in find_run_dirs(results_dir):
-        names = parse_run_name(path.name)
-        metrics = read_metrics(path)
-        if len(metrics):
-            frames.append(metrics.assign(run=path.name, **names))
+        state = RunDir(path).state()
+        if state.rows:
+            arch, depth, seed = _identity(path, state)
+            frames.append(pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed))
     if not frames:
         return pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"])
     table = pd.concat(frames, ignore_index=True)
@@ -146,7 +149,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (arch, depth): seeds averaged, mean and std of the final errors, cost.
 
     Columns: arch, depth, n (runs in the mean), finished (they are done runs),
-    diverged and unfinished (counts, not in the mean when finished), params,
+    diverged, failed, damaged and unfinished (counts; diverged and damaged runs are
+    never in the mean, unfinished ones only where no run is done), params,
     train_err_mean/std, test_err_mean/std, epochs (fewest among the runs in the
     mean), epochs_planned, wall_seconds (mean). std uses ddof=1 and is NaN for a
     single seed: a spread of 0 would claim a certainty one run cannot give.
@@ -165,6 +169,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     )
     counts = runs.groupby(keys).agg(
         diverged=("status", lambda s: int(s.eq("diverged").sum())),
+        failed=("status", lambda s: int(s.eq("failed").sum())),
+        damaged=("status", lambda s: int(s.eq("damaged").sum())),
         unfinished=("status", lambda s: int(s.isin(UNFINISHED).sum())),
         params=("params", "max"),
         epochs_planned=("epochs_planned", "max"),
@@ -173,7 +179,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     # A point whose every run diverged has no mean, but stays in the table with its count.
     table["n"] = table["n"].fillna(0).astype(int)
     table["finished"] = table["finished"].astype("boolean").fillna(False).astype(bool)
-    columns = keys + ["n", "finished", "diverged", "unfinished", "params",
+    columns = keys + ["n", "finished", "diverged", "failed", "damaged", "unfinished", "params",
                       "train_err_mean", "train_err_std", "test_err_mean", "test_err_std",
                       "epochs", "epochs_planned", "wall_seconds"]
     return sort_runs(table[columns])
@@ -203,10 +209,11 @@ def dataset_label(info: dict) -> str:
     return f"{name} (synthetic data)" if info["synthetic"] and "synthetic" not in name else name
 
 
-def status_table(results_dir) -> pd.DataFrame:
+def status_table(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err,
-    owner (who trains a running run, or left a stale lock, and its last heartbeat), error."""
-    runs = load_runs(results_dir)
+    owner (who trains a running run, or left a stale lock, and its last heartbeat), error
+    (of a failed run; what is wrong with a damaged one). ``runs``: load_runs(results_dir)."""
+    runs = load_runs(results_dir) if runs is None else runs
     planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
     beat = runs["heartbeat_age"].map(lambda age: "" if pd.isna(age) else f", heartbeat {age:.0f}s ago")
     return pd.DataFrame({
@@ -231,6 +238,12 @@ def format_status(table: pd.DataFrame) -> str:
         if not shown[column].astype(bool).any():
             shown = shown.drop(columns=column)
     return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}"
+
+
+def damage_warnings(runs: pd.DataFrame) -> list[str]:
+    """One line per damaged run: which file, what is wrong, what happens next."""
+    damaged = runs[runs["status"].eq("damaged")]
+    return [f"warning: {r.run} is damaged: {r.error}; {r.advice}" for r in damaged.itertuples()]
 
 
 def status_tally(statuses: pd.Series) -> str:

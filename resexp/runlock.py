@@ -52,7 +52,7 @@ class RunBusy(UserError):
 
 
 def pid_alive(pid) -> bool:
-    """Whether a process with this id exists on this machine (signal 0 checks, sends nothing)."""
+    """Whether a process with this id runs on this machine (signal 0 checks, sends nothing)."""
     try:
         pid = int(pid)
     except (TypeError, ValueError):
@@ -67,7 +67,16 @@ def pid_alive(pid) -> bool:
         return True
     except OverflowError:
         return False
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """A process that has exited but was not yet reaped (Linux): dead for our purposes."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[:1] == ["Z"]
 
 
 def pid_namespace() -> str | None:

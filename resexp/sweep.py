@@ -23,7 +23,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from resexp.config import load_config
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
-from resexp.rundir import RunBusy, RunDir, RunState, atomic_write, run_name
+from resexp.lifeline import die_with_parent
+from resexp.rundir import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
@@ -64,7 +65,7 @@ class PlannedRun:
 
     @property
     def to_train(self) -> bool:
-        return not self.detail.finished
+        return self.detail.trainable
 
 
 def parse_list(text: str | None, kind, what: str) -> list | None:
@@ -81,9 +82,38 @@ def parse_list(text: str | None, kind, what: str) -> list | None:
     return values
 
 
+SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str}
+
+
 def _saved(out: Path | None) -> dict:
+    """The settings saved in <out>/sweep.yaml; {} if there is none. UserError if it is damaged
+    (safe_load also refuses tags that would run code, such as !!python/object)."""
     path = out / SWEEP_FILE if out is not None else None
-    return (yaml.safe_load(path.read_text()) or {}) if path is not None and path.exists() else {}
+    if path is None or not path.exists():
+        return {}
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        reason = f"not valid YAML ({type(err).__name__})"
+    else:
+        reason = _saved_problem(saved)
+        if reason is None:
+            return saved
+    raise UserError(f"{path} is damaged ({reason}); fix it, or delete it and give --archs, --depths, "
+                    f"--seeds and the overrides again")
+
+
+def _saved_problem(saved) -> str | None:
+    """What is wrong with a parsed sweep.yaml (save_spec writes all four keys), or None."""
+    if not isinstance(saved, dict):
+        return "it is empty" if saved is None else f"it holds a {type(saved).__name__}, not a mapping"
+    if set(saved) != set(SAVED_TYPES):
+        return f"it holds {', '.join(map(str, saved)) or 'no keys'}, not {', '.join(SAVED_TYPES)}"
+    for key, kind in SAVED_TYPES.items():
+        value = saved[key]
+        if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+            return f"{key} is not a list of {kind.__name__}s"
+    return None
 
 
 def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | None,
@@ -130,9 +160,16 @@ def _check_same_configs(runs: list[PlannedRun]) -> None:
     """A run folder started under other result-affecting settings must not join this sweep:
     a finished one would be skipped as if it matched, an unfinished one would fail alone.
     One error before anything trains instead."""
-    clashes = [r for r in runs if r.run.config_conflicts(r.cfg)]
+    clashes = [r for r in runs if _conflicts(r)]
     if clashes:
         clashes[0].run.check_config(clashes[0].cfg, others=len(clashes) - 1)
+
+
+def _conflicts(r: PlannedRun) -> list[str]:
+    try:
+        return r.run.config_conflicts(r.cfg)
+    except DamagedFile:
+        return []  # its state says damaged: the sweep reports it and leaves it alone
 
 
 def _planned(cfg, out: Path, rate: float) -> PlannedRun:
@@ -161,6 +198,9 @@ def format_plan(runs: list[PlannedRun]) -> str:
     for r in runs:
         lines.append(f"{r.run.path.name:<22} {r.state:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
                      f"{r.iterations:>7} {_hms(r.cost_s):>8}")
+    for r in runs:
+        if r.state == "damaged":
+            lines.append(f"{r.run.name} is damaged: {r.detail.problem}; {r.detail.advice}")
     todo = [r for r in runs if r.to_train]
     lines.append(f"{len(runs)} runs, {len(todo)} to train, about {_hms(sum(r.cost_s for r in todo))} "
                  f"(rough: measured speed of finished runs, else a 2-core CPU figure)")
@@ -195,17 +235,23 @@ BUSY = "running elsewhere"
 
 
 def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=None) -> str:
-    """fit() one run; a failure is reported and recorded (by fit, in its summary.json) and
-    returned as 'failed', so the sweep goes on. A run another live process trains (on
-    this host or another) is left to it: BUSY. Ctrl-C is not caught."""
+    """fit() one run and return how it ended, so the sweep goes on after any one run:
+    a failure is reported and recorded (by fit, in its summary.json) as 'failed'; a
+    damaged file the user must see to (a corrupt checkpoint) is 'damaged'; a run another
+    live process trains (on this host or another) is left to it: BUSY. A disk that
+    refuses writes (full, read-only) ends the sweep: every other run would fail alike.
+    Ctrl-C is not caught."""
     name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
     try:
         return fit(cfg, out, progress=progress, console=console, on_epoch=on_epoch)["status"]
     except RunBusy as err:
         console.print(f"{name} skipped: {err}")
         return BUSY
+    except CannotWrite:
+        raise
     except UserError as err:
-        console.print(f"[red]{name}: {err}")
+        console.print(f"[red]error: {name}: {err}")
+        return "damaged"
     except Exception as err:
         console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
     return "failed"
@@ -214,7 +260,7 @@ def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=No
 def run_sweep(runs: list[PlannedRun], out: Path, console: Console, jobs: int = 1) -> dict[str, str]:
     """Train every planned run (``jobs`` at a time); a failed run is recorded and the
     sweep goes on. Returns {run name: final status}."""
-    statuses = {r.run.name: r.state for r in runs if not r.to_train}
+    statuses = {r.run.name: r.state for r in runs if not r.to_train}  # damaged ones: format_plan says why
     todo = [r for r in runs if r.to_train]
     overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
                        console=console, transient=True)
@@ -263,7 +309,8 @@ def _run_parallel(todo, out: Path, console: Console, overall: Progress, task, jo
     sweep with the same train.threads."""
     cost = {r.run.path.name: r.cost_s for r in todo}
     args = [(OmegaConf.to_yaml(worker_config(r.cfg, jobs)), str(out)) for r in todo]
-    statuses, pool = {}, multiprocessing.get_context("spawn").Pool(jobs)
+    statuses = {}
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         with overall:
             overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time")

@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
 from resexp.errors import UserError
 from resexp.models import count_params, get_model
-from resexp.rundir import COLUMNS, VAL_COLUMNS, Lock, RunBusy, RunDir, git_commit, now, run_name
+from resexp.rundir import (COLUMNS, VAL_COLUMNS, CannotWrite, DamagedFile, Lock, Log, RunBusy, RunDir, git_commit,
+                           now, run_name, writing)
 from resexp.schedule import Schedule, make_schedule
 
 
@@ -183,23 +184,53 @@ class Position:
                 "final_test_err": row.get("test_err"), "wall_seconds": self.elapsed}
 
 
-def resume(run: RunDir, s: Setup) -> Position:
-    """The position of the checkpoint, with the model and optimiser loaded from it, or
-    the start. Rows written after the checkpoint are dropped: that epoch is redone identically."""
-    state = run.load_checkpoint(map_location=s.device)
+def resume(run: RunDir, s: Setup, console: Console) -> Position:
+    """Where to go on from, with the model and optimiser loaded: the checkpoint's epoch,
+    or the start. Rows after the checkpoint, and a last line cut short, are dropped:
+    that epoch is redone identically. A log that does not reach the checkpoint (or is
+    damaged) cannot be trusted: the run starts again with its old files set aside,
+    never with a hole in its log."""
+    state = run.load_checkpoint(map_location=s.device)  # UserError if unreadable, before any change
+    try:
+        log = run.read_log()
+    except DamagedFile as err:
+        return _start_again(run, console, f"metrics.csv {err.reason}")
     if state is None:
-        if run.read_rows():  # rows with no checkpoint to continue from: start again
-            run.metrics.rename(run.metrics.with_name("metrics.stale.csv"))
-        return Position()
+        return _without_checkpoint(run, s, log, console)
+    row = next((r for r in log.rows if r["epoch"] == state["epoch"]), None)
+    if row is None or row["iteration"] != state["iteration"]:
+        return _start_again(run, console, f"metrics.csv has {len(log.rows)} epochs but checkpoint.pt "
+                                          f"is at epoch {state['epoch']}")
     try:
         s.model.load_state_dict(state["model"])
         s.optimizer.load_state_dict(state["optimizer"])
     except (KeyError, RuntimeError, ValueError) as err:
         raise UserError(f"checkpoint {run.checkpoint} does not match this model ({type(err).__name__}); "
                         f"delete it to restart the run") from err
+    if log.torn:
+        console.print(f"{run.name}: the last line of metrics.csv was cut short: removed, that epoch is redone")
     run.keep_rows_until(state["epoch"])
-    row = next((r for r in run.read_rows() if r["epoch"] == state["epoch"]), None)
     return Position(state["epoch"], state["iteration"], state["elapsed"], row)
+
+
+def _without_checkpoint(run: RunDir, s: Setup, log: Log, console: Console) -> Position:
+    """A log but no checkpoint: a run that finished and deleted its checkpoint
+    (train.keep_checkpoint=false) is taken as its log says; any other starts again."""
+    last = log.rows[-1] if log.rows else None
+    if last is None:
+        with writing(run.metrics):
+            run.metrics.unlink(missing_ok=True)  # at most a header: nothing to keep
+        return Position()
+    if last["iteration"] >= s.schedule.total_iters or not math.isfinite(last["train_loss"]):
+        run.keep_rows_until(last["epoch"])
+        return Position(last["epoch"], last["iteration"], last["elapsed"], last)
+    return _start_again(run, console, "metrics.csv has rows but there is no checkpoint.pt to go on from")
+
+
+def _start_again(run: RunDir, console: Console, why: str) -> Position:
+    aside = run.set_aside()
+    console.print(f"{run.name}: {why}; training it again from epoch 1 (the old files are kept in {aside})")
+    return Position()
 
 
 def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
@@ -226,10 +257,12 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
 
 def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> dict | None:
     """The summary of a finished run, which is skipped; None if the run is to be trained.
-    UserError if it was started with other settings; RunBusy (with ``busy_check``) while
-    another live process trains it."""
-    run.check_config(cfg)
+    UserError if it is damaged beyond what resume repairs, or was started with other
+    settings; RunBusy (with ``busy_check``) while another live process trains it."""
     state = run.state()
+    if not state.trainable and not state.finished:
+        raise UserError(f"{run.path} is damaged: {state.problem}; {state.advice}")
+    run.check_config(cfg)
     if state.finished:
         console.print(f"{run.name}: already {state.status}, skipped")
         return state.summary
@@ -241,13 +274,13 @@ def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> d
 def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Console, on_epoch=None) -> dict:
     """Resume, then one epoch after another: train, evaluate, log the row, checkpoint."""
     summary = base_summary(cfg, s, count_params(s.model))
-    at = resume(run, s)
+    at = resume(run, s, console)
     if at.epoch:
         console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
     summary.update(status="running", started=now(), **at.summary_fields())
     try:
         run.write_summary(summary)
-        while at.iteration < s.schedule.total_iters:
+        while at.iteration < s.schedule.total_iters and not diverged(at):
             row = run_epoch(cfg, s, at, progress, run.name)
             lock.verify()  # never log an epoch of a run another process has taken over
             run.append_row(row)
@@ -267,7 +300,7 @@ def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Co
     except RunBusy:
         raise  # the run is another process's now: its files are not ours to mark
     except Exception as err:  # recorded for `resexp status`, then reported by the caller
-        run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+        run.record_failure(summary, err.record() if isinstance(err, CannotWrite) else f"{type(err).__name__}: {err}")
         raise
     summary.update(status="diverged" if diverged(at) else "done", finished=now(), error=None)
     run.write_summary(summary)
