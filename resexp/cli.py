@@ -22,7 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproduce He et al. 2016's degradation experiment: plain vs residual "
                        "networks across depths.")
 OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
-                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2")
+                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2. "
+                                "The default experiment is he2016_cifar10 (the paper's CIFAR-10 recipe); "
+                                "experiment=NAME picks another, experiment=null none.")
 CONFIG_DIR = typer.Option(None, "--config-dir", help="Extra config folder searched after the shipped one "
                           "(also $RESEXP_CONFIG_DIR), e.g. with a new dataset/NAME.yaml.")
 
@@ -61,14 +63,18 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
                                    "(on a GPU several small nets share it well)."),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest.
-    Exit code 1 if a run failed, 2 if one is damaged (see the plan's lines)."""
+
+    The axes also take Hydra's sweep syntax: model.depth=20,56,110 seed=range(0,3)
+    model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
+    its saved ones. Exit code 1 if a run failed, 2 if one is damaged (see the plan's lines)."""
     from resexp import sweep as sw
 
     spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
                                 sw.parse_list(seeds, int, "seeds"), overrides or [], out, config_dir or [])
-    runs = sw.plan(spec, out, config_dir or [])
+    runs = sw.plan(spec, out)
     con = console()
-    con.print(sw.format_plan(runs))
+    basis = sw.estimate_costs(runs, out, spec.run_config if dry_run else None)
+    con.print(sw.format_plan(runs, basis))
     if dry_run:
         return
     sw.check_data(runs)

@@ -33,17 +33,9 @@ from omegaconf import OmegaConf
 
 from resexp.errors import UserError
 from resexp.models import list_models
-from resexp.runfiles import (
-    COLUMNS,
-    VAL_COLUMNS,
-    DamagedFile,
-    Log,
-    parse_config,
-    parse_log,
-    parse_summary,
-    read_bytes,
-)
+from resexp.runfiles import COLUMNS, VAL_COLUMNS, DamagedFile, Log, parse_config, parse_log, parse_summary, read_bytes
 from resexp.runlock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
+from resexp.schema import default_of, non_result_keys
 
 __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotWrite", "DamagedFile", "Lock", "Log",
            "NOT_RESULT_KEYS", "Owner", "RunBusy", "RunDir", "RunState", "run_name", "parse_run_name"]
@@ -51,10 +43,9 @@ __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotW
 # A run in one of these states is never trained again.
 FINISHED = ("done", "diverged")
 
-# Keys that do not change what a run computes: a run may resume under new values.
-NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
-                   "train.threads", "train.stale_after", "dataset.root", "dataset.source", "dataset.download",
-                   "dataset.missing_hint")
+# Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
+# a run may resume under new values.
+NOT_RESULT_KEYS = non_result_keys()
 
 # <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
 RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
@@ -328,6 +319,8 @@ class RunDir:
         if config is None:
             return []
         old, new = _flat(config), _flat(OmegaConf.to_container(cfg, resolve=True))
+        # A key newer than the run's config had its schema default then.
+        old.update({k: default_of(k) for k in set(new) - set(old) if default_of(k) == new[k]})
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
@@ -427,7 +420,9 @@ class RunDir:
     def set_aside(self) -> Path:
         """Move metrics.csv, summary.json and checkpoint.pt into old-<UTC time>/ so the run can
         start again from epoch 1; config.yaml stays. Returns that folder."""
-        aside = self.path / f"old-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        stamp = f"old-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        names = (stamp, *(f"{stamp}-{k}" for k in range(2, 1000)))  # a second restart within the second
+        aside = next(self.path / name for name in names if not (self.path / name).exists())
         with writing(aside):
             aside.mkdir()
             for file in (self.metrics, self.summary_file, self.checkpoint):

@@ -35,6 +35,7 @@ SUMMARY_TYPES = {
     "iterations_planned": (*_NUMBER, None), "final_train_err": (*_NUMBER, None),
     "final_test_err": (*_NUMBER, None), "wall_seconds": (*_NUMBER, None),
     "schedule": (str, None), "experiment": (str, None), "device": (str, None), "error": (str, None),
+    "cpu_model": (str, None), "cpu_bf16": (list, None), "torch_threads": (int, None),
 }
 
 

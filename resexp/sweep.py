@@ -20,20 +20,18 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from resexp.config import load_config
+from resexp.config import load_config, merge_overrides, parse_overrides
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
+from resexp.estimate import fit_line, measured_points, run_seconds, timed_points
 from resexp.lifeline import die_with_parent
 from resexp.rundir import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
-DEFAULT_EXPERIMENT = "he2016_cifar10"
 SWEEP_FILE = "sweep.yaml"
-# Rough CPU speed for --dry-run estimates when no finished run can calibrate it:
-# ResNet-20 trains at about 1,000 28x28 images/s on 2 cores, i.e. about
-# 20 layers * 784 pixels * 1000 = 1.6e7 layer-pixels per second.
-CPU_LAYER_PIXELS_PER_S = 1.6e7
+# The sweep's axes: each combination is one run folder <arch>-<depth>-s<seed>.
+GRID = {"model.arch": "archs", "model.depth": "depths", "seed": "seeds"}
 
 
 @dataclass
@@ -42,10 +40,18 @@ class SweepSpec:
     depths: list[int]
     seeds: list[int]
     overrides: list[str] = field(default_factory=list)
+    config_dirs: list[str] = field(default_factory=list)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"archs": self.archs, "depths": self.depths, "seeds": self.seeds,
-                               "overrides": self.overrides}, sort_keys=False)
+                               "overrides": self.overrides, "config_dirs": self.config_dirs},
+                              sort_keys=False)
+
+    def run_config(self, arch: str, depth: int, seed: int | None = None):
+        """The validated config of one run of this sweep."""
+        seed = self.seeds[0] if seed is None else seed
+        return load_config([*self.overrides, f"model.arch={arch}", f"model.depth={depth}", f"seed={seed}"],
+                           self.config_dirs)
 
 
 @dataclass
@@ -60,29 +66,60 @@ class PlannedRun:
     epochs_planned: int
     iterations_done: int
     iterations: int     # planned total
-    cost_s: float       # rough remaining seconds
-    detail: RunState    # everything state() found
+    cost_s: float = 0.0  # estimated seconds still to train (estimate.py)
+    detail: RunState | None = None  # everything RunDir.state() found
 
     @property
     def to_train(self) -> bool:
         return self.detail.trainable
 
 
+def _check_items(values: list, what: str) -> list:
+    if not values:
+        raise UserError(f"{what} is empty")
+    dupes = sorted({v for v in values if values.count(v) > 1}, key=str)
+    if dupes:
+        raise UserError(f"{what} lists {', '.join(map(str, dupes))} more than once")
+    return values
+
+
 def parse_list(text: str | None, kind, what: str) -> list | None:
-    """'20,56,110' -> [20, 56, 110]; a bad item is one clear error."""
+    """'20,56,110' -> [20, 56, 110]; an empty, repeated or malformed item is one clear error."""
     if text is None:
         return None
-    items = [t.strip() for t in text.split(",") if t.strip()]
+    items = [t.strip() for t in text.split(",")]
+    if any(not t for t in items):
+        raise UserError(f"--{what} has an empty item: {text!r}")
     try:
         values = [kind(t) for t in items]
     except ValueError:
         raise UserError(f"--{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
-    if not values:
-        raise UserError(f"--{what} is empty")
-    return values
+    return _check_items(values, f"--{what}")
 
 
-SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str}
+def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
+    """The sweep axes given as Hydra overrides (``model.depth=20,56,110``,
+    ``seed=range(0,3)``, or a single value) apart from the other overrides.
+    Read by Hydra's own parser; sweeping any other key is an error, since a run
+    folder is named by (arch, depth, seed) only."""
+    grid, rest = {}, []
+    for o in parse_overrides(overrides):
+        name = GRID.get(o.key_or_group)
+        if name is None:
+            if o.is_sweep_override():
+                raise UserError(f"{o.input_line}: only model.arch, model.depth and seed can take several "
+                                f"values (run folders are <arch>-<depth>-s<seed>); use one --out per value")
+            rest.append(o.input_line)
+            continue
+        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        kind = str if name == "archs" else int
+        if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
+            raise UserError(f"{o.input_line}: {o.key_or_group} takes {kind.__name__}s")
+        grid[name] = _check_items(values, o.key_or_group)
+    return grid, rest
+
+
+SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str, "config_dirs": str}
 
 
 def _saved(out: Path | None) -> dict:
@@ -104,54 +141,54 @@ def _saved(out: Path | None) -> dict:
 
 
 def _saved_problem(saved) -> str | None:
-    """What is wrong with a parsed sweep.yaml (save_spec writes all four keys), or None."""
+    """What is wrong with a parsed sweep.yaml (save_spec writes every key; config_dirs is
+    newer, so an older file may lack it), or None."""
     if not isinstance(saved, dict):
         return "it is empty" if saved is None else f"it holds a {type(saved).__name__}, not a mapping"
-    if set(saved) != set(SAVED_TYPES):
+    keys, needed = set(saved), set(SAVED_TYPES) - {"config_dirs"}
+    if not needed <= keys <= set(SAVED_TYPES):
         return f"it holds {', '.join(map(str, saved)) or 'no keys'}, not {', '.join(SAVED_TYPES)}"
-    for key, kind in SAVED_TYPES.items():
-        value = saved[key]
+    for key, value in saved.items():
+        kind = SAVED_TYPES[key]
         if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
             return f"{key} is not a list of {kind.__name__}s"
     return None
 
 
+def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], list[str]]:
+    """Overrides and config folders of a saved sweep, extended by the new ones."""
+    dirs = [str(Path(d).expanduser().resolve()) for d in [*saved.get("config_dirs", []), *config_dirs]]
+    return merge_overrides(saved.get("overrides", []), overrides), list(dict.fromkeys(dirs))
+
+
 def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | None,
                  config_dirs=()) -> tuple[SweepSpec, Path]:
-    """What to sweep and where: each setting comes from the command line, else the
-    folder's saved sweep.yaml, else the experiment's ``sweep:`` defaults."""
+    """What to sweep and where. A folder's saved sweep.yaml is extended, never
+    replaced: new overrides apply on top of the saved ones (a result-affecting
+    change then stops at the clash check), and --config-dir folders are kept.
+    Axes come from --archs/--depths/--seeds or sweep syntax, else the saved
+    sweep, else the experiment's ``sweep:`` defaults."""
+    grid, rest = split_grid(overrides)
+    flags = {"archs": archs, "depths": depths, "seeds": seeds}
+    for name, values in grid.items():
+        if flags[name] is not None:
+            raise UserError(f"--{name} and {next(k for k, v in GRID.items() if v == name)}= both given; use one")
+        flags[name] = values
     saved = _saved(out)
-    overrides = list(overrides) if overrides else list(saved.get("overrides", []))
-    if not any(o.split("=")[0].lstrip("+") == "experiment" for o in overrides):
-        overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
-    base = load_config(overrides, config_dirs)
+    merged, dirs = _merged(saved, rest, config_dirs)
+    base = load_config(merged, dirs, check_memory=False)
     if out is None:
         out = Path("results") / base.name
         saved = _saved(out)
-    pick = lambda given, key: given if given is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
-    return SweepSpec(pick(archs, "archs"), pick(depths, "depths"), pick(seeds, "seeds"), overrides), out
+        merged, dirs = _merged(saved, rest, config_dirs)
+    pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
+    return SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs), out
 
 
-def _calibrated_rate(out: Path) -> float | None:
-    """layer-pixels/s measured by finished runs of this sweep, if any."""
-    rates = []
-    for summary_file in out.glob("*/summary.json"):
-        state = RunDir(summary_file.parent).state()
-        s, last = state.summary, state.last or {}
-        if last.get("images_per_s") and s.get("depth"):
-            rates.append(last["images_per_s"] * s["depth"] * s.get("image_size", 28) ** 2)
-    return sorted(rates)[len(rates) // 2] if rates else None
-
-
-def plan(spec: SweepSpec, out: Path, config_dirs=()) -> list[PlannedRun]:
+def plan(spec: SweepSpec, out: Path) -> list[PlannedRun]:
     """Every run of the sweep with its config and state; validates all configs first."""
-    runs, rate = [], _calibrated_rate(out) or CPU_LAYER_PIXELS_PER_S
-    for arch in spec.archs:
-        for depth in spec.depths:
-            for seed in spec.seeds:
-                cfg = load_config([*spec.overrides, f"model.arch={arch}", f"model.depth={depth}",
-                                   f"seed={seed}"], config_dirs)
-                runs.append(_planned(cfg, out, rate))
+    runs = [_planned(spec.run_config(arch, depth, seed), out)
+            for arch in spec.archs for depth in spec.depths for seed in spec.seeds]
     _check_same_configs(runs)
     return runs
 
@@ -172,38 +209,57 @@ def _conflicts(r: PlannedRun) -> list[str]:
         return []  # its state says damaged: the sweep reports it and leaves it alone
 
 
-def _planned(cfg, out: Path, rate: float) -> PlannedRun:
+def _planned(cfg, out: Path) -> PlannedRun:
     run = RunDir(out / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
     ds, t = cfg.dataset, cfg.train
-    n_train = ds.train_subset or _known_size(ds)
+    n_train = ds.train_subset or ds.train_size - ds.val_size
     sched = make_schedule(t, iters_per_epoch(n_train, t.batch_size, t.drop_last), cfg.model.depth)
     state = run.state()
     iters_done = state.last["iteration"] if state.last else 0
-    left = 0 if state.finished else max(sched.total_iters - iters_done, 0)
-    pixels = ds.image_size ** 2
-    cost = left * t.batch_size * cfg.model.depth * pixels / rate
     return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state.status, state.epochs,
-                      sched.epochs, iters_done, sched.total_iters, cost, state)
+                      sched.epochs, iters_done, sched.total_iters, detail=state)
 
 
-def _known_size(ds) -> int:
-    """Training-set size for the estimate, without loading the data."""
-    size = (ds.train_args or {}).get("size")
-    known = {"cifar10": 50000, "cifar100": 50000, "mnist": 60000, "fashion_mnist": 60000}
-    return int(size or known.get(ds.name, 50000)) - int(ds.val_size or 0)
+def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | None:
+    """Set each run's ``cost_s`` (seconds still to train) and return what the figures
+    rest on. Speeds: runs already in ``out``; else, with ``cfg_for(arch, depth)``
+    (SweepSpec.run_config), a few steps timed here (estimate.py); else None, and the
+    costs are relative only (weights for a progress bar)."""
+    todo = [r for r in runs if r.to_train]
+    if not todo:
+        return None
+    batch = todo[0].cfg.train.batch_size
+    points, timed = measured_points(out, batch), []
+    for arch in dict.fromkeys(r.arch for r in todo):
+        if arch not in points and cfg_for is not None:
+            points[arch] = timed_points(cfg_for, arch, [r.depth for r in todo if r.arch == arch])
+            timed.append(arch)
+    lines = {arch: fit_line(p) for arch, p in points.items()}
+    for r in todo:
+        ds = r.cfg.dataset
+        eval_images = (ds.test_subset or ds.test_size) + ds.val_size
+        line = lines.get(r.arch, fit_line([(1, 1.0)]))  # unknown speed: depth stands in (relative)
+
+        r.cost_s = run_seconds(line, r.depth, r.iterations - r.iterations_done,
+                               r.epochs_planned - r.epochs_done, batch, eval_images)
+    measured = sorted(set(points) - set(timed))
+    parts = [f"speeds of the runs in {out} ({', '.join(measured)})"] if measured else []
+    if timed:
+        parts.append(f"{', '.join(timed)} timed for a few steps here")
+    return " and ".join(parts) or None
 
 
-def format_plan(runs: list[PlannedRun]) -> str:
+def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     lines = [f"{'run':<22} {'state':<9} {'epochs':>9} {'iters':>7} {'est.':>8}"]
     for r in runs:
         lines.append(f"{r.run.path.name:<22} {r.state:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
-                     f"{r.iterations:>7} {_hms(r.cost_s):>8}")
+                     f"{r.iterations:>7} {_hms(r.cost_s) if basis else '-':>8}")
     for r in runs:
         if r.state == "damaged":
             lines.append(f"{r.run.name} is damaged: {r.detail.problem}; {r.detail.advice}")
     todo = [r for r in runs if r.to_train]
-    lines.append(f"{len(runs)} runs, {len(todo)} to train, about {_hms(sum(r.cost_s for r in todo))} "
-                 f"(rough: measured speed of finished runs, else a 2-core CPU figure)")
+    total = f", about {_hms(sum(r.cost_s for r in todo))} (from {basis})" if basis else ""
+    lines.append(f"{len(runs)} runs, {len(todo)} to train{total}")
     return "\n".join(lines)
 
 

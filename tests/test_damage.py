@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY, cli, rows
+from conftest import SWEEP_TINY, TINY, cli, rows
 from formats import write_cifar10_tarball, write_mnist_source
 from rich.console import Console
 from runfactory import make_run
@@ -38,7 +38,7 @@ RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "checkpoint.pt"]
 def finished(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("finished") / "out"
-    spec, out = sw.resolve_spec(["plain", "resnet"], [8, 14], None, TINY, out)
+    spec, out = sw.resolve_spec(["plain", "resnet"], [8, 14], None, SWEEP_TINY, out)
     sw.save_spec(spec, out)
     assert set(sw.run_sweep(sw.plan(spec, out), out, Console(file=io.StringIO())).values()) == {"done"}
     torch.set_num_threads(threads)
@@ -84,7 +84,7 @@ def interrupt(monkeypatch, method: str, when) -> None:
 
 
 def sweep_args(folder: Path, archs="resnet", depths="8") -> list:
-    return ["sweep", "--archs", archs, "--depths", depths, "--out", folder, *TINY]
+    return ["sweep", "--archs", archs, "--depths", depths, "--out", folder, *SWEEP_TINY]
 
 
 def cut_after(monkeypatch, capsys, folder: Path, epoch: int, archs="resnet") -> Path:

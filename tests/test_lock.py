@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, cli, rows
+from conftest import SWEEP_TINY, TINY, cli, rows
 from runfactory import dead_pid, write_lock
 
 from resexp.runlock import RunBusy, acquire, read_owner
@@ -139,7 +139,7 @@ def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_pat
     out = tmp_path / "out"
     write_lock(out / "plain-8-s0", pid=os.getppid(), host="gpu-node-3", age=2, job="991_0")
     code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8",
-                               "--out", out, *TINY)
+                               "--out", out, *SWEEP_TINY)
     assert code == 0, stderr
     assert stdout.strip() == f"sweep {out}: 1 done, 1 running elsewhere"
     assert "plain-8-s0 skipped: " in stderr and "host gpu-node-3" in stderr
