@@ -66,7 +66,7 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
 
     The axes also take Hydra's sweep syntax: model.depth=20,56,110 seed=range(0,3)
     model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
-    its saved ones."""
+    its saved ones. Exit code 1 if a run failed, 2 if one is damaged (see the plan's lines)."""
     from resexp import sweep as sw
 
     spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
@@ -82,6 +82,8 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     statuses = _interruptible(sw.run_sweep, runs, out, con, jobs)
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
     print(f"sweep {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
+    if counts.get("damaged"):
+        raise typer.Exit(2)  # a damaged file the user must see to, as for any user error
     if counts.get("failed"):
         raise typer.Exit(1)
 
@@ -93,7 +95,8 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
     """Training error vs number of layers, and the paper's Fig. 6 curves (with their CSVs)."""
     from resexp.plot import make_figures
 
-    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()))
+    runs = _load_and_warn(results_dir)
+    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), runs=runs)
     for path in made["paths"]:
         print(path)
 
@@ -104,16 +107,27 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
     from resexp.report import make_report
 
-    _, markdown = make_report(results_dir, out)
+    runs = _load_and_warn(results_dir)
+    _, markdown = make_report(results_dir, out, runs=runs)
     print(markdown)
 
 
 @app.command()
 def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
-    """One line per run: status, epoch k of K, latest training and test error."""
+    """One line per run: status, epoch k of K, latest training and test error, who trains it."""
     from resexp.results import format_status, status_table
 
-    print(format_status(status_table(results_dir)))
+    print(format_status(status_table(results_dir, _load_and_warn(results_dir))))
+
+
+def _load_and_warn(results_dir: Path):
+    """The runs of results_dir, with one warning line on stderr per damaged run."""
+    from resexp.results import damage_warnings, load_runs
+
+    runs = load_runs(results_dir)
+    for line in damage_warnings(runs):
+        print(line, file=sys.stderr)
+    return runs
 
 
 @app.command()

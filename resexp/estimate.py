@@ -49,8 +49,8 @@ def measured_points(folder: Path, batch_size: int) -> dict[str, list[tuple[int, 
     """arch -> [(depth, seconds per step)] from the epochs runs in ``folder`` logged."""
     points: dict[str, list[tuple[int, float]]] = {}
     for run_dir in sorted(p for p in Path(folder).glob("*-*-s*") if p.is_dir()):
-        run = RunDir(run_dir)
-        summary, rows = run.read_summary() or {}, run.read_rows()
+        state = RunDir(run_dir).state()  # a damaged file reads as missing here, never raises
+        summary, rows = state.summary, state.rows
         rates = [r["images_per_s"] for r in rows if r.get("images_per_s") and math.isfinite(r["images_per_s"])]
         if not rates or "arch" not in summary or "depth" not in summary:
             continue

@@ -25,8 +25,8 @@ def training_error_note(augmented) -> str:
            False: ", on unaugmented images (this dataset's config has no augmentation)",
            "mixed": ", with each run's own augmentation setting (they differ)", None: ""}[augmented]
     return (f"Training error is the mean minibatch error over the last epoch{how}. Errors in %, "
-            "mean ± std over seeds (std with ddof=1; a single seed has no ±). Diverged runs are "
-            "left out of the means and counted apart.")
+            "mean ± std over seeds (std with ddof=1; a single seed has no ±). Diverged and damaged "
+            "runs are left out of the means and counted apart.")
 
 
 def hardware_note(hardware: dict) -> list[str]:
@@ -90,6 +90,8 @@ def _seeds_cell(row) -> str:
         extras.append(f"+{row.unfinished} unfinished")
     if row.diverged:
         extras.append(f"+{row.diverged} diverged")
+    if row.damaged:
+        extras.append(f"+{row.damaged} damaged")
     return f"{cell} ({', '.join(extras)})" if extras else cell
 
 
@@ -144,12 +146,13 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def make_report(results_dir, out_dir=None) -> tuple[pd.DataFrame, str]:
+def make_report(results_dir, out_dir=None, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
     """Write report.md and report.csv into out_dir (default results_dir); return both.
+    ``runs``: load_runs(results_dir), if the caller has it already.
 
     The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err.
     """
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir) if runs is None else runs
     table = report_table(runs)
     markdown = render_markdown(table, runs)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)

@@ -72,6 +72,8 @@ class TrainConfig:
     keep_checkpoint: bool = key(True, result=False)
     log_every: int = key(50, check="positive", result=False)
     threads: Optional[int] = key(None, check="positive_or_none", result=False)
+    # seconds without a heartbeat after which a run's lock is stale (resexp/runlock.py)
+    stale_after: float = key(300.0, check="positive", result=False)
 
 
 @dataclass

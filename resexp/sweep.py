@@ -24,14 +24,14 @@ from resexp.config import load_config, merge_overrides, parse_overrides
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.estimate import fit_line, measured_points, run_seconds, timed_points
-from resexp.rundir import RunDir, atomic_write, run_name
+from resexp.lifeline import die_with_parent
+from resexp.rundir import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
 SWEEP_FILE = "sweep.yaml"
 # The sweep's axes: each combination is one run folder <arch>-<depth>-s<seed>.
 GRID = {"model.arch": "archs", "model.depth": "depths", "seed": "seeds"}
-FINISHED = ("done", "diverged")
 
 
 @dataclass
@@ -61,12 +61,17 @@ class PlannedRun:
     seed: int
     cfg: object
     run: RunDir
-    state: str          # new | partial | done | diverged | failed
+    state: str          # RunDir.state()'s status: new | partial | running | done | ...
     epochs_done: int
     epochs_planned: int
     iterations_done: int
     iterations: int     # planned total
     cost_s: float = 0.0  # estimated seconds still to train (estimate.py)
+    detail: RunState | None = None  # everything RunDir.state() found
+
+    @property
+    def to_train(self) -> bool:
+        return self.detail.trainable
 
 
 def _check_items(values: list, what: str) -> list:
@@ -114,19 +119,40 @@ def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
     return grid, rest
 
 
+SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str, "config_dirs": str}
+
+
 def _saved(out: Path | None) -> dict:
-    """The folder's sweep.yaml, or {}; an unreadable one is one clear error."""
+    """The settings saved in <out>/sweep.yaml; {} if there is none. UserError if it is damaged
+    (safe_load also refuses tags that would run code, such as !!python/object)."""
     path = out / SWEEP_FILE if out is not None else None
     if path is None or not path.exists():
         return {}
     try:
         saved = yaml.safe_load(path.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
-        raise UserError(f"{path} is unreadable ({type(err).__name__}); fix or delete it") from None
-    lists = ("archs", "depths", "seeds", "overrides", "config_dirs")
-    if not isinstance(saved, dict) or any(not isinstance(saved.get(k, []), list) for k in lists):
-        raise UserError(f"{path} is not a resexp sweep file; fix or delete it")
-    return saved
+    except (OSError, ValueError, yaml.YAMLError) as err:
+        reason = f"not valid YAML ({type(err).__name__})"
+    else:
+        reason = _saved_problem(saved)
+        if reason is None:
+            return saved
+    raise UserError(f"{path} is damaged ({reason}); fix it, or delete it and give --archs, --depths, "
+                    f"--seeds and the overrides again")
+
+
+def _saved_problem(saved) -> str | None:
+    """What is wrong with a parsed sweep.yaml (save_spec writes every key; config_dirs is
+    newer, so an older file may lack it), or None."""
+    if not isinstance(saved, dict):
+        return "it is empty" if saved is None else f"it holds a {type(saved).__name__}, not a mapping"
+    keys, needed = set(saved), set(SAVED_TYPES) - {"config_dirs"}
+    if not needed <= keys <= set(SAVED_TYPES):
+        return f"it holds {', '.join(map(str, saved)) or 'no keys'}, not {', '.join(SAVED_TYPES)}"
+    for key, value in saved.items():
+        kind = SAVED_TYPES[key]
+        if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
+            return f"{key} is not a list of {kind.__name__}s"
+    return None
 
 
 def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], list[str]]:
@@ -171,9 +197,16 @@ def _check_same_configs(runs: list[PlannedRun]) -> None:
     """A run folder started under other result-affecting settings must not join this sweep:
     a finished one would be skipped as if it matched, an unfinished one would fail alone.
     One error before anything trains instead."""
-    clashes = [r for r in runs if r.run.config_conflicts(r.cfg)]
+    clashes = [r for r in runs if _conflicts(r)]
     if clashes:
         clashes[0].run.check_config(clashes[0].cfg, others=len(clashes) - 1)
+
+
+def _conflicts(r: PlannedRun) -> list[str]:
+    try:
+        return r.run.config_conflicts(r.cfg)
+    except DamagedFile:
+        return []  # its state says damaged: the sweep reports it and leaves it alone
 
 
 def _planned(cfg, out: Path) -> PlannedRun:
@@ -181,16 +214,10 @@ def _planned(cfg, out: Path) -> PlannedRun:
     ds, t = cfg.dataset, cfg.train
     n_train = ds.train_subset or ds.train_size - ds.val_size
     sched = make_schedule(t, iters_per_epoch(n_train, t.batch_size, t.drop_last), cfg.model.depth)
-    summary, rows = run.read_summary() or {}, run.read_rows()
-    state = summary.get("status") or ("partial" if rows else "new")
-    if state == "running":
-        state = "partial"
-    if state == "partial" and not rows and not run.checkpoint.exists():
-        state = "new"
-    done = int(rows[-1]["epoch"]) if rows else 0
-    iters_done = int(rows[-1]["iteration"]) if rows else 0
-    return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state, done,
-                      sched.epochs, iters_done, sched.total_iters)
+    state = run.state()
+    iters_done = state.last["iteration"] if state.last else 0
+    return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state.status, state.epochs,
+                      sched.epochs, iters_done, sched.total_iters, detail=state)
 
 
 def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | None:
@@ -198,7 +225,7 @@ def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | Non
     rest on. Speeds: runs already in ``out``; else, with ``cfg_for(arch, depth)``
     (SweepSpec.run_config), a few steps timed here (estimate.py); else None, and the
     costs are relative only (weights for a progress bar)."""
-    todo = [r for r in runs if r.state not in FINISHED]
+    todo = [r for r in runs if r.to_train]
     if not todo:
         return None
     batch = todo[0].cfg.train.batch_size
@@ -227,7 +254,10 @@ def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     for r in runs:
         lines.append(f"{r.run.path.name:<22} {r.state:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
                      f"{r.iterations:>7} {_hms(r.cost_s) if basis else '-':>8}")
-    todo = [r for r in runs if r.state not in FINISHED]
+    for r in runs:
+        if r.state == "damaged":
+            lines.append(f"{r.run.name} is damaged: {r.detail.problem}; {r.detail.advice}")
+    todo = [r for r in runs if r.to_train]
     total = f", about {_hms(sum(r.cost_s for r in todo))} (from {basis})" if basis else ""
     lines.append(f"{len(runs)} runs, {len(todo)} to train{total}")
     return "\n".join(lines)
@@ -239,7 +269,7 @@ def check_data(runs: list[PlannedRun]) -> None:
     seen = set()
     for r in runs:
         key = OmegaConf.to_yaml(r.cfg.dataset)
-        if r.state not in FINISHED and key not in seen:
+        if r.to_train and key not in seen:
             seen.add(key)
             open_dataset(r.cfg.dataset, train=True)
 
@@ -257,14 +287,27 @@ def save_spec(spec: SweepSpec, out: Path) -> None:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err
 
 
+BUSY = "running elsewhere"
+
+
 def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=None) -> str:
-    """fit() one run; a failure is reported and recorded (by fit, in its summary.json) and
-    returned as 'failed', so the sweep goes on. Ctrl-C is not caught."""
+    """fit() one run and return how it ended, so the sweep goes on after any one run:
+    a failure is reported and recorded (by fit, in its summary.json) as 'failed'; a
+    damaged file the user must see to (a corrupt checkpoint) is 'damaged'; a run another
+    live process trains (on this host or another) is left to it: BUSY. A disk that
+    refuses writes (full, read-only) ends the sweep: every other run would fail alike.
+    Ctrl-C is not caught."""
     name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
     try:
         return fit(cfg, out, progress=progress, console=console, on_epoch=on_epoch)["status"]
+    except RunBusy as err:
+        console.print(f"{name} skipped: {err}")
+        return BUSY
+    except CannotWrite:
+        raise
     except UserError as err:
-        console.print(f"[red]{name}: {err}")
+        console.print(f"[red]error: {name}: {err}")
+        return "damaged"
     except Exception as err:
         console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
     return "failed"
@@ -273,8 +316,8 @@ def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=No
 def run_sweep(runs: list[PlannedRun], out: Path, console: Console, jobs: int = 1) -> dict[str, str]:
     """Train every planned run (``jobs`` at a time); a failed run is recorded and the
     sweep goes on. Returns {run name: final status}."""
-    statuses = {r.run.path.name: r.state for r in runs if r.state in FINISHED}
-    todo = [r for r in runs if r.state not in FINISHED]
+    statuses = {r.run.name: r.state for r in runs if not r.to_train}  # damaged ones: format_plan says why
+    todo = [r for r in runs if r.to_train]
     overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
                        console=console, transient=True)
     # Progress is counted in estimated seconds, so the ETA weighs deep runs properly.
@@ -322,7 +365,8 @@ def _run_parallel(todo, out: Path, console: Console, overall: Progress, task, jo
     sweep with the same train.threads."""
     cost = {r.run.path.name: r.cost_s for r in todo}
     args = [(OmegaConf.to_yaml(worker_config(r.cfg, jobs)), str(out)) for r in todo]
-    statuses, pool = {}, multiprocessing.get_context("spawn").Pool(jobs)
+    statuses = {}
+    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=die_with_parent, initargs=(os.getpid(),))
     try:
         with overall:
             overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time")
