@@ -57,25 +57,38 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<experiment name>]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),
-          jobs: int = typer.Option(1, "--jobs", min=1, help="Runs trained at once, each in its own process "
-                                   "(on a GPU several small nets share it well)."),
+          jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="local launcher: runs trained at once, "
+                                             "each in its own process (on a GPU several small nets share it well) "
+                                             "[default: launcher.jobs, 1]"),
+          launcher: Optional[str] = typer.Option(None, "--launcher", help="local (this machine) or slurm (one job "
+                                                 "per run), or a site launcher in --config-dir; the same as "
+                                                 "launcher=NAME [default: local]"),
+          wait: bool = typer.Option(False, "--wait", help="slurm launcher: follow the jobs until they end "
+                                    "instead of returning once they are submitted"),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest."""
+    from resexp import launchers
     from resexp import sweep as sw
 
+    overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
     spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
-                                sw.parse_list(seeds, int, "seeds"), overrides or [], out, config_dir or [])
+                                sw.parse_list(seeds, int, "seeds"), overrides, out, config_dir or [])
     runs = sw.plan(spec, out, config_dir or [])
+    how = launchers.pick(runs, jobs, wait, config_dir or [])
     con = console()
     con.print(sw.format_plan(runs))
     if dry_run:
+        con.print(launchers.dry_run(how, runs, out) or "")
         return
     sw.check_data(runs)
     sw.save_spec(spec, out)
-    statuses = _interruptible(sw.run_sweep, runs, out, con, jobs)
+    statuses = _interruptible(launchers.launch, how, runs, out, con,
+                              message=launchers.interrupted_message(how, out))
+    if statuses is None:  # submitted to SLURM, not followed
+        return
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
     print(f"sweep {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    if counts.get("failed"):
+    if counts.get("failed") or counts.get("unfinished"):
         raise typer.Exit(1)
 
 
@@ -103,10 +116,14 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
 
 @app.command()
 def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
-    """One line per run: status, epoch k of K, latest training and test error."""
-    from resexp.results import format_status, status_table
+    """One line per run: status, epoch k of K, latest training and test error (and SLURM job)."""
+    from resexp.results import format_status
+    from resexp.slurm import status_with_jobs
 
-    print(format_status(status_table(results_dir)))
+    table, logs = status_with_jobs(results_dir)
+    print(format_status(table))
+    if logs:
+        print(logs)
 
 
 @app.command()
@@ -140,13 +157,13 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
     print(format_bench(table))
 
 
-def _interruptible(fn, *args, **kwargs):
+def _interruptible(fn, *args, message: str = "interrupted: finished epochs are saved; rerun the same "
+                                             "command to continue", **kwargs):
     """Ctrl-C while training: say what is kept, exit 130 (no traceback)."""
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished epochs are saved; rerun the same command to continue",
-              file=sys.stderr)
+        print(f"\n{message}", file=sys.stderr)
         raise typer.Exit(130) from None
 
 

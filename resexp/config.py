@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from resexp.errors import UserError
 from resexp.models import check_depth
 
-TOP_LEVEL_KEYS = {"name", "seed", "model", "train", "sweep", "dataset"}
+TOP_LEVEL_KEYS = {"name", "seed", "model", "train", "sweep", "dataset", "launcher"}
 
 
 def shipped_config_dir() -> Path:

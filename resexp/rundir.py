@@ -25,7 +25,7 @@ COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "
 VAL_COLUMNS = ["val_loss", "val_err"]
 
 # Keys that do not change what a run computes: a run may resume under new values.
-NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
+NOT_RESULT_KEYS = ("name", "sweep", "launcher", "train.device", "train.log_every", "train.keep_checkpoint",
                    "train.threads", "dataset.root", "dataset.source", "dataset.download",
                    "dataset.missing_hint")
 

@@ -41,6 +41,9 @@ class SweepSpec:
     depths: list[int]
     seeds: list[int]
     overrides: list[str] = field(default_factory=list)
+    # launcher=... / launcher.KEY=...: how this invocation trains the runs, not what the
+    # sweep is, so they are not saved and do not replace the saved overrides.
+    launcher: list[str] = field(default_factory=list)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"archs": self.archs, "depths": self.depths, "seeds": self.seeds,
@@ -81,20 +84,25 @@ def _saved(out: Path | None) -> dict:
     return (yaml.safe_load(path.read_text()) or {}) if path is not None and path.exists() else {}
 
 
+def is_launcher_override(override: str) -> bool:
+    return override.split("=")[0].lstrip("+~").split(".")[0] == "launcher"
+
+
 def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | None,
                  config_dirs=()) -> tuple[SweepSpec, Path]:
     """What to sweep and where: each setting comes from the command line, else the
     folder's saved sweep.yaml, else the experiment's ``sweep:`` defaults."""
     saved = _saved(out)
-    overrides = list(overrides) if overrides else list(saved.get("overrides", []))
+    launcher = [o for o in overrides or [] if is_launcher_override(o)]
+    overrides = [o for o in overrides or [] if not is_launcher_override(o)] or list(saved.get("overrides", []))
     if not any(o.split("=")[0].lstrip("+") == "experiment" for o in overrides):
         overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
-    base = load_config(overrides, config_dirs)
+    base = load_config([*overrides, *launcher], config_dirs)
     if out is None:
         out = Path("results") / base.name
         saved = _saved(out)
     pick = lambda given, key: given if given is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
-    return SweepSpec(pick(archs, "archs"), pick(depths, "depths"), pick(seeds, "seeds"), overrides), out
+    return SweepSpec(pick(archs, "archs"), pick(depths, "depths"), pick(seeds, "seeds"), overrides, launcher), out
 
 
 def _calibrated_rate(out: Path) -> float | None:
@@ -114,7 +122,7 @@ def plan(spec: SweepSpec, out: Path, config_dirs=()) -> list[PlannedRun]:
     for arch in spec.archs:
         for depth in spec.depths:
             for seed in spec.seeds:
-                cfg = load_config([*spec.overrides, f"model.arch={arch}", f"model.depth={depth}",
+                cfg = load_config([*spec.overrides, *spec.launcher, f"model.arch={arch}", f"model.depth={depth}",
                                    f"seed={seed}"], config_dirs)
                 runs.append(_planned(cfg, out, rate))
     _check_same_configs(runs)
