@@ -5,7 +5,9 @@
 # Stop it with: bash scripts/start-test-slurm.sh --stop
 #
 # Settings that keep the tests short: KillWait=5 (a cancelled or requeued job is killed
-# 5 s after its SIGTERM, not 30 s) and JobRequeue=1 (every job may be requeued).
+# 5 s after its SIGTERM, not 30 s), JobRequeue=1 (every job may be requeued), a
+# scheduler pass every second, and at least 4 CPUs declared (config_overrides) so that
+# four one-CPU test jobs start together even on a 2-core machine.
 set -euo pipefail
 STATE=${RESEXP_SLURM_STATE:-/tmp/resexp-slurm}
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -36,7 +38,7 @@ $SUDO chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
 $SUDO chmod 400 /etc/munge/munge.key
 pgrep -x munged >/dev/null || $SUDO runuser -u munge -- /usr/sbin/munged --force
 
-host=$(hostname -s); cpus=$(nproc); mem=$(( $(free -m | awk '/^Mem/{print $2}') * 3 / 4 ))
+host=$(hostname -s); cpus=$(( $(nproc) > 4 ? $(nproc) : 4 )); mem=$(( $(free -m | awk '/^Mem/{print $2}') * 3 / 4 ))
 $SUDO tee /etc/slurm/slurm.conf >/dev/null <<CONF
 ClusterName=resexp-test
 SlurmctldHost=$host(127.0.0.1)
@@ -52,6 +54,8 @@ SlurmdLogFile=$STATE/log/slurmd.log
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
 SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+SlurmdParameters=config_overrides
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core
 ReturnToService=2
