@@ -59,7 +59,8 @@ def slurm_cluster():
 def slurm(slurm_cluster, tmp_path):
     """The cluster for one test; the jobs the test submitted are cancelled after it."""
     yield
-    ids = [json.loads(line)["job_id"] for f in tmp_path.rglob(".slurm/jobs.jsonl") for line in f.read_text().splitlines()]
+    ids = [json.loads(line)["job_id"] for f in tmp_path.rglob(".slurm/jobs.jsonl")
+           for line in f.read_text().splitlines()]
     if ids:
         subprocess.run(["scancel", *ids], capture_output=True, timeout=60)
 
@@ -173,7 +174,7 @@ def test_time_limit_signal_requeues_the_job_until_max_requeues(slurm, tmp_path, 
     job = submitted_ids(stdout)["plain-8-s0"]
 
     for k in range(2):
-        done = wait_for(lambda: len(metrics_rows(run)) if len(metrics_rows(run)) >= 2 + 2 * k else 0,
+        done = wait_for(lambda least=2 + 2 * k: len(metrics_rows(run)) if len(metrics_rows(run)) >= least else 0,
                         f"epochs before signal {k + 1}")
         subprocess.run(["scancel", "--signal=USR2", job], check=True)
         if k == 0:
