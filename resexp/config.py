@@ -116,6 +116,8 @@ def validate(cfg: DictConfig) -> None:
              "set train.epochs or train.iterations")
     _positive_int(t.batch_size, "train.batch_size")
     _require(isinstance(t.lr, (int, float)) and t.lr > 0, f"train.lr must be > 0, got {t.lr!r}")
+    _require(isinstance(t.stale_after, (int, float)) and not isinstance(t.stale_after, bool)
+             and t.stale_after > 0, f"train.stale_after must be a number of seconds > 0, got {t.stale_after!r}")
     _require(t.milestone_unit in ("iterations", "epochs"),
              f"train.milestone_unit must be iterations or epochs, got {t.milestone_unit!r}")
     _require(cfg.model.shortcut in ("A", "B"), f"model.shortcut must be A or B, got {cfg.model.shortcut!r}")

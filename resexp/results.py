@@ -7,41 +7,27 @@ config.yaml), never its log output. docs/results-format.md describes the files.
 from __future__ import annotations
 
 import math
-import os
-import re
-import socket
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from resexp.errors import UserError
-from resexp.rundir import RunDir
+from resexp.rundir import RunDir, parse_run_name
 
-# <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
-RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
-RUN_FILES = ("summary.json", "metrics.csv", "config.yaml")
+RUN_FILES = ("summary.json", "metrics.csv", "config.yaml", "run.lock")
 
 # Plain nets first, then their residual twins: the order of legends and tables.
 ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
 # Runs that stopped early or are still going; their numbers are from their latest epoch.
-UNFINISHED = ("running", "partial", "failed")
-STATUS_ORDER = ("done", "running", "partial", "diverged", "failed")
+UNFINISHED = ("running", "stale", "partial", "failed")
+STATUS_ORDER = ("done", "running", "stale", "partial", "diverged", "failed")
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
     "epochs", "epochs_planned", "iterations", "iterations_planned",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
-    "device", "error",
+    "device", "error", "owner", "heartbeat_age",
 ]
-
-
-def parse_run_name(name: str) -> dict | None:
-    """arch, depth and seed from a run folder's name, or None if it is not a run folder."""
-    match = RUN_NAME.match(name)
-    if match is None:
-        return None
-    return {"arch": match["arch"], "depth": int(match["depth"]), "seed": int(match["seed"])}
 
 
 def find_run_dirs(results_dir) -> list[Path]:
@@ -59,69 +45,10 @@ def find_run_dirs(results_dir) -> list[Path]:
     return dirs
 
 
-def read_summary(run_dir: Path) -> dict:
-    """summary.json as a dict; {} when it is missing or unreadable (a run just starting)."""
-    return RunDir(run_dir).read_summary() or {}
-
-
-def read_config(run_dir: Path) -> dict:
-    """The resolved config.yaml as a dict; {} when it is missing or unreadable."""
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """metrics.csv, one row per finished epoch; an empty frame when there is none yet."""
-    path = run_dir / "metrics.csv"
-    try:
-        table = pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame({"epoch": pd.Series(dtype=float)})
-    if "epoch" not in table.columns:
-        raise UserError(f"{path} has no 'epoch' column; is it a resexp metrics file?")
-    # A line cut short by a crash reads as NaN: keep the rows whose epoch number parsed.
-    table = table.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
-    # A run resumed from an older checkpoint writes some epochs twice; the later row counts.
-    table = table.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    return table.reset_index(drop=True)
-
-
-def pid_alive(pid) -> bool:
-    """Whether a process with this id exists on this machine (signal 0 checks, sends nothing)."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:  # os.kill(0, ...) would address our own process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    except OverflowError:
-        return False
-    return True
-
-
-def effective_status(summary: dict) -> str:
-    """The status to show: 'running' only if its process is still alive, else 'partial'.
-
-    A killed or crashed trainer leaves status 'running' behind. The pid is only
-    meaningful on the host that wrote it, so a run from another machine reads as
-    partial here (a sweep on a cluster: look with `resexp status` on that node).
-    """
-    status = summary.get("status")
-    if status is None:
-        return "partial"  # metrics but no summary yet: interrupted before the first summary
-    if status == "running":
-        here = summary.get("host") == socket.gethostname()
-        return "running" if here and pid_alive(summary.get("pid")) else "partial"
-    return str(status)
+    """metrics.csv as a table, one row per finished epoch; an empty frame when there is none yet."""
+    rows = RunDir(run_dir).read_rows()
+    return pd.DataFrame(rows) if rows else pd.DataFrame({"epoch": pd.Series(dtype=float)})
 
 
 def _section(config: dict, key: str) -> dict:
@@ -130,19 +57,18 @@ def _section(config: dict, key: str) -> dict:
 
 
 def run_record(run_dir: Path) -> dict:
-    """One row of load_runs: the summary, with the last metrics row filling its gaps."""
+    """One row of load_runs, from RunDir.state(): the summary, with the last metrics row
+    filling its gaps and overriding what the log has newer (a kill between the two writes)."""
     names = parse_run_name(run_dir.name)
-    summary = read_summary(run_dir)
-    config = read_config(run_dir)
-    metrics = read_metrics(run_dir)
-    last = metrics.iloc[-1].to_dict() if len(metrics) else {}
+    state = RunDir(run_dir).state()
+    summary, last = state.summary, state.last or {}
 
     def pick(key, fallback=math.nan):
         value = summary.get(key)
         return fallback if value is None else value
 
-    dataset = _section(config, "dataset")
-    train = _section(config, "train")
+    dataset = _section(state.config, "dataset")
+    train = _section(state.config, "train")
     return {
         "run": run_dir.name,
         "path": str(run_dir),
@@ -152,19 +78,21 @@ def run_record(run_dir: Path) -> dict:
         "dataset": pick("dataset", dataset.get("name")),
         "synthetic": bool(pick("synthetic", dataset.get("synthetic", False))),
         "params": float(pick("params")),
-        "status": effective_status(summary),
-        # The summary may be rewritten less often than metrics.csv gains rows.
-        "epochs": max(int(pick("epochs", 0)), len(metrics)),
+        "status": state.status,
+        "epochs": state.epochs if state.last else int(pick("epochs", 0)),
         "epochs_planned": float(pick("epochs_planned", train.get("epochs") or math.nan)),
-        "iterations": float(pick("iterations", last.get("iteration", math.nan))),
+        "iterations": float(last.get("iteration", pick("iterations"))),
         "iterations_planned": float(pick("iterations_planned", train.get("iterations") or math.nan)),
-        "final_train_err": float(pick("final_train_err", last.get("train_err", math.nan))),
-        "final_test_err": float(pick("final_test_err", last.get("test_err", math.nan))),
-        "wall_seconds": float(pick("wall_seconds", last.get("elapsed", math.nan))),
+        "final_train_err": float(last.get("train_err", pick("final_train_err"))),
+        "final_test_err": float(last.get("test_err", pick("final_test_err"))),
+        "wall_seconds": float(last.get("elapsed", pick("wall_seconds"))),
         "schedule": pick("schedule", None),
-        "experiment": pick("experiment", config.get("name")),
+        "experiment": pick("experiment", state.config.get("name")),
         "device": pick("device", None),
         "error": pick("error", None),
+        # who holds the lock of a running (or stale) run, and when it was last heard from
+        "owner": state.owner.who() if state.owner else None,
+        "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
     }
 
 
@@ -177,7 +105,7 @@ def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_runs(results_dir) -> pd.DataFrame:
-    """One row per run folder in results_dir, with its effective status (see effective_status)."""
+    """One row per run folder in results_dir, with its status as RunDir.state() sees it."""
     records = [run_record(path) for path in find_run_dirs(results_dir)]
     return sort_runs(pd.DataFrame.from_records(records, columns=RUN_COLUMNS))
 
@@ -276,15 +204,18 @@ def dataset_label(info: dict) -> str:
 
 
 def status_table(results_dir) -> pd.DataFrame:
-    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err, error."""
+    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err,
+    owner (who trains a running run, or left a stale lock, and its last heartbeat), error."""
     runs = load_runs(results_dir)
     planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
+    beat = runs["heartbeat_age"].map(lambda age: "" if pd.isna(age) else f", heartbeat {age:.0f}s ago")
     return pd.DataFrame({
         "run": runs["run"],
         "status": runs["status"],
         "progress": "epoch " + runs["epochs"].astype(str) + "/" + planned,
         "train_err": runs["final_train_err"],
         "test_err": runs["final_test_err"],
+        "owner": runs["owner"].fillna("") + beat,
         "error": runs["error"],
     })
 
@@ -296,8 +227,9 @@ def format_status(table: pd.DataFrame) -> str:
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     # Only the first line of an error message: one line per run.
     shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else str(e).splitlines()[0][:80])
-    if not shown["error"].astype(bool).any():
-        shown = shown.drop(columns="error")
+    for column in ("owner", "error"):
+        if not shown[column].astype(bool).any():
+            shown = shown.drop(columns=column)
     return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}"
 
 

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from resexp.config import load_config
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
-from resexp.rundir import RunDir, atomic_write, run_name
+from resexp.rundir import RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
@@ -57,12 +57,17 @@ class PlannedRun:
     seed: int
     cfg: object
     run: RunDir
-    state: str          # new | partial | done | diverged | failed
+    state: str          # RunDir.state()'s status: new | partial | running | done | ...
     epochs_done: int
     epochs_planned: int
     iterations_done: int
     iterations: int     # planned total
     cost_s: float       # rough remaining seconds
+    detail: RunState    # everything state() found
+
+    @property
+    def to_train(self) -> bool:
+        return not self.detail.finished
 
 
 def parse_list(text: str | None, kind, what: str) -> list | None:
@@ -109,10 +114,10 @@ def _calibrated_rate(out: Path) -> float | None:
     """layer-pixels/s measured by finished runs of this sweep, if any."""
     rates = []
     for summary_file in out.glob("*/summary.json"):
-        rd = RunDir(summary_file.parent)
-        s, rows = rd.read_summary() or {}, rd.read_rows()
-        if rows and s.get("depth") and rows[-1].get("images_per_s"):
-            rates.append(rows[-1]["images_per_s"] * s["depth"] * s.get("image_size", 28) ** 2)
+        state = RunDir(summary_file.parent).state()
+        s, last = state.summary, state.last or {}
+        if last.get("images_per_s") and s.get("depth"):
+            rates.append(last["images_per_s"] * s["depth"] * s.get("image_size", 28) ** 2)
     return sorted(rates)[len(rates) // 2] if rates else None
 
 
@@ -143,19 +148,13 @@ def _planned(cfg, out: Path, rate: float) -> PlannedRun:
     ds, t = cfg.dataset, cfg.train
     n_train = ds.train_subset or _known_size(ds)
     sched = make_schedule(t, iters_per_epoch(n_train, t.batch_size, t.drop_last), cfg.model.depth)
-    summary, rows = run.read_summary() or {}, run.read_rows()
-    state = summary.get("status") or ("partial" if rows else "new")
-    if state == "running":
-        state = "partial"
-    if state == "partial" and not rows and not run.checkpoint.exists():
-        state = "new"
-    done = int(rows[-1]["epoch"]) if rows else 0
-    iters_done = int(rows[-1]["iteration"]) if rows else 0
-    left = 0 if state in ("done", "diverged") else max(sched.total_iters - iters_done, 0)
+    state = run.state()
+    iters_done = state.last["iteration"] if state.last else 0
+    left = 0 if state.finished else max(sched.total_iters - iters_done, 0)
     pixels = ds.image_size ** 2
     cost = left * t.batch_size * cfg.model.depth * pixels / rate
-    return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state, done,
-                      sched.epochs, iters_done, sched.total_iters, cost)
+    return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state.status, state.epochs,
+                      sched.epochs, iters_done, sched.total_iters, cost, state)
 
 
 def _known_size(ds) -> int:
@@ -170,7 +169,7 @@ def format_plan(runs: list[PlannedRun]) -> str:
     for r in runs:
         lines.append(f"{r.run.path.name:<22} {r.state:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
                      f"{r.iterations:>7} {_hms(r.cost_s):>8}")
-    todo = [r for r in runs if r.state not in ("done", "diverged")]
+    todo = [r for r in runs if r.to_train]
     lines.append(f"{len(runs)} runs, {len(todo)} to train, about {_hms(sum(r.cost_s for r in todo))} "
                  f"(rough: measured speed of finished runs, else a 2-core CPU figure)")
     return "\n".join(lines)
@@ -182,7 +181,7 @@ def check_data(runs: list[PlannedRun]) -> None:
     seen = set()
     for r in runs:
         key = OmegaConf.to_yaml(r.cfg.dataset)
-        if r.state not in ("done", "diverged") and key not in seen:
+        if r.to_train and key not in seen:
             seen.add(key)
             open_dataset(r.cfg.dataset, train=True)
 
@@ -200,12 +199,19 @@ def save_spec(spec: SweepSpec, out: Path) -> None:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err
 
 
+BUSY = "running elsewhere"
+
+
 def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=None) -> str:
     """fit() one run; a failure is reported and recorded (by fit, in its summary.json) and
-    returned as 'failed', so the sweep goes on. Ctrl-C is not caught."""
+    returned as 'failed', so the sweep goes on. A run another live process trains (on
+    this host or another) is left to it: BUSY. Ctrl-C is not caught."""
     name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
     try:
         return fit(cfg, out, progress=progress, console=console, on_epoch=on_epoch)["status"]
+    except RunBusy as err:
+        console.print(f"{name} skipped: {err}")
+        return BUSY
     except UserError as err:
         console.print(f"[red]{name}: {err}")
     except Exception as err:
@@ -216,8 +222,8 @@ def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=No
 def run_sweep(runs: list[PlannedRun], out: Path, console: Console, jobs: int = 1) -> dict[str, str]:
     """Train every planned run (``jobs`` at a time); a failed run is recorded and the
     sweep goes on. Returns {run name: final status}."""
-    statuses = {r.run.path.name: r.state for r in runs if r.state in ("done", "diverged")}
-    todo = [r for r in runs if r.state not in ("done", "diverged")]
+    statuses = {r.run.name: r.state for r in runs if not r.to_train}
+    todo = [r for r in runs if r.to_train]
     overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
                        console=console, transient=True)
     # Progress is counted in estimated seconds, so the ETA weighs deep runs properly.

@@ -57,6 +57,7 @@ USER_ERRORS = {
     "bad-depth": (["train", *TINY, "model.depth=1000"], ["998", "1004"]),
     "unknown-dataset": (["train", *TINY, "dataset=nope"], ["unknown dataset 'nope'", "synthetic"]),
     "unknown-key": (["train", *TINY, "train.momentun=0.5"], ["unknown config key 'train.momentun'"]),
+    "bad-stale-after": (["train", *TINY, "train.stale_after=0"], ["train.stale_after must be", "> 0"]),
     "unknown-top-key": (["train", *TINY, "+modle.depth=8"], ["modle"]),
     "malformed-override": (["train", *TINY, "model.depth"], ["model.depth"]),
     "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/default", *TINY], ["--depths", "20,abc"]),
