@@ -16,9 +16,9 @@ from rich.console import Console
 
 from resexp.config import extra_config_dirs, shipped_config_dir
 from resexp.errors import UserError
+from resexp.sweep import BUSY
 
 TYPES = ("local", "slurm")
-FINISHED = ("done", "diverged")
 
 
 @dataclass
@@ -70,8 +70,8 @@ def dry_run(launcher: Launcher, runs, out: Path) -> str | None:
         return None
     from resexp import slurm
 
-    todo, waiting = slurm.already_queued([r for r in runs if r.state not in FINISHED], out)
-    lines = [f"{name}: already queued as job {job}" for name, job in waiting.items()]
+    todo, waiting, elsewhere = slurm.to_submit([r for r in runs if r.to_train], out)
+    lines = slurm.skipped_lines(waiting, elsewhere)
     lines.append(slurm.sbatch_preview(launcher.cfg, out, todo) if todo else "nothing to submit")
     return "\n".join(lines)
 
@@ -88,19 +88,20 @@ def launch(launcher: Launcher, runs, out: Path, console: Console) -> dict[str, s
 def _launch_slurm(launcher: Launcher, runs, out: Path, console: Console) -> dict[str, str] | None:
     from resexp import slurm
 
-    todo, waiting = slurm.already_queued([r for r in runs if r.state not in FINISHED], out)
-    for name, job in waiting.items():
-        console.print(f"{name}: already queued as job {job}, not submitted again")
+    todo, waiting, elsewhere = slurm.to_submit([r for r in runs if r.to_train], out)
+    for line in slurm.skipped_lines(waiting, elsewhere):
+        console.print(line)
     records = slurm.submit(todo, out, launcher.cfg, console) if todo else []
     print("\n".join(slurm.submitted_lines(records) or ["nothing to submit"]), flush=True)
     if not launcher.wait:
         return None
     known = slurm.read_records(out)
     followed = {name: known[name] for name in [*waiting, *(r["run"] for r in records)]}
-    states = slurm.follow([r for r in runs if r.run.path.name in followed], followed, console)
+    states = slurm.follow([r for r in runs if r.run.name in followed], followed, console)
     for line in slurm.unfinished_lines(states, followed):
         console.print(f"[red]{line}")
-    return {**{r.run.path.name: r.state for r in runs if r.state in FINISHED}, **states}
+    return {**{r.run.name: r.state for r in runs if not r.to_train},
+            **{name: BUSY for name in elsewhere}, **states}
 
 
 def interrupted_message(launcher: Launcher, out: Path) -> str:

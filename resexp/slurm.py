@@ -30,14 +30,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from submitit.helpers import Checkpointable
 
 from resexp.errors import UserError
-from resexp.rundir import RunDir, now
+from resexp.rundir import FINISHED, RunBusy, now
+from resexp.sweep import BUSY
 
 JOBS_FILE = "jobs.jsonl"
 # squeue states of a job that will still train: queued, starting, running or held.
 # COMPLETING is not among them: that job is being killed (scancel) or has ended.
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
-FINISHED_RUN = ("done", "diverged")
 # The keys a launcher/<name>.yaml of type slurm has (configs/launcher/slurm.yaml).
 KEYS = ("type", "partition", "account", "qos", "time_min", "gpus_per_run", "cpus_per_run",
         "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "log_folder", "sbatch")
@@ -151,7 +151,11 @@ class TrainJob(Checkpointable):
         if cfg.train.threads is None and cpus:
             cfg.train.threads = int(cpus)  # torch would otherwise take every core of the node
         console = Console(stderr=True, soft_wrap=True)
-        return fit(cfg, Path(self.out), progress=Progress(disable=True), console=console)["status"]
+        try:
+            return fit(cfg, Path(self.out), progress=Progress(disable=True), console=console)["status"]
+        except RunBusy as err:  # another live trainer has the run (a second sweep, a local one)
+            console.print(f"skipped: {err}")
+            return BUSY
 
 
 def _exit_now(signum, frame) -> None:
@@ -273,34 +277,36 @@ def is_active(job: dict | None) -> bool:
     return job is not None and job["state"] in ACTIVE
 
 
-def already_queued(runs, out: Path) -> tuple[list, dict]:
-    """Split ``runs`` into those to submit and those whose recorded job is still queued or
-    running ({run name: job id}): submitting again would only queue a job that skips it."""
+def to_submit(runs, out: Path) -> tuple[list, dict[str, str], dict[str, str]]:
+    """Of the PlannedRuns still to train: (those to submit, {run: job id} of those whose
+    recorded job is still queued or running, {run: who} of those another live process
+    trains). A job for either of the last two would only start to skip its run."""
     records = read_records(out)
-    if not records:
-        return list(runs), {}
-    jobs = queue() or {}
-    waiting = {r.run.path.name: records[r.run.path.name]["job_id"] for r in runs
-               if r.run.path.name in records and is_active(jobs.get(records[r.run.path.name]["job_id"]))}
-    return [r for r in runs if r.run.path.name not in waiting], waiting
+    jobs = (queue() or {}) if records else {}
+    waiting, elsewhere = {}, {}
+    for r in runs:
+        record = records.get(r.run.name)
+        if record is not None and is_active(jobs.get(record["job_id"])):
+            waiting[r.run.name] = record["job_id"]
+        elif r.state == "running":
+            elsewhere[r.run.name] = r.detail.owner.describe()
+    return [r for r in runs if r.run.name not in waiting and r.run.name not in elsewhere], waiting, elsewhere
+
+
+def skipped_lines(waiting: dict[str, str], elsewhere: dict[str, str]) -> list[str]:
+    return [*(f"{name}: already queued as job {job}, not submitted again" for name, job in waiting.items()),
+            *(f"{name}: being trained by {who}, not submitted" for name, who in elsewhere.items())]
 
 
 # ---- following a sweep (--wait)
 
 
-def run_state(run: RunDir) -> str:
-    """done | diverged | failed | partial | new, from the run folder."""
-    summary, rows = run.read_summary() or {}, run.read_rows()
-    status = summary.get("status")
-    if status in (*FINISHED_RUN, "failed"):
-        return status
-    return "partial" if rows or status else "new"
-
-
 def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
-    """Show one overall progress line until no job of ``records`` is queued or running;
-    return {run name: final state} (``unfinished`` where a job ended before its run did).
-    ``runs`` are the PlannedRuns of the jobs (their cost weighs the ETA)."""
+    """Show one overall progress line until no job of ``records`` is queued or running and
+    no other trainer holds one of their runs (a job that found its run trained by another
+    sweep ends at once; that run is followed until it ends too). Returns {run name: final
+    state}, ``unfinished`` where the run ended before it was done. ``runs`` are the
+    PlannedRuns of the jobs (their cost weighs the ETA)."""
     by_name = {r.run.path.name: r for r in runs}
     overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
                        console=console, transient=True)
@@ -317,7 +323,8 @@ def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
             active = {n: jobs.get(rec["job_id"]) for n, rec in records.items()}
             overall.update(task, completed=_spent(by_name.values()),
                            description=_describe(active, len(records)))
-            if jobs is not None and failures == 0 and not any(is_active(j) for j in active.values()):
+            if failures == 0 and not any(is_active(j) for j in active.values()) and \
+                    not any(r.run.state().status == "running" for r in by_name.values()):
                 break
             time.sleep(min(MAX_POLL_S, 1.0 + 0.1 * (time.monotonic() - start)))
     return final_states(by_name, records)
@@ -341,8 +348,8 @@ def _describe(active: dict, n: int) -> str:
 
 
 def final_states(by_name: dict, records: dict[str, dict]) -> dict[str, str]:
-    states = {name: run_state(r.run) for name, r in by_name.items()}
-    return {name: s if s in (*FINISHED_RUN, "failed") else "unfinished" for name, s in states.items()}
+    states = {name: r.run.state().status for name, r in by_name.items()}
+    return {name: s if s in (*FINISHED, "failed") else "unfinished" for name, s in states.items()}
 
 
 def unfinished_lines(states: dict[str, str], records: dict[str, dict]) -> list[str]:
@@ -379,12 +386,13 @@ def status_with_jobs(results_dir: Path):
     except UserError:
         if not records:
             raise
-        table = pd.DataFrame(columns=["run", "status", "progress", "train_err", "test_err", "error"])
+        table = pd.DataFrame(columns=["run", "status", "progress", "train_err", "test_err", "owner", "error"])
     if not records:
         return table, None
     missing = sorted(set(records) - set(table["run"]))
-    extra = pd.DataFrame({"run": missing, "status": "new", "progress": "-"})
-    table = pd.concat([table, extra], ignore_index=True) if missing else table
+    extra = pd.DataFrame({"run": missing, "status": "new", "progress": "-", "owner": ""})
+    table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True) if missing else table
+    table["owner"] = table["owner"].fillna("")
     jobs = queue() or {}
     table["job"] = table["run"].map(lambda name: _job_text(records.get(name), jobs))
     table["status"] = [_status(status, records.get(name), jobs)
@@ -404,7 +412,9 @@ def _job_text(record: dict | None, jobs: dict) -> str:
 
 
 def _status(status: str, record: dict | None, jobs: dict) -> str:
+    """The run's own state, unless it waits for its job: queued, or running (the job has
+    started but not yet taken the run's lock)."""
     job = jobs.get(record["job_id"]) if record else None
-    if not is_active(job) or status in FINISHED_RUN:
+    if not is_active(job) or status in (*FINISHED, "running"):
         return status
     return "running" if job["state"] == "RUNNING" else "queued"

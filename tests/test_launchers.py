@@ -6,6 +6,7 @@ The tests that submit to a real SLURM are in test_slurm.py.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -208,3 +209,44 @@ def test_train_job_uses_the_job_cores_and_resumes_like_a_rerun(tmp_path, tiny_cf
     assert torch.get_num_threads() == 1
     assert job() == "done" and len((tmp_path / "out" / "resnet-8-s0" / "metrics.csv").read_text().splitlines()) == 4
     assert yaml.safe_load((tmp_path / "out" / "resnet-8-s0" / "config.yaml").read_text())["train"]["threads"] == 1
+
+
+# --------------------------------------------------------------------------- the run lock in a job
+def test_a_requeued_job_takes_over_the_lock_of_its_earlier_run(tmp_path, monkeypatch):
+    """Killed hard on another node and requeued, a job finds its own lock with a fresh
+    heartbeat: that owner is gone (a job runs in one place at a time). The same job
+    before any requeue, or another job, still finds the lock live."""
+    from runfactory import write_lock
+
+    from resexp.runlock import RunBusy, acquire
+
+    lock = write_lock(tmp_path, pid=1, host="gpu-node-7", age=2, job="77_1")
+    record = json.loads(lock.read_text())
+    lock.write_text(json.dumps({**record, "restarts": 0}))
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "77")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "0")
+    with pytest.raises(RunBusy, match="gpu-node-7"):
+        acquire(lock)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "2")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    with pytest.raises(RunBusy, match="gpu-node-7"):
+        acquire(lock)
+
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")  # 77_1 after its first requeue
+    held = acquire(lock)
+    try:
+        assert json.loads(lock.read_text())["restarts"] == 1 and json.loads(lock.read_text())["pid"] == os.getpid()
+    finally:
+        held.release()
+
+
+def test_a_job_whose_run_another_trainer_holds_skips_it(tmp_path, tiny_cfg):
+    from omegaconf import OmegaConf
+    from runfactory import write_lock
+
+    run = tmp_path / "out" / "resnet-8-s0"
+    write_lock(run, pid=os.getppid())  # a live process on this host
+    job = TrainJob(OmegaConf.to_yaml(tiny_cfg()), str(tmp_path / "out"))
+    assert job() == "running elsewhere"
+    assert not (run / "metrics.csv").exists() and (run / "run.lock").exists()

@@ -187,3 +187,43 @@ def test_time_limit_signal_requeues_the_job_until_max_requeues(slurm, tmp_path, 
     code, stdout, stderr = cli(monkeypatch, capsys, *submit, "--wait")
     assert code == 0, stderr
     assert_epochs_once(run, 16)
+
+
+def test_two_slurm_sweeps_and_a_local_one_on_one_folder_train_each_run_once(slurm, tmp_path, monkeypatch, capsys):
+    """Two submissions of the same sweep at once and a local sweep beside them, on one
+    --out, with a stale lock (its owner died) on one run and a live one (this test
+    process) on another: every other run is trained exactly once, each epoch in exactly
+    one place; the stale lock is taken over, the live run is left alone."""
+    import sys
+
+    from runfactory import dead_pid, write_lock
+
+    out = tmp_path / "out"
+    sweep = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--seeds", "0,1", *TINY, "train.epochs=6",
+             "--out", out]
+    write_lock(out / "plain-8-s1", pid=dead_pid())  # fresh heartbeat, dead owner
+    live = write_lock(out / "resnet-8-s1", pid=os.getpid())
+    live_lock = live.read_bytes()
+    # Each submission one task at a time, so that jobs, the local sweep and each other meet.
+    submit = [os.fspath(Path(sys.executable)), "-m", "resexp", *map(str, sweep), *SLURM,
+              "launcher.array_parallelism=1"]
+    first = subprocess.Popen([*submit, "--wait"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    second = subprocess.Popen(submit, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: any((out / run / "run.lock").exists() for run in ("plain-8-s0", "resnet-8-s0")),
+             "a job to start training")
+    code, _, local_log = cli(monkeypatch, capsys, *sweep)
+    assert code == 0, local_log
+    first_out, first_err = first.communicate(timeout=120)
+    second_out, second_err = second.communicate(timeout=120)
+    assert first.returncode == 0 and second.returncode == 0, first_err + second_err
+    jobs = [*submitted_ids(first_out).values(), *submitted_ids(second_out).values()]
+    wait_for(lambda: all(job_state(job) is None for job in jobs), "every job to end")
+
+    assert "3 done" in first_out and "1 running elsewhere" in first_out
+    logs = local_log + "".join(p.read_text() for p in (out / ".slurm").glob("*_log.err"))
+    for run in ("plain-8-s0", "resnet-8-s0", "plain-8-s1"):
+        assert_epochs_once(out / run, 6)
+        trained = [f"{run} epoch {k}/6 " for k in range(1, 7)]
+        assert [logs.count(line) for line in trained] == [1] * 6, run  # each epoch trained in one place
+    assert live.read_bytes() == live_lock and not (out / "resnet-8-s1" / "metrics.csv").exists()
+    assert "resnet-8-s1: being trained by" in first_err + second_err
