@@ -378,7 +378,8 @@ def status_with_jobs(results_dir: Path):
     (table, a line saying where the job logs are, or None when no job was submitted)."""
     import pandas as pd
 
-    from resexp.results import status_table
+    from resexp.results import sort_runs, status_table
+    from resexp.rundir import parse_run_name
 
     records = read_records(results_dir)
     try:
@@ -391,22 +392,27 @@ def status_with_jobs(results_dir: Path):
         return table, None
     missing = sorted(set(records) - set(table["run"]))
     extra = pd.DataFrame({"run": missing, "status": "new", "progress": "-", "owner": ""})
-    table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True) if missing else table
+    if missing:  # back into legend order, with the runs that have folders
+        table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True)
+        names = pd.DataFrame([parse_run_name(n) or {} for n in table["run"]], index=table.index)
+        table = sort_runs(pd.concat([table, names], axis=1)).drop(columns=list(names.columns))
     table["owner"] = table["owner"].fillna("")
     jobs = queue() or {}
-    table["job"] = table["run"].map(lambda name: _job_text(records.get(name), jobs))
+    ended = ended_states(r["job_id"] for r in records.values() if r["job_id"] not in jobs)
+    table["job"] = table["run"].map(lambda name: _job_text(records.get(name), jobs, ended))
     table["status"] = [_status(status, records.get(name), jobs)
                        for name, status in zip(table["run"], table["status"], strict=True)]
     folder = Path(next(iter(records.values()))["stderr"]).parent
     return table, f"job logs: {folder}/<job id>_0_log.err (training lines) and .out (submitit)"
 
 
-def _job_text(record: dict | None, jobs: dict) -> str:
+def _job_text(record: dict | None, jobs: dict, ended: dict) -> str:
+    """'12_3 RUNNING on node7', '12_4 PENDING (Priority)', '12_0 COMPLETED' (sacct), '12_0 ended'."""
     if record is None:
         return "-"
     job = jobs.get(record["job_id"])
     if job is None:
-        return f"{record['job_id']} ended"
+        return f"{record['job_id']} {ended.get(record['job_id'], 'ended')}"
     where = f" on {job['node']}" if job["state"] == "RUNNING" else f" ({job['reason']})"
     return f"{record['job_id']} {job['state']}{where}"
 

@@ -250,3 +250,37 @@ def test_a_job_whose_run_another_trainer_holds_skips_it(tmp_path, tiny_cfg):
     job = TrainJob(OmegaConf.to_yaml(tiny_cfg()), str(tmp_path / "out"))
     assert job() == "running elsewhere"
     assert not (run / "metrics.csv").exists() and (run / "run.lock").exists()
+
+
+def fake_command(folder: Path, name: str, output: str) -> None:
+    """An executable ``name`` in ``folder`` that prints ``output`` (a stand-in for squeue/sacct)."""
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    path.write_text(f"#!/bin/sh\ncat <<'END'\n{output}\nEND\n")
+    path.chmod(0o755)
+
+
+def test_status_reads_job_states_from_squeue_and_sacct(tmp_path, monkeypatch, capsys):
+    """A queued job makes its run 'queued', a running one 'running' with its node; an
+    ended job shows sacct's final state."""
+    from runfactory import make_run
+
+    out = tmp_path / "out"
+    make_run(out, "plain", 8, 0, [50.0, 40.0], status="running", epochs_planned=4, pid=1, host="elsewhere")
+    make_run(out, "resnet", 8, 0, [50.0], status="running", epochs_planned=4, pid=1, host="elsewhere")
+    (out / ".slurm").mkdir()
+    jobs = [("plain-8-s0", "7_0"), ("resnet-8-s0", "7_1"), ("plain-14-s0", "7_2")]
+    (out / ".slurm" / "jobs.jsonl").write_text(
+        "".join(json.dumps({"run": run, "job_id": job, "stderr": "x"}) + "\n" for run, job in jobs))
+    bin_dir = tmp_path / "bin"
+    fake_command(bin_dir, "squeue", "7_0|RUNNING|node3|None\n7_1|PENDING||Priority\n8|RUNNING|node1|None")
+    fake_command(bin_dir, "sacct", "7_2|CANCELLED by 0")
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+
+    code, stdout, _ = cli(monkeypatch, capsys, "status", out)
+    assert code == 0
+    lines = {line.split()[0]: line for line in stdout.splitlines() if "-s0" in line}
+    assert lines["plain-8-s0"].split()[1] == "running" and lines["plain-8-s0"].endswith("7_0 RUNNING on node3")
+    assert lines["resnet-8-s0"].split()[1] == "queued" and lines["resnet-8-s0"].endswith("7_1 PENDING (Priority)")
+    assert lines["plain-14-s0"].split()[1] == "new" and lines["plain-14-s0"].endswith("7_2 CANCELLED")
+    assert list(lines) == ["plain-8-s0", "plain-14-s0", "resnet-8-s0"]  # legend order, folder or not

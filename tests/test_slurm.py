@@ -38,7 +38,8 @@ def _can_be_root() -> bool:
 
 @pytest.fixture(scope="session")
 def slurm_cluster():
-    """Start the test cluster (or find it running); stop it at the end if this session started it."""
+    """Start the test cluster, or find it running. It is left running at the end (another
+    test session may be using it); `bash scripts/start-test-slurm.sh --stop` stops it."""
     required = os.environ.get("RESEXP_REQUIRE_SLURM") == "1"
     script = ROOT / "scripts" / "start-test-slurm.sh"
     if not _can_be_root():
@@ -50,9 +51,6 @@ def slurm_cluster():
         if required:
             pytest.fail(f"RESEXP_REQUIRE_SLURM=1 but {reason}")
         pytest.skip(reason)
-    yield
-    if "already running" not in started.stdout:
-        subprocess.run(["bash", str(script), "--stop"], capture_output=True, timeout=60)
 
 
 @pytest.fixture
