@@ -88,6 +88,7 @@ def executor_parameters(launcher, job_name: str) -> dict:
         "cpus_per_task": int(launcher.cpus_per_run),
         "array_parallelism": int(launcher.array_parallelism),
         "signal_delay_s": int(launcher.signal_delay_s),
+        "wckey": None,  # submitit would set its own name as the job's wckey; leave it to the site
         # --requeue: the job may be requeued (at its time limit, on preemption) even where
         # the cluster's JobRequeue default says no.
         "additional_parameters": {"requeue": True, **OmegaConf.to_container(launcher.sbatch)},

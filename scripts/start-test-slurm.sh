@@ -36,9 +36,9 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 $SUDO chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
 $SUDO chmod 400 /etc/munge/munge.key
-pgrep -x munged >/dev/null || $SUDO runuser -u munge -- /usr/sbin/munged --force
+munge -n >/dev/null 2>&1 || $SUDO runuser -u munge -- /usr/sbin/munged --force
 
-host=$(hostname -s); cpus=$(( $(nproc) > 4 ? $(nproc) : 4 )); mem=$(( $(free -m | awk '/^Mem/{print $2}') * 3 / 4 ))
+host=$(hostname -s); cpus=$(( $(nproc) > 4 ? $(nproc) : 4 )); mem=$(awk '/^MemTotal/{print int($2 / 1024 * 3 / 4)}' /proc/meminfo)
 $SUDO tee /etc/slurm/slurm.conf >/dev/null <<CONF
 ClusterName=resexp-test
 SlurmctldHost=$host(127.0.0.1)

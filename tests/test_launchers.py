@@ -284,3 +284,18 @@ def test_status_reads_job_states_from_squeue_and_sacct(tmp_path, monkeypatch, ca
     assert lines["resnet-8-s0"].split()[1] == "queued" and lines["resnet-8-s0"].endswith("7_1 PENDING (Priority)")
     assert lines["plain-14-s0"].split()[1] == "new" and lines["plain-14-s0"].endswith("7_2 CANCELLED")
     assert list(lines) == ["plain-8-s0", "plain-14-s0", "resnet-8-s0"]  # legend order, folder or not
+
+
+def test_the_readme_site_launcher_works_as_shown(tmp_path, monkeypatch, capsys):
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    site_yaml = readme.split("launcher/mycluster.yaml`:\n\n```yaml\n")[1].split("```")[0]
+    site = write_site_launcher(tmp_path / "site", "mycluster", site_yaml)
+    code, _, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", "--out",
+                          tmp_path / "o", "--dry-run", "--config-dir", site, "--launcher", "mycluster",
+                          "launcher.time_min=60", *TINY)
+    assert code == 0, stderr
+    lines = sbatch_lines(stderr)
+    for expected in ["--partition=gpu", "--account=lab-he", "--time=60", "--cpus-per-task=8", "--mem=32GB",
+                     "--constraint=a100", "--mail-type=FAIL", "--gpus-per-node=1"]:
+        assert f"#SBATCH {expected}" in lines, expected
+    assert not any("wckey" in line for line in lines)
