@@ -15,7 +15,9 @@ keeps accounting) about the jobs of a sweep.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
+import io
 import json
 import os
 import signal
@@ -190,11 +192,12 @@ def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
     executor = make_executor(launcher, out, f"resexp-{out.name}")
     jobs = []
     try:
-        with executor.batch():
+        # submitit prints sbatch's complaint before raising it: keep it for the one error line
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             for r in runs:
                 jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out))))
     except Exception as err:  # sbatch refused (partition, account, ...): its message, one line
-        raise UserError(f"sbatch failed: {_first_line(err)}") from err
+        raise UserError(f"sbatch failed: {_first_line(err)} (--dry-run shows the #SBATCH lines)") from err
     records = [{"run": r.run.path.name, "job_id": str(job.job_id), "submitted": now(),
                 "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
                for r, job in zip(runs, jobs, strict=True)]

@@ -225,3 +225,11 @@ def test_two_slurm_sweeps_and_a_local_one_on_one_folder_train_each_run_once(slur
         assert [logs.count(line) for line in trained] == [1] * 6, run  # each epoch trained in one place
     assert live.read_bytes() == live_lock and not (out / "resnet-8-s1" / "metrics.csv").exists()
     assert "resnet-8-s1: being trained by" in first_err + second_err
+
+
+def test_sbatch_refusing_a_setting_is_one_line(slurm, tmp_path, monkeypatch, capsys):
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", *TINY,
+                               "--out", tmp_path / "out", *SLURM, "launcher.partition=nope")
+    error = [line for line in stderr.splitlines() if "sbatch" in line]
+    assert code == 2 and len(error) == 1 and error[0].startswith("error: sbatch failed: ") and "partition" in error[0]
+    assert submitted_ids(stdout) == {} and not (tmp_path / "out" / ".slurm" / "jobs.jsonl").exists()
