@@ -22,7 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproduce He et al. 2016's degradation experiment: plain vs residual "
                        "networks across depths.")
 OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
-                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2")
+                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2. "
+                                "The default experiment is he2016_cifar10 (the paper's CIFAR-10 recipe); "
+                                "experiment=NAME picks another, experiment=null none.")
 CONFIG_DIR = typer.Option(None, "--config-dir", help="Extra config folder searched after the shipped one "
                           "(also $RESEXP_CONFIG_DIR), e.g. with a new dataset/NAME.yaml.")
 
@@ -66,17 +68,23 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
           wait: bool = typer.Option(False, "--wait", help="slurm launcher: follow the jobs until they end "
                                     "instead of returning once they are submitted"),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
-    """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest."""
+    """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest.
+
+    The axes also take Hydra's sweep syntax: model.depth=20,56,110 seed=range(0,3)
+    model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
+    its saved ones."""
     from resexp import launchers
     from resexp import sweep as sw
 
     overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
     spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
                                 sw.parse_list(seeds, int, "seeds"), overrides, out, config_dir or [])
-    runs = sw.plan(spec, out, config_dir or [])
-    how = launchers.pick(runs, jobs, wait, config_dir or [])
+    runs = sw.plan(spec, out)
+    how = launchers.pick(runs, jobs, wait, spec.config_dirs)
     con = console()
-    con.print(sw.format_plan(runs))
+    # Steps are timed here only for runs trained here: a login node says nothing of a GPU node.
+    basis = sw.estimate_costs(runs, out, spec.run_config if dry_run and how.type == "local" else None)
+    con.print(sw.format_plan(runs, basis))
     if dry_run:
         con.print(launchers.dry_run(how, runs, out) or "")
         return

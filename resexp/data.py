@@ -71,6 +71,10 @@ def _construct(cls, root: Path, download: bool, args: dict):
     kwargs = dict(args)
     if "download" in inspect.signature(cls).parameters:
         kwargs["download"] = download
+    try:
+        inspect.signature(cls).bind(root=str(root), **kwargs)
+    except TypeError as err:  # a train_args/test_args key the class does not take
+        raise UserError(f"{cls.__name__} does not accept these arguments ({err})") from None
     return cls(root=str(root), **kwargs)
 
 
@@ -170,6 +174,10 @@ def load_data(ds_cfg, device: torch.device) -> Data:
     """Both splits as tensors on ``device``, with the validation/subset cuts applied."""
     x, y = to_tensors(open_dataset(ds_cfg, train=True), ds_cfg.channels)
     xt, yt = to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
+    for split, n, key in (("training", len(y), "train_size"), ("test", len(yt), "test_size")):
+        if n != ds_cfg[key]:  # the YAML's size drives validation and estimates: it must be true
+            raise UserError(f"dataset {ds_cfg.name}: the {split} split has {n} images, "
+                            f"but its YAML says {key}: {ds_cfg[key]}")
     return make_data(ds_cfg, (x, y), (xt, yt), device)
 
 

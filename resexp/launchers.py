@@ -12,13 +12,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
+from omegaconf import OmegaConf
 from rich.console import Console
 
+from resexp import schema
 from resexp.config import extra_config_dirs, shipped_config_dir
 from resexp.errors import UserError
 from resexp.sweep import BUSY
 
-TYPES = ("local", "slurm")
+# The keys each launcher type uses (resexp/schema.py LauncherConfig holds them all).
+USES = {"local": ("type", "jobs"),
+        "slurm": ("type", "partition", "account", "qos", "time_min", "gpus_per_run", "cpus_per_run", "mem_gb",
+                  "array_parallelism", "signal_delay_s", "max_requeues", "log_folder", "sbatch")}
 
 
 @dataclass
@@ -33,16 +38,11 @@ def pick(runs, jobs: int | None, wait: bool, config_dirs: Sequence[str | Path] =
     """The launcher of a planned sweep, checked: a setting it cannot use is an error."""
     _check_site_names(config_dirs)
     cfg = runs[0].cfg.launcher
-    kind = cfg.get("type")
-    if kind not in TYPES:
-        raise UserError(f"launcher.type must be one of {', '.join(TYPES)}, got {kind!r}")
-    if kind == "local":
+    _check_used(cfg)
+    if cfg.type == "local":
         if wait:
             raise UserError("--wait is for the slurm launcher (a local sweep always waits for its runs)")
-        jobs = jobs if jobs is not None else cfg.get("jobs", 1)
-        if not (isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1):
-            raise UserError(f"launcher.jobs must be an integer >= 1, got {jobs!r}")
-        return Launcher("local", cfg, jobs, False)
+        return Launcher("local", cfg, jobs if jobs is not None else cfg.jobs, False)
     if jobs is not None:
         raise UserError("--jobs is for the local launcher; SLURM runs jobs side by side "
                         "(at most launcher.array_parallelism of one sweep)")
@@ -50,6 +50,20 @@ def pick(runs, jobs: int | None, wait: bool, config_dirs: Sequence[str | Path] =
 
     check_settings(cfg)
     return Launcher("slurm", cfg, 1, wait)
+
+
+def _check_used(cfg) -> None:
+    """The schema holds the keys of both types: one the chosen type does not use must keep
+    its default, or a setting would be accepted and ignored (launcher.partition=gpu with
+    the local launcher)."""
+    used = USES[cfg.type]
+    for name, value in cfg.items():
+        if name in used:
+            continue
+        value = OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+        if value != schema.default_of(f"launcher.{name}"):
+            raise UserError(f"launcher.{name} is not a setting of the {cfg.type} launcher "
+                            f"(its keys: {', '.join(k for k in used if k != 'type')})")
 
 
 def _check_site_names(config_dirs) -> None:

@@ -84,9 +84,10 @@ def curves_data(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def title_of(info: dict, what: str) -> str:
-    """Dataset (flagged when synthetic), what is shown, and the training schedule."""
-    schedule = f"\n{info['schedule']}" if info["schedule"] else ""
-    return f"{dataset_label(info)}: {what}{schedule}"
+    """Dataset (flagged when synthetic), what is shown, and the run length: the full
+    schedule is in report.md and every summary.json, too long for a title."""
+    length = f"\n{info['experiment']}: {info['length']}" if info.get("length") else ""
+    return f"{dataset_label(info)}: {what}{length}"
 
 
 def _new_figure(width: float, height: float) -> Figure:

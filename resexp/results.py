@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from resexp.environment import hardware_of
 from resexp.errors import UserError
 from resexp.rundir import RunDir, parse_run_name
 
@@ -26,7 +27,7 @@ RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
     "epochs", "epochs_planned", "iterations", "iterations_planned",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
-    "device", "error", "owner", "heartbeat_age",
+    "device", "error", "owner", "heartbeat_age", "display_name", "augmented", "hardware",
 ]
 
 
@@ -93,7 +94,18 @@ def run_record(run_dir: Path) -> dict:
         # who holds the lock of a running (or stale) run, and when it was last heard from
         "owner": state.owner.who() if state.owner else None,
         "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
+        "display_name": dataset.get("display_name") or pick("dataset", dataset.get("name")),
+        "augmented": _augmented(dataset),
+        "hardware": hardware_of(summary) if summary.get("device") else None,
     }
+
+
+def _augmented(dataset: dict) -> bool | None:
+    """Whether training batches were cropped/flipped (None: the config does not say)."""
+    augment = dataset.get("augment")
+    if not isinstance(augment, dict):
+        return None
+    return bool(augment.get("pad")) or bool(augment.get("hflip"))
 
 
 def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -189,17 +201,33 @@ def experiment_info(runs: pd.DataFrame) -> dict:
         )
     schedules = sorted(str(s) for s in runs["schedule"].dropna().unique())
     experiments = sorted(str(e) for e in runs["experiment"].dropna().unique())
+    names = sorted(str(d) for d in runs["display_name"].dropna().unique())
+    augmented = set(runs["augmented"].dropna().astype(bool))
     return {
         "dataset": datasets[0] if datasets else "unknown dataset",
+        "display_name": names[0] if len(names) == 1 else (datasets[0] if datasets else "unknown dataset"),
         "synthetic": bool(runs["synthetic"].any()),
         "schedule": "; ".join(schedules),
+        "length": _run_length(runs),
         "experiment": ", ".join(experiments),
+        # True / False when every run agrees, "mixed" when not, None when no config says
+        "augmented": augmented.pop() if len(augmented) == 1 else ("mixed" if augmented else None),
+        "hardware": runs["hardware"].dropna().value_counts().to_dict(),
     }
+
+
+def _run_length(runs: pd.DataFrame) -> str:
+    """'2,500 iterations (10 epochs)': the planned length, for titles (a range if runs differ)."""
+    its, eps = runs["iterations_planned"].dropna(), runs["epochs_planned"].dropna()
+    if its.empty:
+        return ""
+    span = lambda v: f"{int(v.min()):,}" if v.min() == v.max() else f"{int(v.min()):,}–{int(v.max()):,}"  # noqa: E731
+    return f"{span(its)} iterations" + (f" ({span(eps)} epochs)" if not eps.empty else "")
 
 
 def dataset_label(info: dict) -> str:
     """The dataset's name, flagged when the images were generated rather than real."""
-    name = info["dataset"]
+    name = info.get("display_name") or info["dataset"]
     return f"{name} (synthetic data)" if info["synthetic"] and "synthetic" not in name else name
 
 

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from resexp.errors import UserError
 from resexp.runlock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
+from resexp.schema import default_of, non_result_keys
 
 __all__ = ["COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "Lock", "NOT_RESULT_KEYS", "Owner", "RunBusy",
            "RunDir", "RunState", "run_name", "parse_run_name"]
@@ -42,10 +43,9 @@ VAL_COLUMNS = ["val_loss", "val_err"]
 # A run in one of these states is never trained again.
 FINISHED = ("done", "diverged")
 
-# Keys that do not change what a run computes: a run may resume under new values.
-NOT_RESULT_KEYS = ("name", "sweep", "launcher", "train.device", "train.log_every", "train.keep_checkpoint",
-                   "train.threads", "train.stale_after", "dataset.root", "dataset.source", "dataset.download",
-                   "dataset.missing_hint")
+# Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
+# a run may resume under new values.
+NOT_RESULT_KEYS = non_result_keys()
 
 # <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
 RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
@@ -210,6 +210,8 @@ class RunDir:
         if config is None:
             return []
         old, new = _flat(config), _flat(OmegaConf.to_container(cfg, resolve=True))
+        # A key newer than the run's config had its schema default then.
+        old.update({k: default_of(k) for k in set(new) - set(old) if default_of(k) == new[k]})
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 

@@ -40,9 +40,6 @@ JOBS_FILE = "jobs.jsonl"
 # COMPLETING is not among them: that job is being killed (scancel) or has ended.
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
-# The keys a launcher/<name>.yaml of type slurm has (configs/launcher/slurm.yaml).
-KEYS = ("type", "partition", "account", "qos", "time_min", "gpus_per_run", "cpus_per_run",
-        "mem_gb", "array_parallelism", "signal_delay_s", "max_requeues", "log_folder", "sbatch")
 # --wait polls squeue every 1 s at first, then less often (never more than this):
 # a sweep of days should not query the controller every second.
 MAX_POLL_S = 30.0
@@ -56,30 +53,11 @@ def slurm_dir(out: Path) -> Path:
 
 
 def check_settings(launcher) -> None:
-    """UserError for a launcher setting SLURM would reject or that could not be used."""
-    unknown = sorted(set(launcher) - set(KEYS))
-    if unknown:
-        raise UserError(f"unknown slurm launcher key 'launcher.{unknown[0]}' (known: {', '.join(KEYS[1:])})")
-    for key in ("time_min", "cpus_per_run", "array_parallelism"):
-        _whole(launcher[key], key, 1)
-    for key in ("gpus_per_run", "signal_delay_s", "max_requeues"):
-        _whole(launcher[key], key, 0)
-    mem = launcher.mem_gb
-    if mem is not None and not (isinstance(mem, (int, float)) and not isinstance(mem, bool) and mem > 0):
-        raise UserError(f"launcher.mem_gb must be a positive number of GB or null, got {mem!r}")
+    """UserError for settings that cannot work together (each key's own type and range
+    are the schema's, resexp/schema.py)."""
     if launcher.signal_delay_s >= 60 * launcher.time_min:
         raise UserError(f"launcher.signal_delay_s ({launcher.signal_delay_s}) must be shorter than the time "
                         f"limit launcher.time_min ({launcher.time_min} min)")
-    if not OmegaConf.is_dict(launcher.sbatch):
-        raise UserError("launcher.sbatch must be a mapping of sbatch options, e.g. {constraint: a100}")
-    for key in ("partition", "account", "qos", "log_folder"):
-        if launcher[key] is not None and not isinstance(launcher[key], str):
-            raise UserError(f"launcher.{key} must be a string or null, got {launcher[key]!r}")
-
-
-def _whole(value, key: str, least: int) -> None:
-    if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
-        raise UserError(f"launcher.{key} must be an integer >= {least}, got {value!r}")
 
 
 def executor_parameters(launcher, job_name: str) -> dict:

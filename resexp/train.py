@@ -19,19 +19,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
+from resexp.environment import describe, make_deterministic
 from resexp.errors import UserError
+from resexp.footprint import device_of as pick_device
 from resexp.models import count_params, get_model
 from resexp.rundir import COLUMNS, VAL_COLUMNS, Lock, RunBusy, RunDir, git_commit, now, run_name
 from resexp.schedule import Schedule, make_schedule
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={spec} but no CUDA device is available (use auto or cpu)")
-    return device
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -85,6 +78,7 @@ def setup(cfg, data: Data | None = None) -> Setup:
         model = model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
                                 weight_decay=t.weight_decay, nesterov=t.nesterov,
                                 **({"fused": True} if cuda else {"foreach": True}))
@@ -161,8 +155,7 @@ def base_summary(cfg, s: Setup, params: int) -> dict:
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
-        "device": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "cpu",
-        "precision": "bf16 autocast" if s.amp else "fp32",
+        **describe(s.device, s.amp),
         "torch_version": torch.__version__, "git_commit": git_commit(),
     }
 

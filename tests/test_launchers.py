@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, cli
+from conftest import SWEEP_TINY as TINY
+from conftest import cli
 
 from resexp import launchers
 from resexp import sweep as sw
@@ -122,13 +123,15 @@ LAUNCHER_ERRORS = {
     "jobs-slurm": (["--jobs", "2", "--launcher", "slurm"], "--jobs is for the local launcher"),
     "unknown-launcher": (["--launcher", "pbs"], "unknown launcher 'pbs'"),
     "unknown-key": (["launcher=slurm", "launcher.partiton=gpu"], "launcher.partiton"),
-    "time": (["launcher=slurm", "launcher.time_min=0"], "launcher.time_min must be an integer >= 1"),
-    "mem": (["launcher=slurm", "launcher.mem_gb=-2"], "launcher.mem_gb must be a positive number"),
+    "time": (["launcher=slurm", "launcher.time_min=0"], "launcher.time_min must be > 0, got 0"),
+    "mem": (["launcher=slurm", "launcher.mem_gb=-2"], "launcher.mem_gb must be a positive number or null"),
     "signal": (["launcher=slurm", "launcher.time_min=1", "launcher.signal_delay_s=60"],
                "must be shorter than the time limit"),
-    "sbatch": (["launcher=slurm", "launcher.sbatch=7"], "launcher.sbatch must be a mapping"),
-    "jobs": (["launcher.jobs=0"], "launcher.jobs must be an integer >= 1"),
+    "sbatch": (["launcher=slurm", "launcher.sbatch=7"], "launcher.sbatch=7"),
+    "jobs": (["launcher.jobs=0"], "launcher.jobs must be > 0, got 0"),
     "type": (["launcher.type=pbs"], "launcher.type must be one of local, slurm"),
+    "slurm-key-local": (["launcher.partition=gpu"], "launcher.partition is not a setting of the local launcher"),
+    "local-key-slurm": (["launcher=slurm", "launcher.jobs=4"], "launcher.jobs is not a setting of the slurm"),
 }
 
 

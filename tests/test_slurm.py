@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY, cli, rows
+from conftest import SWEEP_TINY as TINY
+from conftest import cli, rows
 
 from resexp.config import load_config
 from resexp.train import fit
@@ -155,7 +156,7 @@ def test_requeued_then_cancelled_run_resumes_without_losing_or_repeating_an_epoc
     assert code == 0, stderr
     assert submitted_ids(stdout)["resnet-8-s0"] != job and "1 done" in stdout
     assert_epochs_once(run, 16)
-    fit(load_config([*LONG, "model.arch=resnet"]), tmp_path / "here")  # never interrupted
+    fit(load_config([*LONG, "model.arch=resnet", "model.depth=8"]), tmp_path / "here")  # never interrupted
     assert numbers(run) == numbers(tmp_path / "here" / "resnet-8-s0")
     log = Path(json.loads((out / ".slurm" / "jobs.jsonl").read_text().splitlines()[0])["stderr"]).read_text()
     assert log.count("SIGTERM received") == 2 and "resnet-8-s0: resuming after epoch" in log
