@@ -39,8 +39,12 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
     from resexp.config import load_config
+    from resexp.sweep import is_launcher_override
     from resexp.train import fit
 
+    launcher = next((o for o in overrides or [] if is_launcher_override(o)), None)
+    if launcher is not None:
+        raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
     cfg = load_config(overrides or [], config_dir or [])
     out = out or Path("results") / cfg.name
     summary = _interruptible(fit, cfg, out, console=console())

@@ -145,6 +145,13 @@ def test_launcher_mistakes_are_one_line_and_write_nothing(tmp_path, monkeypatch,
     assert not out.exists()
 
 
+def test_train_refuses_launcher_settings(tmp_path, monkeypatch, capsys):
+    code, _, stderr = cli(monkeypatch, capsys, "train", "--out", tmp_path / "o", *TINY, "launcher=slurm")
+    assert code == 2 and stderr.strip() == ("error: launcher=slurm: launchers are for resexp sweep; "
+                                            "train runs here, in this process")
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_site_copy_named_like_a_shipped_launcher_is_an_error(tmp_path, monkeypatch, capsys):
     """The shipped folder is searched first: a user's launcher/slurm.yaml would be ignored."""
     site = write_site_launcher(tmp_path / "site", "slurm", "type: slurm\npartition: mine\n")
