@@ -28,9 +28,10 @@ from resexp import schema
 from resexp.errors import UserError
 from resexp.models import check_depth
 
-# Free-form dicts handed to the dataset class as keyword arguments: the only place
-# where `+key=value` may add a key (the class itself rejects one it does not take).
-FREE_DICTS = ("dataset.train_args", "dataset.test_args")
+# Free-form dicts: keyword arguments of the dataset class (which rejects one it does not
+# take) and extra sbatch options (which sbatch checks): the only places where
+# `+key=value` may add a key.
+FREE_DICTS = ("dataset.train_args", "dataset.test_args", "launcher.sbatch")
 
 
 def shipped_config_dir() -> Path:
@@ -143,8 +144,8 @@ def _one_line(err: Exception) -> str:
 def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = (),
                 check_memory: bool = True) -> DictConfig:
     """The resolved, validated run config for ``train.yaml`` + ``overrides``.
-    ``check_memory=False`` skips the does-it-fit check (a submitting host is not the
-    host that trains)."""
+    ``check_memory=False`` skips the device and does-it-fit checks (a submitting host
+    is not the host that trains)."""
     overrides = prepare_overrides(overrides)
     extra = extra_config_dirs(config_dirs)
     if extra:
@@ -206,7 +207,6 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
              f"dataset.train_subset={ds.train_subset} is more than the {usable} training images of {ds.name}")
     _require(ds.test_subset is None or ds.test_subset <= ds.test_size,
              f"dataset.test_subset={ds.test_subset} is more than the {ds.test_size} test images of {ds.name}")
-    from resexp.footprint import check_fits, device_of  # torch: imported only when validating
-    device = device_of(t.device)
-    if check_memory:
-        check_fits(cfg, device)
+    if check_memory:  # the device is this host's: a host that only submits the run has none to check
+        from resexp.footprint import check_fits, device_of  # torch: imported only when validating
+        check_fits(cfg, device_of(t.device))

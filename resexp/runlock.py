@@ -8,7 +8,8 @@ daemon thread of the owner refreshes every ``stale_after / 10`` seconds while it
 
 A lock is *stale*, and may be taken over, when its owner is gone: no heartbeat for
 ``stale_after`` seconds (as the owner declared it), or the owner lived on this host,
-in this pid namespace, and its pid is dead. Taking over is serialised by a second
+in this pid namespace, and its pid is dead, or the owner was this same SLURM job before
+SLURM requeued it (the lock records the job's restart count). Taking over is serialised by a second
 file created the same way (``run.lock.takeover``), so of two processes that find the
 same stale lock exactly one replaces it; the other then finds the new, live lock.
 Heartbeat ages compare the file's time with this host's clock: hosts sharing a folder
@@ -95,6 +96,23 @@ def slurm_job_id() -> str | None:
     return os.environ.get("SLURM_JOB_ID") or None
 
 
+def slurm_restarts() -> int:
+    """How often SLURM has requeued this job (its time limit, preemption, a failed node)."""
+    try:
+        return int(os.environ.get("SLURM_RESTART_COUNT") or 0)
+    except ValueError:
+        return 0
+
+
+def _earlier_run_of_this_job(data: dict) -> bool:
+    """The lock was taken by this very SLURM job before it was requeued: a job runs in one
+    place at a time, so that owner is gone, on whichever node it ran (its pid tells
+    nothing there, and its heartbeat may be only seconds old)."""
+    job, restarts = data.get("job"), data.get("restarts")
+    return (job is not None and job == slurm_job_id() and isinstance(restarts, int)
+            and restarts < slurm_restarts())
+
+
 @dataclass(frozen=True)
 class Owner:
     """Who holds a run's lock, as its lock file says, and how long ago it was last heard from."""
@@ -105,6 +123,7 @@ class Owner:
     stale_after: float
     heartbeat_age: float  # seconds since the owner last refreshed the lock
     pid_dead: bool        # the owner lived on this host, in this pid namespace, and is gone
+                          # (or was this SLURM job before its requeue)
     token: str | None     # unique per claim: tells a lock from its successor
     identity: tuple       # (inode, content): this very lock file, not a later one at the same path
 
@@ -144,7 +163,7 @@ def read_owner(path: Path) -> Owner | None:
     here = host == socket.gethostname() and data.get("pidns") == pid_namespace()
     return Owner(host=host, pid=pid, job=_str(data.get("job")), started=_str(data.get("started")),
                  stale_after=float(stale_after), heartbeat_age=max(0.0, time.time() - info.st_mtime),
-                 pid_dead=here and pid is not None and not pid_alive(pid),
+                 pid_dead=(here and pid is not None and not pid_alive(pid)) or _earlier_run_of_this_job(data),
                  token=_str(data.get("token")), identity=(info.st_ino, raw))
 
 
@@ -237,7 +256,8 @@ def acquire(path: Path, stale_after: float = DEFAULT_STALE_AFTER) -> Lock:
     """Hold the lock at ``path``: create it, or take over a stale one. RunBusy if a live
     process holds it. OSError if the folder cannot be written."""
     record = {"host": socket.gethostname(), "pid": os.getpid(), "pidns": pid_namespace(),
-              "job": slurm_job_id(), "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "job": slurm_job_id(), "restarts": slurm_restarts(),
+              "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "stale_after": float(stale_after), "token": uuid.uuid4().hex}
     for _ in range(10_000):  # each pass creates the lock, or finds an owner, or breaks a stale lock
         if _create(path, record):

@@ -117,6 +117,27 @@ class SweepConfig:
 
 
 @dataclass
+class LauncherConfig:
+    """How a sweep trains its runs (configs/launcher/, resexp/launchers.py): ``local``
+    uses ``jobs``, ``slurm`` the keys after it. A key the chosen type does not use must
+    keep its default (resexp.launchers checks); none of them changes results."""
+    type: str = key("local", check=("local", "slurm"))
+    jobs: int = key(1, check="positive")
+    partition: Optional[str] = key(None)
+    account: Optional[str] = key(None)
+    qos: Optional[str] = key(None)
+    time_min: int = key(240, check="positive")
+    gpus_per_run: int = key(1, check="non_negative")
+    cpus_per_run: int = key(4, check="positive")
+    mem_gb: Optional[float] = key(16.0, check="positive_number_or_none")
+    array_parallelism: int = key(64, check="positive")
+    signal_delay_s: int = key(120, check="non_negative")
+    max_requeues: int = key(20, check="non_negative")
+    log_folder: Optional[str] = key(None)
+    sbatch: Dict[str, Any] = key(factory=dict)
+
+
+@dataclass
 class RunConfig:
     name: str = key("???", result=False)
     seed: int = key(0, check="non_negative")
@@ -124,6 +145,7 @@ class RunConfig:
     train: TrainConfig = key(factory=TrainConfig)
     dataset: DatasetConfig = key(factory=DatasetConfig)
     sweep: SweepConfig = key(factory=SweepConfig, result=False)
+    launcher: LauncherConfig = key(factory=LauncherConfig, result=False)
 
 
 def register() -> None:
@@ -148,6 +170,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "positive": (lambda v: _is_number(v) and v > 0, "> 0"),
     "non_negative": (lambda v: _is_number(v) and v >= 0, ">= 0"),
     "positive_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive integer or null"),
+    "positive_number_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
     "unit_interval": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     "positive_list": (lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
                       "a non-empty list of positive integers"),

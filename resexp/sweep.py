@@ -24,8 +24,9 @@ from resexp.config import load_config, merge_overrides, parse_overrides
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.estimate import fit_line, measured_points, run_seconds, timed_points
+from resexp.footprint import check_fits, device_of
 from resexp.lifeline import die_with_parent
-from resexp.rundir import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
+from resexp.rundir import FINISHED, CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
@@ -41,6 +42,9 @@ class SweepSpec:
     seeds: list[int]
     overrides: list[str] = field(default_factory=list)
     config_dirs: list[str] = field(default_factory=list)
+    # launcher=... / launcher.KEY=...: how this invocation trains the runs, not what the
+    # sweep is, so they are not saved in sweep.yaml.
+    launcher: list[str] = field(default_factory=list)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump({"archs": self.archs, "depths": self.depths, "seeds": self.seeds,
@@ -48,10 +52,14 @@ class SweepSpec:
                               sort_keys=False)
 
     def run_config(self, arch: str, depth: int, seed: int | None = None):
-        """The validated config of one run of this sweep."""
+        """The validated config of one run of this sweep. Whether it fits this host's
+        device is checked only where it trains here (not for SLURM jobs)."""
         seed = self.seeds[0] if seed is None else seed
-        return load_config([*self.overrides, f"model.arch={arch}", f"model.depth={depth}", f"seed={seed}"],
-                           self.config_dirs)
+        cfg = load_config([*self.overrides, *self.launcher, f"model.arch={arch}", f"model.depth={depth}",
+                           f"seed={seed}"], self.config_dirs, check_memory=False)
+        if cfg.launcher.type == "local":
+            check_fits(cfg, device_of(cfg.train.device))
+        return cfg
 
 
 @dataclass
@@ -161,6 +169,10 @@ def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], 
     return merge_overrides(saved.get("overrides", []), overrides), list(dict.fromkeys(dirs))
 
 
+def is_launcher_override(override: str) -> bool:
+    return override.split("=")[0].lstrip("+~").split(".")[0] == "launcher"
+
+
 def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | None,
                  config_dirs=()) -> tuple[SweepSpec, Path]:
     """What to sweep and where. A folder's saved sweep.yaml is extended, never
@@ -174,15 +186,17 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
         if flags[name] is not None:
             raise UserError(f"--{name} and {next(k for k, v in GRID.items() if v == name)}= both given; use one")
         flags[name] = values
+    launcher = [o for o in rest if is_launcher_override(o)]
+    rest = [o for o in rest if not is_launcher_override(o)]
     saved = _saved(out)
     merged, dirs = _merged(saved, rest, config_dirs)
-    base = load_config(merged, dirs, check_memory=False)
+    base = load_config([*merged, *launcher], dirs, check_memory=False)
     if out is None:
         out = Path("results") / base.name
         saved = _saved(out)
         merged, dirs = _merged(saved, rest, config_dirs)
     pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
-    return SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs), out
+    return SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher), out
 
 
 def plan(spec: SweepSpec, out: Path) -> list[PlannedRun]:

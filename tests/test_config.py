@@ -32,7 +32,8 @@ def test_every_experiment_composes_for_each_of_its_runs(name):
 def test_config_files_are_all_covered():
     files = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")}
     covered = {"train.yaml"} | {f"dataset/{n}.yaml" for n in list_group("dataset")} | \
-        {f"experiment/{n}.yaml" for n in list_group("experiment")}
+        {f"experiment/{n}.yaml" for n in list_group("experiment")} | \
+        {f"launcher/{n}.yaml" for n in list_group("launcher")}  # test_launchers.py composes each
     assert files == covered
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -150,7 +151,9 @@ def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_pat
     code, stdout, _ = cli(monkeypatch, capsys, "status", out)
     assert code == 0
     line = next(line for line in stdout.splitlines() if line.strip().startswith("plain-8-s0"))
-    assert "running" in line and "host gpu-node-3 pid" in line and "(SLURM job 991_0), heartbeat 2s ago" in line
+    # written 2 s old; the command itself takes a moment on a busy machine
+    assert "running" in line and "host gpu-node-3 pid" in line
+    assert re.search(r"\(SLURM job 991_0\), heartbeat [2-5]s ago", line), line
 
 
 def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys):

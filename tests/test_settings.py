@@ -34,7 +34,7 @@ def test_an_added_key_is_one_line_and_writes_nothing(monkeypatch, capsys):
     assert code == 2 and stdout == ""
     assert stderr.strip().splitlines() == [
         "error: unknown config key 'train.optimizer' ('+' adds keys only under dataset.train_args "
-        "and dataset.test_args)"]
+        "and dataset.test_args and launcher.sbatch)"]
     assert not Path("out").exists()
 
 
