@@ -14,7 +14,7 @@ from conftest import SWEEP_TINY, TINY, cli, rows
 
 from resexp import estimate
 from resexp import sweep as sw
-from resexp.config import load_config, shipped_config_dir
+from resexp.config import shipped_config_dir
 from resexp.errors import UserError
 from resexp.rundir import RunDir
 
