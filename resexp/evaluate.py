@@ -35,23 +35,36 @@ def _parse(overrides: Sequence[str]):
     return parsed
 
 
+def _plain(cfg) -> DictConfig:
+    """An untyped copy: a saved run config holds values a newer schema may type differently."""
+    return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+
+
+def _saved_dataset(saved: dict, config_dirs) -> DictConfig:
+    """The run's own dataset section (no other dataset's keys), over today's config of the
+    same dataset where there is one, for keys added since the run was made."""
+    try:
+        base = _plain(load_config([f"dataset={saved.get('name')}"], config_dirs).dataset)
+    except UserError:  # a dataset config that is gone: the run's section alone
+        base = OmegaConf.create({})
+    for args in ("train_args", "test_args"):  # the class's arguments are the run's, whole
+        base.pop(args, None)
+    return OmegaConf.merge(base, saved)
+
+
 def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) -> DictConfig:
     """The config to evaluate ``run_dir`` with (see the module docstring)."""
     run = RunDir(run_dir)
-    if not run.config.exists():
+    saved = run.read_config()  # DamagedFile (one line) if it does not parse
+    if saved is None:
         raise UserError(f"{run_dir} is not a run folder (no config.yaml)")
     parsed = _parse(overrides)
-    try:
-        saved = OmegaConf.load(run.config)
-        base = load_config([], config_dirs)
-        OmegaConf.set_struct(base, False)
-        cfg = OmegaConf.merge(base, saved)
-        cfg.dataset = saved.dataset  # whole: another dataset's keys must not leak in
-    except (OSError, OmegaConfBaseException) as err:
-        raise UserError(f"{run.config} is unreadable ({type(err).__name__})") from err
+    cfg = OmegaConf.merge(_plain(load_config([], config_dirs)),
+                          OmegaConf.create({k: v for k, v in saved.items() if k != "dataset"}))
+    cfg.dataset = _saved_dataset(saved.get("dataset") or {}, config_dirs)
     for o in parsed:  # a whole config group first, then single keys on top of it
         if o.key_or_group == "dataset":
-            cfg.dataset = load_config([f"dataset={o.value()}"], config_dirs).dataset
+            cfg.dataset = _plain(load_config([f"dataset={o.value()}"], config_dirs).dataset)
     OmegaConf.set_struct(cfg, True)
     for o in parsed:
         if o.key_or_group != "dataset":

@@ -22,7 +22,6 @@ epoch 0 is the measurement at initialisation.
 from __future__ import annotations
 
 import csv
-import importlib.util
 import io
 import math
 import os
@@ -32,32 +31,9 @@ from pathlib import Path
 import torch
 
 from resexp import diagnostics as dg
-from resexp.errors import UserError
+from resexp.runfiles import DIAGNOSTIC_FILES
 
-WHEN = ("off", "end", "epoch")
-FILES = {"responses": "responses.csv", "gradients": "gradients.csv", "identity": "identity.csv"}
-RUN_KEYS = ("arch", "depth", "seed")
-
-
-def diagnostics_when(t) -> str:
-    """train.diagnostics as one of WHEN; YAML reads a bare ``off`` as false, which means off too."""
-    value = t.get("diagnostics", "off")
-    return "off" if value is False or value is None else str(value)
-
-
-def check_settings(t) -> None:
-    """One-line errors for the monitor's settings, before anything is trained."""
-    when = diagnostics_when(t)
-    if when not in WHEN:
-        raise UserError(f"train.diagnostics must be one of {', '.join(WHEN)}, got {when!r}")
-    n = t.get("diagnostics_images")
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise UserError(f"train.diagnostics_images must be a positive integer, got {n!r}")
-    for key in ("eval_train", "tensorboard"):
-        if not isinstance(t.get(key), bool):
-            raise UserError(f"train.{key} must be true or false, got {t.get(key)!r}")
-    if t.tensorboard and importlib.util.find_spec("tensorboard") is None:
-        raise UserError("train.tensorboard=true needs the tensorboard package: pip install 'resexp[tensorboard]'")
+FILES = dict(zip(("responses", "gradients", "identity"), DIAGNOSTIC_FILES))
 
 
 def append_rows(path: Path, rows: list[dict]) -> None:
@@ -80,7 +56,7 @@ class Monitor:
 
     def __init__(self, cfg, run_dir: Path, s):
         t = cfg.train
-        self.when, self.path, self.s = diagnostics_when(t), Path(run_dir), s
+        self.when, self.path, self.s = str(t.diagnostics), Path(run_dir), s
         self.ids = {"arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed}
         self.images, self.batch_size = int(t.diagnostics_images), int(t.batch_size)
         self.eval_batch_size, self.seconds = int(t.eval_batch_size), 0.0

@@ -44,16 +44,17 @@ def bn_eval(bn, z):
 
 def test_layout_finds_the_3x3_layers_and_stages():
     lay = dg.layout(net("resnet", 14), images(2))
-    assert [l.name for l in lay.layers][:4] == ["stem", "blocks.0.conv1.0", "blocks.0.conv2.0", "blocks.1.conv1.0"]
+    names = [layer.name for layer in lay.layers]
+    assert names[:4] == ["stem", "blocks.0.conv1.0", "blocks.0.conv2.0", "blocks.1.conv1.0"]
     assert len(lay.layers) == 13  # depth - 1: every conv but the classifier
-    assert [l.stage for l in lay.layers] == [0] + [1] * 4 + [2] * 4 + [3] * 4
+    assert [layer.stage for layer in lay.layers] == [0] + [1] * 4 + [2] * 4 + [3] * 4
     assert [b.stage for b in lay.blocks] == [1, 1, 2, 2, 3, 3]
     assert type(lay.layers[1].response).__name__ == "BatchNorm2d"
     bottleneck = dg.layout(net("resnet", 11, bottleneck=True), images(2))
-    assert [l.name for l in bottleneck.layers] == ["stem", "blocks.0.convs.2.0", "blocks.1.convs.2.0",
+    assert [layer.name for layer in bottleneck.layers] == ["stem", "blocks.0.convs.2.0", "blocks.1.convs.2.0",
                                                    "blocks.2.convs.2.0"]  # 3x3 only, as Fig. 7
     dense = dg.layout(net("mlp_resnet", 6, mlp_widths=[16, 8]), images(2))
-    assert [l.name for l in dense.layers] == ["stem.0", "blocks.0.fc1.0", "blocks.0.fc2.0",
+    assert [layer.name for layer in dense.layers] == ["stem.0", "blocks.0.fc1.0", "blocks.0.fc2.0",
                                               "blocks.1.fc1.0", "blocks.1.fc2.0"]
     assert [b.stage for b in dense.blocks] == [1, 2]  # the width changes in the second block
 
@@ -185,4 +186,6 @@ def test_bad_diagnostics_setting_is_a_user_error():
 
     with pytest.raises(UserError, match="train.diagnostics must be one of off, end, epoch"):
         load_config(["train.diagnostics=sometimes"])
-    assert load_config(["train.diagnostics=false"]).train.diagnostics is False  # YAML's reading of "off"
+    with pytest.raises(UserError, match='quote "off"'):  # what YAML makes of a bare off
+        load_config(["train.diagnostics=false"])
+    assert load_config(["train.diagnostics=off"]).train.diagnostics == "off"

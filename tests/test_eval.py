@@ -58,3 +58,21 @@ def test_eval_without_checkpoint_or_run_is_one_line(tmp_path, run_dir, monkeypat
     capsys.readouterr()  # the training's own lines
     code, _, stderr = cli(monkeypatch, capsys, "eval", tmp_path / "out" / "resnet-8-s0")
     assert code == 2 and "checkpoint.pt does not exist" in stderr and len(stderr.strip().splitlines()) == 1
+
+
+def test_eval_of_a_run_made_before_newer_keys_existed(run_dir, tmp_path):
+    """A config.yaml written by an older resexp lacks keys added since: today's defaults fill them."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    old = tmp_path / "resnet-8-s0"
+    shutil.copytree(run_dir, old)
+    config = OmegaConf.load(old / "config.yaml")
+    # (not dataset.train_size: this synthetic run's size is not its YAML's default)
+    for section, key in (("dataset", "display_name"), ("train", "diagnostics"), ("train", "tensorboard"),
+                         ("train", "eval_train"), ("train", "stale_after")):
+        del config[section][key]
+    (old / "config.yaml").write_text(OmegaConf.to_yaml(config))
+    last = pd.read_csv(run_dir / "metrics.csv").iloc[-1]
+    assert evaluate_run(old, train=False)["test_err"] == last["test_err"]

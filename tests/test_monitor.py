@@ -73,5 +73,5 @@ def test_runs_made_before_a_setting_existed_still_match(tmp_path, tiny_cfg):
     config.write_text(OmegaConf.to_yaml(old))
     assert fit(tiny_cfg("train.epochs=1"), tmp_path / "out")["status"] == "done"
     from resexp.errors import UserError
-    with pytest.raises(UserError, match="train.eval_train: False -> True"):
+    with pytest.raises(UserError, match="train.eval_train: None -> True"):
         fit(tiny_cfg("train.epochs=1", "train.eval_train=true"), tmp_path / "out")
