@@ -154,7 +154,10 @@ class CifarNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_post(self.stem(x))
         if self.checkpoint_segments and self.training and torch.is_grad_enabled():
-            x = checkpoint_sequential(self.blocks, self.checkpoint_segments, x, use_reentrant=False)
+            # No dropout or other randomness here, so the RNG state need not be saved for the
+            # recomputation; saving it reads the CUDA generator, which a CUDA graph capture forbids.
+            x = checkpoint_sequential(self.blocks, self.checkpoint_segments, x, use_reentrant=False,
+                                      preserve_rng_state=False)
         else:
             x = self.blocks(x)
         x = self.head_pre(x)
