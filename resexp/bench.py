@@ -29,7 +29,8 @@ def describe(cfg, device: torch.device) -> dict:
     """The columns that say where and on what a row was measured."""
     ds = cfg.dataset
     return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-            "arch": cfg.model.arch, "depth": cfg.model.depth, "batch": cfg.train.batch_size,
+            "arch": cfg.model.arch, "depth": cfg.model.depth, "checkpoint_segments": cfg.model.checkpoint_segments,
+            "batch": cfg.train.batch_size,
             "image": f"{ds.channels}x{ds.image_size}x{ds.image_size}"}
 
 

@@ -145,6 +145,9 @@ class CifarNet(nn.Module):
                 blocks.append(block(cin, width, stride, shortcut))
                 cin = width * block.expansion
         self.blocks = nn.Sequential(*blocks)
+        if checkpoint_segments > len(blocks):
+            raise UserError(f"model.checkpoint_segments={checkpoint_segments} is more than the "
+                            f"{len(blocks)} blocks of this net")
         self.head_pre = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if preact else nn.Identity()
         self.fc = nn.Linear(cin, num_classes)
         # Activation checkpointing trades one extra forward for memory (1000+ layers).
