@@ -14,6 +14,7 @@ the same process on the same models, with each row's speed relative to it.
 from __future__ import annotations
 
 import platform
+import time
 
 import pandas as pd
 import torch
@@ -22,7 +23,7 @@ from resexp.baseline import bench_baseline
 from resexp.config import load_config
 from resexp.data import load_data, random_data, train_batches
 from resexp.models import count_params
-from resexp.train import pick_device, setup, train_epoch
+from resexp.train import evaluate, pick_device, setup, train_epoch
 
 
 def describe(cfg, device: torch.device) -> dict:
@@ -42,12 +43,23 @@ def bench_one(cfg, steps: int) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     train_epoch(cfg, s, epoch=1, iteration=0)           # warm-up, untimed
     stats = train_epoch(cfg, s, epoch=2, iteration=0)   # timed: `steps` iterations
-    return {
-        **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.amp, "compile": bool(cfg.train.compile and device.type == "cuda"),
+    row = {
+        **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.amp,
+        "compile": bool(cfg.train.compile and device.type == "cuda"),
         "images_per_s": round(stats["images_per_s"], 1),
         "ms_per_step": round(1000 * stats["train_seconds"] / steps, 2),
         "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
     }
+    return {**row, "eval_images_per_s": round(eval_speed(cfg, s), 1)}  # after the training peak
+
+
+def eval_speed(cfg, s) -> float:
+    """Images/s of the per-epoch evaluation pass (after one untimed pass): a run spends
+    test images / this per epoch outside the training steps."""
+    evaluate(cfg, s, s.data.test)
+    start = time.perf_counter()
+    evaluate(cfg, s, s.data.test)  # ends with .item(): the device is done
+    return len(s.data.test) / (time.perf_counter() - start)
 
 
 def _model_rows(cfg_for, steps: int, compile: bool, eager: bool, baseline: bool, workers: int) -> list[dict]:

@@ -162,7 +162,8 @@ import pathlib, sys
 import pandas as pd
 out = pathlib.Path(sys.argv[1])
 pd.set_option("display.width", 200)
-for name, cols in (("bench.csv", ["arch", "depth", "step", "images_per_s", "ms_per_step", "peak_mem_mb", "vs_baseline"]),
+for name, cols in (("bench.csv", ["arch", "depth", "step", "images_per_s", "ms_per_step", "peak_mem_mb", "vs_baseline",
+                                  "eval_images_per_s"]),
                    ("deep.csv", ["arch", "depth", "step", "checkpoint_segments", "images_per_s", "ms_per_step", "peak_mem_mb"])):
     if (out / name).exists():
         print(pd.read_csv(out / name)[cols].to_string(index=False))

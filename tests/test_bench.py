@@ -28,6 +28,7 @@ def test_bench_baseline_times_both_trainers_and_gives_the_ratio(monkeypatch, cap
         ours, base = rows.images_per_s.tolist()
         assert rows.vs_baseline.tolist() == [pytest.approx(ours / base, abs=0.01), 1.0]
     assert table.amp.tolist()[1::2] == [False, False]  # the baseline is fp32
+    assert (table.eval_images_per_s[::2] > 0).all() and table.eval_images_per_s[1::2].isna().all()
     assert "baseline (0 workers)" in stdout
 
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# `resexp bench` of another commit (A) and of this checkout (B), alternated in one run,
+# so both see the same machine load; prints each model's median images/s and B/A.
+#   bash scripts/bench_ab.sh main 3 --archs resnet --depths 20,56 --steps 10 dataset=fashion_mnist
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REF=${1:?usage: bench_ab.sh REF ROUNDS [bench options]}; ROUNDS=${2:?rounds}; shift 2
+HERE=$PWD PY=${PYTHON:-$PWD/.venv/bin/python}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+mkdir -p "$WORK/a" "$WORK/cwd"
+git archive "$REF" | tar -x -C "$WORK/a"
+cd "$WORK/cwd"  # python puts the working folder first on sys.path: keep it neutral
+for i in $(seq "$ROUNDS"); do
+  PYTHONPATH="$WORK/a" "$PY" -m resexp bench "$@" --out "$WORK/a_$i.csv" > /dev/null
+  PYTHONPATH="$HERE" "$PY" -m resexp bench "$@" --out "$WORK/b_$i.csv" > /dev/null
+done
+"$PY" - "$WORK" "$ROUNDS" "$REF" <<'PY'
+import sys
+import pandas as pd
+work, rounds, ref = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+read = lambda side: pd.concat(pd.read_csv(f"{work}/{side}_{i}.csv").assign(round=i) for i in range(1, rounds + 1))
+a, b = read("a"), read("b")
+keys = ["arch", "depth"]
+table = a.groupby(keys).images_per_s.median().rename(f"{ref} img/s").to_frame()
+table["this img/s"] = b.groupby(keys).images_per_s.median()
+table["this / " + ref] = (table["this img/s"] / table[f"{ref} img/s"]).round(3)
+table[f"{ref} per round"] = a.groupby(keys).images_per_s.apply(lambda s: " ".join(f"{v:.0f}" for v in s))
+table["this per round"] = b.groupby(keys).images_per_s.apply(lambda s: " ".join(f"{v:.0f}" for v in s))
+print(table.to_string())
+PY
