@@ -26,7 +26,7 @@ VAL_COLUMNS = ["val_loss", "val_err"]
 
 # Keys that do not change what a run computes: a run may resume under new values.
 NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
-                   "train.threads", "dataset.root", "dataset.source", "dataset.download",
+                   "train.threads", "train.cuda_graphs", "dataset.root", "dataset.source", "dataset.download",
                    "dataset.missing_hint")
 
 

@@ -170,3 +170,10 @@ def test_cuda_graphs_is_used_only_on_cuda():
     off = load_config([*TINY, "train.cuda_graphs=false"])
     assert not step_mod.wants_graphs(off.train, torch.device("cuda"))
     assert setup(cfg).step.kind == "eager"  # the default config, on this CPU
+
+
+def test_a_run_may_continue_with_or_without_cuda_graphs(tmp_path):
+    """Graphed and eager train the same run: switching is not a changed configuration."""
+    fit(cfg_of("train.epochs=1"), tmp_path / "out")
+    summary = fit(cfg_of("train.epochs=1", "train.cuda_graphs=false"), tmp_path / "out")
+    assert summary["status"] == "done"  # accepted and skipped as finished, not refused
