@@ -87,10 +87,12 @@ class Step:
 
     def _update(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, backward, SGD step; loss and error count added on the device."""
-        self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             out = self.forward(x)
             loss = F.cross_entropy(out, y)
+        # After the forward, not before: freeing the old gradients first made the CPU
+        # allocator fault in fresh pages for the activations (about 7% slower on 2 cores).
+        self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.loss_sum += loss.detach().float() * len(y)
