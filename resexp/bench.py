@@ -29,13 +29,14 @@ from resexp.train import evaluate, pick_device, setup, train_epoch
 def describe(cfg, device: torch.device) -> dict:
     """The columns that say where and on what a row was measured."""
     ds = cfg.dataset
-    return {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": name,
             "arch": cfg.model.arch, "depth": cfg.model.depth, "checkpoint_segments": cfg.model.checkpoint_segments,
             "batch": cfg.train.batch_size,
             "image": f"{ds.channels}x{ds.image_size}x{ds.image_size}"}
 
 
-def bench_one(cfg, steps: int) -> dict:
+def bench_one(cfg, steps: int, time_eval: bool = False) -> dict:
     device = pick_device(cfg.train.device)
     data = random_data(cfg.dataset, steps * cfg.train.batch_size, device)
     s = setup(cfg, data)
@@ -50,7 +51,9 @@ def bench_one(cfg, steps: int) -> dict:
         "ms_per_step": round(1000 * stats["train_seconds"] / steps, 2),
         "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
     }
-    return {**row, "eval_images_per_s": round(eval_speed(cfg, s), 1)}  # after the training peak
+    if time_eval:  # after the training peak was read
+        row["eval_images_per_s"] = round(eval_speed(cfg, s), 1)
+    return row
 
 
 def eval_speed(cfg, s) -> float:
@@ -67,7 +70,7 @@ def _model_rows(cfg_for, steps: int, compile: bool, eager: bool, baseline: bool,
     rows = []
     for compiled in ([False, True] if compile else [False]):
         for graphs in ([True, False] if eager else [None]):
-            row = bench_one(cfg_for(compiled, graphs), steps)
+            row = bench_one(cfg_for(compiled, graphs), steps, time_eval=True)
             if not any(r["step"] == row["step"] and r["compile"] == row["compile"] for r in rows):
                 rows.append(row)  # on the CPU both settings are the eager step: keep one row
     if baseline:

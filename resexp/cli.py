@@ -22,7 +22,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Reproduce He et al. 2016's degradation experiment: plain vs residual "
                        "networks across depths.")
 OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
-                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2")
+                           help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2. "
+                                "The default experiment is he2016_cifar10 (the paper's CIFAR-10 recipe); "
+                                "experiment=NAME picks another, experiment=null none.")
 CONFIG_DIR = typer.Option(None, "--config-dir", help="Extra config folder searched after the shipped one "
                           "(also $RESEXP_CONFIG_DIR), e.g. with a new dataset/NAME.yaml.")
 
@@ -37,8 +39,12 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
     from resexp.config import load_config
+    from resexp.sweep import is_launcher_override
     from resexp.train import fit
 
+    launcher = next((o for o in overrides or [] if is_launcher_override(o)), None)
+    if launcher is not None:
+        raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
     cfg = load_config(overrides or [], config_dir or [])
     out = out or Path("results") / cfg.name
     summary = _interruptible(fit, cfg, out, console=console())
@@ -57,25 +63,47 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<experiment name>]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),
-          jobs: int = typer.Option(1, "--jobs", min=1, help="Runs trained at once, each in its own process "
-                                   "(on a GPU several small nets share it well)."),
+          jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="local launcher: runs trained at once, "
+                                             "each in its own process (on a GPU several small nets share it well) "
+                                             "[default: launcher.jobs, 1]"),
+          launcher: Optional[str] = typer.Option(None, "--launcher", help="local (this machine) or slurm (one job "
+                                                 "per run), or a site launcher in --config-dir; the same as "
+                                                 "launcher=NAME [default: local]"),
+          wait: bool = typer.Option(False, "--wait", help="slurm launcher: follow the jobs until they end "
+                                    "instead of returning once they are submitted"),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
-    """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest."""
+    """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest.
+
+    The axes also take Hydra's sweep syntax: model.depth=20,56,110 seed=range(0,3)
+    model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
+    its saved ones. Exit code 1 if a run failed or is left unfinished, 2 if one is damaged
+    (see the plan's lines)."""
+    from resexp import launchers
     from resexp import sweep as sw
 
+    overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
     spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
-                                sw.parse_list(seeds, int, "seeds"), overrides or [], out, config_dir or [])
-    runs = sw.plan(spec, out, config_dir or [])
+                                sw.parse_list(seeds, int, "seeds"), overrides, out, config_dir or [])
+    runs = sw.plan(spec, out)
+    how = launchers.pick(runs, jobs, wait, spec.config_dirs)
     con = console()
-    con.print(sw.format_plan(runs))
+    # Steps are timed here only for runs trained here: a login node says nothing of a GPU node.
+    basis = sw.estimate_costs(runs, out, spec.run_config if dry_run and how.type == "local" else None)
+    con.print(sw.format_plan(runs, basis))
     if dry_run:
+        con.print(launchers.dry_run(how, runs, out) or "")
         return
     sw.check_data(runs)
     sw.save_spec(spec, out)
-    statuses = _interruptible(sw.run_sweep, runs, out, con, jobs)
+    statuses = _interruptible(launchers.launch, how, runs, out, con,
+                              message=launchers.interrupted_message(how, out))
+    if statuses is None:  # submitted to SLURM, not followed
+        return
     counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
     print(f"sweep {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    if counts.get("failed"):
+    if counts.get("damaged"):
+        raise typer.Exit(2)  # a damaged file the user must see to, as for any user error
+    if counts.get("failed") or counts.get("unfinished"):
         raise typer.Exit(1)
 
 
@@ -86,7 +114,8 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
     """Training error vs number of layers, and the paper's Fig. 6 curves (with their CSVs)."""
     from resexp.plot import make_figures
 
-    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()))
+    runs = _load_and_warn(results_dir)
+    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), runs=runs)
     for path in made["paths"]:
         print(path)
 
@@ -97,16 +126,38 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
     from resexp.report import make_report
 
-    _, markdown = make_report(results_dir, out)
+    runs = _load_and_warn(results_dir)
+    _, markdown = make_report(results_dir, out, runs=runs)
     print(markdown)
 
 
 @app.command()
 def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
-    """One line per run: status, epoch k of K, latest training and test error."""
-    from resexp.results import format_status, status_table
+    """One line per run: status, epoch k of K, latest training and test error, who trains it
+    (and its SLURM job)."""
+    from resexp.results import format_status
+    from resexp.slurm import status_with_jobs
 
-    print(format_status(status_table(results_dir)))
+    table, logs = status_with_jobs(results_dir, _load_and_warn(results_dir, missing_ok=True))
+    print(format_status(table))
+    if logs:
+        print(logs)
+
+
+def _load_and_warn(results_dir: Path, missing_ok: bool = False):
+    """The runs of results_dir, with one warning line on stderr per damaged run
+    (``missing_ok``: None instead of the no-runs error, e.g. while SLURM jobs still queue)."""
+    from resexp.results import damage_warnings, load_runs
+
+    try:
+        runs = load_runs(results_dir)
+    except UserError:
+        if missing_ok:
+            return None
+        raise
+    for line in damage_warnings(runs):
+        print(line, file=sys.stderr)
+    return runs
 
 
 @app.command()
@@ -157,13 +208,13 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
         table.to_csv(out, index=False)
 
 
-def _interruptible(fn, *args, **kwargs):
+def _interruptible(fn, *args, message: str = "interrupted: finished epochs are saved; rerun the same "
+                                             "command to continue", **kwargs):
     """Ctrl-C while training: say what is kept, exit 130 (no traceback)."""
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt:
-        print("\ninterrupted: finished epochs are saved; rerun the same command to continue",
-              file=sys.stderr)
+        print(f"\n{message}", file=sys.stderr)
         raise typer.Exit(130) from None
 
 

@@ -1,7 +1,11 @@
 """Compose the run config with Hydra, check it, and turn mistakes into one line.
 
 typer parses the command line; the trailing ``key=value`` arguments go to Hydra's
-compose API untouched, so the two never both parse argv.
+compose API, so the two never both parse argv. The overrides are read with Hydra's
+own parser first: sweep syntax, deletions and added keys are refused here with a
+clear line, and a run length given in one unit clears the other (schema.py).
+Composition against the typed schema (resexp/schema.py) rejects unknown keys and
+wrong types; ``validate`` then checks ranges and the rules that span several keys.
 """
 
 from __future__ import annotations
@@ -14,14 +18,20 @@ from typing import Sequence
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from resexp import schema
 from resexp.errors import UserError
 from resexp.models import check_depth
 
-TOP_LEVEL_KEYS = {"name", "seed", "model", "train", "sweep", "dataset"}
+# Free-form dicts: keyword arguments of the dataset class (which rejects one it does not
+# take) and extra sbatch options (which sbatch checks): the only places where
+# `+key=value` may add a key.
+FREE_DICTS = ("dataset.train_args", "dataset.test_args", "launcher.sbatch")
 
 
 def shipped_config_dir() -> Path:
@@ -44,9 +54,69 @@ def extra_config_dirs(config_dirs: Sequence[str | Path] = ()) -> list[Path]:
     return dirs
 
 
+def config_groups() -> list[str]:
+    """The config groups (dataset, experiment, ...): the shipped config folder's subfolders."""
+    return sorted(p.name for p in shipped_config_dir().iterdir() if p.is_dir() and not p.name.startswith("_"))
+
+
+# --------------------------------------------------------------------------- overrides
+def parse_overrides(overrides: Sequence[str]) -> list[Override]:
+    """Hydra's own reading of ``key=value`` arguments; a malformed one is one line."""
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except HydraException as err:
+        raise UserError(str(err).splitlines()[0]) from None
+
+
+def _value_str(o: Override) -> str:
+    return o.get_value_element_as_str()
+
+
+def prepare_overrides(overrides: Sequence[str]) -> list[str]:
+    """The overrides to compose, after refusing what a single run cannot use and
+    clearing the other unit of a run length the user gave (train.epochs=1 means one
+    epoch, whatever ``train.iterations`` an experiment set)."""
+    given = {o.key_or_group: o for o in parse_overrides(overrides)}  # a later one of a key wins
+    groups = config_groups()
+    out = []
+    for o in given.values():
+        k = o.key_or_group
+        if not k:
+            raise UserError(f"{o.input_line!r}: an override is key=value and needs a key")
+        if o.is_sweep_override():
+            raise UserError(f"{o.input_line}: sweep syntax (several values) is for `resexp sweep`")
+        if o.is_delete() or (k in groups and o.value() is None):
+            if k != "experiment":
+                raise UserError(f"{o.input_line}: {k} cannot be removed; set it to another value")
+            out.append("~experiment")  # experiment=null: the bare train.yaml
+            continue
+        if (o.is_add() or o.is_force_add()) and not k.startswith(tuple(d + "." for d in FREE_DICTS)):
+            raise UserError(f"unknown config key '{k}' ('+' adds keys only under "
+                            f"{' and '.join(FREE_DICTS)})")
+        partner = schema.exclusive_partner(k)
+        if partner and o.value() is not None:
+            other = given.get(partner)
+            if other is not None and other.value() is not None:
+                raise UserError(f"{k} and {partner} are both set; give the run length in one unit")
+            if other is None:
+                out.append(f"{partner}=null")
+        out.append(o.input_line)
+    return out
+
+
+def merge_overrides(saved: Sequence[str], new: Sequence[str]) -> list[str]:
+    """``saved`` with ``new`` applied: an override of the same key (or of a key's
+    exclusive partner, e.g. train.epochs for train.iterations) replaces the saved one."""
+    new_keys = {o.key_or_group for o in parse_overrides(new)}
+    replaced = new_keys | {p for p in map(schema.exclusive_partner, new_keys) if p}
+    kept = [o.input_line for o in parse_overrides(saved) if o.key_or_group not in replaced]
+    return kept + list(new)
+
+
+# --------------------------------------------------------------------------- compose
 def _one_line(err: Exception) -> str:
-    """Hydra's multi-line messages, cut to what a user needs."""
-    text = str(err)
+    """Hydra's and OmegaConf's multi-line messages, cut to what a user needs."""
+    text, cause = str(err), err.__cause__
     if isinstance(err, MissingConfigException):
         m = re.search(r"Could not find '([^']+)'", text)
         options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
@@ -54,30 +124,41 @@ def _one_line(err: Exception) -> str:
         group = what.split("/")[0]
         avail = f" (available {group}s: {', '.join(options)})" if options else ""
         return f"unknown {group} '{what.split('/', 1)[-1]}'{avail}"
-    if err.__cause__ is not None and "not in struct" in str(err.__cause__):
-        key = re.search(r"full_key: (\S+)", str(err.__cause__))
-        return f"unknown config key '{key.group(1) if key else text}'"
-    lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith("See https")]
-    return "; ".join(lines[:2])
+    detail = str(cause) if cause is not None else text
+    full_key = re.search(r"full_key: (\S+)", detail)
+    if "not in struct" in detail or re.search(r"Key '.*' not in", detail):
+        return f"unknown config key '{full_key.group(1) if full_key else detail.splitlines()[0]}'"
+    m = (re.search(r"Value '(.*?)' (?:of type '\w+' )?could not be converted to (\w+)", detail)
+         or re.search(r"Value '(.*?)' is not a valid (bool)", detail)
+         or re.search(r"Invalid value assigned: (\w+) is not a (ListConfig)", detail))
+    if m and full_key:
+        kind = {"Integer": "an integer", "Float": "a number", "bool": "true or false",
+                "ListConfig": "a list, e.g. [1,2]"}.get(m[2], m[2])
+        return f"{full_key.group(1)} must be {kind}, got {m[1]!r}"
+    m = re.search(r"Error merging override (\S+)", text)
+    first = detail.splitlines()[0]
+    return f"{m.group(1)}: {first}" if m else "; ".join(
+        ln for ln in text.splitlines()[:2] if ln.strip() and not ln.startswith("See https"))
 
 
-def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()) -> DictConfig:
-    """The resolved, validated run config for ``train.yaml`` + ``overrides``."""
-    overrides = list(overrides)
+def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = (),
+                check_memory: bool = True) -> DictConfig:
+    """The resolved, validated run config for ``train.yaml`` + ``overrides``.
+    ``check_memory=False`` skips the device and does-it-fit checks (a submitting host
+    is not the host that trains)."""
+    overrides = prepare_overrides(overrides)
     extra = extra_config_dirs(config_dirs)
     if extra:
         overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra) + "]")
+    schema.register()
     GlobalHydra.instance().clear()  # compose may be called many times in one process
     try:
         with initialize_config_dir(config_dir=str(shipped_config_dir()), version_base=None):
             cfg = compose(config_name="train", overrides=overrides)
-    except (HydraException, OmegaConfBaseException) as err:
-        raise UserError(_one_line(err)) from err
-    try:
         OmegaConf.resolve(cfg)
-    except OmegaConfBaseException as err:
-        raise UserError(f"config: {str(err).splitlines()[0]}") from err
-    validate(cfg)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise UserError(_one_line(err)) from None
+    validate(cfg, check_memory)
     return cfg
 
 
@@ -89,37 +170,43 @@ def list_group(group: str, config_dirs: Sequence[str | Path] = ()) -> list[str]:
     return sorted(names)
 
 
+# --------------------------------------------------------------------------- validate
+def _leaves(node, prefix=""):
+    for k, v in node.items():
+        full = f"{prefix}{k}"
+        if isinstance(v, dict) and full not in FREE_DICTS:
+            yield from _leaves(v, full + ".")
+        else:
+            yield full
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise UserError(message)
 
 
-def _positive_int(value, key: str, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    _require(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-             f"{key} must be a positive integer, got {value!r}")
-
-
-def validate(cfg: DictConfig) -> None:
-    """Reject values that would fail later (or silently do the wrong thing)."""
-    unknown = set(cfg.keys()) - TOP_LEVEL_KEYS
-    if unknown:
-        raise UserError(f"unknown config key '{sorted(unknown)[0]}'")
+def validate(cfg: DictConfig, check_memory: bool = True) -> None:
+    """Every rule of a run config; the first one broken is one UserError line."""
+    missing = sorted(OmegaConf.missing_keys(cfg))
+    _require(not missing, f"{missing[0] if missing else ''} has no value: set it in the YAML "
+                          f"or on the command line")
+    known = set(schema.leaf_fields())
+    unknown = [k for k in _leaves(OmegaConf.to_container(cfg)) if k not in known]
+    _require(not unknown, f"unknown config key '{unknown[0] if unknown else ''}'")
+    schema.check_values(cfg)
     t, ds = cfg.train, cfg.dataset
-    _positive_int(cfg.model.depth, "model.depth")
     check_depth(**cfg.model)
-    _require(isinstance(cfg.seed, int), f"seed must be an integer, got {cfg.seed!r}")
-    _positive_int(t.epochs, "train.epochs", allow_none=True)
-    _positive_int(t.iterations, "train.iterations", allow_none=True)
-    _require(t.epochs is not None or t.iterations is not None,
-             "set train.epochs or train.iterations")
-    _positive_int(t.batch_size, "train.batch_size")
-    _require(isinstance(t.lr, (int, float)) and t.lr > 0, f"train.lr must be > 0, got {t.lr!r}")
-    _require(t.milestone_unit in ("iterations", "epochs"),
-             f"train.milestone_unit must be iterations or epochs, got {t.milestone_unit!r}")
-    _require(cfg.model.shortcut in ("A", "B"), f"model.shortcut must be A or B, got {cfg.model.shortcut!r}")
-    for key in ("train_subset", "test_subset"):
-        _positive_int(ds.get(key), f"dataset.{key}", allow_none=True)
+    _require((t.epochs is None) != (t.iterations is None),
+             "set exactly one of train.epochs and train.iterations (the other null)")
     _require(len(ds.mean) == ds.channels == len(ds.std),
              f"dataset {ds.name}: mean and std need one value per channel ({ds.channels})")
+    _require(ds.val_size < ds.train_size,
+             f"dataset.val_size={ds.val_size} leaves no training images ({ds.name} has {ds.train_size})")
+    usable = ds.train_size - ds.val_size
+    _require(ds.train_subset is None or ds.train_subset <= usable,
+             f"dataset.train_subset={ds.train_subset} is more than the {usable} training images of {ds.name}")
+    _require(ds.test_subset is None or ds.test_subset <= ds.test_size,
+             f"dataset.test_subset={ds.test_subset} is more than the {ds.test_size} test images of {ds.name}")
+    if check_memory:  # the device is this host's: a host that only submits the run has none to check
+        from resexp.footprint import check_fits, device_of  # torch: imported only when validating
+        check_fits(cfg, device_of(t.device))

@@ -21,6 +21,7 @@ import inspect
 import os
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -48,22 +49,39 @@ def _extract_into(archive: Path, dest: Path) -> None:
 
 
 def _gunzip_into(src: Path, dest: Path) -> None:
-    with gzip.open(src, "rb") as fin, open(dest / src.name[: -len(".gz")], "wb") as fout:
-        shutil.copyfileobj(fin, fout)
+    """Decompress into dest, whole or not at all: a cut-short source leaves no half file."""
+    out = dest / src.name[: -len(".gz")]
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def stage_source(source: Path, dest: Path) -> None:
-    """Put the original files of ``source`` where the dataset class looks for them."""
+    """Put the original files of ``source`` where the dataset class looks for them.
+    UserError naming the file if one cannot be unpacked (truncated, not an archive)."""
     dest.mkdir(parents=True, exist_ok=True)
     for item in sorted(source.iterdir()):
-        if item.name.endswith((".tar.gz", ".tgz", ".tar")):
-            _extract_into(item, dest)
-        elif item.name.endswith(".gz"):
-            _gunzip_into(item, dest)
-        elif item.is_dir():
-            shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
-        else:
-            shutil.copy2(item, dest / item.name)
+        try:
+            _stage_one(item, dest)
+        except (gzip.BadGzipFile, tarfile.TarError, EOFError, zlib.error) as err:
+            reason = str(err).splitlines()[0].rstrip(":") if str(err) else "cut short"
+            raise UserError(f"cannot unpack {item} ({type(err).__name__}: {reason}); "
+                            f"replace it with an intact copy") from err
+
+
+def _stage_one(item: Path, dest: Path) -> None:
+    if item.name.endswith((".tar.gz", ".tgz", ".tar")):
+        _extract_into(item, dest)
+    elif item.name.endswith(".gz"):
+        _gunzip_into(item, dest)
+    elif item.is_dir():
+        shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
+    else:
+        shutil.copy2(item, dest / item.name)
 
 
 # --------------------------------------------------------------------------- opening
@@ -71,6 +89,10 @@ def _construct(cls, root: Path, download: bool, args: dict):
     kwargs = dict(args)
     if "download" in inspect.signature(cls).parameters:
         kwargs["download"] = download
+    try:
+        inspect.signature(cls).bind(root=str(root), **kwargs)
+    except TypeError as err:  # a train_args/test_args key the class does not take
+        raise UserError(f"{cls.__name__} does not accept these arguments ({err})") from None
     return cls(root=str(root), **kwargs)
 
 
@@ -170,6 +192,10 @@ def load_data(ds_cfg, device: torch.device) -> Data:
     """Both splits as tensors on ``device``, with the validation/subset cuts applied."""
     x, y = to_tensors(open_dataset(ds_cfg, train=True), ds_cfg.channels)
     xt, yt = to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
+    for split, n, key in (("training", len(y), "train_size"), ("test", len(yt), "test_size")):
+        if n != ds_cfg[key]:  # the YAML's size drives validation and estimates: it must be true
+            raise UserError(f"dataset {ds_cfg.name}: the {split} split has {n} images, "
+                            f"but its YAML says {key}: {ds_cfg[key]}")
     return make_data(ds_cfg, (x, y), (xt, yt), device)
 
 

@@ -1,9 +1,9 @@
 """Which GPU each worker process of ``resexp sweep --jobs N`` uses.
 
 Each worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, which the worker's
-pool initializer sets before the worker imports torch or touches CUDA: this module
-imports neither, and a spawned worker loads it first (the initializer is part of the
-worker process object). Workers take the visible GPUs in turn, so --jobs 8 on 4 GPUs
+pool initializer (start_worker) sets before the worker imports torch or touches CUDA:
+this module imports neither, and a spawned worker loads it first (the initializer is
+part of the worker process object). Workers take the visible GPUs in turn, so --jobs 8 on 4 GPUs
 puts two workers on each.
 """
 
@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 from typing import Mapping
+
+from resexp.lifeline import die_with_parent
 
 
 def visible_gpus(environ: Mapping[str, str], count: int) -> list[str]:
@@ -35,3 +37,11 @@ def pin_worker(counter, slots: list[str]) -> None:
         k = counter.value
         counter.value += 1
     os.environ["CUDA_VISIBLE_DEVICES"] = slots[k % len(slots)]
+
+
+def start_worker(parent_pid: int, counter=None, slots: list[str] | None = None) -> None:
+    """Pool initializer of a sweep worker: it dies with the sweep (resexp/lifeline.py)
+    and, given GPU slots, takes the next one."""
+    die_with_parent(parent_pid)
+    if slots:
+        pin_worker(counter, slots)

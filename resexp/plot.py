@@ -39,6 +39,7 @@ ARCH_STYLE = {
 }
 TRAIN_STYLE = {"linestyle": "--", "linewidth": 1.0}  # Fig. 6: dashed lines, training error
 TEST_STYLE = {"linestyle": "-", "linewidth": 2.2}  # Fig. 6: bold lines, test error
+LOST_MARKER = "x"  # a diverged or failed run, drawn at the top of the depth axes
 
 
 def arch_style(arch: str) -> dict:
@@ -84,9 +85,10 @@ def curves_data(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def title_of(info: dict, what: str) -> str:
-    """Dataset (flagged when synthetic), what is shown, and the training schedule."""
-    schedule = f"\n{info['schedule']}" if info["schedule"] else ""
-    return f"{dataset_label(info)}: {what}{schedule}"
+    """Dataset (flagged when synthetic), what is shown, and the run length: the full
+    schedule is in report.md and every summary.json, too long for a title."""
+    length = f"\n{info['experiment']}: {info['length']}" if info.get("length") else ""
+    return f"{dataset_label(info)}: {what}{length}"
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -109,21 +111,28 @@ def plot_depth(data: pd.DataFrame, title: str = "") -> Figure:
     """Final training (left) and test (right) error vs depth, one line per arch.
 
     Points are the mean over seeds with ±std error bars (none for one seed);
-    hollow markers flag points from unfinished runs.
+    hollow markers flag points from unfinished runs; a cross at the top of the axis
+    marks a depth where runs diverged or failed, which the mean leaves out (or which
+    has no mean at all), so no run disappears from the figure without a trace.
     """
     figure = _new_figure(11, 4.4)
     axes = figure.subplots(1, 2)
     for ax, metric, name in zip(axes, ("train_err", "test_err"), ("training error", "test error")):
         for arch, rows in data.groupby("arch", sort=False):
-            rows = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
-            if not rows.empty:
-                _depth_line(ax, arch, rows, metric)
+            points = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
+            if not points.empty:
+                _depth_line(ax, arch, points, metric)
+            _lost_marks(ax, arch, rows, metric)
         _depth_axis(ax, data["depth"])
         ax.set_ylabel(f"{name} (%)")
         ax.set_title(f"final {name}")
         ax.grid(alpha=0.3)
-    if axes[0].get_legend_handles_labels()[0]:
-        axes[0].legend()
+    handles, _ = axes[0].get_legend_handles_labels()
+    if (data["diverged"] + data["failed"]).gt(0).any():
+        handles.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markersize=8,
+                              label="diverged or failed run (not in the mean)"))
+    if handles:
+        axes[0].legend(handles=handles)
     figure.suptitle(title)
     figure.supxlabel(_depth_note(data), fontsize="small")
     return figure
@@ -156,6 +165,17 @@ def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str) -> None:
         ax.plot(unfinished["depth"], unfinished[f"{metric}_mean"], linestyle="none",
                 marker=style["marker"], markersize=6, markerfacecolor="white",
                 markeredgecolor=style["color"], zorder=3)
+
+
+def _lost_marks(ax, arch: str, rows: pd.DataFrame, metric: str) -> None:
+    """A cross at the top of the axis at each depth where runs of ``arch`` diverged or failed."""
+    lost = rows[(rows["diverged"] + rows["failed"]) > 0].sort_values("depth")
+    if lost.empty:
+        return
+    # x in data units, y in axes units: the top edge whatever the errors' range.
+    ax.plot(lost["depth"], [0.97] * len(lost), transform=ax.get_xaxis_transform(), linestyle="none",
+            marker=LOST_MARKER, markersize=9, markeredgewidth=2, color=arch_style(arch)["color"],
+            clip_on=False, gid=f"{arch}:{metric}:lost")
 
 
 def plot_curves(data: pd.DataFrame, title: str = "") -> Figure:
@@ -220,13 +240,14 @@ def _save_csv(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def make_figures(results_dir, out_dir=None, formats=("png", "pdf")) -> dict:
+def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), runs: pd.DataFrame | None = None) -> dict:
     """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures).
+    ``runs``: load_runs(results_dir), if the caller has it already.
 
     Returns {"paths": [every file written], "depth": depth_data, "curves": curves_data}.
     """
     formats = check_formats(formats)
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir) if runs is None else runs
     info = experiment_info(runs)
     depth = depth_data(runs)
     curves = curves_data(load_metrics(results_dir), runs)

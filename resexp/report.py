@@ -18,11 +18,25 @@ from resexp.results import aggregate, dataset_label, experiment_info, load_runs,
 # 64k iterations. The 110-layer value is the best of 5 runs (their mean: 6.61 ± 0.16).
 PAPER_TABLE6_TEST_ERR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 
-TRAINING_ERROR_NOTE = (
-    "Training error is the mean minibatch error over the last epoch, with augmentation on "
-    "(as in He et al. 2016, Fig. 6). Errors in %, mean ± std over seeds (std with ddof=1; "
-    "a single seed has no ±). Diverged runs are left out of the means and counted apart."
-)
+def training_error_note(augmented) -> str:
+    """How the numbers were measured, in words that match the data (``augmented``:
+    True, False, "mixed" or None as in results.experiment_info)."""
+    how = {True: ", with the training augmentation on (as in He et al. 2016, Fig. 6)",
+           False: ", on unaugmented images (this dataset's config has no augmentation)",
+           "mixed": ", with each run's own augmentation setting (they differ)", None: ""}[augmented]
+    return (f"Training error is the mean minibatch error over the last epoch{how}. Errors in %, "
+            "mean ± std over seeds (std with ddof=1; a single seed has no ±). Diverged and damaged "
+            "runs are left out of the means and counted apart.")
+
+
+def hardware_note(hardware: dict) -> list[str]:
+    """A warning when the runs come from different hardware: the same config gives other
+    numbers on another CPU or GPU (environment.py), so differences may not be seed noise."""
+    if len(hardware) < 2:
+        return [f"Hardware: {next(iter(hardware))}  "] if hardware else []
+    parts = ", ".join(f"{name} ({n} run{'s' if n > 1 else ''})" for name, n in hardware.items())
+    return [f"**Mixed hardware:** {parts}. The same config gives different numbers on different "
+            "hardware; compare runs from one machine.  "]
 
 
 def paper_test_err(table: pd.DataFrame, info: dict) -> pd.Series:
@@ -76,6 +90,8 @@ def _seeds_cell(row) -> str:
         extras.append(f"+{row.unfinished} unfinished")
     if row.diverged:
         extras.append(f"+{row.diverged} diverged")
+    if row.damaged:
+        extras.append(f"+{row.damaged} damaged")
     return f"{cell} ({', '.join(extras)})" if extras else cell
 
 
@@ -122,19 +138,21 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame) -> str:
     lines = [f"# {name}: plain vs residual networks on {dataset_label(info)}", ""]
     if info["schedule"]:
         lines.append(f"Schedule: {info['schedule']}  ")
-    lines += [f"Runs: {len(runs)} ({tally})", "", TRAINING_ERROR_NOTE, ""]
+    lines += hardware_note(info["hardware"])
+    lines += [f"Runs: {len(runs)} ({tally})", "", training_error_note(info["augmented"]), ""]
     if table["paper_test_err"].notna().any():
         lines += ["Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs).", ""]
     lines.append(markdown_table(*markdown_rows(table)))
     return "\n".join(lines) + "\n"
 
 
-def make_report(results_dir, out_dir=None) -> tuple[pd.DataFrame, str]:
+def make_report(results_dir, out_dir=None, runs: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str]:
     """Write report.md and report.csv into out_dir (default results_dir); return both.
+    ``runs``: load_runs(results_dir), if the caller has it already.
 
     The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err.
     """
-    runs = load_runs(results_dir)
+    runs = load_runs(results_dir) if runs is None else runs
     table = report_table(runs)
     markdown = render_markdown(table, runs)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)

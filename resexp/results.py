@@ -7,121 +7,38 @@ config.yaml), never its log output. docs/results-format.md describes the files.
 from __future__ import annotations
 
 import math
-import os
-import re
-import socket
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
+from resexp.environment import hardware_of
 from resexp.errors import UserError
-from resexp.rundir import RunDir
-
-# <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
-RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
-RUN_FILES = ("summary.json", "metrics.csv", "config.yaml")
+from resexp.rundir import RunDir, parse_run_name
 
 # Plain nets first, then their residual twins: the order of legends and tables.
 ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
 # Runs that stopped early or are still going; their numbers are from their latest epoch.
-UNFINISHED = ("running", "partial", "failed")
-STATUS_ORDER = ("done", "running", "partial", "diverged", "failed")
+UNFINISHED = ("running", "stale", "partial", "failed")
+STATUS_ORDER = ("done", "running", "stale", "partial", "diverged", "failed", "damaged")
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
     "epochs", "epochs_planned", "iterations", "iterations_planned",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
-    "device", "error",
+    "device", "error", "display_name", "augmented", "hardware", "owner", "heartbeat_age", "advice",
 ]
 
 
-def parse_run_name(name: str) -> dict | None:
-    """arch, depth and seed from a run folder's name, or None if it is not a run folder."""
-    match = RUN_NAME.match(name)
-    if match is None:
-        return None
-    return {"arch": match["arch"], "depth": int(match["depth"]), "seed": int(match["seed"])}
-
-
 def find_run_dirs(results_dir) -> list[Path]:
-    """The run folders under results_dir; UserError if there is none."""
+    """The run folders under results_dir (RunDir.is_run: config.yaml names a registered
+    architecture); UserError if there is none."""
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"results directory not found: {root}")
-    dirs = [
-        path for path in root.iterdir()
-        if path.is_dir() and parse_run_name(path.name)
-        and any((path / name).exists() for name in RUN_FILES)
-    ]
+    dirs = [path for path in sorted(root.iterdir()) if path.is_dir() and RunDir(path).is_run()]
     if not dirs:
         raise UserError(f"no runs in {root} (expected folders named <arch>-<depth>-s<seed>)")
     return dirs
-
-
-def read_summary(run_dir: Path) -> dict:
-    """summary.json as a dict; {} when it is missing or unreadable (a run just starting)."""
-    return RunDir(run_dir).read_summary() or {}
-
-
-def read_config(run_dir: Path) -> dict:
-    """The resolved config.yaml as a dict; {} when it is missing or unreadable."""
-    try:
-        config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
-def read_metrics(run_dir: Path) -> pd.DataFrame:
-    """metrics.csv, one row per finished epoch; an empty frame when there is none yet."""
-    path = run_dir / "metrics.csv"
-    try:
-        table = pd.read_csv(path)
-    except (FileNotFoundError, pd.errors.EmptyDataError):
-        return pd.DataFrame({"epoch": pd.Series(dtype=float)})
-    if "epoch" not in table.columns:
-        raise UserError(f"{path} has no 'epoch' column; is it a resexp metrics file?")
-    # A line cut short by a crash reads as NaN: keep the rows whose epoch number parsed.
-    table = table.apply(pd.to_numeric, errors="coerce").dropna(subset=["epoch"])
-    # A run resumed from an older checkpoint writes some epochs twice; the later row counts.
-    table = table.drop_duplicates("epoch", keep="last").sort_values("epoch")
-    return table.reset_index(drop=True)
-
-
-def pid_alive(pid) -> bool:
-    """Whether a process with this id exists on this machine (signal 0 checks, sends nothing)."""
-    try:
-        pid = int(pid)
-    except (TypeError, ValueError):
-        return False
-    if pid <= 0:  # os.kill(0, ...) would address our own process group
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    except OverflowError:
-        return False
-    return True
-
-
-def effective_status(summary: dict) -> str:
-    """The status to show: 'running' only if its process is still alive, else 'partial'.
-
-    A killed or crashed trainer leaves status 'running' behind. The pid is only
-    meaningful on the host that wrote it, so a run from another machine reads as
-    partial here (a sweep on a cluster: look with `resexp status` on that node).
-    """
-    status = summary.get("status")
-    if status is None:
-        return "partial"  # metrics but no summary yet: interrupted before the first summary
-    if status == "running":
-        here = summary.get("host") == socket.gethostname()
-        return "running" if here and pid_alive(summary.get("pid")) else "partial"
-    return str(status)
 
 
 def _section(config: dict, key: str) -> dict:
@@ -130,42 +47,67 @@ def _section(config: dict, key: str) -> dict:
 
 
 def run_record(run_dir: Path) -> dict:
-    """One row of load_runs: the summary, with the last metrics row filling its gaps."""
-    names = parse_run_name(run_dir.name)
-    summary = read_summary(run_dir)
-    config = read_config(run_dir)
-    metrics = read_metrics(run_dir)
-    last = metrics.iloc[-1].to_dict() if len(metrics) else {}
+    """One row of load_runs, from RunDir.state(): the last metrics row's numbers (the log
+    is newer than summary.json after a kill between the two writes), the summary's for
+    the rest. A damaged run gets what its readable files say, and its problem as error."""
+    state = RunDir(run_dir).state()
+    summary, last = state.summary, state.last or {}
 
     def pick(key, fallback=math.nan):
         value = summary.get(key)
         return fallback if value is None else value
 
-    dataset = _section(config, "dataset")
-    train = _section(config, "train")
+    arch, depth, seed = _identity(run_dir, state)
+    dataset = _section(state.config, "dataset")
+    train = _section(state.config, "train")
     return {
         "run": run_dir.name,
         "path": str(run_dir),
-        "arch": pick("arch", names["arch"]),
-        "depth": int(pick("depth", names["depth"])),
-        "seed": int(pick("seed", names["seed"])),
+        "arch": arch,
+        "depth": depth,
+        "seed": seed,
         "dataset": pick("dataset", dataset.get("name")),
         "synthetic": bool(pick("synthetic", dataset.get("synthetic", False))),
         "params": float(pick("params")),
-        "status": effective_status(summary),
-        # The summary may be rewritten less often than metrics.csv gains rows.
-        "epochs": max(int(pick("epochs", 0)), len(metrics)),
+        "status": state.status,
+        "epochs": state.epochs if state.last else int(pick("epochs", 0)),
         "epochs_planned": float(pick("epochs_planned", train.get("epochs") or math.nan)),
-        "iterations": float(pick("iterations", last.get("iteration", math.nan))),
+        "iterations": float(last.get("iteration", pick("iterations"))),
         "iterations_planned": float(pick("iterations_planned", train.get("iterations") or math.nan)),
-        "final_train_err": float(pick("final_train_err", last.get("train_err", math.nan))),
-        "final_test_err": float(pick("final_test_err", last.get("test_err", math.nan))),
-        "wall_seconds": float(pick("wall_seconds", last.get("elapsed", math.nan))),
+        "final_train_err": float(last.get("train_err", pick("final_train_err"))),
+        "final_test_err": float(last.get("test_err", pick("final_test_err"))),
+        "wall_seconds": float(last.get("elapsed", pick("wall_seconds"))),
         "schedule": pick("schedule", None),
-        "experiment": pick("experiment", config.get("name")),
+        "experiment": pick("experiment", state.config.get("name")),
         "device": pick("device", None),
-        "error": pick("error", None),
+        "error": state.problem if state.status == "damaged" else pick("error", None),
+        "display_name": dataset.get("display_name") or pick("dataset", dataset.get("name")),
+        "augmented": _augmented(dataset),
+        "hardware": hardware_of(summary) if summary.get("device") else None,
+        # who holds the lock of a running (or stale) run, and when it was last heard from
+        "owner": state.owner.who() if state.owner else None,
+        "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
+        "advice": state.advice if state.status == "damaged" else None,
     }
+
+
+def _identity(run_dir: Path, state) -> tuple[str, int, int]:
+    """arch, depth and seed: from the run's config, else its summary, else its folder name."""
+    model = _section(state.config, "model")
+    if model:
+        return model["arch"], int(model["depth"]), int(state.config["seed"])
+    if all(k in state.summary for k in ("arch", "depth", "seed")):
+        return state.summary["arch"], state.summary["depth"], state.summary["seed"]
+    names = parse_run_name(run_dir.name)  # RunDir.is_run() made sure it parses
+    return names["arch"], names["depth"], names["seed"]
+
+
+def _augmented(dataset: dict) -> bool | None:
+    """Whether training batches were cropped/flipped (None: the config does not say)."""
+    augment = dataset.get("augment")
+    if not isinstance(augment, dict):
+        return None
+    return bool(augment.get("pad")) or bool(augment.get("hflip"))
 
 
 def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
@@ -177,19 +119,20 @@ def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_runs(results_dir) -> pd.DataFrame:
-    """One row per run folder in results_dir, with its effective status (see effective_status)."""
+    """One row per run folder in results_dir, with its status as RunDir.state() sees it."""
     records = [run_record(path) for path in find_run_dirs(results_dir)]
     return sort_runs(pd.DataFrame.from_records(records, columns=RUN_COLUMNS))
 
 
 def load_metrics(results_dir) -> pd.DataFrame:
-    """All epochs of all runs as one long table: run, arch, depth, seed, then metrics.csv's columns."""
+    """All epochs of all runs as one long table: run, arch, depth, seed, then metrics.csv's
+    columns. Runs whose metrics.csv is damaged have none."""
     frames = []
     for path in find_run_dirs(results_dir):
-        names = parse_run_name(path.name)
-        metrics = read_metrics(path)
-        if len(metrics):
-            frames.append(metrics.assign(run=path.name, **names))
+        state = RunDir(path).state()
+        if state.rows:
+            arch, depth, seed = _identity(path, state)
+            frames.append(pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed))
     if not frames:
         return pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"])
     table = pd.concat(frames, ignore_index=True)
@@ -218,7 +161,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     """Per (arch, depth): seeds averaged, mean and std of the final errors, cost.
 
     Columns: arch, depth, n (runs in the mean), finished (they are done runs),
-    diverged and unfinished (counts, not in the mean when finished), params,
+    diverged, failed, damaged and unfinished (counts; diverged and damaged runs are
+    never in the mean, unfinished ones only where no run is done), params,
     train_err_mean/std, test_err_mean/std, epochs (fewest among the runs in the
     mean), epochs_planned, wall_seconds (mean). std uses ddof=1 and is NaN for a
     single seed: a spread of 0 would claim a certainty one run cannot give.
@@ -237,6 +181,8 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     )
     counts = runs.groupby(keys).agg(
         diverged=("status", lambda s: int(s.eq("diverged").sum())),
+        failed=("status", lambda s: int(s.eq("failed").sum())),
+        damaged=("status", lambda s: int(s.eq("damaged").sum())),
         unfinished=("status", lambda s: int(s.isin(UNFINISHED).sum())),
         params=("params", "max"),
         epochs_planned=("epochs_planned", "max"),
@@ -245,7 +191,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     # A point whose every run diverged has no mean, but stays in the table with its count.
     table["n"] = table["n"].fillna(0).astype(int)
     table["finished"] = table["finished"].astype("boolean").fillna(False).astype(bool)
-    columns = keys + ["n", "finished", "diverged", "unfinished", "params",
+    columns = keys + ["n", "finished", "diverged", "failed", "damaged", "unfinished", "params",
                       "train_err_mean", "train_err_std", "test_err_mean", "test_err_std",
                       "epochs", "epochs_planned", "wall_seconds"]
     return sort_runs(table[columns])
@@ -261,30 +207,50 @@ def experiment_info(runs: pd.DataFrame) -> dict:
         )
     schedules = sorted(str(s) for s in runs["schedule"].dropna().unique())
     experiments = sorted(str(e) for e in runs["experiment"].dropna().unique())
+    names = sorted(str(d) for d in runs["display_name"].dropna().unique())
+    augmented = set(runs["augmented"].dropna().astype(bool))
     return {
         "dataset": datasets[0] if datasets else "unknown dataset",
+        "display_name": names[0] if len(names) == 1 else (datasets[0] if datasets else "unknown dataset"),
         "synthetic": bool(runs["synthetic"].any()),
         "schedule": "; ".join(schedules),
+        "length": _run_length(runs),
         "experiment": ", ".join(experiments),
+        # True / False when every run agrees, "mixed" when not, None when no config says
+        "augmented": augmented.pop() if len(augmented) == 1 else ("mixed" if augmented else None),
+        "hardware": runs["hardware"].dropna().value_counts().to_dict(),
     }
+
+
+def _run_length(runs: pd.DataFrame) -> str:
+    """'2,500 iterations (10 epochs)': the planned length, for titles (a range if runs differ)."""
+    its, eps = runs["iterations_planned"].dropna(), runs["epochs_planned"].dropna()
+    if its.empty:
+        return ""
+    span = lambda v: f"{int(v.min()):,}" if v.min() == v.max() else f"{int(v.min()):,}–{int(v.max()):,}"  # noqa: E731
+    return f"{span(its)} iterations" + (f" ({span(eps)} epochs)" if not eps.empty else "")
 
 
 def dataset_label(info: dict) -> str:
     """The dataset's name, flagged when the images were generated rather than real."""
-    name = info["dataset"]
+    name = info.get("display_name") or info["dataset"]
     return f"{name} (synthetic data)" if info["synthetic"] and "synthetic" not in name else name
 
 
-def status_table(results_dir) -> pd.DataFrame:
-    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err, error."""
-    runs = load_runs(results_dir)
+def status_table(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err,
+    owner (who trains a running run, or left a stale lock, and its last heartbeat), error
+    (of a failed run; what is wrong with a damaged one). ``runs``: load_runs(results_dir)."""
+    runs = load_runs(results_dir) if runs is None else runs
     planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
+    beat = runs["heartbeat_age"].map(lambda age: "" if pd.isna(age) else f", heartbeat {age:.0f}s ago")
     return pd.DataFrame({
         "run": runs["run"],
         "status": runs["status"],
         "progress": "epoch " + runs["epochs"].astype(str) + "/" + planned,
         "train_err": runs["final_train_err"],
         "test_err": runs["final_test_err"],
+        "owner": runs["owner"].fillna("") + beat,
         "error": runs["error"],
     })
 
@@ -296,9 +262,16 @@ def format_status(table: pd.DataFrame) -> str:
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     # Only the first line of an error message: one line per run.
     shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else str(e).splitlines()[0][:80])
-    if not shown["error"].astype(bool).any():
-        shown = shown.drop(columns="error")
+    for column in ("owner", "error"):
+        if not shown[column].astype(bool).any():
+            shown = shown.drop(columns=column)
     return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}"
+
+
+def damage_warnings(runs: pd.DataFrame) -> list[str]:
+    """One line per damaged run: which file, what is wrong, what happens next."""
+    damaged = runs[runs["status"].eq("damaged")]
+    return [f"warning: {r.run} is damaged: {r.error}; {r.advice}" for r in damaged.itertuples()]
 
 
 def status_tally(statuses: pd.Series) -> str:

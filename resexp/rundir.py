@@ -1,46 +1,110 @@
-"""The files of one run directory: config.yaml, metrics.csv, summary.json, checkpoint.pt.
+"""The one owner of a run folder: its files, their readers and writers, its lock, its state().
+
+A run folder ``<out>/<arch>-<depth>-s<seed>/`` holds config.yaml, metrics.csv,
+summary.json, checkpoint.pt and, while a trainer holds it, run.lock. Each file has
+one reader (strict: resexp.runfiles) and one writer here, and ``RunDir.state()`` is
+the one place that decides what a run is (new, partial, running, done, damaged, ...):
+train, sweep, results and status all ask it.
 
 Every write is either an append of one whole line or an atomic replace, so a run
-killed at any moment leaves files that parse, and the rows it wrote stay.
+killed at any moment leaves files that parse, and the rows it wrote stay. A write
+the disk refuses (full, read-only) is CannotWrite: one line for the user, and the
+temporary file it was writing is removed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import io
 import json
 import os
+import re
 import socket
 import subprocess
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
+from resexp.models import list_models
+from resexp.runfiles import COLUMNS, VAL_COLUMNS, DamagedFile, Log, parse_config, parse_log, parse_summary, read_bytes
+from resexp.runlock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
+from resexp.schema import default_of, non_result_keys
 
-COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
-           "seconds", "images_per_s", "elapsed"]
-VAL_COLUMNS = ["val_loss", "val_err"]
+__all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotWrite", "DamagedFile", "Lock", "Log",
+           "NOT_RESULT_KEYS", "Owner", "RunBusy", "RunDir", "RunState", "run_name", "parse_run_name"]
 
-# Keys that do not change what a run computes: a run may resume under new values.
-NOT_RESULT_KEYS = ("name", "sweep", "train.device", "train.log_every", "train.keep_checkpoint",
-                   "train.threads", "train.cuda_graphs", "dataset.root", "dataset.source", "dataset.download",
-                   "dataset.missing_hint")
+# A run in one of these states is never trained again.
+FINISHED = ("done", "diverged")
+
+# Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
+# a run may resume under new values.
+NOT_RESULT_KEYS = non_result_keys()
+
+# <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
+RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
+
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+class CannotWrite(UserError):
+    """The disk refused a write (full, over quota, read-only, no permission)."""
+
+    def __init__(self, message: str, no_space: bool = False, file: str = ""):
+        super().__init__(message)
+        self.no_space, self.file = no_space, file
+
+    def __reduce__(self):  # keeps every field when a worker process hands it back
+        return CannotWrite, (str(self), self.no_space, self.file)
+
+    def record(self) -> str:
+        """How summary.json's error names it: short, the cause first."""
+        return f"no space left on device (writing {self.file})" if self.no_space else str(self)
+
+
+@contextlib.contextmanager
+def writing(path: Path):
+    """Turn an OSError while writing ``path`` into CannotWrite (one line for the user)."""
+    try:
+        yield
+    except OSError as err:
+        no_space = err.errno in NO_SPACE
+        hint = "; free some space and run the same command again to resume" if no_space else ""
+        raise CannotWrite(f"cannot write to {path}: {err.strerror or err}{hint}", no_space, Path(path).name) from err
 
 
 def run_name(arch: str, depth: int, seed: int) -> str:
     return f"{arch}-{depth}-s{seed}"
 
 
+def parse_run_name(name: str) -> dict | None:
+    """arch, depth and seed from a run folder's name, or None if it is not named like a run."""
+    match = RUN_NAME.match(name)
+    if match is None:
+        return None
+    return {"arch": match["arch"], "depth": int(match["depth"]), "seed": int(match["seed"])}
+
+
 def atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """Replace ``path`` with ``data`` at once: write a hidden temporary file, then rename it.
+    The temporary file is named after this process (two writers never share one) and
+    removed if the write fails; one left by a killed trainer is removed by RunDir.claim()."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def now() -> str:
@@ -59,7 +123,7 @@ def git_commit() -> str | None:
         return None
 
 
-def _flat(cfg) -> dict:
+def _flat(config: dict) -> dict:
     out = {}
 
     def walk(node, prefix):
@@ -70,8 +134,54 @@ def _flat(cfg) -> dict:
             elif not any(full == k or full.startswith(k + ".") for k in NOT_RESULT_KEYS):
                 out[full] = value
 
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    walk(config, "")
     return out
+
+
+@dataclass
+class RunState:
+    """What a run folder holds, as state() reads it.
+
+    status: new | partial | running | stale | done | diverged | failed | damaged.
+    ``running``: a live process holds the run's lock (``owner`` names it); ``stale``:
+    a lock left by a process that is gone, which the next trainer takes over;
+    ``damaged``: a file is unreadable or contradicts the others (``problem`` says
+    which and why; ``repair`` says what the next train or sweep does about it, None
+    when it needs the user). ``epochs`` counts the complete rows of metrics.csv and
+    ``last`` is the last of them: the log is the record, and summary.json may lag it
+    by one epoch (a kill between the two writes).
+    """
+    status: str
+    rows: list[dict] = field(default_factory=list)  # metrics.csv's complete rows ([] if damaged)
+    summary: dict = field(default_factory=dict)
+    config: dict = field(default_factory=dict)
+    owner: Owner | None = None
+    problem: str | None = None
+    repair: str | None = None
+    torn: bool = False  # metrics.csv ends in a line cut short (redone on resume)
+
+    @property
+    def epochs(self) -> int:
+        return len(self.rows)
+
+    @property
+    def last(self) -> dict | None:
+        return self.rows[-1] if self.rows else None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in FINISHED
+
+    @property
+    def trainable(self) -> bool:
+        """Whether train or sweep should (try to) train it: unfinished, and not damaged beyond
+        what the trainer repairs. A running run is tried too: its lock decides."""
+        return not self.finished and (self.status != "damaged" or self.repair is not None)
+
+    @property
+    def advice(self) -> str:
+        """What happens to a damaged run, or what the user can do."""
+        return self.repair or "restore the file, or move the run folder aside to train the run again"
 
 
 class RunDir:
@@ -81,21 +191,136 @@ class RunDir:
         self.metrics = self.path / "metrics.csv"
         self.summary_file = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.pt"
+        self.lock_file = self.path / LOCK_FILE
 
-    # ---- creation and the config it was made with
-    def create(self, cfg) -> None:
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def is_run(self) -> bool:
+        """A run folder: its config.yaml names a registered architecture, or (a damaged run,
+        whose config.yaml is missing, unreadable or names something else) its folder name
+        does and it holds a run file. A folder merely named like a run is not one."""
         try:
+            config = self.read_config()
+        except DamagedFile:
+            config = None
+        if config is not None and config["model"]["arch"] in list_models():
+            return True
+        names = parse_run_name(self.name)
+        files = (self.config, self.metrics, self.summary_file, self.checkpoint, self.lock_file)
+        return names is not None and names["arch"] in list_models() and any(f.exists() for f in files)
+
+    # ---- the state every command asks for
+    def state(self) -> RunState:
+        """Read every file of the run and decide its status; never raises for a damaged file."""
+        found, problems = RunState("new"), []
+        config = self._attempt(self.read_config, problems)
+        summary = self._attempt(self.read_summary, problems)
+        log = self._attempt(self.read_log, problems)
+        found.config, found.summary = config or {}, summary or {}
+        if log is not None:
+            found.rows, found.torn = log.rows, log.torn
+        try:
+            found.owner = read_owner(self.lock_file)
+        except OSError:
+            found.owner = None
+        problems += self._contradictions(config, summary, log, found)
+        found.status, found.problem, found.repair = self._status(found, problems)
+        return found
+
+    @staticmethod
+    def _attempt(read, problems: list) -> object:
+        try:
+            return read()
+        except DamagedFile as err:
+            problems.append((err.path.name, err.reason))
+            return None
+
+    def _contradictions(self, config, summary, log, found: RunState) -> list[tuple[str, str]]:
+        """(file, reason) for files that parse but disagree with the folder or each other."""
+        names, problems = parse_run_name(self.name), []
+        others = any(f.exists() for f in (self.metrics, self.summary_file, self.checkpoint))
+        if config is None and others and not self.config.exists():
+            problems.append((self.config.name, "is missing"))
+        for file, record in ((self.config.name, _identity(config, True)), (self.summary_file.name, _identity(summary))):
+            if names and record and record != (names["arch"], names["depth"], names["seed"]):
+                problems.append((file, f"names the run {run_name(*record)}"))
+        finished = (summary or {}).get("status") in FINISHED
+        logged = found.epochs if log is not None else None
+        if logged is not None and summary and summary.get("epochs", 0) > logged:
+            problems.append((self.metrics.name, f"has {logged} epoch{'' if logged == 1 else 's'}, "
+                                                f"summary.json says {summary['epochs']}"))
+        elif logged is not None and finished and found.torn:
+            problems.append((self.metrics.name, "ends in a line cut short"))
+        elif logged == 0 and self.checkpoint.exists():
+            problems.append((self.metrics.name, "has no epochs, but checkpoint.pt exists"))
+        return problems
+
+    def _status(self, found: RunState, problems: list[tuple[str, str]]) -> tuple[str, str | None, str | None]:
+        problem = "; ".join(f"{file} {reason}" for file, reason in problems) or None
+        if found.owner is not None and not found.owner.stale:
+            return "running", problem, None
+        if problems:
+            return "damaged", problem, self._repair(found, {file for file, _ in problems})
+        status = found.summary.get("status")
+        if status in FINISHED:
+            return status, None, None
+        if found.owner is not None:
+            return "stale", None, None
+        if status == "failed":
+            return status, found.summary.get("error"), None
+        # "running" in a summary with no lock beside it: its trainer was killed.
+        return ("partial" if found.last or self.checkpoint.exists() else "new"), None, None
+
+    def _repair(self, found: RunState, files: set[str]) -> str | None:
+        """What the next trainer does about damage in ``files``; None when the user must act."""
+        if self.config.name in files:
+            return None  # the settings it was trained with are unknown: nothing to check a resume against
+        if files == {self.summary_file.name}:
+            return "the next train or sweep rewrites summary.json from metrics.csv"
+        if found.summary.get("status") in FINISHED or self.summary_file.name in files:
+            return None  # a finished run is never retrained behind the user's back
+        return "the next train or sweep restarts the run, keeping the old files in old-<time>/"
+
+    # ---- the lock: one trainer per run, on any host
+    @contextlib.contextmanager
+    def claim(self, stale_after: float = DEFAULT_STALE_AFTER) -> Iterator[Lock]:
+        """Hold this run's lock while training it (resexp.runlock): creates the folder and
+        the lock, or takes over a stale lock; raises RunBusy while a live process holds it.
+        The lock's heartbeat runs until the block ends; ``Lock.verify()`` raises RunBusy if
+        the run was taken over meanwhile (a heartbeat stalled for longer than stale_after).
+        Temporary files left by a killed trainer are removed once the lock is held."""
+        with writing(self.path):
+            self.path.mkdir(parents=True, exist_ok=True)
+            lock = acquire(self.lock_file, stale_after)
+        try:
+            for tmp in self.path.glob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+            yield lock
+        finally:
+            lock.release()
+
+    # ---- config.yaml: created once, checked on every resume
+    def create(self, cfg) -> None:
+        with writing(self.config):
             self.path.mkdir(parents=True, exist_ok=True)
             if not self.config.exists():
                 atomic_write(self.config, OmegaConf.to_yaml(cfg, resolve=True).encode())
-        except OSError as err:
-            raise UserError(f"cannot write to {self.path}: {err.strerror or err}") from err
+
+    def read_config(self) -> dict | None:
+        """The resolved config this run was started with; None if missing; DamagedFile."""
+        data = read_bytes(self.config)
+        return None if data is None else parse_config(self.config, data)
 
     def config_conflicts(self, cfg) -> list[str]:
         """Keys whose value differs from the config this run was started with."""
-        if not self.config.exists():
+        config = self.read_config()
+        if config is None:
             return []
-        old, new = _flat(OmegaConf.load(self.config)), _flat(cfg)
+        old, new = _flat(config), _flat(OmegaConf.to_container(cfg, resolve=True))
+        # A key newer than the run's config had its schema default then.
+        old.update({k: default_of(k) for k in set(new) - set(old) if default_of(k) == new[k]})
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
                 for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
 
@@ -110,24 +335,42 @@ class RunDir:
 
     # ---- summary.json
     def read_summary(self) -> dict | None:
-        """summary.json, or None while it is missing or unreadable (a run just starting)."""
-        try:
-            summary = json.loads(self.summary_file.read_text())
-        except (OSError, ValueError):
-            return None
-        return summary if isinstance(summary, dict) else None
+        """summary.json; None if missing; DamagedFile."""
+        data = read_bytes(self.summary_file)
+        return None if data is None else parse_summary(self.summary_file, data)
 
     def write_summary(self, summary: dict) -> None:
         summary = {**summary, "pid": os.getpid(), "host": socket.gethostname(), "updated": now()}
-        atomic_write(self.summary_file, (json.dumps(summary, indent=2) + "\n").encode())
+        with writing(self.summary_file):
+            atomic_write(self.summary_file, (json.dumps(summary, indent=2) + "\n").encode())
+
+    def record_failure(self, summary: dict, error: str) -> None:
+        """Mark the run failed, even on a full disk: if the atomic replace finds no space, the
+        old summary.json is overwritten where it stands (its blocks are already allocated).
+        Best effort: if even that fails, the run reads as partial and resumes alike."""
+        failed = {**summary, "status": "failed", "error": error}
+        try:
+            self.write_summary(failed)
+        except CannotWrite as err:
+            if not err.no_space:
+                return
+            failed.update(pid=os.getpid(), host=socket.gethostname(), updated=now())
+            try:
+                with open(self.summary_file, "r+b") as f:
+                    f.write(json.dumps(failed).encode())  # compact: no more blocks than the old one
+                    f.truncate()
+                    os.fsync(f.fileno())
+            except OSError:
+                pass
 
     # ---- metrics.csv
+    def read_log(self) -> Log:
+        """metrics.csv: its complete rows in epoch order; empty if missing; DamagedFile."""
+        data = read_bytes(self.metrics)
+        return Log([], []) if data is None else parse_log(self.metrics, data)
+
     def read_rows(self) -> list[dict]:
-        if not self.metrics.exists():
-            return []
-        with open(self.metrics, newline="") as f:
-            return [{k: float(v) if v not in ("", None) else None for k, v in row.items()}
-                    for row in csv.DictReader(f)]
+        return self.read_log().rows
 
     def append_row(self, row: dict) -> None:
         new = not self.metrics.exists() or self.metrics.stat().st_size == 0
@@ -136,37 +379,65 @@ class RunDir:
         if new:
             writer.writeheader()
         writer.writerow(row)
-        with open(self.metrics, "a", newline="") as f:  # one write of whole lines
+        with writing(self.metrics), open(self.metrics, "a", newline="") as f:  # one write of whole lines
             f.write(buf.getvalue())
             f.flush()
             os.fsync(f.fileno())
 
     def keep_rows_until(self, epoch: int) -> None:
-        """Drop rows after ``epoch`` (written after the last checkpoint, about to be redone)."""
-        rows = self.read_rows()
-        if all(r["epoch"] <= epoch for r in rows):
+        """Keep the complete rows up to ``epoch`` and nothing after: rows written after the last
+        checkpoint (about to be redone) and a last line cut short go."""
+        log = self.read_log()
+        if not log.torn and all(r["epoch"] <= epoch for r in log.rows):
             return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer = csv.DictWriter(buf, fieldnames=log.columns)
         writer.writeheader()
-        writer.writerows({k: _csv_value(k, v) for k, v in r.items()} for r in rows if r["epoch"] <= epoch)
-        atomic_write(self.metrics, buf.getvalue().encode())
+        writer.writerows(r for r in log.rows if r["epoch"] <= epoch)
+        with writing(self.metrics):
+            atomic_write(self.metrics, buf.getvalue().encode())
 
     # ---- checkpoint.pt
     def save_checkpoint(self, state: dict) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)
-        atomic_write(self.checkpoint, buf.getvalue())
+        with writing(self.checkpoint):
+            atomic_write(self.checkpoint, buf.getvalue())
 
     def load_checkpoint(self, map_location) -> dict | None:
         if not self.checkpoint.exists():
             return None
         try:
-            return torch.load(self.checkpoint, map_location=map_location, weights_only=True)
+            state = torch.load(self.checkpoint, map_location=map_location, weights_only=True)
+            if not all(isinstance(state.get(k), int) for k in ("epoch", "iteration")):
+                raise ValueError("no epoch and iteration")
+            return state
         except Exception as err:  # truncated zip, pickle error, ... all mean the same here
             raise UserError(f"checkpoint {self.checkpoint} is unreadable ({type(err).__name__}); "
                             f"delete it to restart this run from scratch") from err
 
+    # ---- starting over without losing anything
+    def set_aside(self) -> Path:
+        """Move metrics.csv, summary.json and checkpoint.pt into old-<UTC time>/ so the run can
+        start again from epoch 1; config.yaml stays. Returns that folder."""
+        stamp = f"old-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
+        names = (stamp, *(f"{stamp}-{k}" for k in range(2, 1000)))  # a second restart within the second
+        aside = next(self.path / name for name in names if not (self.path / name).exists())
+        with writing(aside):
+            aside.mkdir()
+            for file in (self.metrics, self.summary_file, self.checkpoint):
+                if file.exists():
+                    file.rename(aside / file.name)
+        return aside
 
-def _csv_value(key: str, value):
-    return int(value) if key in ("epoch", "iteration") and value is not None else value
+
+def _identity(record: dict | None, config: bool = False) -> tuple | None:
+    """(arch, depth, seed) a config or summary names, if it names them."""
+    if not record:
+        return None
+    if config:
+        model = record.get("model") or {}
+        return model.get("arch"), model.get("depth"), record.get("seed")
+    if all(k in record for k in ("arch", "depth", "seed")):
+        return record["arch"], record["depth"], record["seed"]
+    return None

@@ -19,20 +19,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
+from resexp.environment import describe, make_deterministic
 from resexp.errors import UserError
+from resexp.footprint import device_of as pick_device
 from resexp.models import count_params, get_model
-from resexp.rundir import COLUMNS, VAL_COLUMNS, RunDir, git_commit, now, run_name
+from resexp.rundir import (COLUMNS, VAL_COLUMNS, CannotWrite, DamagedFile, Lock, Log, RunBusy, RunDir, git_commit,
+                           now, run_name, writing)
 from resexp.schedule import Schedule, make_schedule
 from resexp.step import Step, make_step
-
-
-def pick_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(spec)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"train.device={spec} but no CUDA device is available (use auto or cpu)")
-    return device
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -89,6 +83,7 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
         model = model.to(memory_format=torch.channels_last)
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
+    make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
     forward = torch.compile(model) if (t.compile and cuda) else model
     amp = bool(t.amp) and bf16_is_fast(device)
@@ -152,101 +147,176 @@ def base_summary(cfg, s: Setup, params: int) -> dict:
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
-        "device": torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else "cpu",
-        "precision": "bf16 autocast" if s.amp else "fp32",
+        **describe(s.device, s.amp),
         "torch_version": torch.__version__, "git_commit": git_commit(),
     }
 
 
-def resume(run: RunDir, s: Setup) -> tuple[int, int, float]:
-    """(last finished epoch, iteration, elapsed seconds) from the checkpoint, or zeros.
-    Rows written after the checkpoint are dropped: that epoch is redone identically."""
-    state = run.load_checkpoint(map_location=s.device)
+@dataclass
+class Position:
+    """Where a run stands: its last finished epoch, the iteration and wall time at its
+    end, and that epoch's metrics row (None before the first epoch)."""
+    epoch: int = 0
+    iteration: int = 0
+    elapsed: float = 0.0
+    row: dict | None = None
+
+    def summary_fields(self) -> dict:
+        """The summary.json keys that follow the log: always those of its last row."""
+        row = self.row or {}
+        return {"epochs": self.epoch, "iterations": self.iteration, "final_train_err": row.get("train_err"),
+                "final_test_err": row.get("test_err"), "wall_seconds": self.elapsed}
+
+
+def resume(run: RunDir, s: Setup, console: Console) -> Position:
+    """Where to go on from, with the model and optimiser loaded: the checkpoint's epoch,
+    or the start. Rows after the checkpoint, and a last line cut short, are dropped:
+    that epoch is redone identically. A log that does not reach the checkpoint (or is
+    damaged) cannot be trusted: the run starts again with its old files set aside,
+    never with a hole in its log."""
+    state = run.load_checkpoint(map_location=s.device)  # UserError if unreadable, before any change
+    try:
+        log = run.read_log()
+    except DamagedFile as err:
+        return _start_again(run, console, f"metrics.csv {err.reason}")
     if state is None:
-        if run.read_rows():  # rows with no checkpoint to continue from: start again
-            run.metrics.rename(run.metrics.with_name("metrics.stale.csv"))
-        return 0, 0, 0.0
+        return _without_checkpoint(run, s, log, console)
+    row = next((r for r in log.rows if r["epoch"] == state["epoch"]), None)
+    if row is None or row["iteration"] != state["iteration"]:
+        return _start_again(run, console, f"metrics.csv has {len(log.rows)} epochs but checkpoint.pt "
+                                          f"is at epoch {state['epoch']}")
     try:
         s.step.load_state_dict(state)  # into the tensors a captured graph uses
     except (KeyError, RuntimeError, ValueError) as err:
         raise UserError(f"checkpoint {run.checkpoint} does not match this model ({type(err).__name__}); "
                         f"delete it to restart the run") from err
+    if log.torn:
+        console.print(f"{run.name}: the last line of metrics.csv was cut short: removed, that epoch is redone")
     run.keep_rows_until(state["epoch"])
-    return state["epoch"], state["iteration"], state["elapsed"]
+    return Position(state["epoch"], state["iteration"], state["elapsed"], row)
+
+
+def _without_checkpoint(run: RunDir, s: Setup, log: Log, console: Console) -> Position:
+    """A log but no checkpoint: a run that finished and deleted its checkpoint
+    (train.keep_checkpoint=false) is taken as its log says; any other starts again."""
+    last = log.rows[-1] if log.rows else None
+    if last is None:
+        with writing(run.metrics):
+            run.metrics.unlink(missing_ok=True)  # at most a header: nothing to keep
+        return Position()
+    if last["iteration"] >= s.schedule.total_iters or not math.isfinite(last["train_loss"]):
+        run.keep_rows_until(last["epoch"])
+        return Position(last["epoch"], last["iteration"], last["elapsed"], last)
+    return _start_again(run, console, "metrics.csv has rows but there is no checkpoint.pt to go on from")
+
+
+def _start_again(run: RunDir, console: Console, why: str) -> Position:
+    aside = run.set_aside()
+    console.print(f"{run.name}: {why}; training it again from epoch 1 (the old files are kept in {aside})")
+    return Position()
 
 
 def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
         on_epoch: Callable[[int], None] | None = None) -> dict:
     """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
-    ``on_epoch(iteration)`` is called after every finished epoch (a sweep's ETA uses it)."""
+    RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
+    every finished epoch (a sweep's ETA uses it)."""
     console = console or Console(stderr=True, soft_wrap=True)
     run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
-    run.check_config(cfg)
-    prior = run.read_summary()
-    if prior and prior.get("status") in ("done", "diverged"):
-        console.print(f"{run.path.name}: already {prior['status']}, skipped")
-        return prior
+    finished = _finished(run, cfg, console, busy_check=True)
+    if finished is not None:
+        return finished
     s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
-    run.create(cfg)
-    own_progress = progress is None
-    progress = progress or make_progress(console)
-    with progress if own_progress else contextlib.nullcontext():
-        return _fit(cfg, run, s, progress, console, on_epoch)
+    with run.claim(cfg.train.stale_after) as lock:
+        finished = _finished(run, cfg, console)  # it may have been finished while the data loaded
+        if finished is not None:
+            return finished
+        run.create(cfg)
+        own_progress = progress is None
+        progress = progress or make_progress(console)
+        with progress if own_progress else contextlib.nullcontext():
+            return _fit(cfg, run, s, lock, progress, console, on_epoch)
 
 
-def _fit(cfg, run: RunDir, s: Setup, progress: Progress, console: Console, on_epoch=None) -> dict:
+def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> dict | None:
+    """The summary of a finished run, which is skipped; None if the run is to be trained.
+    UserError if it is damaged beyond what resume repairs, or was started with other
+    settings; RunBusy (with ``busy_check``) while another live process trains it."""
+    state = run.state()
+    if not state.trainable and not state.finished:
+        raise UserError(f"{run.path} is damaged: {state.problem}; {state.advice}")
+    run.check_config(cfg)
+    if state.finished:
+        console.print(f"{run.name}: already {state.status}, skipped")
+        return state.summary
+    if busy_check and state.status == "running":
+        raise RunBusy(f"{run.path} is being trained by {state.owner.describe()}", state.owner)
+    return None
+
+
+def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Console, on_epoch=None) -> dict:
+    """Resume, then one epoch after another: train, evaluate, log the row, checkpoint."""
     summary = base_summary(cfg, s, count_params(s.model))
+    at = resume(run, s, console)
+    if at.epoch:
+        console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
+    summary.update(status="running", started=now(), **at.summary_fields())
     try:
-        epoch, iteration, elapsed = resume(run, s)
-        if epoch:
-            console.print(f"{run.path.name}: resuming after epoch {epoch} (iteration {iteration})")
-        summary.update(status="running", epochs=epoch, iterations=iteration, started=now())
         run.write_summary(summary)
-        status = _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch)
+        while at.iteration < s.schedule.total_iters and not diverged(at):
+            row = run_epoch(cfg, s, at, progress, run.name)
+            lock.verify()  # never log an epoch of a run another process has taken over
+            run.append_row(row)
+            at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
+            console.print(epoch_line(run.name, s, row))
+            summary.update(at.summary_fields())
+            if diverged(at):
+                console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
+                break
+            # The row goes first, then the checkpoint: a crash in between makes resume
+            # drop that row and redo the epoch, never skip one.
+            run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                                 "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
+            run.write_summary(summary)
+            if on_epoch is not None:
+                on_epoch(at.iteration)
+    except RunBusy:
+        raise  # the run is another process's now: its files are not ours to mark
     except Exception as err:  # recorded for `resexp status`, then reported by the caller
-        run.write_summary({**summary, "status": "failed", "error": f"{type(err).__name__}: {err}"})
+        run.record_failure(summary, err.record() if isinstance(err, CannotWrite) else f"{type(err).__name__}: {err}")
         raise
-    summary.update(status=status, finished=now(), error=None)
+    summary.update(status="diverged" if diverged(at) else "done", finished=now(), error=None)
     run.write_summary(summary)
-    if status == "done" and not cfg.train.keep_checkpoint:
+    if summary["status"] == "done" and not cfg.train.keep_checkpoint:
         run.checkpoint.unlink(missing_ok=True)
     return summary
 
 
-def _epochs(cfg, run, s, summary, progress, console, epoch, iteration, elapsed, on_epoch=None) -> str:
-    name = run.path.name
-    while iteration < s.schedule.total_iters:
-        epoch += 1
-        todo = min(s.schedule.iters_per_epoch, s.schedule.total_iters - iteration)
-        task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", total=todo, stats="")
-        bar = lambda advance_to, stats: progress.update(task, completed=advance_to - iteration, stats=stats)  # noqa: E731
-        start = time.perf_counter()
-        stats = train_epoch(cfg, s, epoch, iteration, bar)
-        test_loss, test_err = evaluate(cfg, s, s.data.test)
-        row = {"epoch": epoch, "iteration": stats["iteration"], "lr": stats["lr"],
-               "train_loss": stats["train_loss"], "train_err": stats["train_err"],
-               "test_loss": test_loss, "test_err": test_err}
-        if s.data.val is not None:
-            row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
-        seconds = time.perf_counter() - start
-        elapsed += seconds
-        row.update(seconds=seconds, images_per_s=stats["images_per_s"], elapsed=elapsed)
-        progress.remove_task(task)
-        run.append_row({k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])})
-        iteration = stats["iteration"]
-        console.print(f"{name} epoch {epoch}/{s.schedule.epochs} it {iteration} lr {row['lr']:g} "
-                      f"train loss {row['train_loss']:.4f} err {row['train_err']:.2f}% | "
-                      f"test err {test_err:.2f}% | {row['images_per_s']:.0f} img/s")
-        summary.update(epochs=epoch, iterations=iteration, final_train_err=row["train_err"],
-                       final_test_err=test_err, wall_seconds=elapsed)
-        if not math.isfinite(row["train_loss"]):
-            console.print(f"{name}: loss is not finite at epoch {epoch}: diverged")
-            return "diverged"
-        # The row goes first, then the checkpoint: a crash in between makes resume
-        # drop that row and redo the epoch, never skip one.
-        run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                             "epoch": epoch, "iteration": iteration, "elapsed": elapsed})
-        run.write_summary(summary)
-        if on_epoch is not None:
-            on_epoch(iteration)
-    return "done"
+def diverged(at: Position) -> bool:
+    return at.row is not None and not math.isfinite(at.row["train_loss"])
+
+
+def run_epoch(cfg, s: Setup, at: Position, progress: Progress, name: str) -> dict:
+    """Epoch ``at.epoch + 1``: train it, evaluate, and return its metrics.csv row."""
+    epoch = at.epoch + 1
+    todo = min(s.schedule.iters_per_epoch, s.schedule.total_iters - at.iteration)
+    task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", total=todo, stats="")
+    bar = lambda advance_to, stats: progress.update(task, completed=advance_to - at.iteration, stats=stats)  # noqa: E731
+    start = time.perf_counter()
+    stats = train_epoch(cfg, s, epoch, at.iteration, bar)
+    test_loss, test_err = evaluate(cfg, s, s.data.test)
+    row = {"epoch": epoch, "iteration": stats["iteration"], "lr": stats["lr"],
+           "train_loss": stats["train_loss"], "train_err": stats["train_err"],
+           "test_loss": test_loss, "test_err": test_err}
+    if s.data.val is not None:
+        row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
+    seconds = time.perf_counter() - start
+    row.update(seconds=seconds, images_per_s=stats["images_per_s"], elapsed=at.elapsed + seconds)
+    progress.remove_task(task)
+    return {k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])}
+
+
+def epoch_line(name: str, s: Setup, row: dict) -> str:
+    return (f"{name} epoch {row['epoch']}/{s.schedule.epochs} it {row['iteration']} lr {row['lr']:g} "
+            f"train loss {row['train_loss']:.4f} err {row['train_err']:.2f}% | "
+            f"test err {row['test_err']:.2f}% | {row['images_per_s']:.0f} img/s")

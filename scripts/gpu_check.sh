@@ -10,7 +10,8 @@
 #   2. CUDA tests: capture, lr changes inside the graph, checkpoint restore into it,
 #      resume and divergence (tests/test_cuda.py)
 #   3. bench: graphed vs eager vs the conventional trainer (--baseline), plain/resnet 20/56/110 -> bench.csv
-#   4. graphed vs eager per-step loss, first 300 steps of one seed, eager twice for the noise -> compare.csv
+#   4. graphed vs eager per-step loss, first 300 steps of one seed, eager twice for the noise -> compare.csv;
+#      the same for 100 steps with train.deterministic=true, where they should be equal -> compare_det.csv
 #   5. ResNet-1202: graphed and eager, and graphed with activation checkpointing -> deep.csv
 #   6. sweep --jobs 2 vs --jobs 1 on one GPU (both workers share it)  -> jobs.csv
 #   7. torch.compile(mode="reduce-overhead") as the alternative to our own graph (in log.txt)
@@ -66,10 +67,10 @@ synthetic() {  # synthetic TRAIN_SIZE: the overrides, in the array SYN
 }
 
 if (( SMOKE )); then
-  DEPTHS=8; STEPS=2; WORKERS=0; CMP=6; CMP_DEPTH=8; DEEP=14; DEEP_STEPS=2; SEGMENTS=2; JOBS_N=640; JOBS_IT=6
+  DEPTHS=8; STEPS=2; WORKERS=0; CMP=6; CMP_DET=4; CMP_DEPTH=8; DEEP=14; DEEP_STEPS=2; SEGMENTS=2; JOBS_N=640; JOBS_IT=6
   DEV=(train.device=cpu train.threads=1); SYN_N=264
 else
-  DEPTHS=20,56,110; STEPS=50; WORKERS=4; CMP=300; CMP_DEPTH=56; DEEP=1202; DEEP_STEPS=10; SEGMENTS=8; JOBS_N=51200; JOBS_IT=1600
+  DEPTHS=20,56,110; STEPS=50; WORKERS=4; CMP=300; CMP_DET=100; CMP_DEPTH=56; DEEP=1202; DEEP_STEPS=10; SEGMENTS=8; JOBS_N=51200; JOBS_IT=1600
   DEV=(); SYN_N=12864   # 100 full batches of 128 and a partial one of 64 per epoch
 fi
 
@@ -86,7 +87,13 @@ step "bench: graphed vs eager vs conventional trainer" 200 \
 synthetic $SYN_N
 step "graphed vs eager, per-step loss" 120 \
   $R bench --archs resnet --depths $CMP_DEPTH --compare-steps $CMP --out "$OUT/compare.csv" "${SYN[@]}" \
-  train.warmup_iters=50 train.warmup_lr=0.01 train.milestone_unit=iterations "train.milestones=[200]" "${DEV[@]}"
+  train.warmup_iters=50 train.warmup_lr=0.01 train.warmup_from_depth=null train.milestone_unit=iterations "train.milestones=[200]" "${DEV[@]}"
+
+# With deterministic kernels eager reruns are bit-identical, and a replay runs the eager
+# step's kernels: graphed vs eager should then differ by nothing at all.
+step "graphed vs eager, per-step loss, train.deterministic=true" 60 \
+  $R bench --archs resnet --depths $CMP_DEPTH --compare-steps $CMP_DET --out "$OUT/compare_det.csv" "${SYN[@]}" \
+  train.deterministic=true "${DEV[@]}"
 
 step "deep net: graphed and eager" 120 \
   $R bench --archs resnet --depths $DEEP --steps $DEEP_STEPS --eager --out "$OUT/deep_a.csv" dataset=cifar10 "${DEV[@]}"
@@ -167,10 +174,11 @@ for name, cols in (("bench.csv", ["arch", "depth", "step", "images_per_s", "ms_p
                    ("deep.csv", ["arch", "depth", "step", "checkpoint_segments", "images_per_s", "ms_per_step", "peak_mem_mb"])):
     if (out / name).exists():
         print(pd.read_csv(out / name)[cols].to_string(index=False))
-if (out / "compare.csv").exists():
-    c = pd.read_csv(out / "compare.csv")
-    print(f"per-step loss over {len(c)} steps: max |graphed-eager| {c.graphed_vs_eager.max():.4g}, "
-          f"max |eager-eager| {c.eager_vs_eager.max():.4g}")
+for name in ("compare.csv", "compare_det.csv"):
+    if (out / name).exists():
+        c = pd.read_csv(out / name)
+        print(f"{name}: per-step loss over {len(c)} steps: max |graphed-eager| {c.graphed_vs_eager.max():.4g}, "
+              f"max |eager-eager| {c.eager_vs_eager.max():.4g}")
 PY
 echo "=== done at ${SECONDS}s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
 exec >&- 2>&-

@@ -22,6 +22,10 @@ TINY = ["dataset=synthetic", "dataset.train_args.size=256", "dataset.test_args.s
         "train.threads=1"]
 
 
+# The same for a sweep, whose depths come from --depths (or sweep syntax), not model.depth.
+SWEEP_TINY = [o for o in TINY if not o.startswith("model.depth=")]
+
+
 @pytest.fixture(autouse=True)
 def isolated(tmp_path, monkeypatch):
     """Data root and config search path of this test only; never the network."""

@@ -7,7 +7,11 @@ a figure must show from the same lists (or by reading the written CSV back).
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -95,3 +99,26 @@ def summary_dict(arch, depth, seed, rows, status, epochs_planned, iters_per_epoc
         "host": host if host is not None else socket.gethostname(),
         "updated": "2024-01-01T00:00:00", "error": None,
     }
+
+
+def write_lock(run_dir: Path, pid: int, host: str | None = None, age: float = 0.0,
+               stale_after: float = 300.0, job: str | None = None) -> Path:
+    """run.lock as a trainer writes it, last refreshed ``age`` seconds ago."""
+    from resexp.runlock import pid_namespace
+
+    path = Path(run_dir) / "run.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "host": host if host is not None else socket.gethostname(), "pid": pid, "pidns": pid_namespace(),
+        "job": job, "started": "2026-11-27T00:00:00+00:00", "stale_after": stale_after,
+        "token": f"token-{pid}-{age}"}))
+    beat = time.time() - age
+    os.utime(path, (beat, beat))
+    return path
+
+
+def dead_pid() -> int:
+    """The pid of a process that has just exited."""
+    proc = subprocess.Popen([sys.executable, "-c", ""])
+    proc.wait()
+    return proc.pid

@@ -50,7 +50,7 @@ def test_pil_dataset_hands_out_normalised_tensors():
 
 
 def test_compare_steps_graphed_equals_eager_on_the_cpu():
-    cfg = load_config([*TINY, "train.warmup_iters=2", "train.warmup_lr=0.01"])
+    cfg = load_config([*TINY, "train.warmup_iters=2", "train.warmup_lr=0.01", "train.warmup_from_depth=null"])
     table = compare_steps(cfg, 6)  # 4 steps per epoch: crosses an epoch boundary
     assert table.step.tolist() == list(range(6)) and table.lr.tolist() == [0.01, 0.01, 0.1, 0.1, 0.1, 0.1]
     assert table.attrs["graphed_kind"] == "graphed (no capture)"

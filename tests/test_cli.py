@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 import typer.main
-from conftest import TINY, cli, need_fashion_mnist, rows, run_cli
+from conftest import SWEEP_TINY, TINY, cli, need_fashion_mnist, rows, run_cli
 from typer.testing import CliRunner
 
 import resexp
@@ -43,9 +43,9 @@ def error_lines(stderr: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A finished tiny run, trained once for this module: results/default/resnet-8-s0."""
+    """A finished tiny run, trained once for this module: results/he2016_cifar10/resnet-8-s0."""
     threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("finished") / "results" / "default"
+    out = tmp_path_factory.mktemp("finished") / "results" / "he2016_cifar10"
     fit(load_config(TINY), out)
     torch.set_num_threads(threads)
     return out.parent
@@ -57,20 +57,21 @@ USER_ERRORS = {
     "bad-depth": (["train", *TINY, "model.depth=1000"], ["998", "1004"]),
     "unknown-dataset": (["train", *TINY, "dataset=nope"], ["unknown dataset 'nope'", "synthetic"]),
     "unknown-key": (["train", *TINY, "train.momentun=0.5"], ["unknown config key 'train.momentun'"]),
+    "bad-stale-after": (["train", *TINY, "train.stale_after=0"], ["train.stale_after must be", "> 0"]),
     "unknown-top-key": (["train", *TINY, "+modle.depth=8"], ["modle"]),
     "malformed-override": (["train", *TINY, "model.depth"], ["model.depth"]),
-    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/default", *TINY], ["--depths", "20,abc"]),
-    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/default", *TINY],
+    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/he2016_cifar10", *SWEEP_TINY], ["--depths", "20,abc"]),
+    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/he2016_cifar10", *SWEEP_TINY],
                            ["depth 10", "8 and 14"]),
     "train-out-below-a-file": (["train", "--out", "a_file/results", *TINY], ["cannot write", "a_file/results"]),
-    "sweep-out-below-a-file": (["sweep", "--depths", "8", "--out", "a_file/results", *TINY],
+    "sweep-out-below-a-file": (["sweep", "--depths", "8", "--out", "a_file/results", *SWEEP_TINY],
                                ["cannot write", "a_file/results"]),
     "train-data-missing": (["train", "--out", "elsewhere", *OFFLINE_MNIST],
                            ["dataset mnist", "download disabled", "dataset.source="]),
-    "sweep-data-missing": (["sweep", "--depths", "8", "--out", "results/mnist", *OFFLINE_MNIST],
+    "sweep-data-missing": (["sweep", "--depths", "8", "--out", "results/mnist", *OFFLINE_MNIST[:2], "train.device=cpu"],
                            ["dataset mnist", "download disabled"]),
-    "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/default",
-                               *TINY, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
+    "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/he2016_cifar10",
+                               *SWEEP_TINY, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
     "train-changed-setting": (["train", *TINY, "train.batch_size=32"], ["resnet-8-s0", "train.batch_size: 64 -> 32"]),
 }
 
@@ -251,7 +252,8 @@ def test_quick_fashion_sweep_plot_and_report(monkeypatch, capsys):
 
     code, stdout, stderr = cli(monkeypatch, capsys, "report", out)
     assert code == 0, stderr
-    assert "fashion_mnist" in (out / "report.md").read_text()
+    report = (out / "report.md").read_text()
+    assert "on Fashion-MNIST" in report and "on unaugmented images" in report
     with open(out / "report.csv", newline="") as f:
         table = {(r["arch"], int(r["depth"])): r for r in csv.DictReader(f)}
     assert set(table) == {("plain", 8), ("resnet", 8)}

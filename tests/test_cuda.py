@@ -23,7 +23,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 # ends at iteration 5, after the capture (iteration 4), and a milestone follows at 9:
 # the lr changes twice inside the captured graph.
 CUDA = [*TINY, "train.device=cuda", "dataset.train_args.size=200", "train.warmup_iters=5",
-        "train.warmup_lr=0.01", "train.milestone_unit=iterations", "train.milestones=[9]"]
+        "train.warmup_from_depth=null", "train.warmup_lr=0.01", "train.milestone_unit=iterations",
+        "train.milestones=[9]"]
 REL = 2e-2
 
 

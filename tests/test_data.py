@@ -12,7 +12,8 @@ from resexp.errors import UserError
 
 def test_mnist_loaded_from_idx_files(tmp_path):
     arrays = write_mnist_source(tmp_path / "src", n_train=40, n_test=12)
-    cfg = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}", "dataset.download=false"])
+    cfg = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}", "dataset.download=false",
+                       "dataset.train_size=40", "dataset.test_size=12"])
     assert on_disk(cfg.dataset) == "source"
     data = load_data(cfg.dataset, torch.device("cpu"))
     assert on_disk(cfg.dataset) == "ready"
@@ -26,7 +27,8 @@ def test_cifar10_loaded_from_python_tarball(tmp_path, monkeypatch):
     # torchvision checks the real archive's md5 sums; files written here cannot match them.
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda *args, **kwargs: True)
     batches = write_cifar10_tarball(tmp_path / "src", per_batch=6)
-    cfg = load_config([f"dataset.source={tmp_path / 'src'}", "dataset.download=false", "dataset.val_size=5"])
+    cfg = load_config([f"dataset.source={tmp_path / 'src'}", "dataset.download=false", "dataset.val_size=5",
+                       "dataset.train_size=30", "dataset.test_size=6"])
     data = load_data(cfg.dataset, torch.device("cpu"))
     train = np.concatenate([batches[f"data_batch_{i}"][0] for i in range(1, 6)])
     labels = sum((batches[f"data_batch_{i}"][1] for i in range(1, 6)), [])
@@ -48,6 +50,8 @@ name: kmnist
 _target_: torchvision.datasets.KMNIST
 train_args: {{train: true}}
 test_args: {{train: false}}
+train_size: 64
+test_size: 16
 num_classes: 10
 channels: 1
 image_size: 28
@@ -74,6 +78,13 @@ synthetic: false
     assert summary["status"] == "done" and summary["dataset"] == "kmnist"
 
 
+def test_a_wrong_size_in_the_yaml_is_one_clear_error(tmp_path):
+    write_mnist_source(tmp_path / "src", n_train=50, n_test=20)
+    cfg = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}", "dataset.test_size=20"])
+    with pytest.raises(UserError, match="the training split has 50 images, but its YAML says train_size: 60000"):
+        load_data(cfg.dataset, torch.device("cpu"))
+
+
 def test_missing_data_offline_says_what_to_do(tmp_path):
     cfg = load_config(["dataset=mnist", "dataset.download=false"])
     with pytest.raises(UserError, match=r"dataset mnist is not under .*data.*put the four MNIST"):
@@ -82,9 +93,10 @@ def test_missing_data_offline_says_what_to_do(tmp_path):
 
 def test_subsets_take_the_first_images(tmp_path):
     write_mnist_source(tmp_path / "src", n_train=50, n_test=20)
-    full = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}"])
+    sizes = ["dataset.train_size=50", "dataset.test_size=20"]
+    full = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}", *sizes])
     cut = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}", "dataset.train_subset=7",
-                       "dataset.test_subset=3"])
+                       "dataset.test_subset=3", *sizes])
     a, b = load_data(full.dataset, torch.device("cpu")), load_data(cut.dataset, torch.device("cpu"))
     assert len(b.train) == 7 and len(b.test) == 3
     assert torch.equal(b.train.x, a.train.x[:7]) and torch.equal(b.test.y, a.test.y[:3])

@@ -90,3 +90,45 @@ def test_formatting_helpers():
 def test_report_of_missing_dir_is_a_user_error(tmp_path):
     with pytest.raises(UserError):
         make_report(tmp_path / "nope")
+
+
+def _set_config(run_dir, **dataset_keys):
+    import yaml
+    path = run_dir / "config.yaml"
+    config = yaml.safe_load(path.read_text())
+    config["dataset"].update(dataset_keys)
+    path.write_text(yaml.safe_dump(config))
+
+
+@pytest.mark.parametrize("augment, says, never", [
+    ({"pad": 4, "hflip": True}, "with the training augmentation on", "unaugmented"),
+    ({"pad": 0, "hflip": False}, "on unaugmented images", "augmentation on"),
+])
+def test_report_says_whether_augmentation_was_on(tmp_path, augment, says, never):
+    for depth in (20, 56):
+        run = make_run(tmp_path, "plain", depth, 0, [20.0, 10.0])
+        _set_config(run, augment=augment, display_name="Fashion-MNIST")
+    _, markdown = make_report(tmp_path)
+    assert says in markdown and never not in markdown
+    assert markdown.splitlines()[0] == "# test_sweep: plain vs residual networks on Fashion-MNIST"
+
+
+def test_report_warns_when_runs_come_from_different_hardware(tmp_path):
+    make_run(tmp_path, "plain", 20, 0, [20.0, 10.0], device="cpu", cpu_model="CPU A",
+             cpu_bf16=["amx_bf16"], torch_threads=2)
+    make_run(tmp_path, "plain", 20, 1, [20.0, 11.0], device="cpu", cpu_model="CPU B",
+             cpu_bf16=["avx512_bf16"], torch_threads=2)
+    make_run(tmp_path, "resnet", 20, 0, [20.0, 9.0], device="NVIDIA H100 80GB HBM3")
+    _, markdown = make_report(tmp_path)
+    line = next(ln for ln in markdown.splitlines() if ln.startswith("**Mixed hardware:**"))
+    for label in ("CPU A (amx_bf16, 2 threads) (1 run)", "CPU B (avx512_bf16, 2 threads) (1 run)",
+                  "NVIDIA H100 80GB HBM3 (1 run)"):
+        assert label in line
+
+
+def test_report_names_the_one_machine_of_a_uniform_sweep(tmp_path):
+    for seed in (0, 1):
+        make_run(tmp_path, "plain", 20, seed, [20.0, 10.0], device="cpu", cpu_model="CPU A",
+                 cpu_bf16=[], torch_threads=1)
+    _, markdown = make_report(tmp_path)
+    assert "Hardware: CPU A (no native bf16, 1 thread)" in markdown and "Mixed" not in markdown

@@ -2,11 +2,12 @@
 
 import csv
 import os
+import socket
 import statistics
 
 import pandas as pd
 import pytest
-from runfactory import make_run, metrics_rows, write_metrics
+from runfactory import dead_pid, make_run, metrics_rows, write_lock, write_metrics
 
 from resexp.errors import UserError
 from resexp.results import aggregate, format_status, load_metrics, load_runs, status_table
@@ -39,13 +40,21 @@ def test_run_without_summary_is_partial_and_named_from_folder(tmp_path):
     assert run["dataset"] == "fashion_mnist"  # from config.yaml
 
 
-def test_running_status_needs_a_live_process_on_this_host(tmp_path):
-    make_run(tmp_path, "plain", 20, 0, [50.0], status="running", pid=os.getpid())
-    make_run(tmp_path, "plain", 20, 1, [50.0], status="running", pid=999_999_999)
-    make_run(tmp_path, "plain", 20, 2, [50.0], status="running", pid=os.getpid(),
-             host="some-other-node")
+def test_running_needs_a_live_lock_and_a_lock_left_by_a_dead_owner_is_stale(tmp_path):
+    for seed in range(5):
+        make_run(tmp_path, "plain", 20, seed, [50.0], status="running")
+    run = lambda seed: tmp_path / f"plain-20-s{seed}"  # noqa: E731
+    write_lock(run(0), pid=os.getppid())  # this host, pid alive, fresh heartbeat
+    write_lock(run(1), pid=dead_pid())  # this host, its process is gone
+    write_lock(run(2), pid=os.getppid(), host="some-other-node", age=10)  # another host, heard from lately
+    write_lock(run(3), pid=os.getppid(), host="some-other-node", age=400, stale_after=300)  # silent too long
+    # run 4: "running" in its summary but no lock: its trainer was killed
     status = load_runs(tmp_path).set_index("seed")["status"]
-    assert status.to_dict() == {0: "running", 1: "partial", 2: "partial"}
+    assert status.to_dict() == {0: "running", 1: "stale", 2: "running", 3: "stale", 4: "partial"}
+    owners = status_table(tmp_path).set_index("run")["owner"]
+    assert owners["plain-20-s0"].startswith(f"host {socket.gethostname()} pid {os.getppid()}, heartbeat ")
+    assert owners["plain-20-s3"] == f"host some-other-node pid {os.getppid()}, heartbeat 400s ago"
+    assert owners["plain-20-s4"] == ""
 
 
 def test_running_run_takes_errors_from_last_metrics_row(tmp_path):

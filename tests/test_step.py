@@ -51,8 +51,8 @@ def graphed_everywhere(monkeypatch):
 
 
 def test_lr_tensor_follows_warmup_and_milestones_at_every_iteration():
-    cfg = cfg_of("train.warmup_iters=3", "train.warmup_lr=0.01", "train.milestone_unit=iterations",
-                 "train.milestones=[5,9]")
+    cfg = cfg_of("train.warmup_iters=3", "train.warmup_lr=0.01", "train.warmup_from_depth=null",
+                 "train.milestone_unit=iterations", "train.milestones=[5,9]")
     s = setup(cfg, graphed=True)
     lr_tensor, address = s.step.lr, s.step.lr.data_ptr()
     read, real_step = [], s.optimizer.step

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import TINY, cli, rows
+from omegaconf import OmegaConf
+from conftest import SWEEP_TINY as TINY
+from conftest import cli, rows
 from rich.console import Console
 
 import resexp.train as train_module
@@ -78,8 +80,7 @@ def test_sweep_writes_one_run_folder_per_arch_and_depth(tmp_path):
 
     saved = yaml.safe_load((out / "sweep.yaml").read_text())
     assert saved["archs"] == ["plain", "resnet"] and saved["depths"] == [8, 14] and saved["seeds"] == [0]
-    assert saved["overrides"][0] == "experiment=he2016_cifar10"  # the default experiment, made explicit
-    assert saved["overrides"][1:] == TINY
+    assert saved["overrides"] == TINY
     # plain and residual nets differ only in the shortcut: with option A, same parameter count
     assert summary(out / "plain-14-s0")["params"] == summary(out / "resnet-14-s0")["params"]
     assert summary(out / "plain-14-s0")["params"] > summary(out / "plain-8-s0")["params"]
@@ -167,7 +168,7 @@ def test_sweep_with_only_out_continues_the_saved_sweep(tmp_path, monkeypatch, ca
 
     spec, where = sw.resolve_spec(None, None, None, [], out)
     assert (spec.archs, spec.depths, spec.seeds, where) == (["resnet"], [8], [3], out)
-    assert spec.overrides == ["experiment=he2016_cifar10", *TINY]
+    assert spec.overrides == TINY
 
     code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", out)
     assert code == 0, stderr
@@ -204,6 +205,7 @@ def test_dry_run_trains_nothing_and_shows_each_runs_state(tmp_path, monkeypatch,
     runs = sw.plan(*sw.resolve_spec(None, None, None, [], out))
     assert [(r.run.path.name, r.state, r.epochs_done, r.iterations) for r in runs] == \
            [("plain-8-s0", "done", 3, 12), ("resnet-8-s0", "partial", 1, 12)]
+    assert "speeds of the runs in" in sw.estimate_costs(runs, out)
     assert runs[0].cost_s == 0 and runs[1].cost_s > 0
 
 
@@ -292,7 +294,7 @@ def test_workers_take_the_visible_gpus_in_turn(tmp_path):
     assert sw.gpu_slots([auto, cpu], jobs=3, count=4) == ["0", "1", "2"]
     assert sw.gpu_slots([auto], jobs=2, count=0) is None  # no GPU: CPU workers
     assert sw.gpu_slots([cpu], jobs=2, count=2) is None
-    pinned = load_config([*TINY, "train.device=cuda:1"])
+    pinned = OmegaConf.merge(cpu, {"train": {"device": "cuda:1"}})  # load_config would want that GPU here
     assert sw.gpu_slots([auto, pinned], jobs=2, count=2) is None  # the user chose the device
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3, 5"}, 2) == ["3", "5"]  # the parent's own subset
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b,7"}, 2) == ["GPU-a", "GPU-b"]

@@ -130,7 +130,7 @@ def test_changed_config_is_refused_for_an_existing_run(tmp_path, tiny_cfg):
 
 
 def test_schedule_paper_recipe_and_warmup_switches_back(tiny_cfg):
-    cfg = tiny_cfg("train.iterations=64000", "train.milestones=[32000,48000]",
+    cfg = tiny_cfg("train.epochs=null", "train.iterations=64000", "train.milestones=[32000,48000]",
                    "train.milestone_unit=iterations", "train.warmup_iters=400",
                    "train.warmup_from_depth=110")
     s = make_schedule(cfg.train, iters_per_epoch=391, depth=110)
@@ -148,7 +148,7 @@ def test_schedule_in_epochs(tiny_cfg):
 
 
 def test_iterations_stop_mid_epoch(tmp_path, tiny_cfg):
-    fit(tiny_cfg("train.iterations=6", "train.milestones=[]"), tmp_path / "out")
+    fit(tiny_cfg("train.epochs=null", "train.iterations=6", "train.milestones=[]"), tmp_path / "out")
     df = metrics(tmp_path / "out")
     assert df.iteration.tolist() == [4, 6]
 

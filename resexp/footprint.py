@@ -1,0 +1,128 @@
+"""Will a model fit this machine? A size estimate made before anything is built.
+
+Every registered family is ``stem + n identical repeats + head`` per stage, so its
+parameter count and its activations are affine in the number of repeats ``n``. The
+model is built on PyTorch's meta device (shapes only, no memory) at the two
+smallest valid depths, one image is pushed through it, and the figures for the
+requested depth are extrapolated from those two. A 999,999,998-layer request is
+thus refused in milliseconds with its figure, instead of building layers until
+memory runs out.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from resexp.errors import UserError
+from resexp.models import get_model
+from resexp.models.registry import get_builder
+
+
+def device_of(spec: str) -> torch.device:
+    """The device of ``train.device``: auto is CUDA when there is one; an unavailable
+    CUDA device is a UserError."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(spec)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"train.device={spec} but no CUDA device is available (use auto or cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise UserError(f"train.device={spec} but this machine has {torch.cuda.device_count()} CUDA devices")
+    return device
+
+
+@dataclass(frozen=True)
+class Footprint:
+    params: int
+    activations_per_image: int  # elements kept for the backward pass, per image
+
+    def train_bytes(self, batch: int, checkpoint_segments: int = 0) -> int:
+        """Rough training memory: fp32 weights, gradients and momentum, plus the
+        activations of one batch (fewer when they are recomputed in segments)."""
+        acts = self.activations_per_image * batch * 4
+        if checkpoint_segments:
+            acts //= checkpoint_segments
+        return 3 * 4 * self.params + acts
+
+
+def _small_depths(arch: str, options: dict) -> tuple[int, int]:
+    """The two smallest depths the arch accepts (its n = 1 and n = 2)."""
+    valid, found = get_builder(arch).valid_depth, []
+    accepted = {k: v for k, v in options.items() if k in valid.__code__.co_varnames}
+    for depth in range(1, 64):
+        try:
+            valid(depth, **accepted)
+        except UserError:
+            continue
+        found.append(depth)
+        if len(found) == 2:
+            return found[0], found[1]
+    raise UserError(f"{arch}: no valid small depth found")  # a registry bug, not a user mistake
+
+
+def _measure(arch: str, depth: int, options: dict) -> Footprint:
+    with torch.device("meta"):
+        model = get_model(arch, depth=depth, **options).eval()  # eval: BN takes one image
+        x = torch.empty(1, options["in_channels"], options["image_size"], options["image_size"])
+    count = [0]
+
+    def hook(module, inputs, output):
+        if not isinstance(module, nn.Identity) and isinstance(output, torch.Tensor):
+            count[0] += output.numel()
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if not list(m.children())]
+    model(x)
+    for h in handles:
+        h.remove()
+    return Footprint(sum(p.numel() for p in model.parameters()), count[0])
+
+
+@functools.lru_cache(maxsize=64)
+def _estimate(arch: str, depth: int, options_json: str) -> Footprint:
+    options = json.loads(options_json)
+    options["checkpoint_segments"] = 0  # count every activation; train_bytes divides
+    d1, d2 = _small_depths(arch, options)
+    a, b = _measure(arch, d1, options), _measure(arch, d2, options)
+    step = d2 - d1
+    k = (depth - d1) / step  # how many repeats beyond the smallest net
+    return Footprint(int(a.params + k * (b.params - a.params)),
+                     int(a.activations_per_image + k * (b.activations_per_image - a.activations_per_image)))
+
+
+def estimate(cfg) -> Footprint:
+    """Parameters and activations of ``cfg``'s model, without building it."""
+    m, ds = cfg.model, cfg.dataset
+    options = {k: (list(v) if not isinstance(v, (int, float, str, bool)) else v)
+               for k, v in m.items() if k not in ("arch", "depth")}
+    options.update(in_channels=int(ds.channels), num_classes=int(ds.num_classes), image_size=int(ds.image_size))
+    return _estimate(m.arch, int(m.depth), json.dumps(options, sort_keys=True))
+
+
+def memory_of(device: torch.device) -> int:
+    """Bytes of memory training can use on ``device``: the GPU's, or the machine's RAM."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB" if n < 1e12 else f"{n / 1e12:,.0f} TB"
+
+
+def check_fits(cfg, device: torch.device) -> Footprint:
+    """UserError, with the figures, if training ``cfg`` cannot fit ``device``'s memory."""
+    fp = estimate(cfg)
+    need, have = fp.train_bytes(cfg.train.batch_size, cfg.model.checkpoint_segments), memory_of(device)
+    if need > have:
+        hint = "" if cfg.model.checkpoint_segments else "; model.checkpoint_segments=8 recomputes activations"
+        raise UserError(f"{cfg.model.arch}-{cfg.model.depth} needs about {_gb(need)} to train at batch "
+                        f"{cfg.train.batch_size} ({fp.params:,} parameters), more than the {_gb(have)} "
+                        f"of {device.type}{hint}")
+    return fp

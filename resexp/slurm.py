@@ -1,0 +1,409 @@
+"""The SLURM launcher: one job per unfinished run of a sweep, submitted through submitit.
+
+submitit writes the sbatch script, submits all runs of one sweep as one job array
+(``executor.batch()``, throttled by ``%array_parallelism``), pickles the call each job
+makes and handles the signal SLURM sends before the time limit: it calls the job's
+``checkpoint()`` and requeues the job. The trainer already resumes a run from its
+``checkpoint.pt``, so a requeued job loses at most the epoch in progress, and a run
+longer than the time limit finishes over several jobs. docs/slurm.md says why submitit
+rather than hand-written sbatch arrays.
+
+Every submission is recorded in ``<out>/.slurm/jobs.jsonl`` (run, job id, log files),
+so ``resexp status`` and ``--wait`` can ask ``squeue`` (and ``sacct`` where the cluster
+keeps accounting) about the jobs of a sweep.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from submitit.helpers import Checkpointable
+
+from resexp.errors import UserError
+from resexp.rundir import FINISHED, RunBusy, now
+from resexp.sweep import BUSY
+
+JOBS_FILE = "jobs.jsonl"
+# squeue states of a job that will still train: queued, starting, running or held.
+# COMPLETING is not among them: that job is being killed (scancel) or has ended.
+ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
+# --wait polls squeue every 1 s at first, then less often (never more than this):
+# a sweep of days should not query the controller every second.
+MAX_POLL_S = 30.0
+
+
+def slurm_dir(out: Path) -> Path:
+    return Path(out) / ".slurm"
+
+
+# ---- settings
+
+
+def check_settings(launcher) -> None:
+    """UserError for settings that cannot work together (each key's own type and range
+    are the schema's, resexp/schema.py)."""
+    if launcher.signal_delay_s >= 60 * launcher.time_min:
+        raise UserError(f"launcher.signal_delay_s ({launcher.signal_delay_s}) must be shorter than the time "
+                        f"limit launcher.time_min ({launcher.time_min} min)")
+
+
+def executor_parameters(launcher, job_name: str) -> dict:
+    """submitit SlurmExecutor parameters (its own names; mem in GB) for these settings."""
+    params = {
+        "job_name": job_name,
+        "time": int(launcher.time_min),
+        "cpus_per_task": int(launcher.cpus_per_run),
+        "array_parallelism": int(launcher.array_parallelism),
+        "signal_delay_s": int(launcher.signal_delay_s),
+        "wckey": None,  # submitit would set its own name as the job's wckey; leave it to the site
+        # --requeue: the job may be requeued (at its time limit, on preemption) even where
+        # the cluster's JobRequeue default says no.
+        "additional_parameters": {"requeue": True, **OmegaConf.to_container(launcher.sbatch)},
+    }
+    for key in ("partition", "account", "qos"):
+        if launcher[key]:
+            params[key] = launcher[key]
+    if launcher.gpus_per_run:
+        params["gpus_per_node"] = int(launcher.gpus_per_run)
+    if launcher.mem_gb is not None:
+        params["mem"] = launcher.mem_gb
+    return params
+
+
+def log_folder(launcher, out: Path) -> Path:
+    folder = Path(launcher.log_folder).expanduser() if launcher.log_folder else slurm_dir(out)
+    return folder.resolve()
+
+
+def sbatch_preview(launcher, out: Path, runs) -> str:
+    """What --dry-run shows: the #SBATCH lines of the submission and the run of each array task."""
+    from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
+
+    params = executor_parameters(launcher, f"resexp-{Path(out).name}")
+    if "mem" in params:
+        params["mem"] = _convert_mem(params["mem"])
+    folder = log_folder(launcher, out)
+    script = _make_sbatch_string(command="", folder=folder, map_count=len(runs) if len(runs) > 1 else None,
+                                 **params)
+    what = f"{len(runs)} runs as one job array" if len(runs) > 1 else "1 run as one job"
+    lines = [f"would submit {what}, logs in {folder}:"]
+    lines += [line for line in script.splitlines() if line.startswith("#SBATCH")]
+    lines += [f"  {f'array task {k}' if len(runs) > 1 else 'job'}: {r.run.path.name}" for k, r in enumerate(runs)]
+    return "\n".join(lines)
+
+
+# ---- the job
+
+
+class TrainJob(Checkpointable):
+    """One run, as the call a SLURM job makes. ``checkpoint()`` (submitit's, inherited)
+    resubmits the same call at the time limit or on preemption: all the state a resumed
+    run needs is in its folder (checkpoint.pt), none in this object."""
+
+    def __init__(self, cfg_yaml: str, out: str):
+        self.cfg_yaml = cfg_yaml
+        self.out = out
+
+    def __call__(self) -> str:
+        from rich.progress import Progress
+
+        from resexp.train import fit
+
+        # SLURM sends SIGTERM when it is about to kill the job anyway (scancel, scontrol
+        # requeue, preemption, the end of the time limit). submitit ignores it; this job
+        # stops at once instead: the last finished epoch is on disk, and the run folder is
+        # free for whichever job continues it.
+        signal.signal(signal.SIGTERM, _exit_now)
+        cfg = OmegaConf.create(self.cfg_yaml)
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cfg.train.threads is None and cpus:
+            cfg.train.threads = int(cpus)  # torch would otherwise take every core of the node
+        console = Console(stderr=True, soft_wrap=True)
+        try:
+            return fit(cfg, Path(self.out), progress=Progress(disable=True), console=console)["status"]
+        except RunBusy as err:  # another live trainer has the run (a second sweep, a local one)
+            console.print(f"skipped: {err}")
+            return BUSY
+
+
+def _exit_now(signum, frame) -> None:
+    print(f"resexp: {signal.Signals(signum).name} received; stopping (the run resumes from its last epoch)",
+          file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
+
+
+# ---- submission
+
+
+def make_executor(launcher, out: Path, job_name: str):
+    import submitit
+
+    try:
+        executor = submitit.SlurmExecutor(folder=log_folder(launcher, out),
+                                          max_num_timeout=int(launcher.max_requeues))
+    except RuntimeError as err:  # submitit: no srun on this machine
+        raise UserError(f"cannot submit to SLURM here: {err}") from err
+    try:
+        executor.update_parameters(**executor_parameters(launcher, job_name))
+    except ValueError as err:
+        raise UserError(f"launcher.sbatch: {str(err).splitlines()[0]}") from err
+    return executor
+
+
+def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
+    """Submit one job per run (one array for all of them); return their records.
+    ``runs`` are PlannedRuns still to train; ``out`` is the sweep folder."""
+    out = Path(out).resolve()
+    executor = make_executor(launcher, out, f"resexp-{out.name}")
+    jobs = []
+    try:
+        # submitit prints sbatch's complaint before raising it: keep it for the one error line
+        with contextlib.redirect_stderr(io.StringIO()), executor.batch():
+            for r in runs:
+                jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out))))
+    except Exception as err:  # sbatch refused (partition, account, ...): its message, one line
+        raise UserError(f"sbatch failed: {_first_line(err)} (--dry-run shows the #SBATCH lines)") from err
+    records = [{"run": r.run.path.name, "job_id": str(job.job_id), "submitted": now(),
+                "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
+               for r, job in zip(runs, jobs, strict=True)]
+    append_records(out, records)
+    return records
+
+
+def _first_line(err: Exception) -> str:
+    text = str(err).strip()
+    errors = [ln.strip() for ln in text.splitlines() if "error" in ln.lower()]
+    return (errors or text.splitlines() or [type(err).__name__])[-1]
+
+
+def append_records(out: Path, records: list[dict]) -> None:
+    """One line per job, written in one append: two sweeps submitting at once keep whole lines."""
+    folder = slurm_dir(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / JOBS_FILE, "a") as f:
+        f.write("".join(json.dumps(r) + "\n" for r in records))
+
+
+def read_records(out: Path) -> dict[str, dict]:
+    """The latest job record of each run of the sweep in ``out`` ({} when none)."""
+    path = slurm_dir(out) / JOBS_FILE
+    latest = {}
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return {}
+    for line in lines:
+        try:
+            record = json.loads(line)
+            latest[record["run"]] = record
+        except (ValueError, KeyError, TypeError):
+            continue  # a line cut short: the others still count
+    return latest
+
+
+# ---- the queue
+
+
+def queue() -> dict[str, dict] | None:
+    """This user's jobs in the SLURM queue: {job id: {state, node, reason}}, one entry per
+    array task; None when squeue is missing or fails."""
+    fields = ["%i", "%T", "%N", "%r"]
+    try:
+        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "|".join(fields)],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    jobs = {}
+    for line in result.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == len(fields):
+            jobs[parts[0]] = {"state": parts[1], "node": parts[2], "reason": parts[3]}
+    return jobs
+
+
+def ended_states(job_ids) -> dict[str, str]:
+    """Final states (COMPLETED, CANCELLED, TIMEOUT, ...) of jobs no longer queued, from sacct;
+    {} where the cluster keeps no accounting."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    try:
+        result = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    states = {}
+    for line in result.stdout.splitlines() if result.returncode == 0 else []:
+        job_id, _, state = line.partition("|")
+        if job_id in ids:
+            states[job_id] = state.split()[0] if state else "?"  # "CANCELLED by 0" -> CANCELLED
+    return states
+
+
+def is_active(job: dict | None) -> bool:
+    return job is not None and job["state"] in ACTIVE
+
+
+def to_submit(runs, out: Path) -> tuple[list, dict[str, str], dict[str, str]]:
+    """Of the PlannedRuns still to train: (those to submit, {run: job id} of those whose
+    recorded job is still queued or running, {run: who} of those another live process
+    trains). A job for either of the last two would only start to skip its run."""
+    records = read_records(out)
+    jobs = (queue() or {}) if records else {}
+    waiting, elsewhere = {}, {}
+    for r in runs:
+        record = records.get(r.run.name)
+        if record is not None and is_active(jobs.get(record["job_id"])):
+            waiting[r.run.name] = record["job_id"]
+        elif r.state == "running":
+            elsewhere[r.run.name] = r.detail.owner.describe()
+    return [r for r in runs if r.run.name not in waiting and r.run.name not in elsewhere], waiting, elsewhere
+
+
+def skipped_lines(waiting: dict[str, str], elsewhere: dict[str, str]) -> list[str]:
+    return [*(f"{name}: already queued as job {job}, not submitted again" for name, job in waiting.items()),
+            *(f"{name}: being trained by {who}, not submitted" for name, who in elsewhere.items())]
+
+
+# ---- following a sweep (--wait)
+
+
+def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
+    """Show one overall progress line until no job of ``records`` is queued or running and
+    no other trainer holds one of their runs (a job that found its run trained by another
+    sweep ends at once; that run is followed until it ends too). Returns {run name: final
+    state}, ``unfinished`` where the run ended before it was done. ``runs`` are the
+    PlannedRuns of the jobs (their cost weighs the ETA)."""
+    by_name = {r.run.path.name: r for r in runs}
+    overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
+                       console=console, transient=True)
+    total = sum(r.cost_s for r in runs) or 1
+    task = overall.add_task("sweep", total=total)
+    start, failures = time.monotonic(), 0
+    with overall:
+        while True:
+            jobs = queue()
+            failures = failures + 1 if jobs is None else 0
+            if failures > 20:
+                raise UserError("squeue keeps failing; the jobs go on: follow them with resexp status")
+            jobs = jobs or {}
+            active = {n: jobs.get(rec["job_id"]) for n, rec in records.items()}
+            overall.update(task, completed=_spent(by_name.values()),
+                           description=_describe(active, len(records)))
+            if failures == 0 and not any(is_active(j) for j in active.values()) and \
+                    not any(r.run.state().status == "running" for r in by_name.values()):
+                break
+            time.sleep(min(MAX_POLL_S, 1.0 + 0.1 * (time.monotonic() - start)))
+    return final_states(by_name, records)
+
+
+def _spent(runs) -> float:
+    """Estimated seconds of training done so far, from each run's metrics (cost-weighted)."""
+    spent = 0.0
+    for r in runs:
+        rows = r.run.read_rows()
+        done = int(rows[-1]["iteration"]) if rows else 0
+        left_at_plan = max(r.iterations - r.iterations_done, 1)
+        spent += r.cost_s * min(max(done - r.iterations_done, 0) / left_at_plan, 1.0)
+    return spent
+
+
+def _describe(active: dict, n: int) -> str:
+    running = sum(1 for j in active.values() if j is not None and j["state"] == "RUNNING")
+    queued = sum(1 for j in active.values() if is_active(j)) - running
+    return f"sweep: {running} running, {queued} queued, {n - running - queued} ended, of {n} jobs"
+
+
+def final_states(by_name: dict, records: dict[str, dict]) -> dict[str, str]:
+    states = {name: r.run.state().status for name, r in by_name.items()}
+    return {name: s if s in (*FINISHED, "failed") else "unfinished" for name, s in states.items()}
+
+
+def unfinished_lines(states: dict[str, str], records: dict[str, dict]) -> list[str]:
+    """One line per run whose job ended before it did: the job's final state and its log."""
+    ended = ended_states(records[n]["job_id"] for n, s in states.items() if s in ("unfinished", "failed"))
+    return [f"{name}: {s}, job {records[name]['job_id']} "
+            f"{ended.get(records[name]['job_id'], 'ended')}; log {records[name]['stderr']}"
+            for name, s in states.items() if s in ("unfinished", "failed")]
+
+
+def submitted_lines(records: list[dict]) -> list[str]:
+    """What a submission prints: each run's job id, and where the logs go."""
+    lines = [f"{r['run']}: job {r['job_id']}" for r in records]
+    if records:
+        lines.append(f"logs: {Path(records[0]['stderr']).parent}/<job id>_0_log.err (and .out)")
+    return lines
+
+
+# ---- resexp status
+
+
+def status_with_jobs(results_dir: Path, runs=None):
+    """results.status_table with the sweep's SLURM jobs: a run whose job waits in the queue
+    is 'queued' (listed even before its folder exists), one whose job runs is 'running',
+    and a ``job`` column gives each run's latest job id, its state and node. Returns
+    (table, a line saying where the job logs are, or None when no job was submitted).
+    ``runs``: results.load_runs(results_dir) when the caller has it."""
+    import pandas as pd
+
+    from resexp.results import sort_runs, status_table
+    from resexp.rundir import parse_run_name
+
+    records = read_records(results_dir)
+    try:
+        table = status_table(results_dir, runs)
+    except UserError:
+        if not records:
+            raise
+        table = pd.DataFrame(columns=["run", "status", "progress", "train_err", "test_err", "owner", "error"])
+    if not records:
+        return table, None
+    missing = sorted(set(records) - set(table["run"]))
+    extra = pd.DataFrame({"run": missing, "status": "new", "progress": "-", "owner": ""})
+    if missing:  # back into legend order, with the runs that have folders
+        table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True)
+        names = pd.DataFrame([parse_run_name(n) or {} for n in table["run"]], index=table.index)
+        table = sort_runs(pd.concat([table, names], axis=1)).drop(columns=list(names.columns))
+    table["owner"] = table["owner"].fillna("")
+    jobs = queue() or {}
+    ended = ended_states(r["job_id"] for r in records.values() if r["job_id"] not in jobs)
+    table["job"] = table["run"].map(lambda name: _job_text(records.get(name), jobs, ended))
+    table["status"] = [_status(status, records.get(name), jobs)
+                       for name, status in zip(table["run"], table["status"], strict=True)]
+    folder = Path(next(iter(records.values()))["stderr"]).parent
+    return table, f"job logs: {folder}/<job id>_0_log.err (training lines) and .out (submitit)"
+
+
+def _job_text(record: dict | None, jobs: dict, ended: dict) -> str:
+    """'12_3 RUNNING on node7', '12_4 PENDING (Priority)', '12_0 COMPLETED' (sacct), '12_0 ended'."""
+    if record is None:
+        return "-"
+    job = jobs.get(record["job_id"])
+    if job is None:
+        return f"{record['job_id']} {ended.get(record['job_id'], 'ended')}"
+    where = f" on {job['node']}" if job["state"] == "RUNNING" else f" ({job['reason']})"
+    return f"{record['job_id']} {job['state']}{where}"
+
+
+def _status(status: str, record: dict | None, jobs: dict) -> str:
+    """The run's own state, unless it waits for its job: queued, or running (the job has
+    started but not yet taken the run's lock)."""
+    job = jobs.get(record["job_id"]) if record else None
+    if not is_active(job) or status in (*FINISHED, "running"):
+        return status
+    return "running" if job["state"] == "RUNNING" else "queued"

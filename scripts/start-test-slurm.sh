@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# A one-node SLURM cluster on this machine for the test suite: Debian's slurm-wlm + munge.
+# Needs root (or sudo) and apt-get. Safe to rerun: a cluster that answers is left as it is.
+# Prints "slurm ready: partition debug on <host>" and exits 0, or prints why and exits 1.
+# Stop it with: bash scripts/start-test-slurm.sh --stop
+#
+# Settings that keep the tests short: KillWait=5 (a cancelled or requeued job is killed
+# 5 s after its SIGTERM, not 30 s), JobRequeue=1 (every job may be requeued), a
+# scheduler pass every second, and at least 4 CPUs declared (config_overrides) so that
+# four one-CPU test jobs start together even on a 2-core machine.
+set -euo pipefail
+STATE=${RESEXP_SLURM_STATE:-/tmp/resexp-slurm}
+SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+
+if [ "${1:-}" = "--stop" ]; then
+  for daemon in slurmd slurmctld; do
+    [ -s "$STATE/$daemon.pid" ] && $SUDO kill "$(cat "$STATE/$daemon.pid")" 2>/dev/null || true
+  done
+  exit 0
+fi
+
+if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  { $SUDO apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 \
+    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq slurm-wlm munge >/dev/null; }; } \
+    || { echo "cannot install slurm-wlm and munge with apt-get"; exit 1; }
+fi
+if timeout 10 sinfo -h -o %a 2>/dev/null | grep -q up; then
+  echo "slurm ready: partition $(sinfo -h -o %P | head -1 | tr -d '*') on $(hostname) (already running)"
+  exit 0
+fi
+
+$SUDO mkdir -p "$STATE"/{spool,state,log} /etc/slurm /run/munge /var/log/munge /var/lib/munge /etc/munge
+if [ ! -s /etc/munge/munge.key ]; then
+  $SUDO dd if=/dev/urandom of=/etc/munge/munge.key bs=1024 count=1 status=none
+fi
+$SUDO chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
+$SUDO chmod 400 /etc/munge/munge.key
+munge -n >/dev/null 2>&1 || $SUDO runuser -u munge -- /usr/sbin/munged --force
+
+host=$(hostname -s); cpus=$(( $(nproc) > 4 ? $(nproc) : 4 )); mem=$(awk '/^MemTotal/{print int($2 / 1024 * 3 / 4)}' /proc/meminfo)
+$SUDO tee /etc/slurm/slurm.conf >/dev/null <<CONF
+ClusterName=resexp-test
+SlurmctldHost=$host(127.0.0.1)
+AuthType=auth/munge
+SlurmUser=root
+SlurmdUser=root
+StateSaveLocation=$STATE/state
+SlurmdSpoolDir=$STATE/spool
+SlurmctldPidFile=$STATE/slurmctld.pid
+SlurmdPidFile=$STATE/slurmd.pid
+SlurmctldLogFile=$STATE/log/slurmctld.log
+SlurmdLogFile=$STATE/log/slurmd.log
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+SchedulerType=sched/backfill
+SchedulerParameters=sched_interval=1,bf_interval=1
+SlurmdParameters=config_overrides
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+ReturnToService=2
+JobRequeue=1
+KillWait=5
+NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
+PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
+CONF
+# -c: a clean start (no jobs left over from an earlier cluster in this state folder)
+$SUDO /usr/sbin/slurmctld -c
+$SUDO /usr/sbin/slurmd
+for _ in $(seq 30); do
+  sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)' && break
+  sleep 0.5
+done
+sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)' \
+  || { echo "slurm did not come up; see $STATE/log"; exit 1; }
+echo "slurm ready: partition debug on $host"

@@ -1,0 +1,411 @@
+"""Nothing lost, nothing crashes: damaged run files, a full or read-only disk, killed sweeps.
+
+Most tests start from one finished 4-run sweep (plain and resnet at depths 8 and 14,
+3 tiny epochs each), trained once for the module and copied per test.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from conftest import SWEEP_TINY, TINY, cli, rows
+from formats import write_cifar10_tarball, write_mnist_source
+from rich.console import Console
+from runfactory import make_run
+
+from resexp import sweep as sw
+from resexp.plot import make_figures, plot_depth
+from resexp.results import load_runs, status_table
+from resexp.rundir import RunDir
+from resexp.runlock import pid_alive
+
+TIMING = {"seconds", "images_per_s", "elapsed"}
+RUNS = ["plain-8-s0", "plain-14-s0", "resnet-8-s0", "resnet-14-s0"]
+RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "checkpoint.pt"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    threads = torch.get_num_threads()
+    out = tmp_path_factory.mktemp("finished") / "out"
+    spec, out = sw.resolve_spec(["plain", "resnet"], [8, 14], None, SWEEP_TINY, out)
+    sw.save_spec(spec, out)
+    assert set(sw.run_sweep(sw.plan(spec, out), out, Console(file=io.StringIO())).values()) == {"done"}
+    torch.set_num_threads(threads)
+    return out
+
+
+@pytest.fixture
+def out(finished, tmp_path) -> Path:
+    """A private copy of the finished sweep."""
+    copy = tmp_path / "out"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_timing(metrics: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in metrics]
+
+
+def status_of(folder: Path) -> pd.DataFrame:
+    return status_table(folder).set_index("run").astype(object)
+
+
+def same(shown: pd.DataFrame, expected: pd.DataFrame) -> bool:
+    return shown.fillna("-").equals(expected.fillna("-"))
+
+
+def interrupt(monkeypatch, method: str, when) -> None:
+    """Ctrl-C right after RunDir.<method>(self, arg) returns for the arg where when(arg) is
+    true: a kill at that moment, in this process."""
+    original = getattr(RunDir, method)
+
+    def then_interrupt(self, arg):
+        original(self, arg)
+        if when(arg):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(RunDir, method, then_interrupt)
+
+
+def sweep_args(folder: Path, archs="resnet", depths="8") -> list:
+    return ["sweep", "--archs", archs, "--depths", depths, "--out", folder, *SWEEP_TINY]
+
+
+def cut_after(monkeypatch, capsys, folder: Path, epoch: int, archs="resnet") -> Path:
+    """A sweep of resnet-8 killed right after its epoch-``epoch`` checkpoint."""
+    with monkeypatch.context() as m:
+        interrupt(m, "save_checkpoint", lambda state: state["epoch"] == epoch)
+        assert cli(m, capsys, *sweep_args(folder, archs))[0] == 130
+    return folder / "resnet-8-s0"
+
+
+def warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("warning: ")]
+
+
+# --------------------------------------------------------------------------- 1. a torn last line
+def test_a_torn_last_line_is_cut_back_and_its_epoch_redone(finished, tmp_path, monkeypatch, capsys):
+    run = cut_after(monkeypatch, capsys, tmp_path / "out", epoch=2)
+    with open(run / "metrics.csv", "ab") as f:
+        f.write(b"3,12,0.01,0.87")  # epoch 3's row, cut short by a crash
+    for command in (["status"], ["report"], ["plot", "--format", "png"]):
+        code, _, stderr = cli(monkeypatch, capsys, *command, tmp_path / "out")
+        assert code == 0 and warnings(stderr) == []  # a torn line is not damage
+    assert status_of(tmp_path / "out").loc["resnet-8-s0", "progress"] == "epoch 2/3"
+    code, _, stderr = cli(monkeypatch, capsys, *sweep_args(tmp_path / "out"), "--dry-run")
+    assert code == 0 and "resnet-8-s0" in stderr
+
+    code, _, stderr = cli(monkeypatch, capsys, *sweep_args(tmp_path / "out"))
+    assert code == 0, stderr
+    assert "last line of metrics.csv was cut short" in stderr
+    assert without_timing(rows(run)) == without_timing(rows(finished / "resnet-8-s0"))
+
+
+# --------------------------------------------------------------------------- 2. damaged files, one run
+DAMAGE = {
+    "config-invalid-yaml": ("config.yaml", lambda b: b"model: [unclosed\n", 2),
+    "config-binary": ("config.yaml", lambda b: b"\x89PNG\r\n\x1a\n\x00\xff\xfe", 2),
+    "summary-depth-abc": ("summary.json", lambda b: b.replace(b'"depth": 8', b'"depth": "abc"'), 0),
+    "metrics-binary": ("metrics.csv", lambda b: bytes(range(256)), 2),
+    "metrics-glued-rows": ("metrics.csv", lambda b: b.replace(b"\r\n2,", b"2,", 1), 2),
+}
+
+
+@pytest.mark.parametrize("file, damage, sweep_code", DAMAGE.values(), ids=DAMAGE.keys())
+def test_one_damaged_file_is_reported_and_the_others_still_shown(out, monkeypatch, capsys, file, damage,
+                                                                  sweep_code):
+    before = status_of(out)
+    path = out / "resnet-8-s0" / file
+    path.write_bytes(damage(path.read_bytes()))
+    others = {name: snapshot(out / name) for name in RUNS if name != "resnet-8-s0"}
+
+    for command in (["status"], ["report"], ["plot", "--format", "png"]):
+        code, stdout, stderr = cli(monkeypatch, capsys, *command, out)
+        assert code == 0, stderr
+        assert len(warnings(stderr)) == 1 and f"resnet-8-s0 is damaged: {file} " in warnings(stderr)[0]
+    shown = status_of(out)
+    assert shown.loc["resnet-8-s0", "status"] == "damaged" and shown.loc["resnet-8-s0", "error"].startswith(file)
+    assert same(shown.drop(index="resnet-8-s0"), before.drop(index="resnet-8-s0"))
+    report = pd.read_csv(out / "report.csv").set_index(["arch", "depth"])
+    assert report.loc[("resnet", 8), "n"] == 0 and report.loc[("resnet", 8), "damaged"] == 1
+    assert report.loc[("plain", 8), "train_err_mean"] == before.loc["plain-8-s0", "train_err"]
+
+    code, _, stderr = cli(monkeypatch, capsys, "sweep", "--out", out, "--dry-run")
+    assert code == 0 and "resnet-8-s0 is damaged: " in stderr
+    if sweep_code == 2:  # beyond repair: `resexp train` of that run says so in one line
+        code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", out, "experiment=he2016_cifar10", *TINY)
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2 and stdout == "" and len(lines) == 1, stderr
+        assert lines[0].startswith(f"error: {out / 'resnet-8-s0'} is damaged: {file} ")
+    logged = (out / "resnet-8-s0" / "metrics.csv").read_bytes() if file != "metrics.csv" else None
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", out)
+    assert code == sweep_code, stderr
+    if sweep_code == 0:  # summary.json is rewritten from the log and the checkpoint: nothing retrained
+        assert same(status_of(out), before)
+        assert (out / "resnet-8-s0" / "metrics.csv").read_bytes() == logged
+    else:
+        assert "resnet-8-s0 is damaged: " in stderr and stdout.strip().endswith(": 1 damaged, 3 done")
+    assert {name: snapshot(out / name) for name in others} == others
+
+
+SWEEP_YAML = {
+    "invalid-yaml": b"archs: [plain\n",
+    "bare-string": b"just some words\n",
+    "a-list": b"- plain\n- resnet\n",
+    "python-tag": b"!!python/object/apply:os.system ['touch pwned']\n",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize("content", SWEEP_YAML.values(), ids=SWEEP_YAML.keys())
+def test_a_damaged_sweep_yaml_is_one_line(out, monkeypatch, capsys, content):
+    (out / "sweep.yaml").write_bytes(content)
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", out)
+    assert code == 2 and stdout == ""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(f"error: {out / 'sweep.yaml'} is damaged (")
+    assert not Path("pwned").exists()
+
+
+# --------------------------------------------------------------------------- 3. summary behind the log
+def test_a_run_killed_right_after_its_row_shows_that_row(tmp_path, monkeypatch, capsys):
+    with monkeypatch.context() as m:
+        interrupt(m, "append_row", lambda row: row["epoch"] == 2)  # before its checkpoint and summary
+        assert cli(m, capsys, *sweep_args(tmp_path / "out"))[0] == 130
+    run = tmp_path / "out" / "resnet-8-s0"
+    assert RunDir(run).read_summary()["epochs"] == 1
+    second = rows(run)[1]
+    shown = status_of(tmp_path / "out").loc["resnet-8-s0"]
+    assert shown["progress"] == "epoch 2/3"
+    assert (shown["train_err"], shown["test_err"]) == (float(second["train_err"]), float(second["test_err"]))
+    assert cli(monkeypatch, capsys, "report", tmp_path / "out")[0] == 0
+    report = pd.read_csv(tmp_path / "out" / "report.csv").set_index(["arch", "depth"])
+    assert report.loc[("resnet", 8), "train_err_mean"] == float(second["train_err"])
+
+
+def test_a_resume_at_the_last_epoch_writes_the_final_errors(finished, tmp_path, monkeypatch, capsys):
+    run = cut_after(monkeypatch, capsys, tmp_path / "out", epoch=3)  # the last checkpoint, summary not updated
+    logged = rows(run)
+    code, _, stderr = cli(monkeypatch, capsys, *sweep_args(tmp_path / "out"))
+    assert code == 0, stderr
+    summary = RunDir(run).read_summary()
+    assert (summary["status"], summary["epochs"]) == ("done", 3)
+    assert summary["final_train_err"] == float(logged[-1]["train_err"])
+    assert summary["final_test_err"] == float(logged[-1]["test_err"])
+    assert summary["wall_seconds"] == float(logged[-1]["elapsed"])
+    assert rows(run) == logged  # nothing trained again
+
+
+# --------------------------------------------------------------------------- 4. full disk, read-only
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs (a checkpoint of the tiny net is 0.6 MB: the second one does not fit),
+    or None where this machine does not let the test mount one."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    can = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)],
+                                                capture_output=True).returncode == 0
+    yield mount if can else None
+    if can:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def no_space_on_second_checkpoint(monkeypatch) -> None:
+    """Without a small disk: the second checkpoint's write fails as on a full one, half written."""
+    original = os.fsync
+
+    def fsync(fd):
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if Path(target).name.startswith(".checkpoint.pt.") and Path(target).parent.joinpath("checkpoint.pt").exists():
+            raise OSError(28, "No space left on device")
+        original(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_after(finished, small_disk, tmp_path, monkeypatch, capsys):
+    out = (small_disk or tmp_path) / "out"
+    with monkeypatch.context() as m:
+        if small_disk is None:
+            no_space_on_second_checkpoint(m)
+        code, stdout, stderr = cli(m, capsys, *sweep_args(out, archs="resnet,plain"))
+    lines = [line for line in stderr.splitlines() if line.startswith(("error", "Traceback"))]
+    assert code == 2 and stdout == ""
+    assert len(lines) == 1 and "checkpoint.pt: No space left on device; free some space" in lines[0]
+    assert [p.name for p in out.rglob("*.tmp")] == []
+    shown = status_of(out).loc["resnet-8-s0"]
+    assert shown["status"] == "failed" and shown["error"] == "no space left on device (writing checkpoint.pt)"
+    assert not (out / "plain-8-s0").exists()  # the sweep stopped: every run would have failed alike
+
+    if small_disk is not None:  # read-only: one line, nothing changed
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        before = snapshot(out)
+        code, stdout, stderr = cli(monkeypatch, capsys, *sweep_args(out, archs="resnet,plain"))
+        assert code == 2 and [ln for ln in stderr.splitlines() if ln.startswith("error")] == [
+            f"error: cannot write to {out}: Read-only file system"]
+        assert snapshot(out) == before
+        subprocess.run(["mount", "-o", "remount,rw,size=8m", str(small_disk)], check=True)
+
+    code, stdout, stderr = cli(monkeypatch, capsys, *sweep_args(out, archs="resnet,plain"))
+    assert code == 0, stderr
+    for name in ("resnet-8-s0", "plain-8-s0"):
+        assert without_timing(rows(out / name)) == without_timing(rows(finished / name))
+
+
+# --------------------------------------------------------------------------- 5. workers die with the sweep
+def test_killing_a_parallel_sweep_kills_its_workers(tmp_path):
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "resexp", *sweep_args(out, archs="plain,resnet"), "--jobs", "2",
+            "train.epochs=400", "train.milestones=[300]"]
+    sweep = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        locks = [out / name / "run.lock" for name in ("plain-8-s0", "resnet-8-s0")]
+        deadline = time.monotonic() + 120
+        while not all(lock.exists() and lock.stat().st_size for lock in locks):
+            assert sweep.poll() is None and time.monotonic() < deadline, "the workers never started"
+            time.sleep(0.05)
+        workers = [RunDir(lock.parent).state().owner.pid for lock in locks]
+        assert all(pid_alive(pid) for pid in workers) and sweep.pid not in workers
+        sweep.kill()
+        sweep.wait()
+        time.sleep(1.0)
+        assert [pid for pid in workers if pid_alive(pid)] == []
+    finally:
+        sweep.kill()
+    assert status_of(out)["status"].tolist() == ["stale", "stale"]  # taken over by the next sweep
+
+
+# --------------------------------------------------------------------------- 6. metrics.csv deleted
+def test_a_deleted_log_restarts_the_run_and_keeps_the_old_files(finished, tmp_path, monkeypatch, capsys):
+    run = cut_after(monkeypatch, capsys, tmp_path / "out", epoch=2)
+    (run / "metrics.csv").unlink()
+    code, _, stderr = cli(monkeypatch, capsys, "status", tmp_path / "out")
+    assert code == 0 and "resnet-8-s0 is damaged: metrics.csv has 0 epochs, summary.json says 1; " \
+                         "the next train or sweep restarts the run" in stderr
+    code, _, stderr = cli(monkeypatch, capsys, *sweep_args(tmp_path / "out"))
+    assert code == 0, stderr
+    assert "training it again from epoch 1" in stderr
+    assert without_timing(rows(run)) == without_timing(rows(finished / "resnet-8-s0"))  # no hole
+    aside = [p for p in run.iterdir() if p.is_dir()]
+    assert len(aside) == 1 and aside[0].name.startswith("old-")
+    assert sorted(p.name for p in aside[0].iterdir()) == ["checkpoint.pt", "summary.json"]
+
+
+# --------------------------------------------------------------------------- 7. corrupt dataset files
+def test_corrupt_dataset_source_files_are_one_line(tmp_path, monkeypatch, capsys):
+    mnist, cifar = tmp_path / "mnist_src", tmp_path / "cifar_src"
+    write_mnist_source(mnist, n_train=64, n_test=32)
+    gz = mnist / "train-images-idx3-ubyte.gz"
+    gz.write_bytes(gz.read_bytes()[:100])  # cut short
+    write_cifar10_tarball(cifar, per_batch=8)
+    tar = cifar / "cifar-10-python.tar.gz"
+    tar.write_bytes(b"this is not a tar file at all" * 10)
+    for dataset, source, name in (("mnist", mnist, gz.name), ("cifar10", cifar, tar.name)):
+        code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", tmp_path / "runs", f"dataset={dataset}",
+                                   f"dataset.source={source}", "dataset.download=false", "model.depth=8",
+                                   "train.device=cpu")
+        lines = [line for line in stderr.splitlines() if line.strip()]
+        assert code == 2 and stdout == "" and len(lines) == 1, stderr
+        assert lines[0].startswith("error: cannot unpack ") and name in lines[0]
+
+
+# --------------------------------------------------------------------------- 8. figures and folders
+def test_the_depth_figure_marks_diverged_and_failed_runs(tmp_path):
+    make_run(tmp_path, "plain", 8, 0, [50.0, 20.0])
+    make_run(tmp_path, "plain", 20, 0, [50.0, 90.0], status="diverged")
+    make_run(tmp_path, "resnet", 8, 0, [50.0, 10.0])
+    make_run(tmp_path, "resnet", 20, 0, [50.0, 12.0])
+    make_run(tmp_path, "resnet", 20, 1, [50.0], status="failed", error="RuntimeError: boom")
+    figure = plot_depth(make_figures(tmp_path, formats=["png"])["depth"])
+    train = figure.axes[0]
+    marks = {line.get_gid(): line for line in train.get_lines() if (line.get_gid() or "").endswith(":lost")}
+    assert set(marks) == {"plain:train_err:lost", "resnet:train_err:lost"}
+    assert list(marks["plain:train_err:lost"].get_xdata()) == [20]
+    assert list(marks["plain:train_err:lost"].get_ydata()) == [0.97]  # the top of the axis
+    assert marks["plain:train_err:lost"].get_transform() == train.get_xaxis_transform()
+    legend = [text.get_text() for text in train.get_legend().get_texts()]
+    assert "diverged or failed run (not in the mean)" in legend
+
+
+def test_only_folders_of_registered_architectures_are_runs(tmp_path):
+    make_run(tmp_path, "plain", 8, 0, [30.0, 20.0])
+    make_run(tmp_path, "weird", 8, 0, [30.0, 20.0])  # named like a run, but no such architecture
+    (tmp_path / "other-8-s0").mkdir()
+    (tmp_path / "other-8-s0" / "metrics.csv").write_text("not a run\n")
+    assert load_runs(tmp_path)["run"].tolist() == ["plain-8-s0"]
+
+
+def test_a_corrupt_checkpoint_inside_a_sweep_is_exit_2_after_the_other_runs(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "out"
+    with monkeypatch.context() as m:  # plain-8 stops after epoch 1; resnet-8 never starts
+        interrupt(m, "save_checkpoint", lambda state: state["epoch"] == 1)
+        assert cli(m, capsys, *sweep_args(folder, archs="plain,resnet"))[0] == 130
+    (folder / "plain-8-s0" / "checkpoint.pt").write_bytes(b"garbage")
+    code, stdout, stderr = cli(monkeypatch, capsys, *sweep_args(folder, archs="plain,resnet"))
+    assert code == 2
+    assert f"error: plain-8-s0: checkpoint {folder / 'plain-8-s0' / 'checkpoint.pt'} is unreadable" in stderr
+    assert stdout.strip() == f"sweep {folder}: 1 damaged, 1 done"
+    assert len(rows(folder / "resnet-8-s0")) == 3
+
+
+# --------------------------------------------------------------------------- randomized damage
+def damage(path: Path, how: str, rng: random.Random) -> None:
+    data = path.read_bytes()
+    if how == "truncate":
+        path.write_bytes(data[: rng.randrange(len(data))])
+    elif how == "garbage":  # starts with 0xFF, which no UTF-8 text holds: text files read as damaged
+        start, size = rng.randrange(len(data)), rng.randint(1, 16)
+        path.write_bytes(data[:start] + b"\xff" + rng.randbytes(size - 1) + data[start + size:])
+    elif how == "empty":
+        path.write_bytes(b"")
+    else:
+        path.unlink()
+
+
+HOWS = ["truncate", "garbage", "empty", "delete"]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_random_damage_to_one_file_is_reported_or_repaired(out, monkeypatch, capsys, seed):
+    """Seeds 0-15 meet every (file, kind of damage) pair once, 16-19 four more; the run,
+    the cut and the garbage's place are random."""
+    rng = random.Random(seed)
+    file, how = [(f, h) for f in RUN_FILES for h in HOWS][seed % 16]
+    hit = rng.choice(RUNS)
+    before = status_of(out)
+    damage(out / hit / file, how, rng)
+    others = {name: snapshot(out / name) for name in RUNS if name != hit}
+
+    for command in (["status"], ["report"], ["plot", "--format", "png"]):
+        code, _, stderr = cli(monkeypatch, capsys, *command, out)
+        assert code == 0, (hit, file, how, stderr)
+        shown = status_of(out)
+        assert set(shown.index) == set(RUNS)
+        damaged = shown.index[shown["status"].eq("damaged")].tolist()
+        assert damaged in ([], [hit]) and len(warnings(stderr)) == len(damaged)
+        assert same(shown.drop(index=hit), before.drop(index=hit))
+
+    code, stdout, stderr = cli(monkeypatch, capsys, *sweep_args(out, "plain,resnet", "8,14"))
+    assert code in (0, 2), (hit, file, how, stderr)
+    if code == 0:  # repaired (or nothing the commands read was hurt): the run reads as before
+        assert same(status_of(out), before), (hit, file, how)
+    else:  # reported, naming the run
+        assert f"{hit} is damaged: " in stderr or f"{out / hit} was started with another config" in stderr
+    assert {name: snapshot(out / name) for name in others} == others
+    assert list(out.rglob("*.tmp")) == []

@@ -1,0 +1,177 @@
+"""One trainer per run: the lock file, its heartbeat, takeover of stale locks, and what
+train, sweep and status do with a run another process trains."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import SWEEP_TINY, TINY, cli, rows
+from runfactory import dead_pid, write_lock
+
+from resexp.runlock import RunBusy, acquire, read_owner
+
+
+def lock_record(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+# --------------------------------------------------------------------------- the lock itself
+def test_a_live_lock_is_not_taken_over(tmp_path):
+    lock = write_lock(tmp_path, pid=os.getppid())  # a live process on this host
+    before = lock.read_bytes()
+    with pytest.raises(RunBusy, match=f"is being trained by host {socket.gethostname()} pid {os.getppid()}"):
+        acquire(lock)
+    assert lock.read_bytes() == before
+
+
+def test_a_lock_on_another_host_is_live_while_its_heartbeat_is(tmp_path):
+    """On another host the pid tells nothing: only the heartbeat counts."""
+    lock = write_lock(tmp_path, pid=dead_pid(), host="other-node", age=5, stale_after=60)
+    with pytest.raises(RunBusy, match="host other-node"):
+        acquire(lock)
+    write_lock(tmp_path, pid=os.getppid(), host="other-node", age=61, stale_after=60)
+    held = acquire(lock, stale_after=60)
+    try:
+        assert lock_record(lock)["pid"] == os.getpid() and lock_record(lock)["token"] == held.token
+    finally:
+        held.release()
+    assert not lock.exists()
+
+
+def test_a_lock_whose_owner_died_on_this_host_is_taken_over(tmp_path):
+    lock = write_lock(tmp_path, pid=dead_pid(), age=0)  # fresh heartbeat, but the process is gone
+    held = acquire(lock)
+    try:
+        record = lock_record(lock)
+        assert (record["host"], record["pid"]) == (socket.gethostname(), os.getpid())
+    finally:
+        held.release()
+
+
+def test_heartbeat_keeps_the_lock_live_and_a_stalled_owner_loses_it(tmp_path):
+    path = tmp_path / "run.lock"
+    first = acquire(path, stale_after=0.4)
+    time.sleep(0.8)
+    assert read_owner(path).heartbeat_age < 0.4  # refreshed every 0.04 s
+    with pytest.raises(RunBusy):
+        acquire(path, stale_after=0.4)
+    first._stop.set()  # its heartbeat stalls (a frozen node)
+    first._thread.join()
+    time.sleep(0.6)
+    second = acquire(path, stale_after=0.4)  # same pid (alive): taken over on the heartbeat alone
+    with pytest.raises(RunBusy, match="was taken over by"):
+        first.verify()  # the stalled trainer finds out before it writes another row
+    second.verify()
+    first.release()  # not its lock any more: leaves it alone
+    assert lock_record(path)["token"] == second.token
+    second.release()
+    assert not path.exists()
+
+
+RACER = """
+import sys, time
+from pathlib import Path
+from resexp.runlock import RunBusy, acquire
+lock, go = Path(sys.argv[1]), Path(sys.argv[2])
+while not go.exists():
+    time.sleep(0.001)
+try:
+    held = acquire(lock)
+except RunBusy:
+    print("busy")
+else:
+    print("won", flush=True)
+    time.sleep(2)  # hold it while the others try
+    held.release()
+"""
+
+
+def test_of_two_takers_of_a_stale_lock_exactly_one_wins(tmp_path):
+    lock = write_lock(tmp_path, pid=dead_pid())
+    go = tmp_path / "go"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(lock), str(go)], stdout=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+              for _ in range(4)]
+    time.sleep(1.0)  # all four started and waiting
+    go.touch()
+    said = sorted(proc.communicate(timeout=60)[0].strip() for proc in racers)
+    assert said == ["busy", "busy", "busy", "won"]
+    assert not (tmp_path / "run.lock.takeover").exists()
+
+
+def test_the_lock_names_the_slurm_job(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4200")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    held = acquire(tmp_path / "run.lock")
+    try:
+        assert lock_record(tmp_path / "run.lock")["job"] == "4200_7"
+        assert "(SLURM job 4200_7)" in read_owner(tmp_path / "run.lock").describe()
+    finally:
+        held.release()
+
+
+# --------------------------------------------------------------------------- train, sweep, status
+def test_two_trainers_started_together_log_every_epoch_once(tmp_path):
+    args = [sys.executable, "-m", "resexp", "train", "--out", "out", *TINY, "train.epochs=6",
+            "train.milestones=[4]"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    done = [(proc.wait(timeout=300), *proc.communicate()) for proc in procs]
+    assert [int(r["epoch"]) for r in rows(Path("out/resnet-8-s0"))] == [1, 2, 3, 4, 5, 6]
+    codes = sorted(code for code, _, _ in done)
+    assert codes in ([0, 0], [0, 2])  # the second finds it running (2), or finished (0)
+    for code, stdout, stderr in done:
+        if code == 2:
+            lines = [line for line in stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith("error: out/resnet-8-s0 is being trained by host")
+            assert stdout == ""
+    assert not Path("out/resnet-8-s0/run.lock").exists()
+
+
+def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    write_lock(out / "plain-8-s0", pid=os.getppid(), host="gpu-node-3", age=2, job="991_0")
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8",
+                               "--out", out, *SWEEP_TINY)
+    assert code == 0, stderr
+    assert stdout.strip() == f"sweep {out}: 1 done, 1 running elsewhere"
+    assert "plain-8-s0 skipped: " in stderr and "host gpu-node-3" in stderr
+    assert not (out / "plain-8-s0" / "metrics.csv").exists()  # not trained here
+    assert len(rows(out / "resnet-8-s0")) == 3
+
+    write_lock(out / "plain-8-s0", pid=os.getppid(), host="gpu-node-3", age=2, job="991_0")  # still beating
+    code, stdout, _ = cli(monkeypatch, capsys, "status", out)
+    assert code == 0
+    line = next(line for line in stdout.splitlines() if line.strip().startswith("plain-8-s0"))
+    # written 2 s old; the command itself takes a moment on a busy machine
+    assert "running" in line and "host gpu-node-3 pid" in line
+    assert re.search(r"\(SLURM job 991_0\), heartbeat [2-5]s ago", line), line
+
+
+def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    assert cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=1")[0] == 0
+    run = out / "resnet-8-s0"
+    summary = (run / "summary.json").read_text()
+    (run / "summary.json").write_text(summary.replace('"status": "done"', '"status": "running"'))
+    pid = dead_pid()
+    write_lock(run, pid=pid)  # as a trainer killed with -9 after its last epoch leaves it
+    (run / ".summary.json.123.tmp").write_text("half a file")  # and its half-written file
+    code, stdout, _ = cli(monkeypatch, capsys, "status", out)
+    line = stdout.splitlines()[1].strip()
+    assert line.split()[:2] == ["resnet-8-s0", "stale"] and f"pid {pid}" in line
+    code, _, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=2")
+    assert code == 2 and "train.epochs: 1 -> 2" in stderr  # settings are checked before the lock
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=1")
+    assert code == 0, stderr
+    assert stdout.startswith("done: ")
+    assert [int(r["epoch"]) for r in rows(run)] == [1]
+    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "metrics.csv", "summary.json"]
