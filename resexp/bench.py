@@ -3,23 +3,40 @@
 It times train.train_epoch() itself on random images of the dataset's shape, so
 the number includes batch gathering, augmentation, the optimiser step and the
 lr update exactly as a run does. One untimed warm-up epoch first absorbs
-cudnn.benchmark's search and torch.compile.
+cudnn.benchmark's search, torch.compile and the CUDA graph capture.
+
+``--eager`` adds the eager step (train.cuda_graphs=false) where the default is
+graphed, and ``--baseline`` the conventional trainer of resexp/baseline.py, timed in
+the same process on the same models, with each row's speed relative to it.
+``--compare-steps`` checks instead that the graphed step trains the eager run.
 """
 
 from __future__ import annotations
 
 import platform
+import time
 
 import pandas as pd
 import torch
 
+from resexp.baseline import bench_baseline
 from resexp.config import load_config
-from resexp.data import random_data
+from resexp.data import load_data, random_data, train_batches
 from resexp.models import count_params
-from resexp.train import pick_device, setup, train_epoch
+from resexp.train import evaluate, pick_device, setup, train_epoch
 
 
-def bench_one(cfg, steps: int) -> dict:
+def describe(cfg, device: torch.device) -> dict:
+    """The columns that say where and on what a row was measured."""
+    ds = cfg.dataset
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    return {"device": name,
+            "arch": cfg.model.arch, "depth": cfg.model.depth, "checkpoint_segments": cfg.model.checkpoint_segments,
+            "batch": cfg.train.batch_size,
+            "image": f"{ds.channels}x{ds.image_size}x{ds.image_size}"}
+
+
+def bench_one(cfg, steps: int, time_eval: bool = False) -> dict:
     device = pick_device(cfg.train.device)
     data = random_data(cfg.dataset, steps * cfg.train.batch_size, device)
     s = setup(cfg, data)
@@ -27,30 +44,117 @@ def bench_one(cfg, steps: int) -> dict:
         torch.cuda.reset_peak_memory_stats(device)
     train_epoch(cfg, s, epoch=1, iteration=0)           # warm-up, untimed
     stats = train_epoch(cfg, s, epoch=2, iteration=0)   # timed: `steps` iterations
-    return {
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
-        "arch": cfg.model.arch, "depth": cfg.model.depth, "params": count_params(s.model),
-        "batch": cfg.train.batch_size, "image": f"{cfg.dataset.channels}x{cfg.dataset.image_size}x{cfg.dataset.image_size}",
-        "amp": s.amp, "compile": bool(cfg.train.compile and device.type == "cuda"),
+    row = {
+        **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.amp,
+        "compile": bool(cfg.train.compile and device.type == "cuda"),
         "images_per_s": round(stats["images_per_s"], 1),
         "ms_per_step": round(1000 * stats["train_seconds"] / steps, 2),
         "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if device.type == "cuda" else None,
     }
+    if time_eval:  # after the training peak was read
+        row["eval_images_per_s"] = round(eval_speed(cfg, s), 1)
+    return row
 
 
-def run_bench(archs, depths, steps: int, compile: bool, overrides=(), config_dirs=()) -> pd.DataFrame:
+def eval_speed(cfg, s) -> float:
+    """Images/s of the per-epoch evaluation pass (after one untimed pass): a run spends
+    test images / this per epoch outside the training steps."""
+    evaluate(cfg, s, s.data.test)
+    start = time.perf_counter()
+    evaluate(cfg, s, s.data.test)  # ends with .item(): the device is done
+    return len(s.data.test) / (time.perf_counter() - start)
+
+
+def _model_rows(cfg_for, steps: int, compile: bool, eager: bool, baseline: bool, workers: int) -> list[dict]:
+    """The rows of one model: resexp's step(s), then the baseline (never the first, cold, run)."""
+    rows = []
+    for compiled in ([False, True] if compile else [False]):
+        for graphs in ([True, False] if eager else [None]):
+            row = bench_one(cfg_for(compiled, graphs), steps, time_eval=True)
+            if not any(r["step"] == row["step"] and r["compile"] == row["compile"] for r in rows):
+                rows.append(row)  # on the CPU both settings are the eager step: keep one row
+    if baseline:
+        cfg = cfg_for(False, None)
+        device = pick_device(cfg.train.device)
+        rows.append({**describe(cfg, device), **bench_baseline(cfg, device, steps, workers)})
+    return rows
+
+
+def run_bench(archs, depths, steps: int, compile: bool, overrides=(), config_dirs=(),
+              eager: bool = False, baseline: bool = False, workers: int = 4) -> pd.DataFrame:
     rows = []
     for arch in archs:
         for depth in depths:
-            for compiled in ([False, True] if compile else [False]):
-                cfg = load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}",
-                                   f"train.compile={compiled}", "train.log_every=1000000",
-                                   "dataset.train_subset=null", "dataset.val_size=0"], config_dirs)
-                rows.append(bench_one(cfg, steps))
+            def cfg_for(compiled: bool, graphs: bool | None, arch=arch, depth=depth):
+                extra = [] if graphs is None else [f"train.cuda_graphs={str(graphs).lower()}"]
+                return load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}",
+                                    f"train.compile={compiled}", "train.log_every=1000000",
+                                    "dataset.train_subset=null", "dataset.val_size=0", *extra], config_dirs)
+            rows += _model_rows(cfg_for, steps, compile, eager, baseline, workers)
     table = pd.DataFrame(rows)
+    if baseline:
+        base = table[table.step.str.startswith("baseline")].set_index(["arch", "depth"]).images_per_s
+        table["vs_baseline"] = [round(r.images_per_s / base[(r.arch, r.depth)], 2) for r in table.itertuples()]
     table.attrs["host"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}"
     return table
 
 
 def format_bench(table: pd.DataFrame) -> str:
     return table.to_string(index=False) + f"\n({table.attrs.get('host', '')})"
+
+
+# --------------------------------------------------------------------------- graphed == eager
+def step_losses(cfg, s, steps: int) -> list[float]:
+    """The training loss of each of the first ``steps`` steps of ``cfg``'s run (one read
+    per step: this checks numbers, it is not timed)."""
+    losses, epoch = [], 0
+    s.model.train()
+    while len(losses) < steps:
+        epoch += 1
+        for x, y in train_batches(s.data, cfg.train.batch_size, cfg.seed, epoch, cfg.train.drop_last):
+            if len(losses) == steps:
+                break
+            s.step.reset()
+            s.step(x, y, s.schedule.lr_at(len(losses)))
+            losses.append(s.step.loss_sum.item() / len(y))
+    return losses
+
+
+def compare_steps(cfg, steps: int) -> pd.DataFrame:
+    """Per-step training loss of the first ``steps`` steps, trained eagerly twice and with
+    the graphed step once, each from the same initial weights on the same batches. The
+    two eager runs show the device's own run-to-run noise (none on the CPU; on a GPU,
+    cuDNN's nondeterministic kernels), the yardstick for the graphed-vs-eager gap."""
+    device = pick_device(cfg.train.device)
+    data = load_data(cfg.dataset, device)
+    runs, kinds = {}, {}
+    for name, graphed in (("eager", False), ("eager_again", False), ("graphed", True)):
+        s = setup(cfg, data, graphed=graphed)
+        runs[name], kinds[name] = step_losses(cfg, s, steps), s.step.kind
+    table = pd.DataFrame({"step": range(steps), "lr": [s.schedule.lr_at(i) for i in range(steps)], **runs})
+    table["graphed_vs_eager"] = (table.graphed - table.eager).abs()
+    table["eager_vs_eager"] = (table.eager_again - table.eager).abs()
+    table.attrs.update(graphed_kind=kinds["graphed"], precision="bf16 autocast" if s.amp else "fp32",
+                       model=f"{cfg.model.arch}-{cfg.model.depth}")
+    return table
+
+
+def run_compare(archs, depths, steps: int, overrides=(), config_dirs=()) -> list[pd.DataFrame]:
+    tables = []
+    for arch in archs:
+        for depth in depths:
+            cfg = load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}"], config_dirs)
+            tables.append(compare_steps(cfg, steps).assign(arch=arch, depth=depth))
+    return tables
+
+
+def format_compare(table: pd.DataFrame) -> str:
+    def worst(column: str) -> str:
+        i = table[column].idxmax()
+        return f"max {table[column].max():.3g} (step {i}), mean {table[column].mean():.3g}"
+    a = table.attrs
+    return (f"{a['model']}, {len(table)} steps, {a['precision']}, graphed step: {a['graphed_kind']}\n"
+            f"  |graphed - eager| loss: {worst('graphed_vs_eager')}\n"
+            f"  |eager - eager|   loss: {worst('eager_vs_eager')}  (this device's run-to-run noise)\n"
+            f"  loss at step 0 / {len(table) - 1}: eager {table.eager.iloc[0]:.4f} / {table.eager.iloc[-1]:.4f}, "
+            f"graphed {table.graphed.iloc[0]:.4f} / {table.graphed.iloc[-1]:.4f}")

@@ -196,19 +196,36 @@ def datasets(config_dir: Optional[List[Path]] = CONFIG_DIR):
 def bench(overrides: Optional[List[str]] = OVERRIDES,
           depths: str = typer.Option("20,56,110", "--depths"),
           archs: str = typer.Option("plain,resnet", "--archs"),
-          steps: int = typer.Option(20, "--steps", help="Timed training steps per model"),
+          steps: int = typer.Option(20, "--steps", min=1, help="Timed training steps per model"),
           compile: bool = typer.Option(False, "--compile", help="Also time torch.compile'd models (CUDA)"),
+          eager: bool = typer.Option(False, "--eager", help="Also time the eager step where the default is "
+                                     "a CUDA graph (train.cuda_graphs=false)"),
+          baseline: bool = typer.Option(False, "--baseline", help="Also time a conventional trainer (PIL images, "
+                                        "torchvision transforms in DataLoader workers, fp32) on the same models, "
+                                        "and give each row's speed relative to it"),
+          workers: int = typer.Option(4, "--workers", min=0, help="DataLoader worker processes of --baseline"),
+          compare_steps: int = typer.Option(0, "--compare-steps", min=0, help="Instead of timing: train the first "
+                                            "N steps eagerly (twice) and graphed from the same start and print "
+                                            "how far the losses differ"),
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as CSV here"),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
-    """Training throughput (images/s) and peak memory per model, on this machine's device."""
-    from resexp.bench import format_bench, run_bench
+    """Training throughput (images/s), ms/step and peak GPU memory per model, on this machine's device."""
+    import pandas as pd
+
+    from resexp import bench as b
     from resexp.sweep import parse_list
 
-    table = run_bench(parse_list(archs, str, "archs"), parse_list(depths, int, "depths"), steps, compile,
-                      overrides or [], config_dir or [])
+    archs_, depths_ = parse_list(archs, str, "archs"), parse_list(depths, int, "depths")
+    if compare_steps:
+        tables = b.run_compare(archs_, depths_, compare_steps, overrides or [], config_dir or [])
+        print("\n".join(b.format_compare(t) for t in tables))
+        table = pd.concat(tables, ignore_index=True)
+    else:
+        table = b.run_bench(archs_, depths_, steps, compile, overrides or [], config_dir or [],
+                            eager=eager, baseline=baseline, workers=workers)
+        print(b.format_bench(table))
     if out is not None:
         table.to_csv(out, index=False)
-    print(format_bench(table))
 
 
 def _interruptible(fn, *args, message: str = "interrupted: finished epochs are saved; rerun the same "

@@ -67,6 +67,8 @@ class TrainConfig:
     amp: bool = key(True)
     channels_last: bool = key(True)
     compile: bool = key(False)
+    # the graphed step trains the eager run (resexp/step.py): a run may switch on resume
+    cuda_graphs: bool = key(True, result=False)
     deterministic: bool = key(False)
     drop_last: bool = key(False)
     keep_checkpoint: bool = key(True, result=False)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+import torch
 import yaml
 from omegaconf import OmegaConf
 from rich.console import Console, Group
@@ -25,7 +26,7 @@ from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.estimate import fit_line, measured_points, run_seconds, timed_points
 from resexp.footprint import check_fits, device_of
-from resexp.lifeline import die_with_parent
+from resexp.gpus import round_robin, start_worker, visible_gpus
 from resexp.rundir import FINISHED, CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
@@ -353,14 +354,26 @@ def run_sweep(runs: list[PlannedRun], out: Path, console: Console, jobs: int = 1
     return statuses
 
 
-def _worker(args: tuple[str, str]) -> tuple[str, str]:
+def _worker(args: tuple[str, str, bool]) -> tuple[str, str]:
     """One run in a worker process: no progress bars (they would interleave), only the
     per-epoch lines, each a whole line on stderr."""
-    cfg_yaml, out = args
+    cfg_yaml, out, pinned = args
     cfg = OmegaConf.create(cfg_yaml)
     console = Console(stderr=True, soft_wrap=True)
-    status = _train_one(cfg, Path(out), console, Progress(disable=True))
-    return run_name(cfg.model.arch, cfg.model.depth, cfg.seed), status
+    name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
+    if pinned:
+        console.print(f"{name}: GPU {os.environ['CUDA_VISIBLE_DEVICES']}")
+    return name, _train_one(cfg, Path(out), console, Progress(disable=True))
+
+
+def gpu_slots(cfgs, jobs: int, count: int) -> list[str] | None:
+    """The CUDA_VISIBLE_DEVICES of each of ``jobs`` workers (the ``count`` visible GPUs in
+    turn), or None where no run picks its GPU itself (train.device auto or cuda): CPU
+    runs, and runs the user pinned to one device (cuda:N)."""
+    devices = {c.train.device for c in cfgs}
+    if count == 0 or not devices & {"auto", "cuda"} or any(d.startswith("cuda:") for d in devices):
+        return None
+    return round_robin(visible_gpus(os.environ, count), jobs)
 
 
 def worker_config(cfg, jobs: int):
@@ -372,18 +385,21 @@ def worker_config(cfg, jobs: int):
 
 def _run_parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: int) -> dict[str, str]:
     """``jobs`` runs at a time in worker processes (spawned: CUDA cannot be forked).
-    Small nets on a GPU are bound by kernel launches, so several runs share it well.
-    On the CPU, workers that each took every core would fight (3.4x slower on 2 cores),
-    so each gets cores/jobs threads (worker_config). The thread count
-    changes the CPU's floating-point sums: the numbers equal those of a sequential
-    sweep with the same train.threads."""
+    On CUDA the workers take the visible GPUs in turn, one GPU each (gpu_slots); a GPU
+    with several workers shares its time between them. On the CPU, workers that each
+    took every core would fight (3.4x slower on 2 cores), so each gets cores/jobs
+    threads (worker_config). The thread count changes the CPU's floating-point sums:
+    the numbers equal those of a sequential sweep with the same train.threads."""
     cost = {r.run.path.name: r.cost_s for r in todo}
-    args = [(OmegaConf.to_yaml(worker_config(r.cfg, jobs)), str(out)) for r in todo]
-    statuses = {}
-    pool = multiprocessing.get_context("spawn").Pool(jobs, initializer=die_with_parent, initargs=(os.getpid(),))
+    slots = gpu_slots([r.cfg for r in todo], jobs, torch.cuda.device_count())
+    args = [(OmegaConf.to_yaml(worker_config(r.cfg, jobs)), str(out), slots is not None) for r in todo]
+    ctx = multiprocessing.get_context("spawn")
+    statuses, counter = {}, ctx.Value("i", 0)
+    pool = ctx.Pool(jobs, initializer=start_worker, initargs=(os.getpid(), counter, slots))
+    where = f" on GPU {','.join(dict.fromkeys(slots))}" if slots else ""
     try:
         with overall:
-            overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time")
+            overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time{where}")
             for name, status in pool.imap_unordered(_worker, args):
                 statuses[name] = status
                 overall.advance(task, cost[name])

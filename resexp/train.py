@@ -28,6 +28,7 @@ from resexp.runfiles import CLEAN_TRAIN_COLUMNS
 from resexp.rundir import (COLUMNS, VAL_COLUMNS, CannotWrite, DamagedFile, Lock, Log, RunBusy, RunDir, git_commit,
                            now, run_name, writing)
 from resexp.schedule import Schedule, make_schedule
+from resexp.step import Step, make_step
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -59,14 +60,17 @@ class Setup:
     data: Data
     model: torch.nn.Module
     forward: torch.nn.Module  # the model, or its torch.compile'd wrapper
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer  # the step's own
     schedule: Schedule
     amp: bool
     channels_last: bool
+    step: Step  # one SGD step: eager, or a replayed CUDA graph (resexp/step.py)
 
 
-def setup(cfg, data: Data | None = None) -> Setup:
-    """Device, data (loaded unless given), model, optimiser and schedule for ``cfg``."""
+def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
+    """Device, data (loaded unless given), model, training step and schedule for ``cfg``.
+    ``graphed`` overrides ``train.cuda_graphs`` (False: eager; True on the CPU: the graphed
+    step's code without the capture)."""
     t = cfg.train
     device = pick_device(t.device)
     if t.threads:
@@ -82,13 +86,12 @@ def setup(cfg, data: Data | None = None) -> Setup:
     if cuda:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
     make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
-    optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,
-                                weight_decay=t.weight_decay, nesterov=t.nesterov,
-                                **({"fused": True} if cuda else {"foreach": True}))
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
     forward = torch.compile(model) if (t.compile and cuda) else model
-    return Setup(device, data, model, forward, optimizer, make_schedule(t, ipe, cfg.model.depth),
-                 amp=bool(t.amp) and bf16_is_fast(device), channels_last=channels_last)
+    amp = bool(t.amp) and bf16_is_fast(device)
+    step = make_step(t, model, forward, device, amp, channels_last, graphed)
+    return Setup(device, data, model, forward, step.optimizer, make_schedule(t, ipe, cfg.model.depth),
+                 amp=amp, channels_last=channels_last, step=step)
 
 
 def autocast(s: Setup):
@@ -98,32 +101,20 @@ def autocast(s: Setup):
 
 
 def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
-    """One epoch of SGD. Loss and error are summed on the device and read once at the
-    end (plus every ``log_every`` steps for the bar): no host sync per step."""
+    """One epoch of SGD. Loss and error are summed on the device by the step and read once
+    at the end (plus every ``log_every`` steps for the bar): no host sync per step."""
     s.model.train()
-    loss_sum = torch.zeros((), device=s.device)
-    wrong = torch.zeros((), device=s.device, dtype=torch.long)
+    s.step.reset()
     seen, start, lr = 0, time.perf_counter(), s.schedule.lr_at(iteration)
     for x, y in train_batches(s.data, cfg.train.batch_size, cfg.seed, epoch, cfg.train.drop_last):
         if iteration >= s.schedule.total_iters:
             break
         lr = s.schedule.lr_at(iteration)
-        for group in s.optimizer.param_groups:
-            group["lr"] = lr
-        if s.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(s):
-            out = s.forward(x)
-            loss = F.cross_entropy(out, y)
-        s.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        s.optimizer.step()
-        loss_sum += loss.detach().float() * len(y)
-        wrong += (out.argmax(1) != y).sum()
+        s.step(x, y, lr)
         seen, iteration = seen + len(y), iteration + 1
         if bar is not None and iteration % cfg.train.log_every == 0:
-            mean_loss = loss_sum.item() / seen  # a sync point, once every log_every steps
-            live = {"loss": mean_loss, "err": 100 * wrong.item() / seen, "lr": lr,
+            mean_loss = s.step.loss_sum.item() / seen  # a sync point, once every log_every steps
+            live = {"loss": mean_loss, "err": 100 * s.step.wrong.item() / seen, "lr": lr,
                     "images_per_s": seen / (time.perf_counter() - start)}
             bar(advance_to=iteration, stats=f"loss {mean_loss:.3f} err {live['err']:.1f}% "
                                             f"{live['images_per_s']:.0f} img/s", live=live)
@@ -132,8 +123,8 @@ def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
     if s.device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start
-    return {"iteration": iteration, "lr": lr, "train_loss": loss_sum.item() / max(seen, 1),
-            "train_err": 100.0 * wrong.item() / max(seen, 1), "train_seconds": seconds,
+    return {"iteration": iteration, "lr": lr, "train_loss": s.step.loss_sum.item() / max(seen, 1),
+            "train_err": 100.0 * s.step.wrong.item() / max(seen, 1), "train_seconds": seconds,
             "images_per_s": seen / seconds if seconds > 0 else float("nan")}
 
 
@@ -199,8 +190,7 @@ def resume(run: RunDir, s: Setup, console: Console) -> Position:
         return _start_again(run, console, f"metrics.csv has {len(log.rows)} epochs but checkpoint.pt "
                                           f"is at epoch {state['epoch']}")
     try:
-        s.model.load_state_dict(state["model"])
-        s.optimizer.load_state_dict(state["optimizer"])
+        s.step.load_state_dict(state)  # into the tensors a captured graph uses
     except (KeyError, RuntimeError, ValueError) as err:
         raise UserError(f"checkpoint {run.checkpoint} does not match this model ({type(err).__name__}); "
                         f"delete it to restart the run") from err

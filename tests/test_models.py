@@ -151,3 +151,9 @@ def test_checkpointed_model_matches_plain_forward():
     b.train()
     b(x).sum().backward()
     assert all(p.grad is not None for p in b.parameters())
+
+
+def test_more_checkpoint_segments_than_blocks_is_one_clear_error():
+    with pytest.raises(UserError, match=r"model.checkpoint_segments=8 is more than the 6 blocks"):
+        cifar("resnet", 14, checkpoint_segments=8)
+    assert cifar("resnet", 14, checkpoint_segments=6).checkpoint_segments == 6

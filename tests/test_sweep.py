@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import math
+import multiprocessing
+import os
 import signal
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 from conftest import SWEEP_TINY as TINY
 from conftest import cli, rows
 from rich.console import Console
@@ -19,6 +22,7 @@ from rich.console import Console
 import resexp.train as train_module
 from resexp import sweep as sw
 from resexp.config import load_config
+from resexp.gpus import pin_worker, visible_gpus
 from resexp.rundir import RunDir
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
@@ -266,17 +270,45 @@ def test_changed_result_setting_is_one_clear_error(tmp_path, monkeypatch, capsys
 
 
 # --------------------------------------------------------------------------- parallel
-def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, capsys):
-    """--jobs 2: the same runs, the same numbers, in worker processes."""
+def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, capfd):
+    """--jobs 2: the same runs, the same numbers, in worker processes. With device auto
+    and (faked) 2 GPUs, each worker is pinned to one GPU before it starts; here, with no
+    CUDA, the workers still train on the CPU."""
     sweep_in_process(["plain", "resnet"], [8], None, TINY, tmp_path / "seq")
-    code, _, _ = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8",
-                     "--jobs", "2", "--out", tmp_path / "par", *TINY)
+    monkeypatch.setattr(sw.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    code, _, err = cli(monkeypatch, capfd, "sweep", "--archs", "plain,resnet", "--depths", "8",
+                       "--jobs", "2", "--out", tmp_path / "par", *TINY, "train.device=auto")
     assert code == 0
     for name in ("plain-8-s0", "resnet-8-s0"):
         seq, par = rows(tmp_path / "seq" / name), rows(tmp_path / "par" / name)
         drop = lambda rs: [{k: v for k, v in r.items() if k not in TIMING} for r in rs]  # noqa: E731
         assert drop(par) == drop(seq) and len(par) == 3
         assert summary(tmp_path / "par" / name)["status"] == "done"
+        assert len([ln for ln in err.splitlines() if ln in (f"{name}: GPU 0", f"{name}: GPU 1")]) == 1, err
+
+
+def test_workers_take_the_visible_gpus_in_turn(tmp_path):
+    auto, cpu = load_config([*TINY, "train.device=auto"]), load_config(TINY)
+    assert sw.gpu_slots([auto], jobs=5, count=2) == ["0", "1", "0", "1", "0"]
+    assert sw.gpu_slots([auto, cpu], jobs=3, count=4) == ["0", "1", "2"]
+    assert sw.gpu_slots([auto], jobs=2, count=0) is None  # no GPU: CPU workers
+    assert sw.gpu_slots([cpu], jobs=2, count=2) is None
+    pinned = OmegaConf.merge(cpu, {"train": {"device": "cuda:1"}})  # load_config would want that GPU here
+    assert sw.gpu_slots([auto, pinned], jobs=2, count=2) is None  # the user chose the device
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3, 5"}, 2) == ["3", "5"]  # the parent's own subset
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b,7"}, 2) == ["GPU-a", "GPU-b"]
+    assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, 0) == [] and visible_gpus({}, 3) == ["0", "1", "2"]
+
+
+def test_each_new_worker_pins_the_next_gpu(monkeypatch):
+    counter = multiprocessing.get_context("spawn").Value("i", 0)
+    seen = []
+    for _ in range(5):  # five workers started one after another (replacements included)
+        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+        pin_worker(counter, ["2", "5"])
+        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
+    assert seen == ["2", "5", "2", "5", "2"]
 
 
 def test_parallel_workers_split_the_cpu_cores(monkeypatch):

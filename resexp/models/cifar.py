@@ -145,6 +145,9 @@ class CifarNet(nn.Module):
                 blocks.append(block(cin, width, stride, shortcut))
                 cin = width * block.expansion
         self.blocks = nn.Sequential(*blocks)
+        if checkpoint_segments > len(blocks):
+            raise UserError(f"model.checkpoint_segments={checkpoint_segments} is more than the "
+                            f"{len(blocks)} blocks of this net")
         self.head_pre = nn.Sequential(nn.BatchNorm2d(cin), nn.ReLU()) if preact else nn.Identity()
         self.fc = nn.Linear(cin, num_classes)
         # Activation checkpointing trades one extra forward for memory (1000+ layers).
@@ -154,7 +157,10 @@ class CifarNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_post(self.stem(x))
         if self.checkpoint_segments and self.training and torch.is_grad_enabled():
-            x = checkpoint_sequential(self.blocks, self.checkpoint_segments, x, use_reentrant=False)
+            # No dropout or other randomness here, so the RNG state need not be saved for the
+            # recomputation; saving it reads the CUDA generator, which a CUDA graph capture forbids.
+            x = checkpoint_sequential(self.blocks, self.checkpoint_segments, x, use_reentrant=False,
+                                      preserve_rng_state=False)
         else:
             x = self.blocks(x)
         x = self.head_pre(x)

@@ -1,0 +1,47 @@
+"""Which GPU each worker process of ``resexp sweep --jobs N`` uses.
+
+Each worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, which the worker's
+pool initializer (start_worker) sets before the worker imports torch or touches CUDA:
+this module imports neither, and a spawned worker loads it first (the initializer is
+part of the worker process object). Workers take the visible GPUs in turn, so --jobs 8 on 4 GPUs
+puts two workers on each.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+from resexp.lifeline import die_with_parent
+
+
+def visible_gpus(environ: Mapping[str, str], count: int) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries: the entries of its
+    own CUDA_VISIBLE_DEVICES (indices or UUIDs) if set, else 0 .. count-1."""
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [d.strip() for d in listed.split(",") if d.strip()][:count]
+
+
+def round_robin(gpus: list[str], jobs: int) -> list[str]:
+    """The GPU of each of ``jobs`` workers: the visible ones in turn."""
+    return [gpus[k % len(gpus)] for k in range(jobs)]
+
+
+def pin_worker(counter, slots: list[str]) -> None:
+    """Pool initializer: this worker takes the next slot's GPU as its only visible one.
+    ``counter`` is a shared multiprocessing Value, so a worker the pool replaces goes on
+    with the next slot."""
+    with counter.get_lock():
+        k = counter.value
+        counter.value += 1
+    os.environ["CUDA_VISIBLE_DEVICES"] = slots[k % len(slots)]
+
+
+def start_worker(parent_pid: int, counter=None, slots: list[str] | None = None) -> None:
+    """Pool initializer of a sweep worker: it dies with the sweep (resexp/lifeline.py)
+    and, given GPU slots, takes the next one."""
+    die_with_parent(parent_pid)
+    if slots:
+        pin_worker(counter, slots)
