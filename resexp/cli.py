@@ -63,7 +63,8 @@ def _pct(value) -> str:
 @app.command()
 def sweep(overrides: Optional[List[str]] = OVERRIDES,
           depths: Optional[str] = typer.Option(None, "--depths", help="Comma-separated depths, e.g. 20,56,110"),
-          archs: Optional[str] = typer.Option(None, "--archs", help="Comma-separated architectures [default: plain,resnet]"),
+          archs: Optional[str] = typer.Option(None, "--archs",
+                                              help="Comma-separated architectures [default: plain,resnet]"),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<experiment name>]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),

@@ -203,7 +203,8 @@ def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
     """Random images of the dataset's shape (for benchmarks: speed, not learning)."""
     g = torch.Generator().manual_seed(seed)
     shape = (n, ds_cfg.channels, ds_cfg.image_size, ds_cfg.image_size)
-    x, y = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8), torch.randint(0, ds_cfg.num_classes, (n,), generator=g)
+    x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
+    y = torch.randint(0, ds_cfg.num_classes, (n,), generator=g)
     return make_data(ds_cfg, (x, y), (x[: min(n, 1000)], y[: min(n, 1000)]), device)
 
 

@@ -27,7 +27,7 @@ from resexp.errors import UserError
 from resexp.estimate import fit_line, measured_points, run_seconds, timed_points
 from resexp.footprint import check_fits, device_of
 from resexp.gpus import round_robin, start_worker, visible_gpus
-from resexp.rundir import FINISHED, CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
+from resexp.rundir import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
 from resexp.schedule import make_schedule
 from resexp.train import fit, make_progress, pick_device
 
@@ -291,7 +291,9 @@ def check_data(runs: list[PlannedRun]) -> None:
 
 def _hms(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def save_spec(spec: SweepSpec, out: Path) -> None:

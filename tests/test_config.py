@@ -59,7 +59,8 @@ def test_weight_decay_is_a_number_in_every_yaml():
 
 
 @pytest.mark.parametrize("overrides,message", [
-    (["dataset=nope"], "unknown dataset 'nope' (available datasets: cifar10, cifar100, fashion_mnist, mnist, synthetic)"),
+    (["dataset=nope"],
+     "unknown dataset 'nope' (available datasets: cifar10, cifar100, fashion_mnist, mnist, synthetic)"),
     (["experiment=nope"], "unknown experiment 'nope'"),
     (["train.nope=1"], "unknown config key 'train.nope'"),
     (["+nope=1"], "unknown config key 'nope'"),
