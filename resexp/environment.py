@@ -67,15 +67,18 @@ def describe(device: torch.device, amp: bool) -> dict:
     }
 
 
-def hardware_of(summary: dict) -> str:
-    """One label for the hardware a run computed on (what report compares)."""
-    device = summary.get("device") or "?"
+def hardware_of(summary: dict) -> str | None:
+    """One label for the hardware a run computed on (what report compares); None when
+    the summary does not say (no device, or a CPU run from before the CPU was recorded)."""
+    device = summary.get("device")
     if device != "cpu":
-        return str(device)
+        return str(device) if device else None
+    if not summary.get("cpu_model"):
+        return None
     bf16 = "+".join(summary.get("cpu_bf16") or []) or "no native bf16"
     threads = summary.get("torch_threads")
     count = f", {threads} thread{'s' if threads > 1 else ''}" if threads else ""
-    return f"{summary.get('cpu_model') or 'unknown CPU'} ({bf16}{count})"
+    return f"{summary['cpu_model']} ({bf16}{count})"
 
 
 def make_deterministic(on: bool) -> None:

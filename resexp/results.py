@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from resexp.environment import hardware_of
 from resexp.errors import UserError
@@ -81,9 +82,9 @@ def run_record(run_dir: Path) -> dict:
         "experiment": pick("experiment", state.config.get("name")),
         "device": pick("device", None),
         "error": state.problem if state.status == "damaged" else pick("error", None),
-        "display_name": dataset.get("display_name") or pick("dataset", dataset.get("name")),
+        "display_name": dataset.get("display_name") or _shipped_display_name(pick("dataset", dataset.get("name"))),
         "augmented": _augmented(dataset),
-        "hardware": hardware_of(summary) if summary.get("device") else None,
+        "hardware": hardware_of(summary),
         # who holds the lock of a running (or stale) run, and when it was last heard from
         "owner": state.owner.who() if state.owner else None,
         "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
@@ -100,6 +101,16 @@ def _identity(run_dir: Path, state) -> tuple[str, int, int]:
         return state.summary["arch"], state.summary["depth"], state.summary["seed"]
     names = parse_run_name(run_dir.name)  # RunDir.is_run() made sure it parses
     return names["arch"], names["depth"], names["seed"]
+
+
+def _shipped_display_name(name):
+    """A run from before display names were recorded: the shipped dataset YAML's, else the name."""
+    from resexp.config import shipped_config_dir
+    try:
+        shipped = yaml.safe_load((shipped_config_dir() / "dataset" / f"{name}.yaml").read_text())
+    except (OSError, TypeError, yaml.YAMLError):
+        return name
+    return shipped.get("display_name") or name if isinstance(shipped, dict) else name
 
 
 def _augmented(dataset: dict) -> bool | None:
