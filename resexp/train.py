@@ -151,7 +151,7 @@ def base_summary(cfg, s: Setup, params: int) -> dict:
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
-        **describe(s.device, s.amp),
+        **describe(s.device, s.amp), "train_step": s.step.kind,
         "torch_version": torch.__version__, "git_commit": git_commit(),
     }
 
@@ -276,7 +276,7 @@ def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Co
             monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
             at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
             console.print(epoch_line(run.name, s, row))
-            summary.update(at.summary_fields())
+            summary.update(at.summary_fields(), train_step=s.step.kind)  # graphed, or eager after a failed capture
             if diverged(at):
                 console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
                 break

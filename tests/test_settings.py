@@ -219,6 +219,7 @@ def test_summary_records_what_the_numbers_depend_on(tmp_path, tiny_cfg):
                 "cudnn_deterministic", "deterministic_algorithms", "libraries", "python_version"):
         assert key in summary, key
     assert summary["torch_threads"] == 1 and summary["deterministic_algorithms"] is True
+    assert summary["train_step"] == "eager"  # CUDA graphs are for CUDA only
     assert summary["libraries"]["torch"] and summary["libraries"]["hydra-core"]
     written = json.loads((tmp_path / "out" / "resnet-8-s0" / "summary.json").read_text())
     assert written["cpu_model"] == summary["cpu_model"]

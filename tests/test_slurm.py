@@ -132,8 +132,13 @@ def test_slurm_sweep_gives_the_numbers_of_a_local_sweep(slurm, tmp_path, monkeyp
     for run in jobs:
         assert numbers(tmp_path / "slurm" / run) == numbers(tmp_path / "local" / run), run
         assert_epochs_once(tmp_path / "slurm" / run, 3)
-    code, stdout, _ = cli(monkeypatch, capsys, "status", tmp_path / "slurm")
-    assert code == 0 and all(f"{job} ended" in stdout for job in jobs.values())
+    # The runs are done before SLURM has let go of their jobs (COMPLETING): give it 60 s.
+    for _ in range(60):
+        code, stdout, _ = cli(monkeypatch, capsys, "status", tmp_path / "slurm")
+        if all(f"{job} ended" in stdout for job in jobs.values()):
+            break
+        time.sleep(1)
+    assert code == 0 and all(f"{job} ended" in stdout for job in jobs.values()), stdout
 
 
 def test_requeued_then_cancelled_run_resumes_without_losing_or_repeating_an_epoch(slurm, tmp_path,
