@@ -93,3 +93,27 @@ def rows(run_dir: Path) -> list[dict]:
     """metrics.csv as it is on disk (strings)."""
     with open(run_dir / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def interrupted_and_resumed(make_cfg, root: Path, monkeypatch, dies_in: int = 3) -> list[int]:
+    """fit(make_cfg()) uninterrupted into root/full, and into root/cut with Ctrl-C during
+    epoch ``dies_in``, then resumed there. Returns the epochs root/cut had logged when
+    it was interrupted."""
+    import resexp.train as train_mod
+
+    train_mod.fit(make_cfg(), root / "full")
+    real = train_mod.train_epoch
+
+    def dies(cfg, s, epoch, iteration, bar=None):
+        if epoch == dies_in:
+            raise KeyboardInterrupt
+        return real(cfg, s, epoch, iteration, bar)
+
+    monkeypatch.setattr(train_mod, "train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.fit(make_cfg(), root / "cut")
+    (run_dir,) = (root / "cut").iterdir()
+    logged = [int(r["epoch"]) for r in rows(run_dir)]
+    monkeypatch.setattr(train_mod, "train_epoch", real)
+    train_mod.fit(make_cfg(), root / "cut")
+    return logged

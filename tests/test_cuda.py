@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-import resexp.train as train_mod
-from conftest import TINY
+from conftest import TINY, interrupted_and_resumed
 from resexp.config import load_config
 from resexp.train import fit, setup, train_epoch
 from test_step import addresses, checkpoint_of, epochs
@@ -66,19 +65,7 @@ def test_checkpoint_restores_into_the_captured_graph():
 
 
 def test_graphed_run_resumes_and_diverges_as_the_eager_one(tmp_path, monkeypatch):
-    fit(cfg_of("train.epochs=4"), tmp_path / "full")
-    real = train_mod.train_epoch
-
-    def dies_in_epoch_3(cfg, s, epoch, iteration, bar=None):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(cfg, s, epoch, iteration, bar)
-
-    monkeypatch.setattr(train_mod, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg_of("train.epochs=4"), tmp_path / "cut")
-    monkeypatch.setattr(train_mod, "train_epoch", real)
-    fit(cfg_of("train.epochs=4"), tmp_path / "cut")
+    interrupted_and_resumed(lambda: cfg_of("train.epochs=4"), tmp_path, monkeypatch)
     drop = ["seconds", "images_per_s", "elapsed"]
     full, cut = (pd.read_csv(tmp_path / d / "resnet-8-s0" / "metrics.csv").drop(columns=drop) for d in ("full", "cut"))
     pd.testing.assert_frame_equal(cut, full, rtol=REL)

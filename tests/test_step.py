@@ -19,7 +19,7 @@ from resexp.config import load_config
 from resexp.step import WARMUP_STEPS, GraphedStep
 from resexp.train import fit, setup, train_epoch
 
-from conftest import TINY
+from conftest import TINY, interrupted_and_resumed
 
 TIMING = ["seconds", "images_per_s", "elapsed"]
 # 200 images in batches of 64: three full batches and a partial one of 8 per epoch.
@@ -126,19 +126,7 @@ def test_checkpoint_restores_into_the_static_tensors():
 
 
 def test_interrupted_graphed_run_resumes_to_the_same_result(tmp_path, monkeypatch, graphed_everywhere):
-    fit(cfg_of("train.epochs=4"), tmp_path / "full")
-    real = train_mod.train_epoch
-
-    def dies_in_epoch_3(cfg, s, epoch, iteration, bar=None):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(cfg, s, epoch, iteration, bar)
-
-    monkeypatch.setattr(train_mod, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg_of("train.epochs=4"), tmp_path / "cut")
-    monkeypatch.setattr(train_mod, "train_epoch", real)
-    fit(cfg_of("train.epochs=4"), tmp_path / "cut")
+    interrupted_and_resumed(lambda: cfg_of("train.epochs=4"), tmp_path, monkeypatch)
     pd.testing.assert_frame_equal(metrics(tmp_path / "cut"), metrics(tmp_path / "full"))
 
 

@@ -2,6 +2,7 @@ import json
 
 import pandas as pd
 import pytest
+from conftest import interrupted_and_resumed
 
 from resexp.errors import UserError
 from resexp.models import count_params, get_model
@@ -49,20 +50,8 @@ def test_same_config_twice_gives_same_metrics(tmp_path, tiny_cfg):
 
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, tiny_cfg, monkeypatch):
-    fit(tiny_cfg("train.epochs=4"), tmp_path / "full")
-    real = train_mod.train_epoch
-
-    def dies_in_epoch_3(cfg, s, epoch, iteration, bar=None):
-        if epoch == 3:
-            raise KeyboardInterrupt
-        return real(cfg, s, epoch, iteration, bar)
-
-    monkeypatch.setattr(train_mod, "train_epoch", dies_in_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
-        fit(tiny_cfg("train.epochs=4"), tmp_path / "cut")
-    assert metrics(tmp_path / "cut").epoch.tolist() == [1, 2]
-    monkeypatch.setattr(train_mod, "train_epoch", real)
-    fit(tiny_cfg("train.epochs=4"), tmp_path / "cut")
+    logged = interrupted_and_resumed(lambda: tiny_cfg("train.epochs=4"), tmp_path, monkeypatch)
+    assert logged == [1, 2]
     full, cut = metrics(tmp_path / "full"), metrics(tmp_path / "cut")
     assert cut.epoch.tolist() == [1, 2, 3, 4]
     pd.testing.assert_frame_equal(full.drop(columns=TIMING), cut.drop(columns=TIMING))
