@@ -42,9 +42,9 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<name>]"),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
-    from resexp.config import load_config
-    from resexp.sweep import is_launcher_override
-    from resexp.train import fit
+    from resexp.settings.compose import load_config
+    from resexp.sweep.plan import is_launcher_override
+    from resexp.train.loop import fit
 
     launcher = next((o for o in overrides or [] if is_launcher_override(o)), None)
     if launcher is not None:
@@ -83,8 +83,8 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
     its saved ones. Exit code 1 if a run failed or is left unfinished, 2 if one is damaged
     (see the plan's lines)."""
-    from resexp import launchers
-    from resexp import sweep as sw
+    from resexp.sweep import launch as launchers
+    from resexp.sweep import plan as sw
 
     overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
     spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
@@ -119,7 +119,7 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
          train_error: str = TRAIN_ERROR):
     """Training error vs number of layers, the paper's Fig. 6 curves and, where the runs hold
     diagnostics, Fig. 7 (layer responses), gradient norms and the identity test (with their CSVs)."""
-    from resexp.plot import make_figures
+    from resexp.analysis.plot import make_figures
 
     runs = _load_and_warn(results_dir)
     made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), runs=runs,
@@ -133,7 +133,7 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
            out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/csv go [default: RESULTS_DIR]"),
            train_error: str = TRAIN_ERROR):
     """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
-    from resexp.report import make_report
+    from resexp.analysis.report import make_report
 
     runs = _load_and_warn(results_dir)
     _, markdown = make_report(results_dir, out, runs=runs, train_error=train_error)
@@ -144,8 +144,8 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
 def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
     """One line per run: status, epoch k of K, latest training and test error, who trains it
     (and its SLURM job)."""
-    from resexp.results import format_status
-    from resexp.slurm import status_with_jobs
+    from resexp.analysis.results import format_status
+    from resexp.sweep.slurm import status_with_jobs
 
     table, logs = status_with_jobs(results_dir, _load_and_warn(results_dir, missing_ok=True))
     print(format_status(table))
@@ -156,7 +156,7 @@ def status(results_dir: Path = typer.Argument(..., help="A sweep's results folde
 def _load_and_warn(results_dir: Path, missing_ok: bool = False):
     """The runs of results_dir, with one warning line on stderr per damaged run
     (``missing_ok``: None instead of the no-runs error, e.g. while SLURM jobs still queue)."""
-    from resexp.results import damage_warnings, load_runs
+    from resexp.analysis.results import damage_warnings, load_runs
 
     try:
         runs = load_runs(results_dir)
@@ -176,7 +176,7 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A run folder, e.g. result
              config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Evaluate a run's checkpoint: test error and clean training error (eval mode), optionally
     with overrides such as dataset=mnist or dataset.test_subset=null."""
-    from resexp.evaluate import evaluate_run, format_result
+    from resexp.tools.evaluate import evaluate_run, format_result
 
     print(format_result(evaluate_run(run_dir, overrides or [], train, config_dir or [])))
 
@@ -184,8 +184,8 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A run folder, e.g. result
 @app.command()
 def datasets(config_dir: Optional[List[Path]] = CONFIG_DIR):
     """The configured datasets and whether each is on disk."""
-    from resexp.config import list_group, load_config
     from resexp.data import data_root, on_disk
+    from resexp.settings.compose import list_group, load_config
 
     for name in list_group("dataset", config_dir or []):
         ds = load_config([f"dataset={name}"], config_dir or []).dataset
@@ -213,8 +213,8 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
     """Training throughput (images/s), ms/step and peak GPU memory per model, on this machine's device."""
     import pandas as pd
 
-    from resexp import bench as b
-    from resexp.sweep import parse_list
+    from resexp.sweep.plan import parse_list
+    from resexp.tools import bench as b
 
     archs_, depths_ = parse_list(archs, str, "archs"), parse_list(depths, int, "depths")
     if compare_steps:

@@ -142,10 +142,10 @@ if (( ! SMOKE )); then
   step "torch.compile(mode=reduce-overhead), resnet-56, eager step around it" 120 $PY - <<'PY'
 import time
 import torch
-from resexp.config import load_config
+from resexp.settings.compose import load_config
 from resexp.data import random_data
-from resexp.step import EagerStep
-from resexp.train import setup, train_epoch
+from resexp.train.step import EagerStep
+from resexp.train.loop import setup, train_epoch
 
 steps = 50
 cfg = load_config(["dataset=cifar10", "model.arch=resnet", "model.depth=56", "train.cuda_graphs=false",

@@ -5,12 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from helpers.cli import TINY, cli
 from torchvision import transforms
 
-from conftest import TINY, cli
-from resexp.baseline import conventional_transform, random_pil_dataset
-from resexp.bench import compare_steps
-from resexp.config import load_config
+from resexp.settings.compose import load_config
+from resexp.tools.baseline import conventional_transform, random_pil_dataset
+from resexp.tools.bench import compare_steps
 
 
 def test_bench_baseline_times_both_trainers_and_gives_the_ratio(monkeypatch, capsys, tmp_path):

@@ -13,14 +13,15 @@ from pathlib import Path
 import pytest
 import torch
 import typer.main
-from conftest import SWEEP_TINY, TINY, cli, need_fashion_mnist, rows, run_cli
+from helpers.cli import SWEEP_TINY, TINY, cli, rows, run_cli
+from helpers.markers import need_fashion_mnist
 from typer.testing import CliRunner
 
 import resexp
 from resexp.cli import app
-from resexp.config import load_config, shipped_config_dir
 from resexp.models import count_params, get_model
-from resexp.train import fit
+from resexp.settings.compose import load_config, shipped_config_dir
+from resexp.train.loop import fit
 
 CONTRACT_COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
                     "seconds", "images_per_s"]
@@ -120,7 +121,7 @@ def test_user_error_from_the_installed_entry_point():
 
 
 def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
-    from resexp.rundir import RunDir
+    from resexp.run.folder import RunDir
 
     original = RunDir.save_checkpoint
 

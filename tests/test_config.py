@@ -3,9 +3,9 @@ import re
 import pytest
 import yaml
 
-from resexp.config import list_group, load_config, shipped_config_dir
 from resexp.errors import UserError
 from resexp.models import list_models
+from resexp.settings.compose import list_group, load_config, shipped_config_dir
 
 CONFIGS = shipped_config_dir()
 
@@ -133,7 +133,7 @@ def test_added_keys_only_where_the_dataset_class_takes_them():
 
 
 def test_schema_knows_which_keys_change_results():
-    from resexp.schema import exclusive_partner, non_result_keys
+    from resexp.settings.schema import exclusive_partner, non_result_keys
     keys = non_result_keys()
     assert {"train.threads", "train.device", "dataset.root", "sweep"} <= set(keys)
     assert not {"train.lr", "model.depth", "seed", "train.deterministic"} & set(keys)
@@ -142,7 +142,7 @@ def test_schema_knows_which_keys_change_results():
 
 
 def test_merge_overrides_replaces_same_key_and_its_partner():
-    from resexp.config import merge_overrides
+    from resexp.settings.compose import merge_overrides
     saved = ["experiment=quick_fashion", "train.epochs=3", "train.threads=2"]
     assert merge_overrides(saved, ["train.threads=1"]) == ["experiment=quick_fashion", "train.epochs=3",
                                                           "train.threads=1"]

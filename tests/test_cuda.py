@@ -10,11 +10,12 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 import torch
+from helpers.cli import TINY
+from helpers.interrupt import interrupted_and_resumed
+from helpers.steps import addresses, checkpoint_of, epochs
 
-from conftest import TINY, interrupted_and_resumed
-from resexp.config import load_config
-from resexp.train import fit, setup, train_epoch
-from test_step import addresses, checkpoint_of, epochs
+from resexp.settings.compose import load_config
+from resexp.train.loop import fit, setup, train_epoch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

@@ -18,16 +18,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import SWEEP_TINY, TINY, cli, rows
-from formats import write_cifar10_tarball, write_mnist_source
+from helpers.cli import SWEEP_TINY, TINY, cli, rows
+from helpers.formats import write_cifar10_tarball, write_mnist_source
+from helpers.runs import make_run
 from rich.console import Console
-from runfactory import make_run
 
-from resexp import sweep as sw
-from resexp.plot import make_figures, plot_depth
-from resexp.results import load_runs, status_table
-from resexp.rundir import RunDir
-from resexp.runlock import pid_alive
+from resexp.analysis.plot import make_figures, plot_depth
+from resexp.analysis.results import load_runs, status_table
+from resexp.run.folder import RunDir
+from resexp.run.lock import pid_alive
+from resexp.sweep import plan as sw
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 RUNS = ["plain-8-s0", "plain-14-s0", "resnet-8-s0", "resnet-14-s0"]

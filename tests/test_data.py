@@ -2,12 +2,12 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from helpers.formats import write_cifar10_tarball, write_mnist_source
+from helpers.markers import need_fashion_mnist, need_mnist
 
-from conftest import need_fashion_mnist, need_mnist
-from formats import write_cifar10_tarball, write_mnist_source
-from resexp.config import load_config
 from resexp.data import load_data, on_disk, random_crop, random_flip, train_batches
 from resexp.errors import UserError
+from resexp.settings.compose import load_config
 
 
 def test_mnist_loaded_from_idx_files(tmp_path):
@@ -68,12 +68,12 @@ stage_dir: KMNIST/raw
 missing_hint: "put the KMNIST *-ubyte.gz files in a folder"
 synthetic: false
 """)
-    from conftest import TINY
+    from helpers.cli import TINY
     tiny = [o for o in TINY if not o.startswith("dataset")]
     cfg = load_config([*tiny, "dataset=kmnist", "train.epochs=1"], config_dirs=[tmp_path / "myconf"])
     data = load_data(cfg.dataset, torch.device("cpu"))
     assert np.array_equal(data.train.x[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
-    from resexp.train import fit
+    from resexp.train.loop import fit
     summary = fit(cfg, tmp_path / "out")
     assert summary["status"] == "done" and summary["dataset"] == "kmnist"
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from resexp import diagnostics as dg
-from resexp.config import load_config
 from resexp.data import load_data
+from resexp.inside import diagnostics as dg
 from resexp.models import get_model
-from resexp.train import build_model, fit
+from resexp.settings.compose import load_config
+from resexp.train.loop import build_model, fit
 
 TIMING = ["seconds", "images_per_s", "elapsed"]
 

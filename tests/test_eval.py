@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import TINY, cli
+from helpers.cli import TINY, cli
 
-from resexp.config import load_config
-from resexp.evaluate import evaluate_run
-from resexp.train import fit
+from resexp.settings.compose import load_config
+from resexp.tools.evaluate import evaluate_run
+from resexp.train.loop import fit
 
 
 @pytest.fixture(scope="module")

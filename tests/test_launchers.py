@@ -11,14 +11,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SWEEP_TINY as TINY
-from conftest import cli
+from helpers.cli import SWEEP_TINY as TINY
+from helpers.cli import cli
 
-from resexp import launchers
-from resexp import sweep as sw
-from resexp.config import list_group
-from resexp.rundir import RunDir
-from resexp.slurm import TrainJob, read_records, status_with_jobs
+from resexp.run.folder import RunDir
+from resexp.settings.compose import list_group
+from resexp.sweep import launch as launchers
+from resexp.sweep import plan as sw
+from resexp.sweep.slurm import TrainJob, read_records, status_with_jobs
 
 CPU_SLURM = ["launcher.gpus_per_run=0", "launcher.cpus_per_run=1", "launcher.mem_gb=null"]
 
@@ -197,7 +197,7 @@ def test_status_lists_submitted_runs_before_their_folders_exist(tmp_path, monkey
 
 
 def test_status_of_a_sweep_without_jobs_has_no_job_column(tmp_path, tiny_cfg):
-    from resexp.train import fit
+    from resexp.train.loop import fit
 
     fit(tiny_cfg(), tmp_path / "out")
     table, logs = status_with_jobs(tmp_path / "out")
@@ -226,9 +226,9 @@ def test_a_requeued_job_takes_over_the_lock_of_its_earlier_run(tmp_path, monkeyp
     """Killed hard on another node and requeued, a job finds its own lock with a fresh
     heartbeat: that owner is gone (a job runs in one place at a time). The same job
     before any requeue, or another job, still finds the lock live."""
-    from runfactory import write_lock
+    from helpers.runs import write_lock
 
-    from resexp.runlock import RunBusy, acquire
+    from resexp.run.lock import RunBusy, acquire
 
     lock = write_lock(tmp_path, pid=1, host="gpu-node-7", age=2, job="77_1")
     record = json.loads(lock.read_text())
@@ -252,8 +252,8 @@ def test_a_requeued_job_takes_over_the_lock_of_its_earlier_run(tmp_path, monkeyp
 
 
 def test_a_job_whose_run_another_trainer_holds_skips_it(tmp_path, tiny_cfg):
+    from helpers.runs import write_lock
     from omegaconf import OmegaConf
-    from runfactory import write_lock
 
     run = tmp_path / "out" / "resnet-8-s0"
     write_lock(run, pid=os.getppid())  # a live process on this host
@@ -273,7 +273,7 @@ def fake_command(folder: Path, name: str, output: str) -> None:
 def test_status_reads_job_states_from_squeue_and_sacct(tmp_path, monkeypatch, capsys):
     """A queued job makes its run 'queued', a running one 'running' with its node; an
     ended job shows sacct's final state."""
-    from runfactory import make_run
+    from helpers.runs import make_run
 
     out = tmp_path / "out"
     make_run(out, "plain", 8, 0, [50.0, 40.0], status="running", epochs_planned=4, pid=1, host="elsewhere")

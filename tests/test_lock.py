@@ -13,10 +13,10 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SWEEP_TINY, TINY, cli, rows
-from runfactory import dead_pid, write_lock
+from helpers.cli import SWEEP_TINY, TINY, cli, rows
+from helpers.runs import dead_pid, write_lock
 
-from resexp.runlock import RunBusy, acquire, read_owner
+from resexp.run.lock import RunBusy, acquire, read_owner
 
 
 def lock_record(path: Path) -> dict:
@@ -79,7 +79,7 @@ def test_heartbeat_keeps_the_lock_live_and_a_stalled_owner_loses_it(tmp_path):
 RACER = """
 import sys, time
 from pathlib import Path
-from resexp.runlock import RunBusy, acquire
+from resexp.run.lock import RunBusy, acquire
 lock, go = Path(sys.argv[1]), Path(sys.argv[2])
 while not go.exists():
     time.sleep(0.001)

@@ -6,11 +6,11 @@ import importlib.util
 
 import pandas as pd
 import pytest
-from conftest import TINY, cli
+from helpers.cli import TINY, cli
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from resexp.train import fit
+from resexp.train.loop import fit
 
 
 def scalars(run_dir) -> dict:

@@ -6,10 +6,9 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
-from runfactory import make_run
+from helpers.runs import make_run
 
-from resexp.errors import UserError
-from resexp.plot import (
+from resexp.analysis.plot import (
     curves_data,
     make_figures,
     plot_curves,
@@ -18,7 +17,8 @@ from resexp.plot import (
     plot_responses,
     title_of,
 )
-from resexp.results import experiment_info, load_metrics, load_runs
+from resexp.analysis.results import experiment_info, load_metrics, load_runs
+from resexp.errors import UserError
 
 # Final training errors per (arch, depth) and seed: plain degrades with depth, resnet does not.
 FINAL_TRAIN = {
@@ -245,7 +245,7 @@ def test_clean_training_error_is_plotted_and_reported_when_asked(tmp_path):
     clean = make_figures(tmp_path, formats=("png",), train_error="clean")
     assert clean["depth"]["train_err_mean"].tolist() == [7.5]
     assert clean["curves"]["train_err"].tolist() == [25.0, 7.5]
-    from resexp.report import make_report
+    from resexp.analysis.report import make_report
     table, markdown = make_report(tmp_path, train_error="clean")
     assert table["train_err_mean"].tolist() == [7.5] and "clean training set in eval mode" in markdown
     make_run(tmp_path, "resnet", 20, 0, [30.0, 12.0])  # trained without train.eval_train

@@ -5,10 +5,10 @@ import statistics
 
 import pandas as pd
 import pytest
-from runfactory import make_run
+from helpers.runs import make_run
 
+from resexp.analysis.report import format_params, format_seconds, make_report
 from resexp.errors import UserError
-from resexp.report import format_params, format_seconds, make_report
 
 TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
 

@@ -7,10 +7,10 @@ import statistics
 
 import pandas as pd
 import pytest
-from runfactory import dead_pid, make_run, metrics_rows, write_lock, write_metrics
+from helpers.runs import dead_pid, make_run, metrics_rows, write_lock, write_metrics
 
+from resexp.analysis.results import aggregate, format_status, load_metrics, load_runs, status_table
 from resexp.errors import UserError
-from resexp.results import aggregate, format_status, load_metrics, load_runs, status_table
 
 
 def last_row(run_dir):

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import SWEEP_TINY, TINY, cli, rows
+from helpers.cli import SWEEP_TINY, TINY, cli, rows
 
-from resexp import estimate
-from resexp import sweep as sw
-from resexp.config import shipped_config_dir
 from resexp.errors import UserError
-from resexp.rundir import RunDir
+from resexp.run.folder import RunDir
+from resexp.settings.compose import shipped_config_dir
+from resexp.sweep import estimate
+from resexp.sweep import plan as sw
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -186,14 +186,14 @@ def test_a_dry_run_with_no_runs_times_each_architecture_at_its_extreme_depths(tm
     (bench's loop) and the other depths come from the line through those two. The speed
     itself is machine-dependent, so the timings are given here; how close the estimate
     comes on a real machine is a benchmark (docs/benchmarks.md), not a test."""
-    import resexp.bench
+    import resexp.tools.bench
     timed = []
 
     def fake_bench(cfg, steps):
         timed.append((cfg.model.arch, cfg.model.depth))
         return {"ms_per_step": {"plain": 1.0, "resnet": 2.0}[cfg.model.arch] * (10 + cfg.model.depth)}
 
-    monkeypatch.setattr(resexp.bench, "bench_one", fake_bench)
+    monkeypatch.setattr(resexp.tools.bench, "bench_one", fake_bench)
     spec, out = sw.resolve_spec(None, None, None, ["experiment=quick_fashion"], tmp_path / "qf")
     runs = sw.plan(spec, out)
     basis = sw.estimate_costs(runs, out, spec.run_config)
@@ -213,7 +213,7 @@ def test_fit_line_recovers_a_line_and_falls_back_sensibly():
 
 # --------------------------------------------------------------------------- reproducibility
 def test_summary_records_what_the_numbers_depend_on(tmp_path, tiny_cfg):
-    from resexp.train import fit
+    from resexp.train.loop import fit
     summary = fit(tiny_cfg("train.deterministic=true"), tmp_path / "out")
     for key in ("cpu_model", "cpu_bf16", "precision", "torch_threads", "cudnn_benchmark",
                 "cudnn_deterministic", "deterministic_algorithms", "libraries", "python_version"):
@@ -226,7 +226,7 @@ def test_summary_records_what_the_numbers_depend_on(tmp_path, tiny_cfg):
 
 
 def test_deterministic_runs_repeat_bit_for_bit(tmp_path, tiny_cfg):
-    from resexp.train import fit
+    from resexp.train.loop import fit
     for name in ("a", "b"):
         fit(tiny_cfg("train.deterministic=true", "train.epochs=2"), tmp_path / name)
     drop = lambda rs: [{k: v for k, v in r.items() if k not in ("seconds", "images_per_s", "elapsed")}  # noqa: E731

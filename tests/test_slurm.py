@@ -15,11 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import SWEEP_TINY as TINY
-from conftest import cli, rows
+from helpers.cli import SWEEP_TINY as TINY
+from helpers.cli import cli, rows
 
-from resexp.config import load_config
-from resexp.train import fit
+from resexp.settings.compose import load_config
+from resexp.train.loop import fit
 
 pytestmark = pytest.mark.slow
 
@@ -200,7 +200,7 @@ def test_two_slurm_sweeps_and_a_local_one_on_one_folder_train_each_run_once(slur
     one place; the stale lock is taken over, the live run is left alone."""
     import sys
 
-    from runfactory import dead_pid, write_lock
+    from helpers.runs import dead_pid, write_lock
 
     out = tmp_path / "out"
     sweep = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--seeds", "0,1", *TINY, "train.epochs=6",

@@ -7,37 +7,25 @@ the in-place checkpoint restore all run; only the CUDA capture and replay do not
 
 from __future__ import annotations
 
-import io
-
 import pandas as pd
 import pytest
 import torch
+from helpers.cli import TINY
+from helpers.interrupt import interrupted_and_resumed
+from helpers.steps import TIMING, addresses, checkpoint_of, epochs
 
-import resexp.step as step_mod
-import resexp.train as train_mod
-from resexp.config import load_config
-from resexp.step import WARMUP_STEPS, GraphedStep
-from resexp.train import fit, setup, train_epoch
+import resexp.train.loop as train_mod
+import resexp.train.step as step_mod
+from resexp.settings.compose import load_config
+from resexp.train.loop import fit, setup, train_epoch
+from resexp.train.step import WARMUP_STEPS, GraphedStep
 
-from conftest import TINY, interrupted_and_resumed
-
-TIMING = ["seconds", "images_per_s", "elapsed"]
 # 200 images in batches of 64: three full batches and a partial one of 8 per epoch.
 PARTIAL = [*TINY, "dataset.train_args.size=200"]
 
 
 def cfg_of(*overrides):
     return load_config([*PARTIAL, *overrides])
-
-
-def epochs(cfg, s, n: int) -> list[float]:
-    """Train loss and train error of each of ``n`` epochs of ``train_epoch``, in one list."""
-    out, iteration = [], 0
-    for epoch in range(1, n + 1):
-        stats = train_epoch(cfg, s, epoch, iteration)
-        iteration = stats["iteration"]
-        out += [stats["train_loss"], stats["train_err"]]
-    return out
 
 
 def metrics(out, name="resnet-8-s0") -> pd.DataFrame:
@@ -91,21 +79,6 @@ def test_graphed_fit_writes_the_eager_metrics(tmp_path, monkeypatch):
     fit(cfg_of(), tmp_path / "eager")
     assert [k.kind for k in kinds] == ["graphed (no capture)"] and kinds[0].counts["graph"] > 0
     pd.testing.assert_frame_equal(metrics(tmp_path / "graphed"), metrics(tmp_path / "eager"), rtol=1e-5)
-
-
-def checkpoint_of(s) -> dict:
-    """What fit() saves, through torch.save and back, as a resume reads it."""
-    buffer = io.BytesIO()
-    torch.save({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict()}, buffer)
-    buffer.seek(0)
-    return torch.load(buffer, weights_only=True)
-
-
-def addresses(s) -> list[int]:
-    tensors = [*s.model.parameters(), *s.model.buffers(), s.step.lr, s.step.x, s.step.y,
-               s.step.loss_sum, s.step.wrong]
-    tensors += [state["momentum_buffer"] for state in s.optimizer.state.values()]
-    return [t.data_ptr() for t in tensors]
 
 
 def test_checkpoint_restores_into_the_static_tensors():

@@ -14,16 +14,16 @@ from pathlib import Path
 
 import pytest
 import yaml
+from helpers.cli import SWEEP_TINY as TINY
+from helpers.cli import cli, rows
 from omegaconf import OmegaConf
-from conftest import SWEEP_TINY as TINY
-from conftest import cli, rows
 from rich.console import Console
 
-import resexp.train as train_module
-from resexp import sweep as sw
-from resexp.config import load_config
-from resexp.gpus import pin_worker, visible_gpus
-from resexp.rundir import RunDir
+import resexp.train.loop as train_module
+from resexp.run.folder import RunDir
+from resexp.settings.compose import load_config
+from resexp.sweep import plan as sw
+from resexp.sweep.gpus import pin_worker, visible_gpus
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 

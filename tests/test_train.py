@@ -2,14 +2,14 @@ import json
 
 import pandas as pd
 import pytest
-from conftest import interrupted_and_resumed
+from helpers.interrupt import interrupted_and_resumed
 
+import resexp.train.loop as train_mod
 from resexp.errors import UserError
 from resexp.models import count_params, get_model
-from resexp.rundir import COLUMNS, RunDir
-from resexp.schedule import make_schedule
-from resexp.train import fit
-import resexp.train as train_mod
+from resexp.run.folder import COLUMNS, RunDir
+from resexp.train.loop import fit
+from resexp.train.schedule import make_schedule
 
 TIMING = ["seconds", "images_per_s", "elapsed"]
 

@@ -20,8 +20,7 @@ from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from resexp.errors import UserError
-from resexp.results import (
+from resexp.analysis.results import (
     TRAIN_ERRORS,
     aggregate,
     dataset_label,
@@ -33,6 +32,7 @@ from resexp.results import (
     runs_to_average,
     sort_runs,
 )
+from resexp.errors import UserError
 
 FORMATS = ("png", "pdf", "svg")
 

@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resexp.errors import UserError
-from resexp.results import (
+from resexp.analysis.results import (
     aggregate,
     dataset_label,
     experiment_info,
@@ -21,6 +20,7 @@ from resexp.results import (
     pick_train_error,
     status_tally,
 )
+from resexp.errors import UserError
 
 # He et al. 2016, Table 6: CIFAR-10 test error (%) of ResNet-n, option A shortcuts,
 # 64k iterations. The 110-layer value is the best of 5 runs (their mean: 6.61 ± 0.16).

@@ -12,9 +12,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from resexp.environment import hardware_of
 from resexp.errors import UserError
-from resexp.rundir import RunDir, parse_run_name
+from resexp.run.folder import RunDir, parse_run_name
+from resexp.train.environment import hardware_of
 
 # Plain nets first, then their residual twins: the order of legends and tables.
 ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
@@ -105,7 +105,7 @@ def _identity(run_dir: Path, state) -> tuple[str, int, int]:
 
 def _shipped_display_name(name):
     """A run from before display names were recorded: the shipped dataset YAML's, else the name."""
-    from resexp.config import shipped_config_dir
+    from resexp.settings.compose import shipped_config_dir
     try:
         shipped = yaml.safe_load((shipped_config_dir() / "dataset" / f"{name}.yaml").read_text())
     except (OSError, TypeError, yaml.YAMLError):

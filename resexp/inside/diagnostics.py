@@ -1,6 +1,6 @@
 """Inside a network: layer responses (He et al. 2016, Fig. 7), gradient flow, the identity test.
 
-Every measurement is a plain function of a model and fixed inputs; ``resexp.monitor``
+Every measurement is a plain function of a model and fixed inputs; ``resexp.inside.monitor``
 decides when a run calls them and writes their rows into the run folder.
 
 What is measured, for the networks of ``resexp.models`` (a stem, then ``model.blocks``):

@@ -30,8 +30,8 @@ from pathlib import Path
 
 import torch
 
-from resexp import diagnostics as dg
-from resexp.runfiles import DIAGNOSTIC_FILES
+from resexp.inside import diagnostics as dg
+from resexp.run.files import DIAGNOSTIC_FILES
 
 FILES = dict(zip(("responses", "gradients", "identity"), DIAGNOSTIC_FILES))
 
@@ -67,7 +67,7 @@ class Monitor:
         """Before the first epoch to train: ``epoch`` 0 is a fresh run (measured at
         iteration 0), a larger one a resumed run."""
         if self.tensorboard:
-            from resexp.tblog import TBLog
+            from resexp.inside.tensorboard import TBLog
             self.tb = TBLog(self.path, purge_step=iteration or None)
         if epoch == 0 and self.when != "off":
             self.measure(epoch=0, iteration=0)

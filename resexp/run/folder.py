@@ -2,7 +2,7 @@
 
 A run folder ``<out>/<arch>-<depth>-s<seed>/`` holds config.yaml, metrics.csv,
 summary.json, checkpoint.pt and, while a trainer holds it, run.lock. Each file has
-one reader (strict: resexp.runfiles) and one writer here, and ``RunDir.state()`` is
+one reader (strict: resexp.run.files) and one writer here, and ``RunDir.state()`` is
 the one place that decides what a run is (new, partial, running, done, damaged, ...):
 train, sweep, results and status all ask it.
 
@@ -33,10 +33,19 @@ from omegaconf import OmegaConf
 
 from resexp.errors import UserError
 from resexp.models import list_models
-from resexp.runfiles import (COLUMNS, DIAGNOSTIC_FILES, VAL_COLUMNS, DamagedFile, Log, parse_config, parse_log,
-                             parse_summary, read_bytes)
-from resexp.runlock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
-from resexp.schema import default_of, non_result_keys
+from resexp.run.files import (
+    COLUMNS,
+    DIAGNOSTIC_FILES,
+    VAL_COLUMNS,
+    DamagedFile,
+    Log,
+    parse_config,
+    parse_log,
+    parse_summary,
+    read_bytes,
+)
+from resexp.run.lock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
+from resexp.settings.schema import default_of, non_result_keys
 
 __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotWrite", "DamagedFile", "Lock", "Log",
            "NOT_RESULT_KEYS", "Owner", "RunBusy", "RunDir", "RunState", "run_name", "parse_run_name"]
@@ -287,7 +296,7 @@ class RunDir:
     # ---- the lock: one trainer per run, on any host
     @contextlib.contextmanager
     def claim(self, stale_after: float = DEFAULT_STALE_AFTER) -> Iterator[Lock]:
-        """Hold this run's lock while training it (resexp.runlock): creates the folder and
+        """Hold this run's lock while training it (resexp.run.lock): creates the folder and
         the lock, or takes over a stale lock; raises RunBusy while a live process holds it.
         The lock's heartbeat runs until the block ends; ``Lock.verify()`` raises RunBusy if
         the run was taken over meanwhile (a heartbeat stalled for longer than stale_after).

@@ -25,9 +25,9 @@ from hydra.errors import HydraException, MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resexp import schema
 from resexp.errors import UserError
 from resexp.models import check_depth
+from resexp.settings import schema
 
 # Free-form dicts: keyword arguments of the dataset class (which rejects one it does not
 # take) and extra sbatch options (which sbatch checks): the only places where
@@ -211,5 +211,5 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     _require(ds.test_subset is None or ds.test_subset <= ds.test_size,
              f"dataset.test_subset={ds.test_subset} is more than the {ds.test_size} test images of {ds.name}")
     if check_memory:  # the device is this host's: a host that only submits the run has none to check
-        from resexp.footprint import check_fits, device_of  # torch: imported only when validating
+        from resexp.models.footprint import check_fits, device_of  # torch: imported only when validating
         check_fits(cfg, device_of(t.device))

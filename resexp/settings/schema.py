@@ -128,7 +128,7 @@ class SweepConfig:
 class LauncherConfig:
     """How a sweep trains its runs (configs/launcher/, resexp/launchers.py): ``local``
     uses ``jobs``, ``slurm`` the keys after it. A key the chosen type does not use must
-    keep its default (resexp.launchers checks); none of them changes results."""
+    keep its default (resexp.sweep.launch checks); none of them changes results."""
     type: str = key("local", check=("local", "slurm"))
     jobs: int = key(1, check="positive")
     partition: Optional[str] = key(None)

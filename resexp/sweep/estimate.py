@@ -19,7 +19,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from resexp.rundir import RunDir
+from resexp.run.folder import RunDir
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ def measured_points(folder: Path, batch_size: int) -> dict[str, list[tuple[int, 
 def timed_points(cfg_for, arch: str, depths: list[int], steps: int = 5) -> list[tuple[int, float]]:
     """(depth, seconds per step) for ``arch`` at its smallest and largest depth, timed here.
     ``cfg_for(arch, depth)`` gives the run config."""
-    from resexp.bench import bench_one  # torch and the trainer: only when a timing is needed
+    from resexp.tools.bench import bench_one  # torch and the trainer: only when a timing is needed
     picks = sorted({min(depths), max(depths)})
     return [(d, bench_one(cfg_for(arch, d), steps)["ms_per_step"] / 1000) for d in picks]
 

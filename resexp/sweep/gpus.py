@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from resexp.lifeline import die_with_parent
+from resexp.sweep.lifeline import die_with_parent
 
 
 def visible_gpus(environ: Mapping[str, str], count: int) -> list[str]:

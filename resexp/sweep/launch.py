@@ -15,10 +15,10 @@ from typing import Sequence
 from omegaconf import OmegaConf
 from rich.console import Console
 
-from resexp import schema
-from resexp.config import extra_config_dirs, shipped_config_dir
 from resexp.errors import UserError
-from resexp.sweep import BUSY
+from resexp.settings import schema
+from resexp.settings.compose import extra_config_dirs, shipped_config_dir
+from resexp.sweep.plan import BUSY
 
 # The keys each launcher type uses (resexp/schema.py LauncherConfig holds them all).
 USES = {"local": ("type", "jobs"),
@@ -46,7 +46,7 @@ def pick(runs, jobs: int | None, wait: bool, config_dirs: Sequence[str | Path] =
     if jobs is not None:
         raise UserError("--jobs is for the local launcher; SLURM runs jobs side by side "
                         "(at most launcher.array_parallelism of one sweep)")
-    from resexp.slurm import check_settings
+    from resexp.sweep.slurm import check_settings
 
     check_settings(cfg)
     return Launcher("slurm", cfg, 1, wait)
@@ -82,7 +82,7 @@ def dry_run(launcher: Launcher, runs, out: Path) -> str | None:
     """What the launcher would do beyond the plan: for SLURM, the sbatch parameters."""
     if launcher.type != "slurm":
         return None
-    from resexp import slurm
+    from resexp.sweep import slurm
 
     todo, waiting, elsewhere = slurm.to_submit([r for r in runs if r.to_train], out)
     lines = slurm.skipped_lines(waiting, elsewhere)
@@ -93,14 +93,14 @@ def dry_run(launcher: Launcher, runs, out: Path) -> str | None:
 def launch(launcher: Launcher, runs, out: Path, console: Console) -> dict[str, str] | None:
     """Train the planned runs; {run name: final status}, or None when jobs were only submitted."""
     if launcher.type == "local":
-        from resexp.sweep import run_sweep
+        from resexp.sweep.plan import run_sweep
 
         return run_sweep(runs, out, console, launcher.jobs)
     return _launch_slurm(launcher, runs, out, console)
 
 
 def _launch_slurm(launcher: Launcher, runs, out: Path, console: Console) -> dict[str, str] | None:
-    from resexp import slurm
+    from resexp.sweep import slurm
 
     todo, waiting, elsewhere = slurm.to_submit([r for r in runs if r.to_train], out)
     for line in slurm.skipped_lines(waiting, elsewhere):

@@ -21,15 +21,15 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from resexp.config import load_config, merge_overrides, parse_overrides
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
-from resexp.estimate import fit_line, measured_points, run_seconds, timed_points
-from resexp.footprint import check_fits, device_of
-from resexp.gpus import round_robin, start_worker, visible_gpus
-from resexp.rundir import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
-from resexp.schedule import make_schedule
-from resexp.train import fit, make_progress, pick_device
+from resexp.models.footprint import check_fits, device_of
+from resexp.run.folder import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
+from resexp.settings.compose import load_config, merge_overrides, parse_overrides
+from resexp.sweep.estimate import fit_line, measured_points, run_seconds, timed_points
+from resexp.sweep.gpus import round_robin, start_worker, visible_gpus
+from resexp.train.loop import fit, make_progress, pick_device
+from resexp.train.schedule import make_schedule
 
 SWEEP_FILE = "sweep.yaml"
 # The sweep's axes: each combination is one run folder <arch>-<depth>-s<seed>.

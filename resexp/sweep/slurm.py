@@ -32,8 +32,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from submitit.helpers import Checkpointable
 
 from resexp.errors import UserError
-from resexp.rundir import FINISHED, RunBusy, now
-from resexp.sweep import BUSY
+from resexp.run.folder import FINISHED, RunBusy, now
+from resexp.sweep.plan import BUSY
 
 JOBS_FILE = "jobs.jsonl"
 # squeue states of a job that will still train: queued, starting, running or held.
@@ -120,7 +120,7 @@ class TrainJob(Checkpointable):
     def __call__(self) -> str:
         from rich.progress import Progress
 
-        from resexp.train import fit
+        from resexp.train.loop import fit
 
         # SLURM sends SIGTERM when it is about to kill the job anyway (scancel, scontrol
         # requeue, preemption, the end of the time limit). submitit ignores it; this job
@@ -361,8 +361,8 @@ def status_with_jobs(results_dir: Path, runs=None):
     ``runs``: results.load_runs(results_dir) when the caller has it."""
     import pandas as pd
 
-    from resexp.results import sort_runs, status_table
-    from resexp.rundir import parse_run_name
+    from resexp.analysis.results import sort_runs, status_table
+    from resexp.run.folder import parse_run_name
 
     records = read_records(results_dir)
     try:

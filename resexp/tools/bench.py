@@ -19,11 +19,11 @@ import time
 import pandas as pd
 import torch
 
-from resexp.baseline import bench_baseline
-from resexp.config import load_config
 from resexp.data import load_data, random_data, train_batches
 from resexp.models import count_params
-from resexp.train import evaluate, pick_device, setup, train_epoch
+from resexp.settings.compose import load_config
+from resexp.tools.baseline import bench_baseline
+from resexp.train.loop import evaluate, pick_device, setup, train_epoch
 
 
 def describe(cfg, device: torch.device) -> dict:

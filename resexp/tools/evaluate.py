@@ -18,10 +18,10 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resexp.config import load_config, validate
+from resexp.analysis.results import parse_run_name
 from resexp.errors import UserError
-from resexp.results import parse_run_name
-from resexp.rundir import RunDir
+from resexp.run.folder import RunDir
+from resexp.settings.compose import load_config, validate
 
 
 def _parse(overrides: Sequence[str]):
@@ -79,7 +79,7 @@ def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) ->
 
 def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, config_dirs=()) -> dict:
     """Test error (and clean training error) of the run's checkpoint: a dict for printing."""
-    from resexp.train import evaluate, setup
+    from resexp.train.loop import evaluate, setup
 
     run_dir = Path(run_dir)
     cfg = eval_config(run_dir, overrides, config_dirs)

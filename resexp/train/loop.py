@@ -19,16 +19,28 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
-from resexp.environment import describe, make_deterministic
 from resexp.errors import UserError
-from resexp.footprint import device_of as pick_device
+from resexp.inside.monitor import Monitor
 from resexp.models import count_params, get_model
-from resexp.monitor import Monitor
-from resexp.runfiles import CLEAN_TRAIN_COLUMNS
-from resexp.rundir import (COLUMNS, VAL_COLUMNS, CannotWrite, DamagedFile, Lock, Log, RunBusy, RunDir, git_commit,
-                           now, run_name, writing)
-from resexp.schedule import Schedule, make_schedule
-from resexp.step import Step, make_step
+from resexp.models.footprint import device_of as pick_device
+from resexp.run.files import CLEAN_TRAIN_COLUMNS
+from resexp.run.folder import (
+    COLUMNS,
+    VAL_COLUMNS,
+    CannotWrite,
+    DamagedFile,
+    Lock,
+    Log,
+    RunBusy,
+    RunDir,
+    git_commit,
+    now,
+    run_name,
+    writing,
+)
+from resexp.train.environment import describe, make_deterministic
+from resexp.train.schedule import Schedule, make_schedule
+from resexp.train.step import Step, make_step
 
 
 def bf16_is_fast(device: torch.device) -> bool:

@@ -104,7 +104,7 @@ def summary_dict(arch, depth, seed, rows, status, epochs_planned, iters_per_epoc
 def write_lock(run_dir: Path, pid: int, host: str | None = None, age: float = 0.0,
                stale_after: float = 300.0, job: str | None = None) -> Path:
     """run.lock as a trainer writes it, last refreshed ``age`` seconds ago."""
-    from resexp.runlock import pid_namespace
+    from resexp.run.lock import pid_namespace
 
     path = Path(run_dir) / "run.lock"
     path.parent.mkdir(parents=True, exist_ok=True)

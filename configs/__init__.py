@@ -1,1 +1,0 @@
-# Makes the shipped configs importable as resexp.configs (see pyproject.toml).

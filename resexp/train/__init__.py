@@ -1,0 +1,5 @@
+"""Training one run: `fit(cfg, out)` sets up, then loops over epochs and steps.
+
+Owns the loop (loop.py), the SGD step, eager or CUDA-graphed (step.py), the learning-rate
+schedule (schedule.py) and what a run records about the machine it ran on (environment.py).
+"""

@@ -1,0 +1,1 @@
+"""Shared test helpers: run factories, snapshots, interrupt helpers, file formats, markers."""

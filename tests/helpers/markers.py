@@ -1,0 +1,32 @@
+"""Real-data requirements: skipped where the data are absent, failed in CI (RESEXP_REQUIRE_REAL_DATA)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def need_fashion_mnist():
+    """Skip where the Debian package is absent, except in CI, which must have it."""
+    if not FASHION_DIR.is_dir():
+        if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
+            pytest.fail(f"{FASHION_DIR} missing: apt-get install dataset-fashion-mnist")
+        pytest.skip("apt-get install dataset-fashion-mnist for the real-data tests")
+
+
+# The four original MNIST files; on these machines beside the repository (../shared/data/mnist).
+MNIST_DIR = Path(os.environ.get("RESEXP_MNIST_SOURCE",
+                                Path(__file__).resolve().parents[2].parent / "shared" / "data" / "mnist"))
+
+
+def need_mnist():
+    """Skip where the MNIST files are absent, except in CI, which must have them."""
+    if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
+        if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
+            pytest.fail(f"{MNIST_DIR} lacks the MNIST *-ubyte.gz files: set RESEXP_MNIST_SOURCE=FOLDER")
+        pytest.skip("put the four MNIST *-ubyte.gz files in ../shared/data/mnist or $RESEXP_MNIST_SOURCE")
+    return MNIST_DIR
