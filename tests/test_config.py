@@ -2,6 +2,7 @@ import re
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from resexp.errors import UserError
 from resexp.models import list_models
@@ -162,3 +163,64 @@ def test_user_config_dir_from_environment(tmp_path, monkeypatch):
 def test_missing_config_dir_is_an_error(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_config([], config_dirs=[tmp_path / "nowhere"])
+
+
+# --------------------------------------------------------------------------- one source of defaults
+def _leaves(node, prefix=""):
+    """(dotted key, value) of every leaf of a YAML mapping; Hydra's own keys left out."""
+    for key, value in (node or {}).items():
+        if key == "defaults" or str(key).startswith("_") and key != "_target_":
+            continue
+        full = f"{prefix}{key}"
+        if isinstance(value, dict) and value and key not in ("train_args", "test_args", "sbatch"):
+            yield from _leaves(value, full + ".")
+        else:
+            yield full, value
+
+
+def _second_copies(path, base) -> list[str]:
+    """Keys a YAML file sets to the value they already have without it (a group's file,
+    dataset/ or launcher/, sets the keys under its group's name)."""
+    doc = yaml.safe_load(path.read_text()) or {}
+    group = path.parent.name
+    prefix = f"{group}." if group in ("dataset", "launcher") else ""
+    # a launcher file names its type: the group's choice, not a repeated default
+    return [f"{key}: {value!r}" for key, value in _leaves(doc, prefix) if base(key) == value and key != "launcher.type"]
+
+
+@pytest.mark.parametrize("path", sorted([CONFIGS / "train.yaml", *CONFIGS.glob("launcher/*.yaml"),
+                                         *CONFIGS.glob("dataset/*.yaml")]), ids=lambda p: p.name)
+def test_no_yaml_repeats_a_schema_default(path):
+    """resexp/settings/schema.py is the one source of defaults: a YAML file that writes a
+    default again would drift from it unseen."""
+    from resexp.settings.schema import default_of
+
+    assert _second_copies(path, default_of) == []
+
+
+@pytest.mark.parametrize("name", list_group("experiment"))
+def test_experiments_hold_only_their_deltas(name):
+    """Each key an experiment sets differs from what the run would have without it (the
+    same dataset, experiment=null)."""
+    path = CONFIGS / "experiment" / f"{name}.yaml"
+    dataset = next((d["override /dataset"] for d in yaml.safe_load(path.read_text()).get("defaults", [])
+                    if isinstance(d, dict) and "override /dataset" in d), "cifar10")
+    base = load_config(["experiment=null", f"dataset={dataset}"])
+
+    def value(key):
+        node = OmegaConf.select(base, key)
+        return OmegaConf.to_container(node) if OmegaConf.is_config(node) else node
+
+    assert _second_copies(path, value) == []
+
+
+def test_the_second_copy_check_finds_a_repeated_default(tmp_path):
+    """The two tests above can fail: a file repeating train.lr's default is caught."""
+    from resexp.settings.schema import default_of
+
+    copy = tmp_path / "copy.yaml"
+    copy.write_text("train:\n  lr: 0.1\n  momentum: 0.5\nlauncher:\n  mem_gb: 16.0\n")
+    assert _second_copies(copy, default_of) == ["train.lr: 0.1", "launcher.mem_gb: 16.0"]
+    (tmp_path / "dataset").mkdir()
+    (tmp_path / "dataset" / "copy.yaml").write_text("val_size: 0\nchannels: 3\n")
+    assert _second_copies(tmp_path / "dataset" / "copy.yaml", default_of) == ["dataset.val_size: 0"]

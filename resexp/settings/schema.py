@@ -1,7 +1,9 @@
 """The typed schema of a run config: every key, its type, its allowed values, and
 whether it changes what a run computes.
 
-The dataclasses are registered in Hydra's ConfigStore and sit at the root of
+This file is the one source of every default: the YAML files under configs/ hold only
+what differs from it (tests/test_config.py fails on a second copy). The dataclasses are
+registered in Hydra's ConfigStore and sit at the root of
 ``configs/train.yaml``'s defaults list, so composition itself rejects unknown keys
 (``+train.optimizer=adam`` included) and values of the wrong type
 (``train.momentum=abc``). What a type cannot say — ranges, choices, list shapes —
@@ -37,18 +39,23 @@ def key(default=None, *, check=None, result: bool = True, excludes: str | None =
 
 @dataclass
 class ModelConfig:
-    arch: str = key("resnet", check="arch")
-    depth: int = key(20, check="positive")
+    arch: str = key("resnet", check="arch")  # plain | resnet | preact_resnet | mlp_plain | mlp_resnet
+    depth: int = key(20, check="positive")   # CIFAR nets: 6n+2 (9n+2 with bottleneck); MLPs: 2k+2
+    # resnet: A = identity + zero-padded channels (no parameters), B = 1x1 projection
     shortcut: str = key("A", check=("A", "B"))
-    widths: List[int] = key(check="three_positive", factory=lambda: [16, 32, 64])
-    bottleneck: bool = key(False)
-    checkpoint_segments: int = key(0, check="non_negative")
-    mlp_widths: List[int] = key(check="positive_list", factory=lambda: [256])
+    widths: List[int] = key(check="three_positive", factory=lambda: [16, 32, 64])  # filters per stage (§4.2)
+    bottleneck: bool = key(False)  # 1x1-3x3-1x1 blocks (depth 9n+2), as in ResNet-164/1001
+    checkpoint_segments: int = key(0, check="non_negative")  # >0: activation checkpointing (1000+ layers)
+    mlp_widths: List[int] = key(check="positive_list", factory=lambda: [256])  # projection where width changes
     mlp_batch_norm: bool = key(True)
 
 
 @dataclass
 class TrainConfig:
+    """The paper's CIFAR-10 recipe (§4.2): SGD, momentum 0.9, weight decay 1e-4, batch 128,
+    lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k."""
+    # Run length: epochs or iterations, not both. One given on the command line clears the
+    # other (train.epochs=10 trains 10 epochs under any experiment).
     epochs: Optional[int] = key(None, check="positive_or_none", excludes="iterations")
     iterations: Optional[int] = key(64000, check="positive_or_none", excludes="epochs")
     batch_size: int = key(128, check="positive")
@@ -59,95 +66,110 @@ class TrainConfig:
     milestones: List[Any] = key(check="non_negative_list", factory=lambda: [32000, 48000])
     milestone_unit: str = key("iterations", check=("iterations", "epochs"))
     gamma: float = key(0.1, check="positive")
+    # §4.2: for the 110-layer net "we use 0.01 to warm up the training until the training
+    # error is below 80% (about 400 iterations), and then go back to 0.1".
     warmup_iters: int = key(0, check="non_negative")
     warmup_lr: float = key(0.01, check="positive")
-    warmup_from_depth: Optional[int] = key(None, check="positive_or_none")
+    warmup_from_depth: Optional[int] = key(None, check="positive_or_none")  # null: every depth
     eval_batch_size: int = key(1000, check="positive")
-    device: str = key("auto", check="device", result=False)
-    amp: bool = key(True)
-    channels_last: bool = key(True)
-    compile: bool = key(False)
-    # the graphed step trains the eager run (resexp/step.py): a run may switch on resume
+    device: str = key("auto", check="device", result=False)  # auto (CUDA if available) | cpu | cuda | cuda:N
+    amp: bool = key(True)  # bf16 autocast where it is fast: CUDA, CPUs with AVX512-BF16/AMX
+    channels_last: bool = key(True)  # NHWC memory layout for the convs
+    compile: bool = key(False)  # torch.compile the model (CUDA; pays off on long runs)
+    # CUDA: forward+backward+SGD captured once as a CUDA graph and replayed per batch; it
+    # trains the eager run (resexp/train/step.py), so a run may switch on resume. CPU: ignored.
     cuda_graphs: bool = key(True, result=False)
-    deterministic: bool = key(False)
-    drop_last: bool = key(False)
-    keep_checkpoint: bool = key(True, result=False)
-    log_every: int = key(50, check="positive", result=False)
-    threads: Optional[int] = key(None, check="positive_or_none", result=False)
-    # seconds without a heartbeat after which a run's lock is stale (resexp/runlock.py)
+    deterministic: bool = key(False)  # deterministic kernels: bit-identical reruns on one machine
+    drop_last: bool = key(False)  # keep the last, smaller batch of an epoch (391 it/epoch on 50k)
+    keep_checkpoint: bool = key(True, result=False)  # keep checkpoint.pt once the run is done
+    log_every: int = key(50, check="positive", result=False)  # progress refresh, iterations (a sync each)
+    threads: Optional[int] = key(None, check="positive_or_none", result=False)  # CPU threads; null: chosen
+    # A trainer refreshes its run's lock every stale_after/10 s; a lock not refreshed for
+    # stale_after seconds was left by a dead process, and the next trainer takes the run
+    # over (resexp/run/lock.py). Hosts sharing a results folder keep their clocks in step.
     stale_after: float = key(300.0, check="positive", result=False)
-    # Clean training error after each epoch: changes metrics.csv's columns, so it is a result key.
+    # Clean training error: also evaluate the whole training set (eval-mode BN, no
+    # augmentation) after each epoch, as clean_train_loss/clean_train_err columns; train_err
+    # stays the mean minibatch error with augmentation (He et al. Fig. 6). Changes
+    # metrics.csv's columns, so it is a result key.
     eval_train: bool = key(False)
-    # What a run records besides its metrics (resexp/monitor.py): never changes its numbers.
+    # Inside the network (resexp/inside/): layer responses (Fig. 7), gradient norms and the
+    # identity test. end = at iteration 0 and after the last epoch; epoch = after every
+    # epoch too; off = never. They never change a run's numbers.
     diagnostics: str = key("end", check="diagnostics", result=False)
-    diagnostics_images: int = key(256, check="positive", result=False)
-    tensorboard: bool = key(False, result=False)
+    diagnostics_images: int = key(256, check="positive", result=False)  # the first N test images
+    tensorboard: bool = key(False, result=False)  # TensorBoard events too (pip install 'resexp[tensorboard]')
 
 
 @dataclass
 class AugmentConfig:
-    pad: int = key(0, check="non_negative")
-    hflip: bool = key(False)
+    pad: int = key(0, check="non_negative")  # pixels padded on each side before a random crop (0: none)
+    hflip: bool = key(False)                 # random horizontal flip
 
 
 @dataclass
 class DatasetConfig:
+    """A dataset (configs/dataset/NAME.yaml sets the keys without a default)."""
     name: str = key("???")
-    display_name: Optional[str] = key(None, result=False)  # null: the name
-    _target_: str = key("???")
-    train_args: Dict[str, Any] = key(factory=dict)
+    display_name: Optional[str] = key(None, result=False)  # in figure titles and reports; null: the name
+    _target_: str = key("???")  # the dataset class, e.g. torchvision.datasets.MNIST
+    train_args: Dict[str, Any] = key(factory=dict)  # passed to the class for the training split
     test_args: Dict[str, Any] = key(factory=dict)
     # The real sizes (checked when the data load): validation and estimates use them.
-    train_size: int = key("???", check="positive", result=False)
+    train_size: int = key("???", check="positive", result=False)  # before val_size
     test_size: int = key("???", check="positive", result=False)
     num_classes: int = key("???", check="positive")
     channels: int = key("???", check="positive")
     image_size: int = key("???", check="positive")
-    mean: List[float] = key(check="unit_open_list", factory=list)
+    mean: List[float] = key(check="unit_open_list", factory=list)  # per channel, pixel values in [0, 1]
     std: List[float] = key(check="unit_open_list", factory=list)
     augment: AugmentConfig = key(factory=AugmentConfig)
+    # Hold out the last N training images as a validation split (val_loss/val_err columns);
+    # the paper tuned on a 45k/5k split of CIFAR-10: 5000.
     val_size: int = key(0, check="non_negative")
-    train_subset: Optional[int] = key(None, check="positive_or_none")
-    test_subset: Optional[int] = key(None, check="positive_or_none")
-    root: Optional[str] = key(None, result=False)
-    download: bool = key(True, result=False)
-    source: Optional[str] = key(None, result=False)
-    stage_dir: str = key(".", result=False)
-    missing_hint: str = key("", result=False)
-    synthetic: bool = key(False)
+    train_subset: Optional[int] = key(None, check="positive_or_none")  # the first N training images; null: all
+    test_subset: Optional[int] = key(None, check="positive_or_none")   # the first N test images; null: all
+    root: Optional[str] = key(None, result=False)  # data folder; null: $RESEXP_DATA, else ~/.cache/resexp/data
+    download: bool = key(True, result=False)  # let the dataset class download where there is a network
+    source: Optional[str] = key(None, result=False)  # offline: a folder with the original files, staged
+    stage_dir: str = key(".", result=False)  # where under root the class looks for the staged files
+    missing_hint: str = key("", result=False)  # the error line's advice when the data are missing
+    synthetic: bool = key(False)  # generated images: results are labelled synthetic everywhere
 
 
 @dataclass
 class SweepConfig:
+    """Defaults of `resexp sweep` (its --archs/--depths/--seeds win)."""
     archs: List[str] = key(check="arch_list", result=False, factory=lambda: ["plain", "resnet"])
+    # Fig. 6 (left/middle); add 110 (and 1202) for the right panel
     depths: List[int] = key(check="positive_list", result=False, factory=lambda: [20, 32, 44, 56])
     seeds: List[int] = key(check="non_negative_list", result=False, factory=lambda: [0])
 
 
 @dataclass
 class LauncherConfig:
-    """How a sweep trains its runs (configs/launcher/, resexp/launchers.py): ``local``
+    """How a sweep trains its runs (configs/launcher/, resexp/sweep/launch.py): ``local``
     uses ``jobs``, ``slurm`` the keys after it. A key the chosen type does not use must
     keep its default (resexp.sweep.launch checks); none of them changes results."""
     type: str = key("local", check=("local", "slurm"))
-    jobs: int = key(1, check="positive")
-    partition: Optional[str] = key(None)
-    account: Optional[str] = key(None)
-    qos: Optional[str] = key(None)
-    time_min: int = key(240, check="positive")
-    gpus_per_run: int = key(1, check="non_negative")
-    cpus_per_run: int = key(4, check="positive")
-    mem_gb: Optional[float] = key(16.0, check="positive_number_or_none")
-    array_parallelism: int = key(64, check="positive")
-    signal_delay_s: int = key(120, check="non_negative")
-    max_requeues: int = key(20, check="non_negative")
-    log_folder: Optional[str] = key(None)
-    sbatch: Dict[str, Any] = key(factory=dict)
+    jobs: int = key(1, check="positive")  # local: runs trained at once, each in its own process
+    partition: Optional[str] = key(None)  # sbatch --partition; null: the cluster's default
+    account: Optional[str] = key(None)    # sbatch --account
+    qos: Optional[str] = key(None)        # sbatch --qos
+    time_min: int = key(240, check="positive")  # time limit per job; a longer run goes on in requeued jobs
+    gpus_per_run: int = key(1, check="non_negative")  # GPUs per job (0: a CPU job)
+    cpus_per_run: int = key(4, check="positive")      # cores per job; CPU training uses this many threads
+    mem_gb: Optional[float] = key(16.0, check="positive_number_or_none")  # memory per job (null: site default)
+    array_parallelism: int = key(64, check="positive")  # at most this many jobs of one submission at once
+    signal_delay_s: int = key(120, check="non_negative")  # USR2 this long before the limit: the job requeues
+    max_requeues: int = key(20, check="non_negative")  # requeues at the time limit before a run is given up
+    log_folder: Optional[str] = key(None)  # job scripts and logs; null: <out>/.slurm
+    sbatch: Dict[str, Any] = key(factory=dict)  # more sbatch options, e.g. {constraint: a100, mail-type: END}
 
 
 @dataclass
 class RunConfig:
-    name: str = key("???", result=False)
+    name: str = key("default", result=False)  # the experiment's name; results/<name>/ by default
     seed: int = key(0, check="non_negative")
     model: ModelConfig = key(factory=ModelConfig)
     train: TrainConfig = key(factory=TrainConfig)
