@@ -43,7 +43,7 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
     from resexp.settings.compose import load_config
-    from resexp.sweep.plan import is_launcher_override
+    from resexp.sweep.launch import is_launcher_override
     from resexp.train.loop import fit
 
     launcher = next((o for o in overrides or [] if is_launcher_override(o)), None)
@@ -83,33 +83,18 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
     its saved ones. Exit code 1 if a run failed or is left unfinished, 2 if one is damaged
     (see the plan's lines)."""
-    from resexp.sweep import launch as launchers
-    from resexp.sweep import plan as sw
+    from resexp.sweep.command import sweep as run
+    from resexp.sweep.plan import parse_list
 
     overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
-    spec, out = sw.resolve_spec(sw.parse_list(archs, str, "archs"), sw.parse_list(depths, int, "depths"),
-                                sw.parse_list(seeds, int, "seeds"), overrides, out, config_dir or [])
-    runs = sw.plan(spec, out)
-    how = launchers.pick(runs, jobs, wait, spec.config_dirs)
-    con = console()
-    # Steps are timed here only for runs trained here: a login node says nothing of a GPU node.
-    basis = sw.estimate_costs(runs, out, spec.run_config if dry_run and how.type == "local" else None)
-    con.print(sw.format_plan(runs, basis))
-    if dry_run:
-        con.print(launchers.dry_run(how, runs, out) or "")
+    outcome = _interruptible(run, parse_list(archs, str, "archs"), parse_list(depths, int, "depths"),
+                             parse_list(seeds, int, "seeds"), overrides, out, config_dir or [], jobs, wait,
+                             dry_run, console())
+    if outcome.statuses is None:  # a dry run, or jobs submitted to SLURM and not followed
         return
-    sw.check_data(runs)
-    sw.save_spec(spec, out)
-    statuses = _interruptible(launchers.launch, how, runs, out, con,
-                              message=launchers.interrupted_message(how, out))
-    if statuses is None:  # submitted to SLURM, not followed
-        return
-    counts = {s: list(statuses.values()).count(s) for s in sorted(set(statuses.values()))}
-    print(f"sweep {out}: " + ", ".join(f"{n} {s}" for s, n in counts.items()))
-    if counts.get("damaged"):
-        raise typer.Exit(2)  # a damaged file the user must see to, as for any user error
-    if counts.get("failed") or counts.get("unfinished"):
-        raise typer.Exit(1)
+    print(outcome.summary_line())
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
@@ -234,8 +219,8 @@ def _interruptible(fn, *args, message: str = "interrupted: finished epochs are s
     """Ctrl-C while training: say what is kept, exit 130 (no traceback)."""
     try:
         return fn(*args, **kwargs)
-    except KeyboardInterrupt:
-        print(f"\n{message}", file=sys.stderr)
+    except KeyboardInterrupt as err:
+        print(f"\n{getattr(err, 'message', message)}", file=sys.stderr)
         raise typer.Exit(130) from None
 
 

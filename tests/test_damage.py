@@ -6,8 +6,9 @@ Most tests start from one finished 4-run sweep (plain and resnet at depths 8 and
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
+import signal
 import random
 import shutil
 import subprocess
@@ -18,16 +19,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from helpers.cli import SWEEP_TINY, TINY, cli, rows
+from helpers.cli import SWEEP_TINY, TINY, cli, rows, sweep_here
 from helpers.formats import write_cifar10_tarball, write_mnist_source
 from helpers.runs import make_run
-from rich.console import Console
 
 from resexp.analysis.plot import make_figures, plot_depth
 from resexp.analysis.results import load_runs, status_table
 from resexp.run.folder import RunDir
 from resexp.run.lock import pid_alive
-from resexp.sweep import plan as sw
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 RUNS = ["plain-8-s0", "plain-14-s0", "resnet-8-s0", "resnet-14-s0"]
@@ -38,9 +37,7 @@ RUN_FILES = ["config.yaml", "metrics.csv", "summary.json", "checkpoint.pt"]
 def finished(tmp_path_factory) -> Path:
     threads = torch.get_num_threads()
     out = tmp_path_factory.mktemp("finished") / "out"
-    spec, out = sw.resolve_spec(["plain", "resnet"], [8, 14], None, SWEEP_TINY, out)
-    sw.save_spec(spec, out)
-    assert set(sw.run_sweep(sw.plan(spec, out), out, Console(file=io.StringIO())).values()) == {"done"}
+    assert set(sweep_here(["plain", "resnet"], [8, 14], None, SWEEP_TINY, out).values()) == {"done"}
     torch.set_num_threads(threads)
     return out
 
@@ -268,27 +265,144 @@ def test_a_full_disk_is_one_line_and_the_run_resumes_after(finished, small_disk,
         assert without_timing(rows(out / name)) == without_timing(rows(finished / name))
 
 
+def fill(disk: Path) -> Path:
+    """Fill a small disk to the last byte; returns the filler file (delete it to free the disk)."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError as err:
+            assert err.errno == 28
+        with contextlib.suppress(OSError):  # the last partial page
+            while f.write(b"\0"):
+                pass
+    return filler
+
+
+# Each writer of a run folder, the call that writes it, and which call of it meets the full
+# disk: the first write of a file (metrics.csv's first row, responses.csv at iteration 0,
+# TensorBoard's events file), or a replace (the second checkpoint or summary). An append that
+# still fits the file's last page needs no new space on tmpfs, so it is not where a disk fills.
+WRITERS = {
+    "metrics.csv": ("resexp.run.folder.RunDir.append_rows", lambda path, *_: Path(path).name == "metrics.csv", 1),
+    "responses.csv": ("resexp.run.folder.RunDir.append_rows", lambda path, *_: Path(path).name == "responses.csv", 1),
+    "checkpoint.pt": ("resexp.run.folder.RunDir.save_checkpoint", lambda *_: True, 2),
+    "summary.json": ("resexp.run.folder.RunDir.write_summary", lambda *_: True, 2),
+    "events.out.tfevents.*": ("resexp.inside.tensorboard.TBLog.__init__", lambda *_: True, 1),
+}
+
+
+@pytest.mark.parametrize("file", WRITERS)
+def test_a_full_disk_under_any_writer_is_one_line_and_resumable(file, finished, small_disk, monkeypatch, capsys):
+    """A real full disk (a small tmpfs filled to the last byte) just as each writer writes:
+    one error line naming the file, exit 2; once space is freed the same command finishes
+    the run with the numbers of an uninterrupted one."""
+    if small_disk is None:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    target, matches, nth = WRITERS[file]
+    out, calls = small_disk / "out", [0]
+    module_path, cls_name, method = target.rsplit(".", 2)
+    cls = getattr(__import__(module_path, fromlist=[cls_name]), cls_name)
+    original = getattr(cls, method)
+
+    def full_at_nth(self, *args, **kwargs):
+        if matches(*args):
+            calls[0] += 1
+            if calls[0] == nth:
+                fill(small_disk)
+        return original(self, *args, **kwargs)
+
+    subprocess.run(["mount", "-o", "remount,size=4m", str(small_disk)], check=True)
+    with monkeypatch.context() as m:
+        m.setattr(cls, method, full_at_nth)
+        code, stdout, stderr = cli(m, capsys, *sweep_args(out), "train.tensorboard=true")
+    errors = [ln for ln in stderr.splitlines() if ln.startswith(("error", "Traceback"))]
+    assert code == 2 and stdout == "" and len(errors) == 1, stderr
+    assert f"{file}: No space left on device; free some space" in errors[0]
+    (small_disk / "filler").unlink()
+    code, _, stderr = cli(monkeypatch, capsys, *sweep_args(out), "train.tensorboard=true")
+    assert code == 0, stderr
+    assert without_timing(rows(out / "resnet-8-s0")) == without_timing(rows(finished / "resnet-8-s0"))
+
+
 # --------------------------------------------------------------------------- 5. workers die with the sweep
+def start_parallel_sweep(out: Path, epochs: int, *extra: str) -> tuple[subprocess.Popen, list[int]]:
+    """`resexp sweep --jobs 2` of two tiny runs in its own process group; returns it and the
+    pids of its two workers once both have started their run (the readiness signal)."""
+    args = [sys.executable, "-m", "resexp", *sweep_args(out, archs="plain,resnet"), "--jobs", "2",
+            f"train.epochs={epochs}", f"train.milestones=[{epochs}]", *extra]
+    sweep = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    locks = [out / name / "run.lock" for name in ("plain-8-s0", "resnet-8-s0")]
+    deadline = time.monotonic() + 120
+    # ready: each worker holds its lock and has recorded its run as started (summary.json)
+    while not all(lock.exists() and lock.stat().st_size and (lock.parent / "summary.json").exists()
+                  for lock in locks):
+        if sweep.poll() is not None or time.monotonic() > deadline:
+            sweep.kill()
+            raise AssertionError(f"the workers never started: {sweep.communicate()}")
+        time.sleep(0.05)
+    return sweep, [RunDir(lock.parent).state().owner.pid for lock in locks]
+
+
+def gone(pids: list[int], within_s: float = 30) -> bool:
+    """Whether every pid has ended, checked until ``within_s`` has passed."""
+    deadline = time.monotonic() + within_s
+    while any(pid_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def test_killing_a_parallel_sweep_kills_its_workers(tmp_path):
     out = tmp_path / "out"
-    args = [sys.executable, "-m", "resexp", *sweep_args(out, archs="plain,resnet"), "--jobs", "2",
-            "train.epochs=400", "train.milestones=[300]"]
-    sweep = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    sweep, workers = start_parallel_sweep(out, 400)
     try:
-        locks = [out / name / "run.lock" for name in ("plain-8-s0", "resnet-8-s0")]
-        deadline = time.monotonic() + 120
-        while not all(lock.exists() and lock.stat().st_size for lock in locks):
-            assert sweep.poll() is None and time.monotonic() < deadline, "the workers never started"
-            time.sleep(0.05)
-        workers = [RunDir(lock.parent).state().owner.pid for lock in locks]
         assert all(pid_alive(pid) for pid in workers) and sweep.pid not in workers
         sweep.kill()
         sweep.wait()
-        time.sleep(1.0)
-        assert [pid for pid in workers if pid_alive(pid)] == []
+        assert gone(workers)
     finally:
         sweep.kill()
     assert status_of(out)["status"].tolist() == ["stale", "stale"]  # taken over by the next sweep
+
+
+def test_a_worker_killed_hard_is_a_failed_run_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    sweep, (victim, other) = start_parallel_sweep(out, 40)
+    os.kill(victim, signal.SIGKILL)
+    try:
+        stdout, stderr = sweep.communicate(timeout=300)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 1, stderr  # a failed run: exit 1, after the other run finished
+    assert stdout.strip() == f"sweep {out}: 1 done, 1 failed"
+    assert "plain-8-s0 failed: its worker process died (exit code -9)" in stderr
+    status = status_of(out)["status"].to_dict()
+    assert status == {"plain-8-s0": "failed", "resnet-8-s0": "done"}
+    assert not (out / "plain-8-s0" / "run.lock").exists()  # the dead worker's lock went with it
+    # the same command resumes the lost run from its last epoch: every epoch once
+    code, stdout, _ = cli(monkeypatch, capsys, *sweep_args(out, archs="plain,resnet"), "train.epochs=40",
+                          "train.milestones=[40]")
+    assert code == 0 and stdout.strip() == f"sweep {out}: 2 done"
+    assert [int(r["epoch"]) for r in rows(out / "plain-8-s0")] == list(range(1, 41))
+
+
+def test_ctrl_c_ends_a_parallel_sweep_and_its_workers(tmp_path):
+    out = tmp_path / "out"
+    sweep, workers = start_parallel_sweep(out, 400)
+    try:
+        os.killpg(sweep.pid, signal.SIGINT)  # Ctrl-C in a terminal: the whole process group
+        _, stderr = sweep.communicate(timeout=120)
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted: finished epochs are saved; rerun the same command " \
+                                              "to continue"
+    assert gone(workers)
+    assert set(status_of(out)["status"]) <= {"partial", "stale", "new"}  # resumable, nothing lost
 
 
 # --------------------------------------------------------------------------- 6. metrics.csv deleted
@@ -362,7 +476,7 @@ def test_a_corrupt_checkpoint_inside_a_sweep_is_exit_2_after_the_other_runs(tmp_
     (folder / "plain-8-s0" / "checkpoint.pt").write_bytes(b"garbage")
     code, stdout, stderr = cli(monkeypatch, capsys, *sweep_args(folder, archs="plain,resnet"))
     assert code == 2
-    assert f"error: plain-8-s0: checkpoint {folder / 'plain-8-s0' / 'checkpoint.pt'} is unreadable" in stderr
+    assert f"error: plain-8-s0: {folder / 'plain-8-s0' / 'checkpoint.pt'}: unreadable (" in stderr
     assert stdout.strip() == f"sweep {folder}: 1 damaged, 1 done"
     assert len(rows(folder / "resnet-8-s0")) == 3
 

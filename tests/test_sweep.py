@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import math
-import multiprocessing
-import os
 import signal
 import subprocess
 import sys
@@ -15,15 +12,16 @@ from pathlib import Path
 import pytest
 import yaml
 from helpers.cli import SWEEP_TINY as TINY
-from helpers.cli import cli, rows
+from helpers.cli import cli, rows, sweep_here
 from omegaconf import OmegaConf
-from rich.console import Console
 
 import resexp.train.loop as train_module
 from resexp.run.folder import RunDir
 from resexp.settings.compose import load_config
 from resexp.sweep import plan as sw
-from resexp.sweep.gpus import pin_worker, visible_gpus
+from resexp.sweep.gpus import visible_gpus
+from resexp.sweep.local import gpu_slots
+from resexp.sweep.task import with_threads
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 
@@ -51,10 +49,7 @@ def interrupt_after_checkpoints(monkeypatch, n: int) -> None:
     monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
 
 
-def sweep_in_process(archs, depths, seeds, overrides, out) -> dict[str, str]:
-    spec, out = sw.resolve_spec(archs, depths, seeds, overrides, out)
-    sw.save_spec(spec, out)
-    return sw.run_sweep(sw.plan(spec, out), out, Console(file=io.StringIO()))
+sweep_in_process = sweep_here
 
 
 # --------------------------------------------------------------------------- run folders
@@ -112,8 +107,10 @@ def test_rerun_skips_finished_runs_without_touching_them(tmp_path, monkeypatch, 
 
 # --------------------------------------------------------------------------- resuming
 def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
-    four_epochs = [*TINY, "train.epochs=4", "train.milestones=[3]"]
-    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", *four_epochs]
+    # Long enough (20 epochs) that the sweep is still in its first run when the kill comes,
+    # however slow or fast the machine: the kill follows the first checkpoint at once.
+    twenty_epochs = [*TINY, "train.epochs=20", "train.milestones=[15]"]
+    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", *twenty_epochs]
     killed = tmp_path / "killed"
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "resexp", *args, "--out", str(killed)],
@@ -131,7 +128,7 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert summary(killed / "plain-8-s0")["status"] == "running"  # as a killed process leaves it
-    assert 1 <= len(rows(killed / "plain-8-s0")) < 4
+    assert 1 <= len(rows(killed / "plain-8-s0")) < 20
     assert not (killed / "resnet-8-s0").exists()
 
     # the same command again, and meanwhile the same sweep uninterrupted in another folder
@@ -139,7 +136,7 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "resexp", *args, "--out", str(killed)],
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
         reference = tmp_path / "reference"
-        assert set(sweep_in_process(["plain", "resnet"], [8], None, four_epochs, reference).values()) == {"done"}
+        assert set(sweep_in_process(["plain", "resnet"], [8], None, twenty_epochs, reference).values()) == {"done"}
         assert proc.wait(timeout=180) == 0
         log.seek(0)
         second = log.read()
@@ -148,12 +145,12 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
 
     for name in ("plain-8-s0", "resnet-8-s0"):
         got, want = rows(killed / name), rows(reference / name)
-        assert [int(r["epoch"]) for r in got] == [1, 2, 3, 4]  # no gap, no repeat
-        assert [int(r["iteration"]) for r in got] == [4, 8, 12, 16]
+        assert [int(r["epoch"]) for r in got] == list(range(1, 21))  # no gap, no repeat
+        assert [int(r["iteration"]) for r in got] == list(range(4, 84, 4))
         assert [{k: v for k, v in r.items() if k not in TIMING} for r in got] == \
                [{k: v for k, v in r.items() if k not in TIMING} for r in want]
         s, ref = summary(killed / name), summary(reference / name)
-        assert s["status"] == "done" and s["epochs"] == 4
+        assert s["status"] == "done" and s["epochs"] == 20
         assert (s["final_train_err"], s["final_test_err"]) == (ref["final_train_err"], ref["final_test_err"])
 
 
@@ -203,7 +200,7 @@ def test_dry_run_trains_nothing_and_shows_each_runs_state(tmp_path, monkeypatch,
     assert snapshot(out) == before
 
     runs = sw.plan(*sw.resolve_spec(None, None, None, [], out))
-    assert [(r.run.path.name, r.state, r.epochs_done, r.iterations) for r in runs] == \
+    assert [(r.name, r.status, r.epochs_done, r.iterations) for r in runs] == \
            [("plain-8-s0", "done", 3, 12), ("resnet-8-s0", "partial", 1, 12)]
     assert "speeds of the runs in" in sw.estimate_costs(runs, out)
     assert runs[0].cost_s == 0 and runs[1].cost_s > 0
@@ -230,7 +227,7 @@ def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, c
     assert summary(out / "plain-8-s0")["status"] == "done"  # trained after the failure
     assert len(rows(out / "plain-8-s0")) == 3
 
-    states = {r.run.path.name: r.state for r in sw.plan(*sw.resolve_spec(None, None, None, [], out))}
+    states = {r.name: r.status for r in sw.plan(*sw.resolve_spec(None, None, None, [], out))}
     assert states == {"plain-14-s0": "failed", "plain-8-s0": "done"}  # the failed one is retried next time
 
 
@@ -275,7 +272,7 @@ def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, capf
     and (faked) 2 GPUs, each worker is pinned to one GPU before it starts; here, with no
     CUDA, the workers still train on the CPU."""
     sweep_in_process(["plain", "resnet"], [8], None, TINY, tmp_path / "seq")
-    monkeypatch.setattr(sw.torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr("torch.cuda.device_count", lambda: 2)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     code, _, err = cli(monkeypatch, capfd, "sweep", "--archs", "plain,resnet", "--depths", "8",
                        "--jobs", "2", "--out", tmp_path / "par", *TINY, "train.device=auto")
@@ -290,31 +287,36 @@ def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, capf
 
 def test_workers_take_the_visible_gpus_in_turn(tmp_path):
     auto, cpu = load_config([*TINY, "train.device=auto"]), load_config(TINY)
-    assert sw.gpu_slots([auto], jobs=5, count=2) == ["0", "1", "0", "1", "0"]
-    assert sw.gpu_slots([auto, cpu], jobs=3, count=4) == ["0", "1", "2"]
-    assert sw.gpu_slots([auto], jobs=2, count=0) is None  # no GPU: CPU workers
-    assert sw.gpu_slots([cpu], jobs=2, count=2) is None
+    assert gpu_slots([auto], jobs=5, count=2) == ["0", "1", "0", "1", "0"]
+    assert gpu_slots([auto, cpu], jobs=3, count=4) == ["0", "1", "2"]
+    assert gpu_slots([auto], jobs=2, count=0) is None  # no GPU: CPU workers
+    assert gpu_slots([cpu], jobs=2, count=2) is None
     pinned = OmegaConf.merge(cpu, {"train": {"device": "cuda:1"}})  # load_config would want that GPU here
-    assert sw.gpu_slots([auto, pinned], jobs=2, count=2) is None  # the user chose the device
+    assert gpu_slots([auto, pinned], jobs=2, count=2) is None  # the user chose the device
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "3, 5"}, 2) == ["3", "5"]  # the parent's own subset
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": "GPU-a,GPU-b,7"}, 2) == ["GPU-a", "GPU-b"]
     assert visible_gpus({"CUDA_VISIBLE_DEVICES": ""}, 0) == [] and visible_gpus({}, 3) == ["0", "1", "2"]
 
 
-def test_each_new_worker_pins_the_next_gpu(monkeypatch):
-    counter = multiprocessing.get_context("spawn").Value("i", 0)
-    seen = []
-    for _ in range(5):  # five workers started one after another (replacements included)
-        monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
-        pin_worker(counter, ["2", "5"])
-        seen.append(os.environ["CUDA_VISIBLE_DEVICES"])
-    assert seen == ["2", "5", "2", "5", "2"]
-
-
 def test_parallel_workers_split_the_cpu_cores(monkeypatch):
     cfg = load_config([*[o for o in TINY if not o.startswith("train.threads")]])
-    monkeypatch.setattr(sw.os, "cpu_count", lambda: 8)
-    assert sw.worker_config(cfg, jobs=2).train.threads == 4
-    assert sw.worker_config(cfg, jobs=16).train.threads == 1
+    monkeypatch.setattr("resexp.sweep.task.usable_cores", lambda: 8)
+    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
+    assert with_threads(cfg, jobs=2).train.threads == 4
+    assert with_threads(cfg, jobs=16).train.threads == 1
+    assert with_threads(cfg, jobs=1).train.threads is None  # one run alone: torch's own default
     pinned = load_config(TINY)  # train.threads=1 set by the user: kept
-    assert sw.worker_config(pinned, jobs=2).train.threads == 1
+    assert with_threads(pinned, jobs=2).train.threads == 1
+    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")  # a SLURM job: its own cores
+    assert with_threads(cfg).train.threads == 3 and with_threads(pinned).train.threads == 1
+
+
+def test_a_setting_that_cannot_be_used_is_a_failed_run_not_damage(tmp_path, monkeypatch, capsys):
+    """Only a damaged file is 'damaged': a dataset size the data do not have fails the run
+    (exit 1, one error line naming it) and the other runs still train."""
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", "--out", out,
+                               *TINY, "dataset.train_size=999")
+    assert code == 1 and stdout.strip() == f"sweep {out}: 1 failed"
+    errors = [ln for ln in stderr.splitlines() if ln.startswith("error")]
+    assert len(errors) == 1 and errors[0].startswith("error: plain-8-s0: ") and "999" in errors[0]

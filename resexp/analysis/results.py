@@ -14,13 +14,11 @@ import yaml
 
 from resexp.errors import UserError
 from resexp.run.folder import RunDir, parse_run_name
+from resexp.run.state import ORDER, UNFINISHED, Status
 from resexp.train.environment import hardware_of
 
 # Plain nets first, then their residual twins: the order of legends and tables.
 ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
-# Runs that stopped early or are still going; their numbers are from their latest epoch.
-UNFINISHED = ("running", "stale", "partial", "failed")
-STATUS_ORDER = ("done", "running", "stale", "partial", "diverged", "failed", "damaged")
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
@@ -81,14 +79,14 @@ def run_record(run_dir: Path) -> dict:
         "schedule": pick("schedule", None),
         "experiment": pick("experiment", state.config.get("name")),
         "device": pick("device", None),
-        "error": state.problem if state.status == "damaged" else pick("error", None),
+        "error": state.problem if state.status == Status.DAMAGED else pick("error", None),
         "display_name": dataset.get("display_name") or _shipped_display_name(pick("dataset", dataset.get("name"))),
         "augmented": _augmented(dataset),
         "hardware": hardware_of(summary),
         # who holds the lock of a running (or stale) run, and when it was last heard from
         "owner": state.owner.who() if state.owner else None,
         "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
-        "advice": state.advice if state.status == "damaged" else None,
+        "advice": state.advice if state.status == Status.DAMAGED else None,
     }
 
 
@@ -162,8 +160,8 @@ def runs_to_average(runs: pd.DataFrame) -> pd.DataFrame:
     Runs without a finished epoch have no error yet and are skipped.
     """
     has_value = runs["final_train_err"].notna()
-    finished = runs["status"].eq("done") & has_value
-    unfinished = runs["status"].isin(UNFINISHED) & has_value
+    finished = runs["status"].eq(Status.DONE) & has_value
+    unfinished = runs["status"].isin(list(UNFINISHED)) & has_value
     point_has_finished = finished.groupby([runs["arch"], runs["depth"]]).transform("any")
     return runs[finished | (unfinished & ~point_has_finished)]
 
@@ -179,7 +177,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     single seed: a spread of 0 would claim a certainty one run cannot give.
     """
     keys = ["arch", "depth"]
-    used = runs_to_average(runs).assign(finished=lambda t: t["status"].eq("done"))
+    used = runs_to_average(runs).assign(finished=lambda t: t["status"].eq(Status.DONE))
     stats = used.groupby(keys).agg(
         n=("seed", "size"),
         finished=("finished", "all"),
@@ -191,10 +189,10 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         wall_seconds=("wall_seconds", "mean"),
     )
     counts = runs.groupby(keys).agg(
-        diverged=("status", lambda s: int(s.eq("diverged").sum())),
-        failed=("status", lambda s: int(s.eq("failed").sum())),
-        damaged=("status", lambda s: int(s.eq("damaged").sum())),
-        unfinished=("status", lambda s: int(s.isin(UNFINISHED).sum())),
+        diverged=("status", lambda s: int(s.eq(Status.DIVERGED).sum())),
+        failed=("status", lambda s: int(s.eq(Status.FAILED).sum())),
+        damaged=("status", lambda s: int(s.eq(Status.DAMAGED).sum())),
+        unfinished=("status", lambda s: int(s.isin(list(UNFINISHED)).sum())),
         params=("params", "max"),
         epochs_planned=("epochs_planned", "max"),
     )
@@ -281,14 +279,14 @@ def format_status(table: pd.DataFrame) -> str:
 
 def damage_warnings(runs: pd.DataFrame) -> list[str]:
     """One line per damaged run: which file, what is wrong, what happens next."""
-    damaged = runs[runs["status"].eq("damaged")]
+    damaged = runs[runs["status"].eq(Status.DAMAGED)]
     return [f"warning: {r.run} is damaged: {r.error}; {r.advice}" for r in damaged.itertuples()]
 
 
 def status_tally(statuses: pd.Series) -> str:
     """'3 done, 1 running, 1 diverged': counts in a fixed order, unknown statuses last."""
     counts = statuses.value_counts()
-    order = [s for s in STATUS_ORDER if s in counts] + sorted(set(counts.index) - set(STATUS_ORDER))
+    order = [s for s in ORDER if s in counts] + sorted(set(map(str, counts.index)) - set(ORDER))
     return ", ".join(f"{counts[status]} {status}" for status in order)
 
 

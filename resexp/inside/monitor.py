@@ -1,7 +1,8 @@
 """What a run records besides metrics.csv: diagnostics CSVs and, optionally, TensorBoard events.
 
 ``fit`` makes one Monitor per run and calls it at iteration 0, after each epoch's
-metrics row and at the end. Settings (configs/train.yaml):
+metrics row and at the end; every row is written through the run's RunDir.
+Settings (resexp/settings/schema.py):
 
 - ``train.diagnostics``: ``end`` (default) measures at iteration 0 and after the last
   epoch; ``epoch`` after every epoch too; ``off`` never (no hook, no pass, no file).
@@ -21,42 +22,24 @@ epoch 0 is the measurement at initialisation.
 
 from __future__ import annotations
 
-import csv
-import io
 import math
-import os
 import time
-from pathlib import Path
 
 import torch
 
 from resexp.inside import diagnostics as dg
 from resexp.run.files import DIAGNOSTIC_FILES
+from resexp.run.folder import RunDir
 
 FILES = dict(zip(("responses", "gradients", "identity"), DIAGNOSTIC_FILES))
-
-
-def append_rows(path: Path, rows: list[dict]) -> None:
-    """Append whole lines in one write (a header first if the file is new), as metrics.csv."""
-    if not rows:
-        return
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    if not path.exists() or path.stat().st_size == 0:
-        writer.writeheader()
-    writer.writerows(rows)
-    with open(path, "a", newline="") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
 
 
 class Monitor:
     """Diagnostics and TensorBoard of one run; every method is a no-op for what is off."""
 
-    def __init__(self, cfg, run_dir: Path, s):
+    def __init__(self, cfg, run: RunDir, s):
         t = cfg.train
-        self.when, self.path, self.s = str(t.diagnostics), Path(run_dir), s
+        self.when, self.run, self.path, self.s = str(t.diagnostics), run, run.path, s
         self.ids = {"arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed}
         self.images, self.batch_size = int(t.diagnostics_images), int(t.batch_size)
         self.eval_batch_size, self.seconds = int(t.eval_batch_size), 0.0
@@ -114,7 +97,7 @@ class Monitor:
         tagged = {"epoch": epoch, "iteration": iteration}
         for kind, rows, extra in (("responses", responses, {"bn": bn}), ("identity", identity, {"bn": bn}),
                                   ("gradients", gradients, {})):
-            append_rows(self.path / FILES[kind], [{**tagged, **row, **extra, **self.ids} for row in rows])
+            self.run.append_rows(self.path / FILES[kind], [{**tagged, **row, **extra, **self.ids} for row in rows])
         if self.tb is not None:
             self.tb.diagnostics(epoch, iteration, responses, gradients, identity, loss)
         if self.s.device.type == "cuda":

@@ -13,20 +13,51 @@ Tags:
 
 from __future__ import annotations
 
+import functools
+import threading
 from pathlib import Path
+
+from resexp.run.folder import writing
+
+
+def _quiet_writer_thread(args) -> None:
+    """threading.excepthook: TensorBoard's writer thread keeps its error and raises it again
+    in this thread at the next write or flush (CannotWrite below), so its own traceback
+    would only print the same error twice, the second time as a traceback."""
+    if type(args.thread).__name__ != "_AsyncWriterThread":
+        _default_hook(args)
+
+
+_default_hook = threading.excepthook
+
+
+def _disk_errors(method):
+    """A full or read-only disk under TensorBoard's writer is CannotWrite, one line, as for
+    every other file of the run."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        folder = self.__dict__.get("path") or Path(args[0])  # __init__: its run_dir argument
+        with writing(folder / "events.out.tfevents.*"):
+            return method(self, *args, **kwargs)
+    return wrapped
 
 
 class TBLog:
+    @_disk_errors
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
+        self.path = Path(run_dir)
+        threading.excepthook = _quiet_writer_thread
         # purge_step: a resumed run drops the events it logged after its checkpoint.
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
+    @_disk_errors
     def live(self, iteration: int, scalars: dict) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(f"live/{key}", value, iteration)
 
+    @_disk_errors
     def epoch(self, row: dict) -> None:
         for key, value in row.items():
             if key not in ("epoch", "iteration"):
@@ -37,6 +68,7 @@ class TBLog:
         for row in rows:
             self.writer.add_scalar(tag, row[y], int(row[x]))
 
+    @_disk_errors
     def diagnostics(self, epoch: int, iteration: int, responses, gradients, identity, loss: float) -> None:
         suffix = f"epoch_{epoch:04d}"
         self.curve(f"responses/{suffix}", responses, "layer", "std")
@@ -46,5 +78,6 @@ class TBLog:
         self.writer.add_scalar("diagnostics/fixed_batch_loss", loss, iteration)
         self.writer.flush()
 
+    @_disk_errors
     def close(self) -> None:
         self.writer.close()

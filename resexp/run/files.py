@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from resexp.errors import UserError
+from resexp.run.state import Status
 
 COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
            "seconds", "images_per_s", "elapsed"]
@@ -28,7 +29,8 @@ CLEAN_TRAIN_COLUMNS = ["clean_train_loss", "clean_train_err"]  # with train.eval
 # Written by resexp/monitor.py (train.diagnostics); readers: results.load_diagnostics.
 DIAGNOSTIC_FILES = ("responses.csv", "gradients.csv", "identity.csv")
 
-SUMMARY_STATUSES = ("running", "done", "diverged", "failed")
+# What a trainer writes into summary.json (the other states are decided from outside it).
+SUMMARY_STATUSES = tuple(str(s) for s in (Status.RUNNING, Status.DONE, Status.DIVERGED, Status.FAILED))
 _NUMBER = (int, float)
 # summary.json keys that readers use, with the types they may hold (None: null allowed).
 SUMMARY_TYPES = {

@@ -1,8 +1,10 @@
 """The one owner of a run folder: its files, their readers and writers, its lock, its state().
 
 A run folder ``<out>/<arch>-<depth>-s<seed>/`` holds config.yaml, metrics.csv,
-summary.json, checkpoint.pt and, while a trainer holds it, run.lock. Each file has
-one reader (strict: resexp.run.files) and one writer here, and ``RunDir.state()`` is
+summary.json, checkpoint.pt, the diagnostics CSVs and, while a trainer holds it, run.lock.
+Every write to them goes through this class (TensorBoard's event files, written by
+TensorBoard's own writer, are the one exception), and each file has one strict reader
+(resexp.run.files; the diagnostics CSVs are read by resexp.analysis.results), and ``RunDir.state()`` is
 the one place that decides what a run is (new, partial, running, done, damaged, ...):
 train, sweep, results and status all ask it.
 
@@ -45,13 +47,11 @@ from resexp.run.files import (
     read_bytes,
 )
 from resexp.run.lock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
+from resexp.run.state import FINISHED, Status
 from resexp.settings.schema import default_of, non_result_keys
 
 __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotWrite", "DamagedFile", "Lock", "Log",
-           "NOT_RESULT_KEYS", "Owner", "RunBusy", "RunDir", "RunState", "run_name", "parse_run_name"]
-
-# A run in one of these states is never trained again.
-FINISHED = ("done", "diverged")
+           "NOT_RESULT_KEYS", "Owner", "RunBusy", "RunDir", "RunState", "Status", "run_name", "parse_run_name"]
 
 # Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
 # a run may resume under new values.
@@ -152,7 +152,8 @@ def _flat(config: dict) -> dict:
 class RunState:
     """What a run folder holds, as state() reads it.
 
-    status: new | partial | running | stale | done | diverged | failed | damaged.
+    status: a folder state of resexp.run.state.Status (new, partial, running, stale, done,
+    diverged, failed, damaged).
     ``running``: a live process holds the run's lock (``owner`` names it); ``stale``:
     a lock left by a process that is gone, which the next trainer takes over;
     ``damaged``: a file is unreadable or contradicts the others (``problem`` says
@@ -161,7 +162,7 @@ class RunState:
     ``last`` is the last of them: the log is the record, and summary.json may lag it
     by one epoch (a kill between the two writes).
     """
-    status: str
+    status: Status
     rows: list[dict] = field(default_factory=list)  # metrics.csv's complete rows ([] if damaged)
     summary: dict = field(default_factory=dict)
     config: dict = field(default_factory=dict)
@@ -180,13 +181,13 @@ class RunState:
 
     @property
     def finished(self) -> bool:
-        return self.status in FINISHED
+        return self.status.finished
 
     @property
     def trainable(self) -> bool:
         """Whether train or sweep should (try to) train it: unfinished, and not damaged beyond
         what the trainer repairs. A running run is tried too: its lock decides."""
-        return not self.finished and (self.status != "damaged" or self.repair is not None)
+        return not self.finished and (self.status != Status.DAMAGED or self.repair is not None)
 
     @property
     def advice(self) -> str:
@@ -224,7 +225,7 @@ class RunDir:
     # ---- the state every command asks for
     def state(self) -> RunState:
         """Read every file of the run and decide its status; never raises for a damaged file."""
-        found, problems = RunState("new"), []
+        found, problems = RunState(Status.NEW), []
         config = self._attempt(self.read_config, problems)
         summary = self._attempt(self.read_summary, problems)
         log = self._attempt(self.read_log, problems)
@@ -267,21 +268,21 @@ class RunDir:
             problems.append((self.metrics.name, "has no epochs, but checkpoint.pt exists"))
         return problems
 
-    def _status(self, found: RunState, problems: list[tuple[str, str]]) -> tuple[str, str | None, str | None]:
+    def _status(self, found: RunState, problems: list[tuple[str, str]]) -> tuple[Status, str | None, str | None]:
         problem = "; ".join(f"{file} {reason}" for file, reason in problems) or None
         if found.owner is not None and not found.owner.stale:
-            return "running", problem, None
+            return Status.RUNNING, problem, None
         if problems:
-            return "damaged", problem, self._repair(found, {file for file, _ in problems})
+            return Status.DAMAGED, problem, self._repair(found, {file for file, _ in problems})
         status = found.summary.get("status")
         if status in FINISHED:
-            return status, None, None
+            return Status(status), None, None
         if found.owner is not None:
-            return "stale", None, None
-        if status == "failed":
-            return status, found.summary.get("error"), None
+            return Status.STALE, None, None
+        if status == Status.FAILED:
+            return Status.FAILED, found.summary.get("error"), None
         # "running" in a summary with no lock beside it: its trainer was killed.
-        return ("partial" if found.last or self.checkpoint.exists() else "new"), None, None
+        return (Status.PARTIAL if found.last or self.checkpoint.exists() else Status.NEW), None, None
 
     def _repair(self, found: RunState, files: set[str]) -> str | None:
         """What the next trainer does about damage in ``files``; None when the user must act."""
@@ -358,7 +359,7 @@ class RunDir:
         """Mark the run failed, even on a full disk: if the atomic replace finds no space, the
         old summary.json is overwritten where it stands (its blocks are already allocated).
         Best effort: if even that fails, the run reads as partial and resumes alike."""
-        failed = {**summary, "status": "failed", "error": error}
+        failed = {**summary, "status": str(Status.FAILED), "error": error}
         try:
             self.write_summary(failed)
         except CannotWrite as err:
@@ -373,6 +374,21 @@ class RunDir:
             except OSError:
                 pass
 
+    def record_lost(self, why: str, pid: int | None) -> None:
+        """A trainer process that died without a word (its launcher saw it go): the run is
+        recorded failed with ``why``, and the dead process's lock goes, so the next sweep
+        resumes it from its last epoch at once."""
+        try:
+            summary = self.read_summary()
+        except DamagedFile:
+            summary = None  # state() reports the damage; the next trainer repairs it
+        if summary is not None:  # none yet: the run never started, and reads as new
+            self.record_failure(summary, why)
+        with contextlib.suppress(OSError):
+            owner = read_owner(self.lock_file)
+            if owner is not None and owner.pid == pid and owner.pid_dead:
+                self.lock_file.unlink()
+
     # ---- metrics.csv
     def read_log(self) -> Log:
         """metrics.csv: its complete rows in epoch order; empty if missing; DamagedFile."""
@@ -383,16 +399,23 @@ class RunDir:
         return self.read_log().rows
 
     def append_row(self, row: dict) -> None:
-        new = not self.metrics.exists() or self.metrics.stat().st_size == 0
+        self.append_rows(self.metrics, [row])
+
+    def append_rows(self, path: Path, rows: list[dict]) -> None:
+        """Append whole CSV lines to one of this run's files (metrics.csv, a diagnostics file)
+        in one write, a header first if the file is new."""
+        if not rows:
+            return
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-        with writing(self.metrics), open(self.metrics, "a", newline="") as f:  # one write of whole lines
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        with writing(path):
+            if not path.exists() or path.stat().st_size == 0:
+                writer.writeheader()
+            writer.writerows(rows)
+            with open(path, "a", newline="") as f:  # one write of whole lines
+                f.write(buf.getvalue())
+                f.flush()
+                os.fsync(f.fileno())
 
     def keep_rows_until(self, epoch: int) -> None:
         """Keep the complete rows up to ``epoch`` and nothing after: rows written after the last
@@ -423,8 +446,8 @@ class RunDir:
                 raise ValueError("no epoch and iteration")
             return state
         except Exception as err:  # truncated zip, pickle error, ... all mean the same here
-            raise UserError(f"checkpoint {self.checkpoint} is unreadable ({type(err).__name__}); "
-                            f"delete it to restart this run from scratch") from err
+            raise DamagedFile(self.checkpoint, f"unreadable ({type(err).__name__}); "
+                                               f"delete it to restart this run from scratch") from err
 
     # ---- starting over without losing anything
     def set_aside(self) -> Path:

@@ -1,10 +1,8 @@
 """Which GPU each worker process of ``resexp sweep --jobs N`` uses.
 
-Each worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, which the worker's
-pool initializer (start_worker) sets before the worker imports torch or touches CUDA:
-this module imports neither, and a spawned worker loads it first (the initializer is
-part of the worker process object). Workers take the visible GPUs in turn, so --jobs 8 on 4 GPUs
-puts two workers on each.
+Each worker sees exactly one GPU through CUDA_VISIBLE_DEVICES, which start_worker sets
+before the worker imports torch or touches CUDA: this module imports neither. Worker slots
+take the visible GPUs in turn, so --jobs 8 on 4 GPUs puts two workers on each.
 """
 
 from __future__ import annotations
@@ -29,19 +27,9 @@ def round_robin(gpus: list[str], jobs: int) -> list[str]:
     return [gpus[k % len(gpus)] for k in range(jobs)]
 
 
-def pin_worker(counter, slots: list[str]) -> None:
-    """Pool initializer: this worker takes the next slot's GPU as its only visible one.
-    ``counter`` is a shared multiprocessing Value, so a worker the pool replaces goes on
-    with the next slot."""
-    with counter.get_lock():
-        k = counter.value
-        counter.value += 1
-    os.environ["CUDA_VISIBLE_DEVICES"] = slots[k % len(slots)]
-
-
-def start_worker(parent_pid: int, counter=None, slots: list[str] | None = None) -> None:
-    """Pool initializer of a sweep worker: it dies with the sweep (resexp/lifeline.py)
-    and, given GPU slots, takes the next one."""
+def start_worker(parent_pid: int, gpu: str | None = None) -> None:
+    """First thing in a sweep worker: it dies with the sweep (resexp/sweep/lifeline.py) and,
+    given a GPU, sees only that one (before it imports torch)."""
     die_with_parent(parent_pid)
-    if slots:
-        pin_worker(counter, slots)
+    if gpu is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -13,14 +13,12 @@ from pathlib import Path
 from typing import Sequence
 
 from omegaconf import OmegaConf
-from rich.console import Console
 
 from resexp.errors import UserError
 from resexp.settings import schema
 from resexp.settings.compose import extra_config_dirs, shipped_config_dir
-from resexp.sweep.plan import BUSY
 
-# The keys each launcher type uses (resexp/schema.py LauncherConfig holds them all).
+# The keys each launcher type uses (resexp/settings/schema.py LauncherConfig holds them all).
 USES = {"local": ("type", "jobs"),
         "slurm": ("type", "partition", "account", "qos", "time_min", "gpus_per_run", "cpus_per_run", "mem_gb",
                   "array_parallelism", "signal_delay_s", "max_requeues", "log_folder", "sbatch")}
@@ -78,47 +76,18 @@ def _check_site_names(config_dirs) -> None:
                                 f"and use --launcher mycluster")
 
 
-def dry_run(launcher: Launcher, runs, out: Path) -> str | None:
-    """What the launcher would do beyond the plan: for SLURM, the sbatch parameters."""
-    if launcher.type != "slurm":
-        return None
-    from resexp.sweep import slurm
-
-    todo, waiting, elsewhere = slurm.to_submit([r for r in runs if r.to_train], out)
-    lines = slurm.skipped_lines(waiting, elsewhere)
-    lines.append(slurm.sbatch_preview(launcher.cfg, out, todo) if todo else "nothing to submit")
-    return "\n".join(lines)
-
-
-def launch(launcher: Launcher, runs, out: Path, console: Console) -> dict[str, str] | None:
-    """Train the planned runs; {run name: final status}, or None when jobs were only submitted."""
+def module(launcher: Launcher):
+    """The launcher's module (local.py or slurm.py): each has launch(), dry_run() and
+    INTERRUPTED, the one small interface a sweep uses."""
     if launcher.type == "local":
-        from resexp.sweep.plan import run_sweep
+        from resexp.sweep import local
 
-        return run_sweep(runs, out, console, launcher.jobs)
-    return _launch_slurm(launcher, runs, out, console)
-
-
-def _launch_slurm(launcher: Launcher, runs, out: Path, console: Console) -> dict[str, str] | None:
+        return local
     from resexp.sweep import slurm
 
-    todo, waiting, elsewhere = slurm.to_submit([r for r in runs if r.to_train], out)
-    for line in slurm.skipped_lines(waiting, elsewhere):
-        console.print(line)
-    records = slurm.submit(todo, out, launcher.cfg, console) if todo else []
-    print("\n".join(slurm.submitted_lines(records) or ["nothing to submit"]), flush=True)
-    if not launcher.wait:
-        return None
-    known = slurm.read_records(out)
-    followed = {name: known[name] for name in [*waiting, *(r["run"] for r in records)]}
-    states = slurm.follow([r for r in runs if r.run.name in followed], followed, console)
-    for line in slurm.unfinished_lines(states, followed):
-        console.print(f"[red]{line}")
-    return {**{r.run.name: r.state for r in runs if not r.to_train},
-            **{name: BUSY for name in elsewhere}, **states}
+    return slurm
 
 
-def interrupted_message(launcher: Launcher, out: Path) -> str:
-    if launcher.type == "slurm":
-        return f"interrupted: submitted jobs go on; see resexp status {out}"
-    return "interrupted: finished epochs are saved; rerun the same command to continue"
+def is_launcher_override(override: str) -> bool:
+    """launcher=NAME or launcher.KEY=...: how a sweep trains its runs, never what they are."""
+    return override.split("=")[0].lstrip("+~").split(".")[0] == "launcher"

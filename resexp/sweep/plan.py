@@ -1,4 +1,4 @@
-"""Sweep (arch x depth x seed): one run directory each, in this process, in order.
+"""Planning a sweep (arch x depth x seed): one run folder each; what to train, at what cost.
 
 A sweep is idempotent: finished runs are skipped, unfinished ones resume from
 their checkpoints, so the same command can be stopped and rerun at any time.
@@ -8,27 +8,21 @@ alone continues it.
 
 from __future__ import annotations
 
-import multiprocessing
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-import torch
 import yaml
 from omegaconf import OmegaConf
-from rich.console import Console, Group
-from rich.live import Live
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
-from resexp.run.folder import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
+from resexp.run.folder import DamagedFile, RunDir, RunState, atomic_write, run_name
+from resexp.run.state import Status
 from resexp.settings.compose import load_config, merge_overrides, parse_overrides
+from resexp.sweep.launch import is_launcher_override
 from resexp.sweep.estimate import fit_line, measured_points, run_seconds, timed_points
-from resexp.sweep.gpus import round_robin, start_worker, visible_gpus
-from resexp.train.loop import fit, make_progress, pick_device
 from resexp.train.schedule import make_schedule
 
 SWEEP_FILE = "sweep.yaml"
@@ -65,22 +59,29 @@ class SweepSpec:
 
 @dataclass
 class PlannedRun:
-    arch: str
-    depth: int
-    seed: int
+    """One run of a sweep: its config, its folder and what RunDir.state() found there, and
+    the plan's numbers (planned length, estimated seconds still to train)."""
     cfg: object
     run: RunDir
-    state: str          # RunDir.state()'s status: new | partial | running | done | ...
-    epochs_done: int
+    state: RunState
     epochs_planned: int
-    iterations_done: int
-    iterations: int     # planned total
+    iterations: int      # planned total
     cost_s: float = 0.0  # estimated seconds still to train (estimate.py)
-    detail: RunState | None = None  # everything RunDir.state() found
+
+    arch = property(lambda self: self.cfg.model.arch)
+    depth = property(lambda self: self.cfg.model.depth)
+    seed = property(lambda self: self.cfg.seed)
+    name = property(lambda self: self.run.name)
+    status = property(lambda self: self.state.status)
+    epochs_done = property(lambda self: self.state.epochs)
+
+    @property
+    def iterations_done(self) -> int:
+        return self.state.last["iteration"] if self.state.last else 0
 
     @property
     def to_train(self) -> bool:
-        return self.detail.trainable
+        return self.state.trainable
 
 
 def _check_items(values: list, what: str) -> list:
@@ -170,10 +171,6 @@ def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], 
     return merge_overrides(saved.get("overrides", []), overrides), list(dict.fromkeys(dirs))
 
 
-def is_launcher_override(override: str) -> bool:
-    return override.split("=")[0].lstrip("+~").split(".")[0] == "launcher"
-
-
 def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | None,
                  config_dirs=()) -> tuple[SweepSpec, Path]:
     """What to sweep and where. A folder's saved sweep.yaml is extended, never
@@ -229,10 +226,7 @@ def _planned(cfg, out: Path) -> PlannedRun:
     ds, t = cfg.dataset, cfg.train
     n_train = ds.train_subset or ds.train_size - ds.val_size
     sched = make_schedule(t, iters_per_epoch(n_train, t.batch_size, t.drop_last), cfg.model.depth)
-    state = run.state()
-    iters_done = state.last["iteration"] if state.last else 0
-    return PlannedRun(cfg.model.arch, cfg.model.depth, cfg.seed, cfg, run, state.status, state.epochs,
-                      sched.epochs, iters_done, sched.total_iters, detail=state)
+    return PlannedRun(cfg, run, run.state(), sched.epochs, sched.total_iters)
 
 
 def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | None:
@@ -267,11 +261,11 @@ def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | Non
 def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     lines = [f"{'run':<22} {'state':<9} {'epochs':>9} {'iters':>7} {'est.':>8}"]
     for r in runs:
-        lines.append(f"{r.run.path.name:<22} {r.state:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
+        lines.append(f"{r.name:<22} {r.status:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
                      f"{r.iterations:>7} {_hms(r.cost_s) if basis else '-':>8}")
     for r in runs:
-        if r.state == "damaged":
-            lines.append(f"{r.run.name} is damaged: {r.detail.problem}; {r.detail.advice}")
+        if r.status == Status.DAMAGED:
+            lines.append(f"{r.name} is damaged: {r.state.problem}; {r.state.advice}")
     todo = [r for r in runs if r.to_train]
     total = f", about {_hms(sum(r.cost_s for r in todo))} (from {basis})" if basis else ""
     lines.append(f"{len(runs)} runs, {len(todo)} to train{total}")
@@ -302,111 +296,3 @@ def save_spec(spec: SweepSpec, out: Path) -> None:
         atomic_write(out / SWEEP_FILE, spec.to_yaml().encode())
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err
-
-
-BUSY = "running elsewhere"
-
-
-def _train_one(cfg, out: Path, console: Console, progress: Progress, on_epoch=None) -> str:
-    """fit() one run and return how it ended, so the sweep goes on after any one run:
-    a failure is reported and recorded (by fit, in its summary.json) as 'failed'; a
-    damaged file the user must see to (a corrupt checkpoint) is 'damaged'; a run another
-    live process trains (on this host or another) is left to it: BUSY. A disk that
-    refuses writes (full, read-only) ends the sweep: every other run would fail alike.
-    Ctrl-C is not caught."""
-    name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
-    try:
-        return fit(cfg, out, progress=progress, console=console, on_epoch=on_epoch)["status"]
-    except RunBusy as err:
-        console.print(f"{name} skipped: {err}")
-        return BUSY
-    except CannotWrite:
-        raise
-    except UserError as err:
-        console.print(f"[red]error: {name}: {err}")
-        return "damaged"
-    except Exception as err:
-        console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
-    return "failed"
-
-
-def run_sweep(runs: list[PlannedRun], out: Path, console: Console, jobs: int = 1) -> dict[str, str]:
-    """Train every planned run (``jobs`` at a time); a failed run is recorded and the
-    sweep goes on. Returns {run name: final status}."""
-    statuses = {r.run.name: r.state for r in runs if not r.to_train}  # damaged ones: format_plan says why
-    todo = [r for r in runs if r.to_train]
-    overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
-                       console=console, transient=True)
-    # Progress is counted in estimated seconds, so the ETA weighs deep runs properly.
-    task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
-    if jobs > 1 and len(todo) > 1:
-        statuses.update(_run_parallel(todo, out, console, overall, task, min(jobs, len(todo))))
-        return statuses
-    progress, spent = make_progress(console), 0.0
-    # The overall line sits above the per-epoch bar, both in one live display.
-    with Live(Group(overall, progress), console=console, transient=True, refresh_per_second=4):
-        for k, r in enumerate(todo, 1):
-            overall.update(task, description=f"sweep: run {k} of {len(todo)} ({r.run.path.name})")
-            per_iter = r.cost_s / max(r.iterations - r.iterations_done, 1)
-            tick = lambda it, r=r, base=spent, per_iter=per_iter: overall.update(  # noqa: E731
-                task, completed=base + per_iter * (it - r.iterations_done))
-            statuses[r.run.path.name] = _train_one(r.cfg, out, console, progress, tick)
-            spent += r.cost_s
-            overall.update(task, completed=spent)
-    return statuses
-
-
-def _worker(args: tuple[str, str, bool]) -> tuple[str, str]:
-    """One run in a worker process: no progress bars (they would interleave), only the
-    per-epoch lines, each a whole line on stderr."""
-    cfg_yaml, out, pinned = args
-    cfg = OmegaConf.create(cfg_yaml)
-    console = Console(stderr=True, soft_wrap=True)
-    name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
-    if pinned:
-        console.print(f"{name}: GPU {os.environ['CUDA_VISIBLE_DEVICES']}")
-    return name, _train_one(cfg, Path(out), console, Progress(disable=True))
-
-
-def gpu_slots(cfgs, jobs: int, count: int) -> list[str] | None:
-    """The CUDA_VISIBLE_DEVICES of each of ``jobs`` workers (the ``count`` visible GPUs in
-    turn), or None where no run picks its GPU itself (train.device auto or cuda): CPU
-    runs, and runs the user pinned to one device (cuda:N)."""
-    devices = {c.train.device for c in cfgs}
-    if count == 0 or not devices & {"auto", "cuda"} or any(d.startswith("cuda:") for d in devices):
-        return None
-    return round_robin(visible_gpus(os.environ, count), jobs)
-
-
-def worker_config(cfg, jobs: int):
-    """The config a worker runs: on the CPU, cores/jobs threads unless train.threads is set."""
-    if pick_device(cfg.train.device).type != "cpu" or cfg.train.threads:
-        return cfg
-    return OmegaConf.merge(cfg, {"train": {"threads": max(1, (os.cpu_count() or 1) // jobs)}})
-
-
-def _run_parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: int) -> dict[str, str]:
-    """``jobs`` runs at a time in worker processes (spawned: CUDA cannot be forked).
-    On CUDA the workers take the visible GPUs in turn, one GPU each (gpu_slots); a GPU
-    with several workers shares its time between them. On the CPU, workers that each
-    took every core would fight (3.4x slower on 2 cores), so each gets cores/jobs
-    threads (worker_config). The thread count changes the CPU's floating-point sums:
-    the numbers equal those of a sequential sweep with the same train.threads."""
-    cost = {r.run.path.name: r.cost_s for r in todo}
-    slots = gpu_slots([r.cfg for r in todo], jobs, torch.cuda.device_count())
-    args = [(OmegaConf.to_yaml(worker_config(r.cfg, jobs)), str(out), slots is not None) for r in todo]
-    ctx = multiprocessing.get_context("spawn")
-    statuses, counter = {}, ctx.Value("i", 0)
-    pool = ctx.Pool(jobs, initializer=start_worker, initargs=(os.getpid(), counter, slots))
-    where = f" on GPU {','.join(dict.fromkeys(slots))}" if slots else ""
-    try:
-        with overall:
-            overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time{where}")
-            for name, status in pool.imap_unordered(_worker, args):
-                statuses[name] = status
-                overall.advance(task, cost[name])
-        pool.close()
-    finally:
-        pool.terminate()  # Ctrl-C or an error: stop the other runs too (they resume later)
-        pool.join()
-    return statuses

@@ -19,7 +19,6 @@ import contextlib
 import getpass
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -28,12 +27,12 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from submitit.helpers import Checkpointable
 
 from resexp.errors import UserError
-from resexp.run.folder import FINISHED, RunBusy, now
-from resexp.sweep.plan import BUSY
+from resexp.run.folder import now
+from resexp.run.state import Status
+from resexp.sweep.task import sweep_progress, train_run
 
 JOBS_FILE = "jobs.jsonl"
 # squeue states of a job that will still train: queued, starting, running or held.
@@ -47,6 +46,9 @@ MAX_POLL_S = 30.0
 
 def slurm_dir(out: Path) -> Path:
     return Path(out) / ".slurm"
+
+
+INTERRUPTED = "interrupted: submitted jobs go on; see resexp status {out}"
 
 
 # ---- settings
@@ -118,25 +120,13 @@ class TrainJob(Checkpointable):
         self.out = out
 
     def __call__(self) -> str:
-        from rich.progress import Progress
-
-        from resexp.train.loop import fit
-
         # SLURM sends SIGTERM when it is about to kill the job anyway (scancel, scontrol
         # requeue, preemption, the end of the time limit). submitit ignores it; this job
         # stops at once instead: the last finished epoch is on disk, and the run folder is
         # free for whichever job continues it.
         signal.signal(signal.SIGTERM, _exit_now)
-        cfg = OmegaConf.create(self.cfg_yaml)
-        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-        if cfg.train.threads is None and cpus:
-            cfg.train.threads = int(cpus)  # torch would otherwise take every core of the node
         console = Console(stderr=True, soft_wrap=True)
-        try:
-            return fit(cfg, Path(self.out), progress=Progress(disable=True), console=console)["status"]
-        except RunBusy as err:  # another live trainer has the run (a second sweep, a local one)
-            console.print(f"skipped: {err}")
-            return BUSY
+        return str(train_run(OmegaConf.create(self.cfg_yaml), Path(self.out), console))
 
 
 def _exit_now(signum, frame) -> None:
@@ -270,14 +260,41 @@ def to_submit(runs, out: Path) -> tuple[list, dict[str, str], dict[str, str]]:
         record = records.get(r.run.name)
         if record is not None and is_active(jobs.get(record["job_id"])):
             waiting[r.run.name] = record["job_id"]
-        elif r.state == "running":
-            elsewhere[r.run.name] = r.detail.owner.describe()
+        elif r.status == Status.RUNNING:
+            elsewhere[r.run.name] = r.state.owner.describe()
     return [r for r in runs if r.run.name not in waiting and r.run.name not in elsewhere], waiting, elsewhere
 
 
 def skipped_lines(waiting: dict[str, str], elsewhere: dict[str, str]) -> list[str]:
     return [*(f"{name}: already queued as job {job}, not submitted again" for name, job in waiting.items()),
             *(f"{name}: being trained by {who}, not submitted" for name, who in elsewhere.items())]
+
+
+def dry_run(launcher, runs, out: Path) -> str:
+    """What --dry-run shows beyond the plan: the runs left alone and the sbatch parameters."""
+    todo, waiting, elsewhere = to_submit([r for r in runs if r.to_train], out)
+    lines = skipped_lines(waiting, elsewhere)
+    lines.append(sbatch_preview(launcher.cfg, out, todo) if todo else "nothing to submit")
+    return "\n".join(lines)
+
+
+def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status] | None:
+    """Submit one job per run still to train; {run name: final status} with --wait, else
+    None once the jobs are submitted."""
+    todo, waiting, elsewhere = to_submit([r for r in runs if r.to_train], out)
+    for line in skipped_lines(waiting, elsewhere):
+        console.print(line)
+    records = submit(todo, out, launcher.cfg, console) if todo else []
+    print("\n".join(submitted_lines(records) or ["nothing to submit"]), flush=True)
+    if not launcher.wait:
+        return None
+    known = read_records(out)
+    followed = {name: known[name] for name in [*waiting, *(r["run"] for r in records)]}
+    states = follow([r for r in runs if r.run.name in followed], followed, console)
+    for line in unfinished_lines(states, followed):
+        console.print(f"[red]{line}")
+    return {**{r.name: r.status for r in runs if not r.to_train},
+            **{name: Status.BUSY for name in elsewhere}, **states}
 
 
 # ---- following a sweep (--wait)
@@ -290,8 +307,7 @@ def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
     state}, ``unfinished`` where the run ended before it was done. ``runs`` are the
     PlannedRuns of the jobs (their cost weighs the ETA)."""
     by_name = {r.run.path.name: r for r in runs}
-    overall = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
-                       console=console, transient=True)
+    overall = sweep_progress(console)
     total = sum(r.cost_s for r in runs) or 1
     task = overall.add_task("sweep", total=total)
     start, failures = time.monotonic(), 0
@@ -306,7 +322,7 @@ def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
             overall.update(task, completed=_spent(by_name.values()),
                            description=_describe(active, len(records)))
             if failures == 0 and not any(is_active(j) for j in active.values()) and \
-                    not any(r.run.state().status == "running" for r in by_name.values()):
+                    not any(r.run.state().status == Status.RUNNING for r in by_name.values()):
                 break
             time.sleep(min(MAX_POLL_S, 1.0 + 0.1 * (time.monotonic() - start)))
     return final_states(by_name, records)
@@ -329,17 +345,18 @@ def _describe(active: dict, n: int) -> str:
     return f"sweep: {running} running, {queued} queued, {n - running - queued} ended, of {n} jobs"
 
 
-def final_states(by_name: dict, records: dict[str, dict]) -> dict[str, str]:
+def final_states(by_name: dict, records: dict[str, dict]) -> dict[str, Status]:
     states = {name: r.run.state().status for name, r in by_name.items()}
-    return {name: s if s in (*FINISHED, "failed") else "unfinished" for name, s in states.items()}
+    return {name: s if s.finished or s == Status.FAILED else Status.UNFINISHED for name, s in states.items()}
 
 
 def unfinished_lines(states: dict[str, str], records: dict[str, dict]) -> list[str]:
     """One line per run whose job ended before it did: the job's final state and its log."""
-    ended = ended_states(records[n]["job_id"] for n, s in states.items() if s in ("unfinished", "failed"))
+    lost = (Status.UNFINISHED, Status.FAILED)
+    ended = ended_states(records[n]["job_id"] for n, s in states.items() if s in lost)
     return [f"{name}: {s}, job {records[name]['job_id']} "
             f"{ended.get(records[name]['job_id'], 'ended')}; log {records[name]['stderr']}"
-            for name, s in states.items() if s in ("unfinished", "failed")]
+            for name, s in states.items() if s in lost]
 
 
 def submitted_lines(records: list[dict]) -> list[str]:
@@ -374,7 +391,7 @@ def status_with_jobs(results_dir: Path, runs=None):
     if not records:
         return table, None
     missing = sorted(set(records) - set(table["run"]))
-    extra = pd.DataFrame({"run": missing, "status": "new", "progress": "-", "owner": ""})
+    extra = pd.DataFrame({"run": missing, "status": Status.NEW, "progress": "-", "owner": ""})
     if missing:  # back into legend order, with the runs that have folders
         table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True)
         names = pd.DataFrame([parse_run_name(n) or {} for n in table["run"]], index=table.index)
@@ -404,6 +421,6 @@ def _status(status: str, record: dict | None, jobs: dict) -> str:
     """The run's own state, unless it waits for its job: queued, or running (the job has
     started but not yet taken the run's lock)."""
     job = jobs.get(record["job_id"]) if record else None
-    if not is_active(job) or status in (*FINISHED, "running"):
+    if not is_active(job) or status in (Status.DONE, Status.DIVERGED, Status.RUNNING):
         return status
-    return "running" if job["state"] == "RUNNING" else "queued"
+    return Status.RUNNING if job["state"] == "RUNNING" else Status.QUEUED

@@ -277,7 +277,7 @@ def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Co
     if at.epoch:
         console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
     summary.update(status="running", started=now(), **at.summary_fields())
-    monitor = Monitor(cfg, run.path, s)  # diagnostics and TensorBoard (resexp/monitor.py)
+    monitor = Monitor(cfg, run, s)  # diagnostics and TensorBoard (resexp/inside/monitor.py)
     try:
         run.write_summary(summary)
         monitor.begin(at.epoch, at.iteration)

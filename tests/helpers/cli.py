@@ -44,3 +44,15 @@ def rows(run_dir: Path) -> list[dict]:
     """metrics.csv as it is on disk (strings)."""
     with open(run_dir / "metrics.csv", newline="") as f:
         return list(csv.DictReader(f))
+
+
+def sweep_here(archs, depths, seeds, overrides, out, jobs=None) -> dict:
+    """A local sweep in this process, as `resexp sweep` runs it (plan, save, train), with its
+    output swallowed: {run name: final status}."""
+    import io
+
+    from rich.console import Console
+
+    from resexp.sweep.command import sweep
+
+    return sweep(archs, depths, seeds, overrides, out, jobs=jobs, console=Console(file=io.StringIO())).statuses

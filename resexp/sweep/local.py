@@ -1,0 +1,150 @@
+"""The local launcher: a sweep's runs trained on this machine, one after another in this
+process, or ``jobs`` at a time, each in a worker process of its own.
+
+Every run goes through the run task (task.py). Workers are plain spawned processes, one per
+run (CUDA cannot be forked), watched through their sentinels rather than a pool: a worker
+that dies (kill -9, the OOM killer, a segfault in a kernel) ends as a failed, resumable run
+while the others go on, and Ctrl-C stops every worker as it stops a serial sweep.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from multiprocessing.connection import wait
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import Progress
+
+from resexp.run.state import Status
+from resexp.sweep.gpus import round_robin, start_worker, visible_gpus
+from resexp.sweep.task import sweep_progress, train_run
+
+
+INTERRUPTED = "interrupted: finished epochs are saved; rerun the same command to continue"
+
+
+def dry_run(launcher, runs, out: Path) -> None:
+    """Nothing to show beyond the plan: the runs train here."""
+    return None
+
+
+def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status]:
+    """Train every run still to train; a failed run is recorded and the sweep goes on.
+    Returns {run name: final status}, the runs left alone included."""
+    statuses = {r.name: r.status for r in runs if not r.to_train}  # damaged ones: the plan says why
+    todo = [r for r in runs if r.to_train]
+    overall = sweep_progress(console)
+    task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
+    jobs = min(launcher.jobs, len(todo))
+    if jobs > 1:
+        statuses.update(_parallel(todo, out, console, overall, task, jobs))
+    else:
+        statuses.update(_serial(todo, out, console, overall, task))
+    return statuses
+
+
+def _serial(todo, out: Path, console: Console, overall: Progress, task) -> dict[str, Status]:
+    from resexp.train.loop import make_progress
+
+    progress, spent, statuses = make_progress(console), 0.0, {}
+    # The overall line sits above the per-epoch bar, both in one live display.
+    with Live(Group(overall, progress), console=console, transient=True, refresh_per_second=4):
+        for k, r in enumerate(todo, 1):
+            overall.update(task, description=f"sweep: run {k} of {len(todo)} ({r.name})")
+            per_iter = r.cost_s / max(r.iterations - r.iterations_done, 1)
+            tick = lambda it, r=r, base=spent, per_iter=per_iter: overall.update(  # noqa: E731
+                task, completed=base + per_iter * (it - r.iterations_done))
+            statuses[r.name] = train_run(r.cfg, out, console, progress, tick)
+            spent += r.cost_s
+            overall.update(task, completed=spent)
+    return statuses
+
+
+def gpu_slots(cfgs, jobs: int, count: int) -> list[str] | None:
+    """The CUDA_VISIBLE_DEVICES of each of ``jobs`` worker slots (the ``count`` visible GPUs
+    in turn), or None where no run picks its GPU itself (train.device auto or cuda): CPU
+    runs, and runs the user pinned to one device (cuda:N)."""
+    devices = {c.train.device for c in cfgs}
+    if count == 0 or not devices & {"auto", "cuda"} or any(d.startswith("cuda:") for d in devices):
+        return None
+    return round_robin(visible_gpus(os.environ, count), jobs)
+
+
+def _parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: int) -> dict[str, Status]:
+    """``jobs`` runs at a time, each in its own spawned worker. On CUDA a worker takes a
+    free slot's GPU (gpu_slots); on the CPU each gets its share of the cores (task.py)."""
+    import torch  # only to count GPUs; the workers import it themselves
+
+    slots = gpu_slots([r.cfg for r in todo], jobs, torch.cuda.device_count())
+    ctx = multiprocessing.get_context("spawn")
+    waiting, running, statuses = list(todo), {}, {}
+    free = list(range(jobs))
+    where = f" on GPU {','.join(dict.fromkeys(slots))}" if slots else ""
+    try:
+        with overall:
+            overall.update(task, description=f"sweep: {len(todo)} runs, {jobs} at a time{where}")
+            while waiting or running:
+                while waiting and free:
+                    r, slot = waiting.pop(0), free.pop(0)
+                    running[_start(ctx, r, out, jobs, slots[slot] if slots else None)] = (r, slot)
+                for sentinel in wait([p.sentinel for p, _ in running]):
+                    proc, conn = next(k for k in running if k[0].sentinel == sentinel)
+                    r, slot = running.pop((proc, conn))
+                    proc.join()
+                    statuses[r.name] = _outcome(r, proc, conn, console)
+                    free.append(slot)
+                    overall.advance(task, r.cost_s)
+    finally:  # Ctrl-C or an error: stop the other runs too (they resume from their last epoch)
+        for proc, _ in running:
+            proc.terminate()
+        for proc, _ in running:
+            proc.join()
+    return statuses
+
+
+def _start(ctx, r, out: Path, jobs: int, gpu: str | None):
+    receive, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_worker, args=(OmegaConf.to_yaml(r.cfg), str(out), jobs, gpu, os.getpid(), send),
+                       name=f"resexp {r.name}", daemon=False)
+    proc.start()
+    send.close()  # the worker holds the only sending end: a dead worker reads as EOF here
+    return proc, receive
+
+
+def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, parent_pid: int, conn) -> None:
+    """One run in a worker process: no progress bars (they would interleave), only the
+    per-epoch lines, each a whole line on stderr. Hands back its status through ``conn``."""
+    start_worker(parent_pid, gpu)  # before torch is imported: CUDA_VISIBLE_DEVICES must be set first
+    console = Console(stderr=True, soft_wrap=True)
+    cfg = OmegaConf.create(cfg_yaml)
+    if gpu is not None:
+        console.print(f"{cfg.model.arch}-{cfg.model.depth}-s{cfg.seed}: GPU {gpu}")
+    try:
+        conn.send(str(train_run(cfg, Path(out), console, jobs=jobs)))
+    except KeyboardInterrupt:
+        pass  # the sweep was interrupted: it stops every worker and says so once
+    except BaseException as err:  # CannotWrite (a full disk) included: the sweep reports it
+        conn.send(err)
+
+
+def _outcome(r, proc, conn, console: Console) -> Status:
+    """What a finished worker handed back; a worker that died without a word ended its
+    run as failed (recorded in summary.json) and resumable."""
+    try:
+        result = conn.recv() if conn.poll() else None
+    except (EOFError, OSError):
+        result = None
+    finally:
+        conn.close()
+    if isinstance(result, BaseException):
+        raise result
+    if result is not None:
+        return Status(result)
+    why = f"its worker process died (exit code {proc.exitcode})"
+    console.print(f"[red]{r.name} failed: {why}; rerun the sweep to resume it from its last epoch")
+    r.run.record_lost(why)
+    return Status.FAILED

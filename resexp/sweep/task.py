@@ -1,0 +1,86 @@
+"""The run task: how every launcher trains one run of a sweep.
+
+The local launcher (in this process or in a ``--jobs`` worker) and a SLURM job all call
+``train_run``, so the thread count, the lock, a run another trainer holds and how a run
+that stopped is named are decided here once.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from resexp.errors import UserError
+from resexp.run.files import DamagedFile
+from resexp.run.folder import CannotWrite, RunBusy, run_name
+from resexp.run.state import Status
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its affinity mask: taskset, cgroups cpusets, SLURM)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def with_threads(cfg, jobs: int = 1):
+    """``cfg`` with train.threads decided where the user left it null: on a SLURM node the
+    job's cores (torch would otherwise take every core of the node), and in each of
+    ``jobs`` local workers its share of the usable cores (workers that each took every
+    core would fight: 3.4x slower on 2 cores). A value the user set always wins. Only
+    CPU training reads it; the thread count changes the CPU's floating-point sums, so a
+    sweep's numbers equal those of another sweep with the same train.threads."""
+    if cfg.train.threads is not None:
+        return cfg
+    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm_cpus and slurm_cpus.isdigit():
+        threads = int(slurm_cpus)
+    elif jobs > 1:
+        threads = max(1, usable_cores() // jobs)
+    else:
+        return cfg
+    return OmegaConf.merge(cfg, {"train": {"threads": threads}})
+
+
+def train_run(cfg, out: Path, console: Console, progress: Progress | None = None, on_epoch=None,
+              jobs: int = 1) -> Status:
+    """fit() one run and return how it ended, so that a sweep goes on after any one run.
+
+    A run another live process trains (here or on another host) is left to it: BUSY. A
+    damaged file the user must see to (a corrupt checkpoint) is DAMAGED; any other error,
+    a setting that cannot be used included, is a FAILED run (recorded by fit in its
+    summary.json where it got that far). A disk that refuses writes (full, read-only)
+    raises CannotWrite and ends the sweep, since every other run would fail alike.
+    Ctrl-C is not caught."""
+    from resexp.train.loop import fit  # torch: imported only where a run trains
+
+    name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
+    try:
+        summary = fit(with_threads(cfg, jobs), Path(out), progress=progress or Progress(disable=True),
+                      console=console, on_epoch=on_epoch)
+        return Status(summary["status"])
+    except RunBusy as err:
+        console.print(f"{name} skipped: {err}")
+        return Status.BUSY
+    except CannotWrite:
+        raise
+    except DamagedFile as err:
+        console.print(f"[red]error: {name}: {err}")
+        return Status.DAMAGED
+    except UserError as err:
+        console.print(f"[red]error: {name}: {err}")
+    except Exception as err:
+        console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
+    return Status.FAILED
+
+
+def sweep_progress(console: Console) -> Progress:
+    """The one overall line of a sweep (local or followed SLURM jobs), counted in estimated
+    seconds so that the time left weighs deep runs properly."""
+    return Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
+                    console=console, transient=True)
