@@ -144,7 +144,7 @@ def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
     assert code == 2 and stdout == ""
     lines = error_lines(stderr)
     assert len(lines) == 1, stderr
-    assert lines[0].startswith("error: checkpoint ") and str(run / "checkpoint.pt") in lines[0]
+    assert lines[0].startswith(f"error: {run / 'checkpoint.pt'}: unreadable (")
     assert (run / "metrics.csv").read_bytes() == metrics
 
 

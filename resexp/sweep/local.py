@@ -146,5 +146,5 @@ def _outcome(r, proc, conn, console: Console) -> Status:
         return Status(result)
     why = f"its worker process died (exit code {proc.exitcode})"
     console.print(f"[red]{r.name} failed: {why}; rerun the sweep to resume it from its last epoch")
-    r.run.record_lost(why)
+    r.run.record_lost(why, proc.pid)
     return Status.FAILED
