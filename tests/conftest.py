@@ -30,3 +30,14 @@ def tiny_cfg():
     def make(*overrides, config_dirs=()):
         return load_config([*TINY, *overrides], config_dirs)
     return make
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch):
+    """The clock lock ages are read against, stopped now: a lock written ``age`` seconds ago
+    reads exactly ``age`` seconds old however long the test takes."""
+    import time
+
+    frozen = time.time()
+    monkeypatch.setattr("resexp.run.lock.wall_clock", lambda: frozen)
+    return frozen

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import subprocess
 import sys
@@ -56,21 +55,27 @@ def test_a_lock_whose_owner_died_on_this_host_is_taken_over(tmp_path):
         held.release()
 
 
-def test_heartbeat_keeps_the_lock_live_and_a_stalled_owner_loses_it(tmp_path):
+def test_heartbeat_keeps_the_lock_live_and_a_stalled_owner_loses_it(tmp_path, frozen_clock):
     path = tmp_path / "run.lock"
-    first = acquire(path, stale_after=0.4)
-    time.sleep(0.8)
-    assert read_owner(path).heartbeat_age < 0.4  # refreshed every 0.04 s
-    with pytest.raises(RunBusy):
-        acquire(path, stale_after=0.4)
-    first._stop.set()  # its heartbeat stalls (a frozen node)
+    first = acquire(path, stale_after=60)
+    assert first.interval == 6.0  # ten beats per stale_after
+    first._stop.set()  # the test beats by hand from here on
     first._thread.join()
-    time.sleep(0.6)
-    second = acquire(path, stale_after=0.4)  # same pid (alive): taken over on the heartbeat alone
+    os.utime(path, (frozen_clock - 59, frozen_clock - 59))  # a beat 59 s ago: still live
+    with pytest.raises(RunBusy):
+        acquire(path, stale_after=60)
+    os.utime(path, (frozen_clock - 61, frozen_clock - 61))  # silent for longer than stale_after...
+    first.beat()  # ...until it beats again
+    assert read_owner(path).heartbeat_age < 60
+    with pytest.raises(RunBusy):
+        acquire(path, stale_after=60)
+    os.utime(path, (frozen_clock - 61, frozen_clock - 61))  # its heartbeat stalls (a frozen node)
+    second = acquire(path, stale_after=60)  # same pid (alive): taken over on the heartbeat alone
     with pytest.raises(RunBusy, match="was taken over by"):
         first.verify()  # the stalled trainer finds out before it writes another row
     second.verify()
-    first.release()  # not its lock any more: leaves it alone
+    first.beat()  # not its lock any more: a late beat leaves the new owner's lock alone
+    first.release()
     assert lock_record(path)["token"] == second.token
     second.release()
     assert not path.exists()
@@ -80,29 +85,46 @@ RACER = """
 import sys, time
 from pathlib import Path
 from resexp.run.lock import RunBusy, acquire
-lock, go = Path(sys.argv[1]), Path(sys.argv[2])
+lock, go, me = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+folder = go.parent
+(folder / f"ready-{me}").touch()
 while not go.exists():
     time.sleep(0.001)
 try:
     held = acquire(lock)
 except RunBusy:
-    print("busy")
+    (folder / f"said-{me}").write_text("busy")
 else:
-    print("won", flush=True)
-    time.sleep(2)  # hold it while the others try
+    (folder / f"said-{me}").write_text("won")
+    while not (folder / "release").exists():  # hold it until every other racer has tried
+        time.sleep(0.01)
     held.release()
 """
 
 
-def test_of_two_takers_of_a_stale_lock_exactly_one_wins(tmp_path):
+def wait_for_files(paths: list[Path], procs, within_s: float = 120) -> None:
+    deadline = time.monotonic() + within_s
+    while not all(p.exists() for p in paths):
+        assert time.monotonic() < deadline and all(proc.poll() is None for proc in procs), "a racer got lost"
+        time.sleep(0.01)
+
+
+def test_of_four_takers_of_a_stale_lock_exactly_one_wins(tmp_path):
     lock = write_lock(tmp_path, pid=dead_pid())
     go = tmp_path / "go"
-    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(lock), str(go)], stdout=subprocess.PIPE,
-                               text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
-              for _ in range(4)]
-    time.sleep(1.0)  # all four started and waiting
-    go.touch()
-    said = sorted(proc.communicate(timeout=60)[0].strip() for proc in racers)
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(lock), str(go), str(k)],
+                               env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+              for k in range(4)]
+    try:
+        wait_for_files([tmp_path / f"ready-{k}" for k in range(4)], racers)  # all four waiting
+        go.touch()
+        wait_for_files([tmp_path / f"said-{k}" for k in range(4)], racers)
+        said = sorted((tmp_path / f"said-{k}").read_text() for k in range(4))
+        (tmp_path / "release").touch()
+        assert [proc.wait(timeout=60) for proc in racers] == [0, 0, 0, 0]
+    finally:
+        for proc in racers:
+            proc.kill()
     assert said == ["busy", "busy", "busy", "won"]
     assert not (tmp_path / "run.lock.takeover").exists()
 
@@ -136,7 +158,8 @@ def test_two_trainers_started_together_log_every_epoch_once(tmp_path):
     assert not Path("out/resnet-8-s0/run.lock").exists()
 
 
-def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_path, monkeypatch, capsys):
+def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_path, monkeypatch, capsys,
+                                                                         frozen_clock):
     out = tmp_path / "out"
     write_lock(out / "plain-8-s0", pid=os.getppid(), host="gpu-node-3", age=2, job="991_0")
     code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8",
@@ -151,9 +174,8 @@ def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_pat
     code, stdout, _ = cli(monkeypatch, capsys, "status", out)
     assert code == 0
     line = next(line for line in stdout.splitlines() if line.strip().startswith("plain-8-s0"))
-    # written 2 s old; the command itself takes a moment on a busy machine
     assert "running" in line and "host gpu-node-3 pid" in line
-    assert re.search(r"\(SLURM job 991_0\), heartbeat [2-5]s ago", line), line
+    assert "(SLURM job 991_0), heartbeat 2s ago" in line, line  # exactly: the clock is frozen
 
 
 def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys):

@@ -141,6 +141,12 @@ class Owner:
         return f"{self.who()}, heartbeat {self.heartbeat_age:.0f}s ago"
 
 
+def wall_clock() -> float:
+    """The time lock ages are measured against (the lock file's mtime is the heartbeat);
+    tests put a fixed clock here instead of waiting."""
+    return time.time()
+
+
 def read_owner(path: Path) -> Owner | None:
     """The owner of the lock at ``path``; None when there is no lock. A lock whose content
     cannot be read (its creator was killed before writing it) has an unknown owner and
@@ -162,7 +168,7 @@ def read_owner(path: Path) -> Owner | None:
         stale_after = DEFAULT_STALE_AFTER
     here = host == socket.gethostname() and data.get("pidns") == pid_namespace()
     return Owner(host=host, pid=pid, job=_str(data.get("job")), started=_str(data.get("started")),
-                 stale_after=float(stale_after), heartbeat_age=max(0.0, time.time() - info.st_mtime),
+                 stale_after=float(stale_after), heartbeat_age=max(0.0, wall_clock() - info.st_mtime),
                  pid_dead=(here and pid is not None and not pid_alive(pid)) or _earlier_run_of_this_job(data),
                  token=_str(data.get("token")), identity=(info.st_ino, raw))
 
@@ -226,12 +232,16 @@ class Lock:
 
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
-            try:
-                owner = read_owner(self.path)
-                if owner is not None and owner.token == self.token:
-                    os.utime(self.path)  # on NFS the server's clock: one time base for every host
-            except OSError:
-                pass  # a slow or briefly unreachable filesystem: try again at the next beat
+            self.beat()
+
+    def beat(self) -> None:
+        """Refresh the lock's heartbeat if it is still ours (the thread does, every interval)."""
+        try:
+            owner = read_owner(self.path)
+            if owner is not None and owner.token == self.token:
+                os.utime(self.path)  # on NFS the server's clock: one time base for every host
+        except OSError:
+            pass  # a slow or briefly unreachable filesystem: try again at the next beat
 
     def verify(self) -> None:
         """RunBusy if another process has taken this run over (after our heartbeat stalled

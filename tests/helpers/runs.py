@@ -11,7 +11,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import yaml
@@ -103,8 +102,9 @@ def summary_dict(arch, depth, seed, rows, status, epochs_planned, iters_per_epoc
 
 def write_lock(run_dir: Path, pid: int, host: str | None = None, age: float = 0.0,
                stale_after: float = 300.0, job: str | None = None) -> Path:
-    """run.lock as a trainer writes it, last refreshed ``age`` seconds ago."""
-    from resexp.run.lock import pid_namespace
+    """run.lock as a trainer writes it, last refreshed ``age`` seconds ago by the locks' clock
+    (resexp.run.lock.wall_clock: freeze it with the frozen_clock fixture for exact ages)."""
+    from resexp.run.lock import pid_namespace, wall_clock
 
     path = Path(run_dir) / "run.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -112,7 +112,7 @@ def write_lock(run_dir: Path, pid: int, host: str | None = None, age: float = 0.
         "host": host if host is not None else socket.gethostname(), "pid": pid, "pidns": pid_namespace(),
         "job": job, "started": "2026-11-27T00:00:00+00:00", "stale_after": stale_after,
         "token": f"token-{pid}-{age}"}))
-    beat = time.time() - age
+    beat = wall_clock() - age
     os.utime(path, (beat, beat))
     return path
 
