@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -21,7 +22,8 @@ from helpers.cli import cli, rows
 from resexp.settings.compose import load_config
 from resexp.train.loop import fit
 
-pytestmark = pytest.mark.slow
+# One worker runs them all, one after another: they share the one-node cluster.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM = ["--launcher", "slurm", "launcher.gpus_per_run=0", "launcher.cpus_per_run=1", "launcher.mem_gb=null",
@@ -125,9 +127,11 @@ def test_slurm_sweep_gives_the_numbers_of_a_local_sweep(slurm, tmp_path, monkeyp
     assert code == 0, stderr
     code, stdout, stderr = cli(monkeypatch, capsys, *sweep, "--out", tmp_path / "slurm", *SLURM, "--wait")
     assert code == 0, stderr
-    assert stderr.count("already queued as job") + stderr.count("already done") + stderr.count(
-        "nothing to submit") >= 1 or "nothing to submit" in stdout
-    assert submitted_ids(stdout) == {} and "sweep " in stdout and "4 done" in stdout
+    for run, job in jobs.items():  # each run: its job still queued or running, or already done
+        assert f"{run}: already queued as job {job}, not submitted again" in stderr or \
+            re.search(rf"^{run}\s+done\s", stderr, re.M), (run, stderr)
+    assert "nothing to submit" in stdout.splitlines()
+    assert submitted_ids(stdout) == {} and f"sweep {tmp_path / 'slurm'}: 4 done" in stdout
 
     for run in jobs:
         assert numbers(tmp_path / "slurm" / run) == numbers(tmp_path / "local" / run), run
