@@ -43,7 +43,7 @@ from resexp.analysis.results import (
 from resexp.errors import UserError
 
 FORMATS = ("png", "pdf", "svg")
-DPI = 300  # PNGs at print resolution; PDF and SVG are vector
+DPI = 200  # PNGs sharp on screen at twice their size in print; PDF and SVG are vector
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper (depth, Fig. 7)
 PAGE_WIDTH = 7.1  # the full text width (curves, gradients, identity)
 # Text sizes in points at the widths above; pdf/svg keep text as text (editable, searchable).
@@ -195,8 +195,8 @@ def _styled(draw):
 
 def _wrap(text: str, figure: Figure, points: float) -> str:
     """``text`` broken into lines that fit the figure's width at ``points`` pt (a character
-    is about half as wide as the font is high)."""
-    width = max(20, int(figure.get_figwidth() * 72 / (0.52 * points)))
+    is at most about 0.6 times as wide as the font is high)."""
+    width = max(20, int(figure.get_figwidth() * 72 / (0.6 * points)))
     return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
 
 
@@ -416,7 +416,7 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), runs: pd.Dat
         raise UserError(f"nothing to plot in {results_dir}: no run has finished an epoch")
     out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
     # results.TRAIN_ERRORS says it in full; a title has room for this much
-    which = "" if train_error == "minibatch" else " (training error: clean training set, eval mode)"
+    which = "" if train_error == "minibatch" else " (clean training error)"
     paths = _save(plot_depth(depth, title_of(info, "final error vs depth" + which), lost), out / "depth", formats)
     paths.append(_save_csv(depth, out / "depth.csv"))
     if not lost.empty:
@@ -491,7 +491,7 @@ def plot_responses(data: pd.DataFrame, title: str = "") -> Figure:
     positive = data["std"][data["std"] > 0]
     wide = len(positive) > 0 and positive.max() / positive.min() > WIDE_RANGE
     for ax in (top, bottom):
-        ax.set_ylabel("std of the response" + (" (log scale)" if wide else ""))
+        ax.set_ylabel("std" + (" (log scale)" if wide else ""))
         ax.grid(alpha=0.3, which="both")
         if wide:
             ax.set_yscale("log")

@@ -218,11 +218,11 @@ def figure_links(figures_dir: Path, out: Path) -> list[str]:
     ``out``: the PNG, the PDF and the CSV that holds its numbers, where they exist."""
     lines = []
     for stem, what in FIGURE_NAMES.items():
-        files = [(kind, figures_dir / f"{stem}.{kind}") for kind in ("png", "pdf", "svg", "csv")]
+        files = [(kind.upper(), figures_dir / f"{stem}.{kind}") for kind in ("png", "pdf", "svg")]
+        files += [("data", figures_dir / f"{stem}.csv"), ("diverged or failed runs", figures_dir / f"{stem}_lost.csv")]
         found = [(kind, os.path.relpath(path, out)) for kind, path in files if path.is_file()]
         if found:
-            links = ", ".join(f"[{'data' if kind == 'csv' else kind.upper()}]({path})" for kind, path in found)
-            lines.append(f"- {what}: {links}")
+            lines.append(f"- {what}: " + ", ".join(f"[{kind}]({path})" for kind, path in found))
     return lines
 
 
