@@ -101,14 +101,18 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
 def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
          out: Optional[Path] = typer.Option(None, "--out", help="Figure folder [default: RESULTS_DIR/figures]"),
          format: str = typer.Option("png,pdf", "--format", help="Comma-separated: png, pdf, svg"),
-         train_error: str = TRAIN_ERROR):
+         train_error: str = TRAIN_ERROR,
+         zoom: Optional[float] = typer.Option(None, "--zoom", metavar="PCT",
+                                              help="End the training curves' error axis at PCT % (above 0, "
+                                                   "at most 100), e.g. 20 as in He et al. 2016, Fig. 6 "
+                                                   "[default: the full range]")):
     """Training error vs number of layers, the paper's Fig. 6 curves and, where the runs hold
     diagnostics, Fig. 7 (layer responses), gradient norms and the identity test (with their CSVs)."""
     from resexp.analysis.plot import make_figures
 
     runs = _load_and_warn(results_dir)
     made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), runs=runs,
-                        train_error=train_error)
+                        train_error=train_error, zoom=zoom)
     for path in made["paths"]:
         print(path)
 

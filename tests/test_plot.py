@@ -6,15 +6,24 @@ import statistics
 import numpy as np
 import pandas as pd
 import pytest
+from helpers.cli import cli
 from helpers.runs import make_run
+from matplotlib.colors import rgb_to_hsv, to_rgb
 
 from resexp.analysis.plot import (
+    ARCH_STYLE,
     curves_data,
+    depth_data,
+    gradients_data,
+    identity_data,
+    lost_data,
     make_figures,
     plot_curves,
     plot_depth,
     plot_gradients,
+    plot_identity,
     plot_responses,
+    responses_data,
     title_of,
 )
 from resexp.analysis.results import experiment_info, load_metrics, load_runs
@@ -27,6 +36,14 @@ FINAL_TRAIN = {
     ("resnet", 8): [5.5, 6.0, 5.0],
     ("resnet", 20): [4.0, 4.5, 3.75],
 }
+
+
+def hue(colour) -> float:
+    return round(float(rgb_to_hsv(to_rgb(colour))[0]), 3)
+
+
+def lightness(colour) -> float:
+    return float(sum(to_rgb(colour)))
 
 
 def make_sweep(root, **kwargs):
@@ -112,7 +129,7 @@ def test_curves_are_the_seed_mean_of_the_metrics(tmp_path):
     assert len(written) == len(expected)
 
 
-def test_curves_figure_dashed_train_bold_test_one_colour_per_depth(tmp_path):
+def test_curves_figure_dashed_train_bold_test_arch_colour_depth_shade(tmp_path):
     make_sweep(tmp_path)
     data = curves_data(load_metrics(tmp_path), load_runs(tmp_path))
     figure = plot_curves(data, "title")
@@ -128,7 +145,9 @@ def test_curves_figure_dashed_train_bold_test_one_colour_per_depth(tmp_path):
     assert test.get_linewidth() > train.get_linewidth()
     assert train.get_color() == test.get_color() != lines["plain-8:test"].get_color()
     other = {line.get_gid(): line for line in figure.axes[1].get_lines() if line.get_gid()}
-    assert other["resnet-20:test"].get_color() == test.get_color()
+    # colour is the arch: resnet-20 is not plain-20's colour; depth is the marker, shared
+    assert hue(other["resnet-20:test"].get_color()) != hue(test.get_color())
+    assert other["resnet-20:test"].get_marker() == test.get_marker() != lines["plain-8:test"].get_marker()
 
 
 def test_png_and_pdf_written_and_not_empty(tmp_path):
@@ -153,7 +172,7 @@ def test_partial_sweep_plots_what_exists(tmp_path):
     assert depth.loc[("resnet", 56), "n"] == 0
     assert set(zip(result["curves"]["arch"], result["curves"]["depth"])) == {("plain", 20), ("resnet", 20)}
     figure = plot_depth(result["depth"])
-    assert "unfinished" in figure.get_supxlabel()
+    assert "unfinished" in figure.legends[0].get_title().get_text()
 
 
 def test_title_flags_synthetic_data_and_names_schedule(tmp_path):
@@ -258,3 +277,173 @@ def test_no_fig7_before_a_measurement_after_training(tmp_path):
     write_responses(run, {0: [1.0, 1.0]})  # measured at initialisation only, so far
     result = make_figures(tmp_path, formats=("png",))
     assert "responses" not in result and not (tmp_path / "figures" / "responses.png").exists()
+
+
+# --------------------------------------------------------------------------- read as a reviewer would
+NETS = [("plain", 8), ("plain", 20), ("plain", 56), ("resnet", 8), ("resnet", 20), ("resnet", 56)]
+
+
+def diagnostics_tables(stds=lambda arch, depth: [1.0, 1.1, 0.9]) -> dict:
+    """responses, gradients and identity tables as load_diagnostics returns them, for NETS."""
+    common = [{"arch": a, "depth": d, "seed": 0, "point": p} for a, d in NETS for p in ("init", "end")]
+    responses = pd.DataFrame([{**c, "layer": i + 1, "stage": 1, "block": i, "std": std}
+                              for c in common for i, std in enumerate(stds(c["arch"], c["depth"]))])
+    gradients = pd.DataFrame([{**c, "kind": k, "index": i, "stage": 1, "norm": 1.0 + i / 10}
+                              for c in common for k in ("weight", "block_output") for i in (1, 2, 3)])
+    identity = pd.DataFrame([{**c, "block": b, "stage": 1, "branch_ratio": 0.5 + b / 10, "change": 0.4 + b / 10}
+                             for c in common for b in (1, 2, 3)])
+    return {"responses": responses_data(responses), "gradients": gradients_data(gradients),
+            "identity": identity_data(identity)}
+
+
+def net_of(gid) -> tuple[str, int] | None:
+    """(arch, depth) of a line drawn for a net: gid 'arch-depth[-sSEED]:...'."""
+    found = re.match(r"^([a-z_]+)-(\d+)(?:-s\d+)?:", gid or "")
+    return (found.group(1), int(found.group(2))) if found and found.group(1) in ARCH_STYLE else None
+
+
+def net_lines(figure) -> dict:
+    """gid -> line for every line drawn for a net."""
+    return {line.get_gid(): line for ax in figure.axes for line in ax.get_lines() if net_of(line.get_gid())}
+
+
+def test_colour_means_arch_and_shade_and_marker_mean_depth_in_every_figure(tmp_path):
+    for arch, depth in NETS:
+        make_run(tmp_path, arch, depth, 0, [30.0, 10.0 + depth / 10])
+    tables = diagnostics_tables()
+    figures = {"curves": plot_curves(curves_data(load_metrics(tmp_path), load_runs(tmp_path))),
+               "responses": plot_responses(tables["responses"]), "gradients": plot_gradients(tables["gradients"]),
+               "identity": plot_identity(tables["identity"])}
+    for name, figure in figures.items():
+        lines = net_lines(figure)
+        assert {gid.split(":")[0] for gid in lines} == {f"{a}-{d}" for a, d in NETS}, name
+        for gid, line in lines.items():
+            assert hue(line.get_color()) == hue(ARCH_STYLE[net_of(gid)[0]]["color"]), (name, gid)
+        for arch in ("plain", "resnet"):
+            first = {d: next(line for gid, line in lines.items() if net_of(gid) == (arch, d)) for d in (8, 20, 56)}
+            # deeper nets darker, each depth its own marker, the same marker for both archs
+            assert lightness(first[8].get_color()) > lightness(first[20].get_color()) > lightness(first[56].get_color())
+            assert len({line.get_marker() for line in first.values()}) == 3, name
+        legend_texts = [t.get_text() for t in figure.legends[0].get_texts()]
+        assert all(f"{a}-{d}" in " ".join(legend_texts) for a, d in NETS), name  # the legend names each line
+    depth_figure = plot_depth(depth_data(load_runs(tmp_path)))
+    for ax in depth_figure.axes:
+        assert {hue(c.lines[0].get_color()) for c in ax.containers} == {hue(ARCH_STYLE[a]["color"]) for a in
+                                                                         ("plain", "resnet")}
+
+
+def test_curves_ticks_are_whole_iterations_from_zero(tmp_path):
+    make_run(tmp_path, "plain", 8, 0, [30.0], [35.0], iters_per_epoch=4)  # one point: ticks were 3.96, 3.98, ...
+    figure = plot_curves(curves_data(load_metrics(tmp_path), load_runs(tmp_path)))
+    figure.canvas.draw()
+    ax = figure.axes[0]
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert ax.get_xlim()[0] == 0 and "0" in labels and "4" in labels
+    assert all(label.isdigit() for label in labels), labels
+    assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] > 35  # the full range unless zoomed
+
+
+def make_diverged_sweep(root):
+    """plain-20 done, plain-56 diverged 50 iterations into its first epoch, resnet-56 done."""
+    make_run(root, "plain", 20, 0, [40.0, 12.0, 8.0])
+    make_run(root, "resnet", 56, 0, [40.0, 10.0, 5.0])
+    make_run(root, "plain", 56, 0, [89.5], [91.0], status="diverged", iters_per_epoch=50, epochs_planned=3)
+
+
+def test_diverged_run_is_drawn_where_it_stopped(tmp_path):
+    make_diverged_sweep(tmp_path)
+    result = make_figures(tmp_path, formats=("svg",))
+    lines = net_lines(plot_curves(result["curves"]))
+    assert list(lines["plain-56-s0:test"].get_xydata()[-1]) == [50, 91.0]
+    assert list(lines["plain-56-s0:test:lost"].get_xydata()[0]) == [50, 91.0]
+    assert list(lines["plain-56-s0:train:lost"].get_xydata()[0]) == [50, 89.5]
+    zoomed = plot_curves(result["curves"], zoom=20)
+    assert list(net_lines(zoomed)["plain-56-s0:test:lost"].get_xydata()[0]) == [50, 20]  # on the top edge
+    assert "diverged at it. 50" in " ".join(t.get_text() for t in zoomed.legends[0].get_texts())
+    assert "cut at 20 %" in zoomed.legends[0].get_title().get_text()
+
+    depth = plot_depth(result["depth"], lost=result["lost"])
+    marks = {line.get_gid(): line for ax in depth.axes for line in ax.get_lines() if line.get_gid()}
+    assert list(marks["plain:train_err:lost"].get_xydata()[0]) == [56, 89.5]
+    assert list(marks["plain:test_err:lost"].get_xydata()[0]) == [56, 91.0]
+    assert pd.read_csv(tmp_path / "figures" / "depth_lost.csv")["run"].tolist() == ["plain-56-s0"]
+
+
+def test_legend_hides_no_point(tmp_path):
+    make_diverged_sweep(tmp_path)
+    runs = load_runs(tmp_path)
+    for figure in (plot_depth(depth_data(runs), "t", lost_data(runs)),
+                   plot_curves(curves_data(load_metrics(tmp_path), runs), "t")):
+        figure.canvas.draw()
+        box = figure.legends[0].get_window_extent()
+        assert all(ax.get_legend() is None for ax in figure.axes)
+        for ax in figure.axes:
+            for line in ax.get_lines():
+                points = ax.transData.transform(line.get_xydata())
+                assert not any(box.contains(x, y) for x, y in points), line.get_gid()
+
+
+def test_depth_axis_is_log_with_the_depths_as_ticks_for_cnns_and_mlps(tmp_path):
+    for root, nets in ((tmp_path / "cnn", [("plain", 8), ("plain", 20), ("plain", 56)]),
+                       (tmp_path / "mlp", [("mlp_plain", 10), ("mlp_plain", 300)])):
+        for arch, depth in nets:
+            make_run(root, arch, depth, 0, [20.0, 10.0])
+        figure = plot_depth(depth_data(load_runs(root)))
+        for ax in figure.axes:
+            assert ax.get_xscale() == "log"
+            assert [t.get_text() for t in ax.get_xticklabels()] == [str(d) for _, d in nets]
+
+
+def test_fig7_log_axis_when_the_range_is_wide_with_plain_tick_labels():
+    wide = diagnostics_tables(lambda arch, depth: [5.0, 1.0, 0.9] if (arch, depth) == ("plain", 56) else [1.0, 1.1])
+    figure = plot_responses(wide["responses"])
+    figure.canvas.draw()
+    for ax in figure.axes:
+        assert ax.get_yscale() == "log" and "log" in ax.get_ylabel()
+        labels = [t.get_text() for t in ax.get_yticklabels(which="both") if t.get_text()]
+        assert len(labels) >= 3 and not any("times" in lab or "^" in lab or "×" in lab for lab in labels), labels
+    narrow = plot_responses(diagnostics_tables()["responses"])  # 0.9 ... 1.1: linear
+    assert all(ax.get_yscale() == "linear" for ax in narrow.axes)
+
+
+def test_panel_labels_say_what_each_panel_shows():
+    tables = diagnostics_tables()
+    gradients = plot_gradients(tables["gradients"])
+    top, bottom = gradients.axes[0], gradients.axes[2]
+    assert "layer" in top.get_xlabel() and "block" not in top.get_xlabel()
+    assert "block" in bottom.get_xlabel() and "layer" not in bottom.get_xlabel()
+    identity = plot_identity(tables["identity"])
+    labels = " ".join(ax.get_ylabel() for ax in identity.axes)
+    assert "shortcut" not in labels and "s(x)" in labels  # plain nets have no shortcut
+    note = identity.legends[0].get_title().get_text()
+    assert "plain block" in note and "Gaps" in note
+
+
+@pytest.mark.parametrize("zoom", [0, -5, 150, "abc"])
+def test_zoom_out_of_range_is_a_user_error(tmp_path, zoom):
+    make_run(tmp_path, "plain", 8, 0, [30.0, 20.0])
+    with pytest.raises(UserError, match="--zoom must be"):
+        make_figures(tmp_path, formats=("svg",), zoom=zoom)
+    assert not (tmp_path / "figures").exists()
+
+
+def test_zoom_from_the_command_line(tmp_path, monkeypatch, capsys):
+    make_run(tmp_path, "plain", 8, 0, [30.0, 20.0, 15.0])
+    code, _, stderr = cli(monkeypatch, capsys, "plot", tmp_path, "--zoom", "101")
+    assert code == 2 and stderr.strip().splitlines()[-1].startswith("error: --zoom must be")
+    code, stdout, _ = cli(monkeypatch, capsys, "plot", "--help")
+    assert "--zoom" in stdout and "Fig. 6" in stdout
+    monkeypatch.setattr("resexp.analysis.plot.plot_curves", spy := _Spy(plot_curves))
+    code, _, stderr = cli(monkeypatch, capsys, "plot", tmp_path, "--zoom", "20", "--format", "svg")
+    assert code == 0, stderr
+    assert spy.figure.axes[0].get_ylim() == (0, 20)
+
+
+class _Spy:
+    """Calls the wrapped plot function and keeps the figure it made."""
+    def __init__(self, draw):
+        self.draw, self.figure = draw, None
+
+    def __call__(self, *args, **kwargs):
+        self.figure = self.draw(*args, **kwargs)
+        return self.figure

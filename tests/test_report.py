@@ -1,13 +1,17 @@
 """report.py: the table's numbers are the seeds' aggregates; the paper column sits where it belongs."""
 
 import math
+import re
 import statistics
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from helpers.runs import make_run
 
+from resexp.analysis.plot import make_figures, title_of
 from resexp.analysis.report import format_params, format_seconds, make_report
+from resexp.analysis.results import experiment_info, load_runs
 from resexp.errors import UserError
 
 TABLE6 = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
@@ -76,14 +80,16 @@ def test_report_cells(tmp_path):
     _, markdown = make_report(tmp_path)
     line20 = next(line for line in markdown.splitlines() if line.startswith("| resnet | 20 |"))
     line110 = next(line for line in markdown.splitlines() if line.startswith("| resnet | 110 |"))
-    assert "0.27M" in line20 and "1 (+1 diverged)" in line20 and "| 9.00 |" in line20
-    assert "1.73M" in line110 and "1 unfinished" in line110 and "| 1/4 |" in line110
+    assert "| 0.27 |" in line20 and "1 (+1 diverged)" in line20 and "| 9.00 |" in line20
+    assert "| 1.7 |" in line110 and "1 unfinished" in line110 and "| 1/4 |" in line110
+    assert "| params (M) |" in markdown
     assert "Runs: 3 (1 done, 1 partial, 1 diverged)" in markdown
 
 
 def test_formatting_helpers():
-    assert [format_params(p) for p in (272_474, 1_730_714, 19_400_000, 52_100)] == [
-        "0.27M", "1.73M", "19.4M", "52.1k"]
+    # one unit (millions, the header's) for every size: 75k was "75.0k" beside "0.27M"
+    assert [format_params(p) for p in (272_474, 1_730_714, 19_400_000, 75_018, 5_060_618)] == [
+        "0.27", "1.7", "19.4", "0.075", "5.1"]
     assert [format_seconds(s) for s in (45, 192, 7500)] == ["45s", "3m 12s", "2h 05m"]
 
 
@@ -132,3 +138,43 @@ def test_report_names_the_one_machine_of_a_uniform_sweep(tmp_path):
                  cpu_bf16=[], torch_threads=1)
     _, markdown = make_report(tmp_path)
     assert "Hardware: CPU A (no native bf16, 1 thread)" in markdown and "Mixed" not in markdown
+
+
+def test_report_links_the_figures_that_exist(tmp_path):
+    make_run(tmp_path, "plain", 20, 0, [20.0, 10.0])
+    _, markdown = make_report(tmp_path)
+    assert "No figures yet" in markdown and "](" not in markdown
+    make_figures(tmp_path, formats=("svg",))
+    for out in (tmp_path, tmp_path / "elsewhere" / "report"):
+        _, markdown = make_report(tmp_path, out_dir=out)
+        links = re.findall(r"\]\(([^)]+)\)", markdown)
+        assert {Path(link).name for link in links} == {"depth.svg", "depth.csv", "curves.svg", "curves.csv"}
+        assert all((out / link).resolve().is_file() for link in links)
+
+
+def test_default_experiment_on_another_dataset(tmp_path):
+    """He et al.'s recipe (64k iterations, lr /10 at 32k and 48k) on MNIST for 8 iterations."""
+    for arch in ("plain", "resnet"):
+        make_run(tmp_path, arch, 8, 0, [50.0, 40.0], iters_per_epoch=4, dataset="mnist", experiment="he2016_cifar10",
+                 schedule="SGD lr 0.1; x0.1 at it 32k, 48k; 8 it (2 epochs)")
+    _, markdown = make_report(tmp_path)
+    title, schedule = markdown.splitlines()[0], next(ln for ln in markdown.splitlines() if ln.startswith("Schedule"))
+    assert "he2016_cifar10" not in title and "MNIST" in title
+    assert "Experiment: he2016_cifar10 with dataset=mnist" in markdown
+    assert schedule.strip() == "Schedule: SGD lr 0.1; 8 it (2 epochs)"
+    info = experiment_info(load_runs(tmp_path))
+    assert "he2016_cifar10 with dataset=mnist: 8 iterations" in title_of(info, "x")
+
+
+@pytest.mark.parametrize("schedule, iterations, shown", [
+    ("SGD lr 0.1; x0.1 at it 32k, 48k; 64k it (164 epochs)", 64000, "SGD lr 0.1; x0.1 at it 32k, 48k; 64k it"),
+    ("SGD lr 0.1; x0.1 at it 32k, 48k; 40k it (100 epochs)", 40000, "SGD lr 0.1; x0.1 at it 32k; 40k it"),
+    ("SGD lr 0.05; x0.1 at it 2k; warm-up lr 0.01 for 250 it; 2k it (8 epochs)", 2000,
+     "SGD lr 0.05; warm-up lr 0.01 for 250 it; 2k it"),
+])
+def test_schedule_line_lists_the_milestones_a_run_reaches(tmp_path, schedule, iterations, shown):
+    make_run(tmp_path, "resnet", 20, 0, [20.0, 10.0], dataset="cifar10", experiment="he2016_cifar10",
+             schedule=schedule, iterations_planned=iterations)
+    _, markdown = make_report(tmp_path)
+    assert f"Schedule: {shown}" in markdown
+    assert markdown.startswith("# he2016_cifar10: plain vs residual networks on ")  # its own dataset: named

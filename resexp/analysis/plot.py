@@ -4,12 +4,19 @@ Figures are matplotlib.figure.Figure objects drawn on an Agg canvas, never made
 through pyplot: pyplot keeps every open figure in a global list, so nothing here
 has to be closed and nothing leaks from one call (or test) into the next.
 Each figure's data goes next to it as CSV (depth.csv, curves.csv, ...). Where the runs
-hold diagnostics (resexp/monitor.py), three more figures look inside the networks:
+hold diagnostics (resexp/inside/monitor.py), three more figures look inside the networks:
 responses (He et al. 2016, Fig. 7), gradients and identity.
+
+One visual language in every figure (docs/figures.md): colour is the architecture;
+depth is the shade of that colour (light: shallow, dark: deep) and the marker; in the
+curves, dashed is training error and bold is test error; a cross is where a diverged run
+stopped. Sizes are for a two-column paper: 8 pt text at the width each figure is drawn.
 """
 
 from __future__ import annotations
 
+import functools
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -19,9 +26,10 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
 
+from resexp.analysis.report import study_name
 from resexp.analysis.results import (
-    TRAIN_ERRORS,
     aggregate,
     dataset_label,
     experiment_info,
@@ -35,18 +43,32 @@ from resexp.analysis.results import (
 from resexp.errors import UserError
 
 FORMATS = ("png", "pdf", "svg")
+DPI = 200  # PNGs sharp on screen at twice their size in print; PDF and SVG are vector
+COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper (depth, Fig. 7)
+PAGE_WIDTH = 7.1  # the full text width (curves, gradients, identity)
+# Text sizes in points at the widths above; pdf/svg keep text as text (editable, searchable).
+RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
+      "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8.5, "figure.labelsize": 7,
+      "lines.linewidth": 1.2, "lines.markersize": 4, "axes.linewidth": 0.6, "grid.linewidth": 0.4,
+      "legend.frameon": False, "pdf.fonttype": 42, "svg.fonttype": "none"}
 
-# Plain nets in warm colours, residual ones in cool colours, the same in every figure.
+# Okabe & Ito's colour-blind-safe palette: plain nets warm, residual nets cool.
 ARCH_STYLE = {
-    "plain": {"label": "plain", "color": "#d62728", "marker": "o"},
-    "resnet": {"label": "residual (resnet)", "color": "#1f77b4", "marker": "s"},
-    "preact_resnet": {"label": "residual (preact_resnet)", "color": "#2ca02c", "marker": "D"},
-    "mlp_plain": {"label": "plain (mlp_plain)", "color": "#ff7f0e", "marker": "o"},
-    "mlp_resnet": {"label": "residual (mlp_resnet)", "color": "#17becf", "marker": "s"},
+    "plain": {"label": "plain", "color": "#D55E00", "marker": "o"},
+    "resnet": {"label": "residual (resnet)", "color": "#0072B2", "marker": "s"},
+    "preact_resnet": {"label": "residual (preact_resnet)", "color": "#009E73", "marker": "D"},
+    "mlp_plain": {"label": "plain (mlp_plain)", "color": "#E69F00", "marker": "o"},
+    "mlp_resnet": {"label": "residual (mlp_resnet)", "color": "#56B4E9", "marker": "s"},
 }
-TRAIN_STYLE = {"linestyle": "--", "linewidth": 1.0}  # Fig. 6: dashed lines, training error
-TEST_STYLE = {"linestyle": "-", "linewidth": 2.2}  # Fig. 6: bold lines, test error
-LOST_MARKER = "x"  # a diverged or failed run, drawn at the top of the depth axes
+# Depth's marker, by the depth's rank among a figure's depths (so plain-20 and resnet-20 share one).
+DEPTH_MARKERS = ("o", "s", "^", "D", "v", "p", "h", "<", ">")
+TRAIN_STYLE = {"linestyle": "--", "linewidth": 0.9}  # Fig. 6: dashed lines, training error
+TEST_STYLE = {"linestyle": "-", "linewidth": 1.8}  # Fig. 6: bold lines, test error
+LOST_MARKER = "x"  # where a diverged (or failed) run stopped
+# Fig. 7 on a log axis once its largest std is this many times its smallest: on a linear
+# axis the lines near the bottom would share a band a third of the height or less.
+WIDE_RANGE = 3.0
+MAX_MARKERS = 12  # markers along one line; more would hide the line
 
 
 def arch_style(arch: str) -> dict:
@@ -66,35 +88,90 @@ def check_formats(formats) -> list[str]:
     return names
 
 
+def check_zoom(zoom) -> float | None:
+    """The curves' upper error limit in %, or None for the full range."""
+    if zoom is None:
+        return None
+    try:
+        value = float(zoom)
+    except (TypeError, ValueError):
+        value = float("nan")
+    if not 0 < value <= 100:
+        shown = f"{zoom:g}" if isinstance(zoom, float) else repr(zoom)
+        raise UserError(f"--zoom must be an error in % above 0 and at most 100 (20 is He et al. 2016, "
+                        f"Fig. 6), got {shown}")
+    return value
+
+
+def net_styles(nets) -> dict:
+    """(arch, depth) -> {"color", "marker"}: the arch's colour in a shade for the depth
+    (lighter for shallower nets, darker for deeper ones) and the depth's marker."""
+    nets = list(dict.fromkeys((arch, int(depth)) for arch, depth in nets))
+    all_depths = sorted({depth for _, depth in nets})
+    markers = {depth: DEPTH_MARKERS[i % len(DEPTH_MARKERS)] for i, depth in enumerate(all_depths)}
+    styles = {}
+    for arch in dict.fromkeys(arch for arch, _ in nets):
+        depths = sorted({depth for a, depth in nets if a == arch})
+        for i, depth in enumerate(depths):
+            styles[(arch, depth)] = {"color": shade(arch_style(arch)["color"], i, len(depths)),
+                                     "marker": markers[depth]}
+    return styles
+
+
+def shade(colour, i: int, n: int) -> tuple:
+    """The i-th of n shades of ``colour``, from light to dark, same hue (a mix with white
+    or black keeps it); one shade alone is the colour itself."""
+    base = np.array(to_rgb(colour))
+    if n < 2:
+        return tuple(base)
+    t = 2 * i / (n - 1) - 1  # -1 (lightest) ... 1 (darkest)
+    target, amount = (np.ones(3), -0.55 * t) if t < 0 else (np.zeros(3), 0.4 * t)
+    return tuple(base + (target - base) * amount)
+
+
 def depth_data(runs: pd.DataFrame) -> pd.DataFrame:
     """The depth figure's points: aggregate() plus each arch's legend label."""
     table = aggregate(runs)
     return table.assign(label=table["arch"].map(lambda a: arch_style(a)["label"]))
 
 
-def curves_data(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
-    """The curves figure's lines: per arch, depth and epoch, the mean over seeds.
+def lost_data(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs the depth figure's means leave out because they stopped early: diverged
+    runs, and failed ones where the point has runs that are done; each with its last
+    recorded errors (NaN before its first epoch) and how far it got."""
+    averaged = runs["run"].isin(runs_to_average(runs)["run"])
+    lost = runs[runs["status"].eq("diverged") | (runs["status"].eq("failed") & ~averaged)]
+    columns = ["run", "arch", "depth", "seed", "status", "epochs", "iterations"]
+    return lost[columns].assign(train_err=lost["final_train_err"], test_err=lost["final_test_err"]) \
+        .reset_index(drop=True)
 
-    Averaged over the same runs as the depth figure (results.runs_to_average);
-    n is how many seeds reached that epoch.
-    """
+
+def curves_data(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """The curves figure's lines, one point per metrics.csv row: per arch, depth and epoch,
+    the mean over the seeds the depth figure averages (results.runs_to_average; n: how
+    many reached that epoch), and each diverged run on its own (``diverged``, ``seed``),
+    up to the iteration where it stopped."""
     keys = ["arch", "depth", "epoch"]
+    columns = keys + ["iteration", "train_err", "test_err", "n", "diverged", "seed"]
     used = metrics[metrics["run"].isin(runs_to_average(runs)["run"])]
-    if used.empty:
-        return pd.DataFrame(columns=keys + ["iteration", "train_err", "test_err", "n"])
-    table = used.groupby(keys).agg(
-        iteration=("iteration", "mean"),
-        train_err=("train_err", "mean"),
-        test_err=("test_err", "mean"),
-        n=("seed", "size"),
-    )
-    return sort_runs(table.reset_index())
+    frames = []
+    if not used.empty:
+        means = used.groupby(keys).agg(iteration=("iteration", "mean"), train_err=("train_err", "mean"),
+                                       test_err=("test_err", "mean"), n=("seed", "size"))
+        frames.append(means.reset_index().assign(diverged=False, seed=np.nan))
+    diverged = metrics[metrics["run"].isin(runs.loc[runs["status"].eq("diverged"), "run"])]
+    if not diverged.empty:
+        frames.append(diverged.assign(n=1, diverged=True)[columns])
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    return sort_runs(pd.concat(frames, ignore_index=True)[columns])
 
 
 def title_of(info: dict, what: str) -> str:
     """Dataset (flagged when synthetic), what is shown, and the run length: the full
     schedule is in report.md and every summary.json, too long for a title."""
-    length = f"\n{info['experiment']}: {info['length']}" if info.get("length") else ""
+    name, _ = study_name(info)
+    length = f"\n{name}: {info['length']}" if info.get("length") else ""
     return f"{dataset_label(info)}: {what}{length}"
 
 
@@ -104,59 +181,100 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+def _styled(draw):
+    """Draw inside RC; tick sizes set on the axes too, since ticks are made again when saved."""
+    @functools.wraps(draw)
+    def styled(*args, **kwargs) -> Figure:
+        with matplotlib.rc_context(RC):
+            figure = draw(*args, **kwargs)
+        for ax in figure.axes:
+            ax.tick_params(which="both", labelsize=RC["xtick.labelsize"], width=0.6)
+        return figure
+    return styled
+
+
+def _wrap(text: str, figure: Figure, points: float) -> str:
+    """``text`` broken into lines that fit the figure's width at ``points`` pt (a character
+    is at most about 0.6 times as wide as the font is high)."""
+    width = max(20, int(figure.get_figwidth() * 72 / (0.6 * points)))
+    return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
+
+
+def _suptitle(figure: Figure, title: str) -> None:
+    figure.suptitle(_wrap(title, figure, RC["figure.titlesize"]))
+
+
+def _markevery(n: int) -> int:
+    return max(1, -(-n // MAX_MARKERS))
+
+
+def _bottom_legend(figure: Figure, handles: list, ncols: int, note: str = "") -> None:
+    """The legend below the panels, where it can hide no data; ``note``, what else a reader
+    must know to read the figure, as its title (a figure's supxlabel would overlap it)."""
+    if handles or note:
+        figure.legend(handles=handles, loc="outside lower center", ncols=max(1, min(ncols, len(handles))),
+                      title=_wrap(note, figure, RC["legend.fontsize"]) or None,
+                      title_fontsize=RC["legend.fontsize"])
+
+
+# --------------------------------------------------------------------------- error vs depth
 def _depth_axis(ax, depths) -> None:
-    depths = sorted({int(d) for d in depths})
-    if depths and depths[0] > 0 and depths[-1] / depths[0] > 20:
-        # 20 ... 1202 layers: on a linear axis every depth but the last would crowd at 0.
-        ax.set_xscale("log")
+    """Depth on a log axis in every figure: sweeps space depths roughly geometrically
+    (8, 20, 56; 10, 30, 100, 300; 20 ... 1202), which a log axis spreads evenly."""
+    depths = sorted({int(d) for d in depths if d > 0})
+    ax.set_xscale("log")
+    if depths:
+        ax.set_xlim(depths[0] / 1.3, depths[-1] * 1.3)
     ax.set_xticks(depths, [str(d) for d in depths])
     ax.set_xticks([], minor=True)
-    ax.set_xlabel("depth (number of layers)")
+    ax.set_xlabel("depth (layers, log scale)")
 
 
-def plot_depth(data: pd.DataFrame, title: str = "") -> Figure:
+@_styled
+def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = None) -> Figure:
     """Final training (left) and test (right) error vs depth, one line per arch.
 
-    Points are the mean over seeds with ±std error bars (none for one seed);
-    hollow markers flag points from unfinished runs; a cross at the top of the axis
-    marks a depth where runs diverged or failed, which the mean leaves out (or which
-    has no mean at all), so no run disappears from the figure without a trace.
+    Points are the mean over seeds with ±std error bars (none for one seed); hollow
+    markers flag points from unfinished runs. ``lost`` (lost_data): runs the mean leaves
+    out, each a cross at its last recorded error, so no run disappears without a trace.
     """
-    figure = _new_figure(11, 4.4)
+    lost = lost if lost is not None else pd.DataFrame(columns=["arch", "depth", "train_err", "test_err"])
+    figure = _new_figure(COLUMN_WIDTH, 3.0)
     axes = figure.subplots(1, 2)
     for ax, metric, name in zip(axes, ("train_err", "test_err"), ("training error", "test error")):
         for arch, rows in data.groupby("arch", sort=False):
             points = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
             if not points.empty:
                 _depth_line(ax, arch, points, metric)
-            _lost_marks(ax, arch, rows, metric)
-        _depth_axis(ax, data["depth"])
+        _lost_marks(ax, lost, metric)
+        _depth_axis(ax, list(data["depth"]) + list(lost["depth"]))
         ax.set_ylabel(f"{name} (%)")
         ax.set_title(f"final {name}")
         ax.grid(alpha=0.3)
     handles, _ = axes[0].get_legend_handles_labels()
-    if (data["diverged"] + data["failed"]).gt(0).any():
-        handles.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markersize=8,
-                              label="diverged or failed run (not in the mean)"))
-    if handles:
-        axes[0].legend(handles=handles)
-    figure.suptitle(title)
-    figure.supxlabel(_depth_note(data), fontsize="small")
+    if lost[["train_err", "test_err"]].notna().any(axis=None):
+        statuses = " or ".join(dict.fromkeys(sorted(lost["status"]))) if "status" in lost else "diverged"
+        handles.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
+                              label=f"{statuses} run: its last\nerror (not in the mean)"))
+    _bottom_legend(figure, handles, 2, _depth_note(data, lost))
+    _suptitle(figure, title)
     return figure
 
 
-def _depth_note(data: pd.DataFrame) -> str:
-    """How many seeds each point averages, and what hollow markers mean."""
+def _depth_note(data: pd.DataFrame, lost: pd.DataFrame) -> str:
+    """How many seeds each point averages, what hollow markers mean, and runs with no point."""
     seeds = data.loc[data["n"] > 0, "n"]
     if seeds.empty:
-        return "no finished epoch yet"
-    low, high = int(seeds.min()), int(seeds.max())
-    if high == 1:
-        note = "one seed per point (no error bars)"
+        note = "no finished epoch yet"
     else:
-        note = f"mean ± std over {low if low == high else f'{low}-{high}'} seeds"
+        low, high = int(seeds.min()), int(seeds.max())
+        note = ("one seed per point (no error bars)" if high == 1 else
+                f"mean ± std over {low if low == high else f'{low}-{high}'} seeds")
     if (~data["finished"] & (data["n"] > 0)).any():
-        note += "; hollow markers: unfinished runs, at their latest epoch"
+        note += "; hollow: unfinished runs, at their latest epoch"
+    early = int(lost["train_err"].isna().sum()) if len(lost) else 0
+    if early:
+        note += f"; {early} run{'s' if early > 1 else ''} stopped before a first epoch (no point)"
     return note
 
 
@@ -165,60 +283,89 @@ def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str) -> None:
     ax.errorbar(
         rows["depth"], rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0.0),
         color=style["color"], marker=style["marker"], label=style["label"],
-        capsize=3, linewidth=1.8, markersize=6, gid=f"{arch}:{metric}",
+        capsize=2, linewidth=1.4, markersize=4.5, gid=f"{arch}:{metric}",
     )
     unfinished = rows[~rows["finished"]]
     if not unfinished.empty:
         ax.plot(unfinished["depth"], unfinished[f"{metric}_mean"], linestyle="none",
-                marker=style["marker"], markersize=6, markerfacecolor="white",
+                marker=style["marker"], markersize=4.5, markerfacecolor="white",
                 markeredgecolor=style["color"], zorder=3)
 
 
-def _lost_marks(ax, arch: str, rows: pd.DataFrame, metric: str) -> None:
-    """A cross at the top of the axis at each depth where runs of ``arch`` diverged or failed."""
-    lost = rows[(rows["diverged"] + rows["failed"]) > 0].sort_values("depth")
-    if lost.empty:
-        return
-    # x in data units, y in axes units: the top edge whatever the errors' range.
-    ax.plot(lost["depth"], [0.97] * len(lost), transform=ax.get_xaxis_transform(), linestyle="none",
-            marker=LOST_MARKER, markersize=9, markeredgewidth=2, color=arch_style(arch)["color"],
-            clip_on=False, gid=f"{arch}:{metric}:lost")
+def _lost_marks(ax, lost: pd.DataFrame, metric: str) -> None:
+    """A cross at each lost run's last recorded error, at its depth."""
+    for arch, rows in lost.dropna(subset=[metric]).groupby("arch", sort=False):
+        rows = rows.sort_values("depth")
+        ax.plot(rows["depth"], rows[metric], linestyle="none", marker=LOST_MARKER, markersize=6,
+                markeredgewidth=1.5, color=arch_style(arch)["color"], clip_on=False, zorder=4,
+                gid=f"{arch}:{metric}:lost")
 
 
-def plot_curves(data: pd.DataFrame, title: str = "") -> Figure:
-    """One panel per arch, one colour per depth: training error dashed, test error bold."""
+# --------------------------------------------------------------------------- training curves
+def _iterations_label(value, _position=None) -> str:
+    return f"{value / 1000:g}k" if value >= 10_000 else f"{value:g}"
+
+
+def _iteration_axis(ax) -> None:
+    """Whole iterations from 0, 12.5k-style labels from 10,000 up."""
+    ax.set_xlim(left=0)
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=2))
+    ax.xaxis.set_major_formatter(FuncFormatter(_iterations_label))
+    ax.set_xlabel("iterations")
+
+
+@_styled
+def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) -> Figure:
+    """One panel per arch, one line pair per depth: training error dashed, test error bold,
+    a point per metrics.csv row; a diverged run as its own line with a cross where it
+    stopped. ``zoom``: the error axis ends there (He et al. 2016, Fig. 6: 20 %)."""
     archs = list(dict.fromkeys(data["arch"]))
-    depths = sorted(data["depth"].unique())
-    palette = matplotlib.colormaps["tab10"]
-    colour = {depth: palette(i % 10) for i, depth in enumerate(depths)}
-    figure = _new_figure(max(4.6 * len(archs), 6), 4.4)
+    styles = net_styles(zip(data["arch"], data["depth"]))
+    figure = _new_figure(PAGE_WIDTH, 3.1)
     axes = figure.subplots(1, max(len(archs), 1), sharey=True, squeeze=False)[0]
+    entries = []
     for ax, arch in zip(axes, archs):
-        for depth, curve in data[data["arch"] == arch].groupby("depth"):
-            _curve_lines(ax, arch, int(depth), curve.sort_values("epoch"), colour[depth])
+        lines = data[data["arch"] == arch].groupby(["depth", "diverged", "seed"], sort=False, dropna=False)
+        for (depth, diverged, seed), curve in lines:
+            name = f"{arch}-{int(depth)}" + (f"-s{int(seed)}" if diverged else "")
+            style = styles[(arch, int(depth))]
+            _curve_lines(ax, name, curve.sort_values("iteration"), style, bool(diverged), zoom)
+            end = int(curve["iteration"].max())
+            label = f"{arch}-{int(depth)}" + (f" (seed {int(seed)}: diverged at it. {end:,})" if diverged else "")
+            entries.append(Line2D([], [], color=style["color"], marker=style["marker"], label=label,
+                                  **TEST_STYLE))
         ax.set_title(arch_style(arch)["label"])
-        ax.set_xlabel("iterations")
-        ax.set_ylim(bottom=0)
+        _iteration_axis(ax)
         ax.grid(alpha=0.3)
-        ax.legend(handles=_curve_legend(ax), fontsize="small")
+    axes[0].set_ylim(0, zoom) if zoom else axes[0].set_ylim(bottom=0)
     axes[0].set_ylabel("error (%)")
-    figure.suptitle(title)
+    entries += [Line2D([], [], color="0.3", label="training error (dashed)", **TRAIN_STYLE),
+                Line2D([], [], color="0.3", label="test error (bold)", **TEST_STYLE)]
+    if data["diverged"].any():
+        entries.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
+                              label="where a diverged run stopped"))
+    cut = zoom and (data[["train_err", "test_err"]] > zoom).any(axis=None)
+    note = (f"error axis cut at {zoom:g} % (--zoom): points above it are not shown, "
+            "crosses above it sit on the top edge") if cut else ""
+    _bottom_legend(figure, entries, 4, note)
+    _suptitle(figure, title)
     return figure
 
 
-def _curve_lines(ax, arch: str, depth: int, curve: pd.DataFrame, colour) -> None:
-    marker = "." if len(curve) == 1 else None  # a one-epoch line would draw nothing
-    ax.plot(curve["iteration"], curve["train_err"], color=colour, marker=marker,
-            gid=f"{arch}-{depth}:train", **TRAIN_STYLE)
-    ax.plot(curve["iteration"], curve["test_err"], color=colour, marker=marker,
-            label=f"{arch}-{depth}", gid=f"{arch}-{depth}:test", **TEST_STYLE)
-
-
-def _curve_legend(ax) -> list:
-    depth_handles = [line for line in ax.get_lines() if not line.get_label().startswith("_")]
-    key = [Line2D([], [], color="black", label="train (dashed)", **TRAIN_STYLE),
-           Line2D([], [], color="black", label="test (bold)", **TEST_STYLE)]
-    return depth_handles + key
+def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom) -> None:
+    """The training (dashed, hollow markers) and test (bold) lines of one net; a cross at
+    the last point of a diverged run, on the top edge when that is above ``zoom``."""
+    for column, line_style, part in (("train_err", TRAIN_STYLE, "train"), ("test_err", TEST_STYLE, "test")):
+        points = curve.dropna(subset=[column])
+        face = "white" if part == "train" else style["color"]
+        ax.plot(points["iteration"], points[column], color=style["color"], marker=style["marker"],
+                markevery=_markevery(len(points)), markerfacecolor=face, markersize=3.5,
+                gid=f"{name}:{part}", **line_style)
+        if diverged and not points.empty:
+            x, y = points["iteration"].iloc[-1], points[column].iloc[-1]
+            ax.plot([x], [min(y, zoom) if zoom else y], linestyle="none", marker=LOST_MARKER, markersize=7,
+                    markeredgewidth=1.5, color=style["color"], clip_on=False, zorder=4,
+                    gid=f"{name}:{part}:lost")
 
 
 def _writable_dir(out_dir: Path) -> Path:
@@ -232,8 +379,9 @@ def _writable_dir(out_dir: Path) -> Path:
 def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
     paths = [stem.with_suffix(f".{fmt}") for fmt in formats]
     try:
-        for path in paths:
-            figure.savefig(path, dpi=150)
+        with matplotlib.rc_context(RC):  # the font embedding of pdf and svg is read when saving
+            for path in paths:
+                figure.savefig(path, dpi=DPI)
     except OSError as err:
         raise UserError(f"cannot write {err.filename or stem}: {err.strerror or err}") from None
     return paths
@@ -248,32 +396,35 @@ def _save_csv(table: pd.DataFrame, path: Path) -> Path:
 
 
 def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), runs: pd.DataFrame | None = None,
-                 train_error: str = "minibatch") -> dict:
+                 train_error: str = "minibatch", zoom: float | None = None) -> dict:
     """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures),
     and the diagnostics figures where the runs hold diagnostics CSVs.
     ``runs``: load_runs(results_dir), if the caller has it already.
 
     ``train_error``: ``minibatch`` (Fig. 6's, the default) or ``clean`` (results.TRAIN_ERRORS).
-    Returns {"paths": [every file written], "depth": depth_data, "curves": curves_data,
-    and "responses"/"gradients"/"identity" data where drawn}.
+    ``zoom``: the curves' error axis ends at this % (check_zoom); None: the full range.
+    Returns {"paths": [every file written], "depth": depth_data, "lost": lost_data,
+    "curves": curves_data, and "responses"/"gradients"/"identity" data where drawn}.
+    depth_lost.csv (the crosses of the depth figure) is written when some run diverged or failed.
     """
-    formats = check_formats(formats)
+    formats, zoom = check_formats(formats), check_zoom(zoom)
     runs = load_runs(results_dir) if runs is None else runs
     runs, metrics = pick_train_error(runs, load_metrics(results_dir), train_error)
     info = experiment_info(runs)
-    depth = depth_data(runs)
-    curves = curves_data(metrics, runs)
+    depth, lost, curves = depth_data(runs), lost_data(runs), curves_data(metrics, runs)
     if curves.empty:
-        raise UserError(f"nothing to plot in {results_dir}: no run has finished an epoch "
-                        "(diverged runs are not plotted)")
+        raise UserError(f"nothing to plot in {results_dir}: no run has finished an epoch")
     out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
-    which = "" if train_error == "minibatch" else f" (training error: {TRAIN_ERRORS[train_error]})"
-    paths = _save(plot_depth(depth, title_of(info, "final error vs depth" + which)), out / "depth", formats)
+    # results.TRAIN_ERRORS says it in full; a title has room for this much
+    which = "" if train_error == "minibatch" else " (clean training error)"
+    paths = _save(plot_depth(depth, title_of(info, "final error vs depth" + which), lost), out / "depth", formats)
     paths.append(_save_csv(depth, out / "depth.csv"))
+    if not lost.empty:
+        paths.append(_save_csv(lost, out / "depth_lost.csv"))
     curves_title = title_of(info, "training error (dashed) and test error (bold)" + which)
-    paths += _save(plot_curves(curves, curves_title), out / "curves", formats)
+    paths += _save(plot_curves(curves, curves_title, zoom), out / "curves", formats)
     paths.append(_save_csv(curves, out / "curves.csv"))
-    made = {"depth": depth, "curves": curves}
+    made = {"depth": depth, "lost": lost, "curves": curves}
     for kind, (prepare, draw, what) in DIAGNOSTIC_FIGURES.items():
         table = load_diagnostics(results_dir, kind, runs)
         data = prepare(table) if table is not None else None
@@ -285,21 +436,34 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), runs: pd.Dat
 
 
 # --------------------------------------------------------------------------- inside the networks
-def net_colours(nets) -> dict:
-    """(arch, depth) -> colour: the arch's colour, lighter for shallower nets."""
-    colours = {}
-    for arch in dict.fromkeys(a for a, _ in nets):
-        depths = sorted({d for a, d in nets if a == arch})
-        base = np.array(to_rgb(arch_style(arch)["color"]))
-        for i, depth in enumerate(depths):
-            light = 0.6 * (len(depths) - 1 - i) / max(len(depths) - 1, 1)  # the deepest at full colour
-            colours[(arch, depth)] = tuple(base + (1 - base) * light)
-    return colours
-
-
 def _seed_mean(table: pd.DataFrame, keys: list[str], values: list[str]) -> pd.DataFrame:
     agg = {v: (v, "mean") for v in values} | {"n": ("seed", "nunique")}
     return sort_runs(table.groupby(["arch", "depth", *keys], sort=False).agg(**agg).reset_index())
+
+
+def _readable_log_ticks(ax) -> None:
+    """Plain numbers (0.3, 0.5, 1, 2) on a log y axis that spans under two decades, where
+    matplotlib would label minor ticks 2×10^0; powers of ten alone on a wider one."""
+    low, high = ax.get_ylim()
+    if low <= 0 or high / low >= 100:
+        ax.yaxis.set_major_locator(LogLocator())
+        ax.yaxis.set_major_formatter(LogFormatterSciNotation())
+    else:
+        subs = (1.0, 2.0, 5.0) if high / low >= 10 else (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+        ax.yaxis.set_major_locator(LogLocator(subs=subs))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _net_line(ax, lines: pd.DataFrame, x: str, y: str, style: dict, label: str, gid: str) -> None:
+    ax.plot(lines[x], lines[y], color=style["color"], marker=style["marker"], markersize=3,
+            markevery=_markevery(len(lines)), linewidth=1.1, label=label, gid=gid)
+
+
+def _net_handles(styles: dict) -> list:
+    """One legend entry per net, named arch-depth, in legend order."""
+    return [Line2D([], [], color=s["color"], marker=s["marker"], markersize=3, linewidth=1.1,
+                   label=f"{arch}-{depth}") for (arch, depth), s in styles.items()]
 
 
 def responses_data(table: pd.DataFrame) -> pd.DataFrame:
@@ -310,28 +474,30 @@ def responses_data(table: pd.DataFrame) -> pd.DataFrame:
     return end
 
 
+@_styled
 def plot_responses(data: pd.DataFrame, title: str = "") -> Figure:
     """He et al. 2016, Fig. 7: std of each 3x3 layer's response (after BN, before the ReLU or
-    the addition; eval mode) in layer order (top) and sorted by magnitude (bottom)."""
-    figure = _new_figure(8, 7)
+    the addition; eval mode) in layer order (top) and sorted by magnitude (bottom); log y
+    once the largest std is WIDE_RANGE times the smallest."""
+    figure = _new_figure(COLUMN_WIDTH, 4.6)
     top, bottom = figure.subplots(2, 1)
-    colours = net_colours(list(zip(data["arch"], data["depth"])))
+    styles = net_styles(zip(data["arch"], data["depth"]))
     for (arch, depth), lines in data.groupby(["arch", "depth"], sort=False):
-        label, colour = f"{arch}-{depth}", colours[(arch, depth)]
-        lines = lines.sort_values("layer")
-        top.plot(lines["layer"], lines["std"], color=colour, label=label, gid=f"{label}:layer")
-        ranked = lines.sort_values("rank")
-        bottom.plot(ranked["rank"], ranked["std"], color=colour, label=label, gid=f"{label}:sorted")
-    top.set_xlabel("layer index (original)")
+        label, style = f"{arch}-{depth}", styles[(arch, int(depth))]
+        _net_line(top, lines.sort_values("layer"), "layer", "std", style, label, f"{label}:layer")
+        _net_line(bottom, lines.sort_values("rank"), "rank", "std", style, label, f"{label}:sorted")
+    top.set_xlabel("layer index (forward order)")
     bottom.set_xlabel("layer index (sorted by magnitude)")
     positive = data["std"][data["std"] > 0]
-    wide = len(positive) and positive.max() / positive.min() > 100  # one broken net would flatten the rest
+    wide = len(positive) > 0 and positive.max() / positive.min() > WIDE_RANGE
     for ax in (top, bottom):
-        ax.set_ylabel("std (log scale)" if wide else "std")
-        ax.set_yscale("log" if wide else "linear")
+        ax.set_ylabel("std" + (" (log scale)" if wide else ""))
         ax.grid(alpha=0.3, which="both")
-    top.legend(fontsize="small", ncols=2)
-    figure.suptitle(title)
+        if wide:
+            ax.set_yscale("log")
+            _readable_log_ticks(ax)
+    _bottom_legend(figure, _net_handles(styles), 3)
+    _suptitle(figure, title)
     return figure
 
 
@@ -342,8 +508,11 @@ def gradients_data(table: pd.DataFrame) -> pd.DataFrame:
     return _seed_mean(points, ["point", "kind", "index", "stage"], ["norm"])
 
 
-IDENTITY_VALUES = {"branch_ratio": "‖F(x)‖ / ‖x‖ (residual branch vs shortcut)",
-                   "change": "‖block(x) − x‖ / ‖x‖ (distance from the identity)"}
+# y label of each identity value; F(x), s(x) and the gaps are explained under the figure
+IDENTITY_VALUES = {"branch_ratio": "‖F(x)‖ / ‖s(x)‖", "change": "‖block(x) − s(x)‖ / ‖s(x)‖"}
+IDENTITY_NOTE = ("F(x): the block's residual branch before the addition (in a plain block: the block itself); "
+                 "s(x): its shortcut (identity or projection), in a plain block its input.\n"
+                 "Gaps: a plain block that changes the shape (the first of a stage) has no s(x) to compare with.")
 
 
 def identity_data(table: pd.DataFrame) -> pd.DataFrame:
@@ -352,42 +521,44 @@ def identity_data(table: pd.DataFrame) -> pd.DataFrame:
     return _seed_mean(points, ["point", "block", "stage"], list(IDENTITY_VALUES))
 
 
-def _grid(rows: list[tuple[str, pd.DataFrame, str, str]], x: str, xlabel: str, title: str) -> Figure:
-    """One row of panels per (key, its data, y column, y label); columns: at initialisation,
-    at the end. One line per (arch, depth), log y."""
-    figure = _new_figure(11, 3.6 * len(rows))
+def _grid(rows: list[tuple], title: str, note: str = "") -> Figure:
+    """One row of panels per (key, its data, x column, x label, y column, y label); columns:
+    at initialisation, at the end. One line per (arch, depth), log y."""
+    figure = _new_figure(PAGE_WIDTH, 2.4 * len(rows) + 0.9)
     axes = figure.subplots(len(rows), 2, squeeze=False)
-    colours = net_colours([nd for _, part, _, _ in rows for nd in zip(part["arch"], part["depth"])])
-    for panels, (key, part, y, ylabel) in zip(axes, rows):
+    styles = net_styles([net for row in rows for net in zip(row[1]["arch"], row[1]["depth"])])
+    for panels, (key, part, x, xlabel, y, ylabel) in zip(axes, rows):
         for ax, point in zip(panels, ("init", "end")):
             for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False):
-                lines = lines.sort_values(x)
-                # markers: a plain block that changes the shape has no value, which may leave single points
-                ax.plot(lines[x], lines[y], color=colours[(arch, depth)], label=f"{arch}-{depth}",
-                        marker=".", markersize=3, gid=f"{arch}-{depth}:{key}:{point}")
+                _net_line(ax, lines.sort_values(x), x, y, styles[(arch, int(depth))], f"{arch}-{depth}",
+                          f"{arch}-{depth}:{key}:{point}")
             ax.set_yscale("log")
+            _readable_log_ticks(ax)
             ax.set_title("at initialisation" if point == "init" else "at the end of training")
             ax.set_xlabel(xlabel)
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
-    if axes[0][0].get_legend_handles_labels()[0]:
-        axes[0][0].legend(fontsize="small", ncols=2)
-    figure.suptitle(title)
+    _bottom_legend(figure, _net_handles(styles), 6, note)
+    _suptitle(figure, title)
     return figure
 
 
+@_styled
 def plot_gradients(data: pd.DataFrame, title: str = "") -> Figure:
     """Norm of the loss gradient w.r.t. each layer's weights (top) and each block's output
     (bottom), at initialisation (left) and at the end (right), log scale."""
-    rows = [("weight", data[data["kind"] == "weight"], "norm", "‖∂loss/∂W‖ (layer weights)"),
-            ("block_output", data[data["kind"] == "block_output"], "norm", "‖∂loss/∂(block output)‖")]
-    return _grid(rows, "index", "layer index (top) / block index (bottom)", title)
+    rows = [("weight", data[data["kind"] == "weight"], "index", "layer index (forward order)",
+             "norm", "‖∂loss/∂W‖ (layer weights)"),
+            ("block_output", data[data["kind"] == "block_output"], "index", "block index (forward order)",
+             "norm", "‖∂loss/∂(block output)‖")]
+    return _grid(rows, title)
 
 
+@_styled
 def plot_identity(data: pd.DataFrame, title: str = "") -> Figure:
     """Per block, how far it is from the identity, at initialisation and at the end, log scale."""
-    rows = [(value, data, value, label) for value, label in IDENTITY_VALUES.items()]
-    return _grid(rows, "block", "block index", title)
+    rows = [(value, data, "block", "block index", value, label) for value, label in IDENTITY_VALUES.items()]
+    return _grid(rows, title, IDENTITY_NOTE)
 
 
 DIAGNOSTIC_FIGURES = {

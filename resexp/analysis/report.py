@@ -1,15 +1,19 @@
 """The sweep as a table (arch x depth), in Markdown for people and CSV for scripts.
 
 Next to the ResNet rows of a real CIFAR-10 sweep stands the paper's test error,
-so a reproduction can be read against He et al. 2016, Table 6 at a glance.
+so a reproduction can be read against He et al. 2016, Table 6 at a glance. report.md
+links the figures that `resexp plot` drew into the results folder (docs/figures.md).
 """
 
 from __future__ import annotations
 
 import math
+import os
+import re
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from resexp.analysis.results import (
     aggregate,
@@ -69,12 +73,13 @@ def report_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_params(params: float) -> str:
-    """Parameter counts the way the paper writes them: 0.27M, 1.7M, 19.4M (k below 0.1M)."""
+    """A parameter count in millions, the unit of the table's header and of the paper
+    (0.27M, 1.7M, 19.4M): two significant digits, one decimal from 10M up. One unit for
+    every row, so 75k reads 0.075 beside 0.27 rather than 75.0k beside 0.27M."""
     if pd.isna(params):
         return "—"
-    if params < 1e5:
-        return f"{params / 1e3:.1f}k"
-    return f"{params / 1e6:.2f}M" if params < 1e7 else f"{params / 1e6:.1f}M"
+    millions = params / 1e6
+    return f"{millions:.1f}" if millions >= 10 else f"{millions:.2g}"
 
 
 def format_error(mean: float, std: float) -> str:
@@ -119,7 +124,7 @@ def _epochs_cell(row) -> str:
 
 def markdown_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells; the paper column only when some row has a value."""
-    header = ["arch", "depth", "params", "seeds", "train err (%)", "test err (%)"]
+    header = ["arch", "depth", "params (M)", "seeds", "train err (%)", "test err (%)"]
     with_paper = table["paper_test_err"].notna().any()
     if with_paper:
         header.append("paper test err (%)")
@@ -143,19 +148,107 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
-def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = "minibatch") -> str:
-    """The whole report.md: what was run, how to read it, then the table."""
+def experiment_dataset(name: str) -> str | None:
+    """The dataset a shipped experiment YAML picks (``override /dataset: X``); None when
+    the experiment is not shipped or picks none."""
+    from resexp.settings.compose import shipped_config_dir
+    try:
+        config = yaml.safe_load((shipped_config_dir() / "experiment" / f"{name}.yaml").read_text())
+    except (OSError, TypeError, yaml.YAMLError):
+        return None
+    defaults = config.get("defaults") if isinstance(config, dict) else None
+    for item in defaults if isinstance(defaults, list) else []:
+        if isinstance(item, dict) and "override /dataset" in item:
+            return str(item["override /dataset"])
+    return None
+
+
+def study_name(info: dict) -> tuple[str, bool]:
+    """(the experiment as titles name it, whether its name describes the runs). A run of
+    an experiment on another dataset (the default he2016_cifar10 with dataset=mnist) is
+    named 'he2016_cifar10 with dataset=mnist': the bare name would promise CIFAR-10."""
+    name = info["experiment"]
+    own = experiment_dataset(name) if name and "," not in name else None
+    if own is None or own == info["dataset"]:
+        return name, True
+    return f"{name} with dataset={info['dataset']}", False
+
+
+def _milestone(text: str) -> int:
+    return int(float(text[:-1]) * 1000) if text.endswith("k") else int(text)
+
+
+def reached_schedule(schedule: str, iterations: float) -> str:
+    """A run's schedule line (train/schedule.py's Schedule.describe) with only the lr
+    milestones the run reaches: a milestone at or after its last iteration never
+    changes its lr (64k-iteration milestones on an 8-iteration run). ``iterations``:
+    the planned length, else the one the line states."""
+    total = re.search(r"(\d+k?) it \(\d+ epochs?\)$", schedule)
+    if pd.isna(iterations):
+        if not total:
+            return schedule
+        iterations = _milestone(total.group(1))
+    parts = []
+    for part in schedule.split("; "):
+        decay = re.fullmatch(r"(x\S+) at it (.+)", part)
+        if decay:
+            kept = [m for m in decay.group(2).split(", ") if _milestone(m) < iterations]
+            if not kept:
+                continue
+            part = f"{decay.group(1)} at it {', '.join(kept)}"
+        parts.append(part)
+    return "; ".join(parts)
+
+
+def schedule_line(runs: pd.DataFrame) -> str:
+    """The runs' schedules (reached_schedule), each once, in the order of the table."""
+    lines = [reached_schedule(str(s), its) for s, its in zip(runs["schedule"], runs["iterations_planned"])
+             if isinstance(s, str) and s]
+    return "; ".join(dict.fromkeys(lines))
+
+
+# The figures `resexp plot` draws into <results>/figures/, in the order report.md links them.
+FIGURE_NAMES = {"depth": "final error vs depth", "curves": "training curves (He et al. 2016, Fig. 6)",
+                "responses": "layer responses (Fig. 7)", "gradients": "gradient norms",
+                "identity": "the identity test"}
+
+
+def figure_links(figures_dir: Path, out: Path) -> list[str]:
+    """One Markdown line per figure in figures_dir, linked relative to report.md's folder
+    ``out``: the PNG, the PDF and the CSV that holds its numbers, where they exist."""
+    lines = []
+    for stem, what in FIGURE_NAMES.items():
+        files = [(kind.upper(), figures_dir / f"{stem}.{kind}") for kind in ("png", "pdf", "svg")]
+        files += [("data", figures_dir / f"{stem}.csv"), ("diverged or failed runs", figures_dir / f"{stem}_lost.csv")]
+        found = [(kind, os.path.relpath(path, out)) for kind, path in files if path.is_file()]
+        if found:
+            lines.append(f"- {what}: " + ", ".join(f"[{kind}]({path})" for kind, path in found))
+    return lines
+
+
+def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = "minibatch",
+                    figures: list[str] | None = None) -> str:
+    """The whole report.md: what was run, how to read it, the table, then links to the
+    figures (``figures``: figure_links' lines; none: a line on how to draw them)."""
     info = experiment_info(runs)
-    name = info["experiment"] or "sweep"
+    name, describes = study_name(info)
     tally = status_tally(runs["status"])
-    lines = [f"# {name}: plain vs residual networks on {dataset_label(info)}", ""]
-    if info["schedule"]:
-        lines.append(f"Schedule: {info['schedule']}  ")
+    title = f"plain vs residual networks on {dataset_label(info)}"
+    lines = [f"# {name}: {title}" if name and describes else f"# {title[0].upper()}{title[1:]}", ""]
+    if name and not describes:
+        lines.append(f"Experiment: {name}  ")
+    schedule = schedule_line(runs)
+    if schedule:
+        lines.append(f"Schedule: {schedule}  ")
     lines += hardware_note(info["hardware"])
     lines += [f"Runs: {len(runs)} ({tally})", "", training_error_note(info["augmented"], train_error), ""]
     if table["paper_test_err"].notna().any():
         lines += ["Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs).", ""]
     lines.append(markdown_table(*markdown_rows(table)))
+    if figures:
+        lines += ["", "Figures (each with its numbers as CSV):", "", *figures]
+    else:
+        lines += ["", "No figures yet: `resexp plot RESULTS_DIR` draws them into RESULTS_DIR/figures/."]
     return "\n".join(lines) + "\n"
 
 
@@ -171,8 +264,8 @@ def make_report(results_dir, out_dir=None, runs: pd.DataFrame | None = None,
     if train_error != "minibatch":
         runs, _ = pick_train_error(runs, load_metrics(results_dir), train_error)
     table = report_table(runs)
-    markdown = render_markdown(table, runs, train_error)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
+    markdown = render_markdown(table, runs, train_error, figure_links(Path(results_dir) / "figures", out))
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "report.md").write_text(markdown)
