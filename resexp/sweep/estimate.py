@@ -9,8 +9,8 @@ smallest and largest planned depth (``resexp bench``'s loop on random images of
 the dataset's shape). An evaluation pass is counted as a third of a training step
 per image (a forward without the backward).
 
-The estimate is honest about its basis: ``Estimate.basis`` says which runs or
-timings it came from, and the dry run prints it.
+The estimate is honest about its basis: ``plan.estimate_costs`` returns which runs or
+timings it came from, and the plan's footer prints it.
 """
 
 from __future__ import annotations
