@@ -10,6 +10,7 @@ responses (He et al. 2016, Fig. 7), gradients and identity.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -33,6 +34,7 @@ from resexp.analysis.results import (
     sort_runs,
 )
 from resexp.errors import UserError
+from resexp.run.safeio import atomic_write, real_dir
 
 FORMATS = ("png", "pdf", "svg")
 
@@ -223,17 +225,18 @@ def _curve_legend(ax) -> list:
 
 def _writable_dir(out_dir: Path) -> Path:
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        return real_dir(out_dir)
     except OSError as err:
         raise UserError(f"cannot write to {out_dir}: {err.strerror or err}") from None
-    return out_dir
 
 
 def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
     paths = [stem.with_suffix(f".{fmt}") for fmt in formats]
     try:
         for path in paths:
-            figure.savefig(path, dpi=150)
+            buf = io.BytesIO()  # drawn in memory, then put in place without following a link
+            figure.savefig(buf, dpi=150, format=path.suffix[1:])
+            atomic_write(path, buf.getvalue())
     except OSError as err:
         raise UserError(f"cannot write {err.filename or stem}: {err.strerror or err}") from None
     return paths
@@ -241,7 +244,7 @@ def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
 
 def _save_csv(table: pd.DataFrame, path: Path) -> Path:
     try:
-        table.to_csv(path, index=False)
+        atomic_write(path, table.to_csv(index=False).encode())
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     return path

@@ -12,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from resexp.analysis.text import printable
 from resexp.errors import UserError
 from resexp.run.folder import RunDir, parse_run_name
 from resexp.train.environment import hardware_of
@@ -210,15 +211,15 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 def experiment_info(runs: pd.DataFrame) -> dict:
     """What figure titles and report headers name: dataset, synthetic, schedule, experiment."""
-    datasets = sorted(str(d) for d in runs["dataset"].dropna().unique())
+    datasets = sorted(printable(d) for d in runs["dataset"].dropna().unique())
     if len(datasets) > 1:
         raise UserError(
             f"runs of several datasets ({', '.join(datasets)}) in one results directory; "
             "keep one dataset per results directory"
         )
-    schedules = sorted(str(s) for s in runs["schedule"].dropna().unique())
-    experiments = sorted(str(e) for e in runs["experiment"].dropna().unique())
-    names = sorted(str(d) for d in runs["display_name"].dropna().unique())
+    schedules = sorted(printable(s) for s in runs["schedule"].dropna().unique())
+    experiments = sorted(printable(e) for e in runs["experiment"].dropna().unique())
+    names = sorted(printable(d) for d in runs["display_name"].dropna().unique())
     augmented = set(runs["augmented"].dropna().astype(bool))
     return {
         "dataset": datasets[0] if datasets else "unknown dataset",
@@ -229,7 +230,7 @@ def experiment_info(runs: pd.DataFrame) -> dict:
         "experiment": ", ".join(experiments),
         # True / False when every run agrees, "mixed" when not, None when no config says
         "augmented": augmented.pop() if len(augmented) == 1 else ("mixed" if augmented else None),
-        "hardware": runs["hardware"].dropna().value_counts().to_dict(),
+        "hardware": runs["hardware"].dropna().map(printable).value_counts().to_dict(),
     }
 
 
@@ -272,7 +273,7 @@ def format_status(table: pd.DataFrame) -> str:
     for column in ("train_err", "test_err"):
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     # Only the first line of an error message: one line per run.
-    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else str(e).splitlines()[0][:80])
+    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else printable(str(e).splitlines()[0])[:80])
     for column in ("owner", "error"):
         if not shown[column].astype(bool).any():
             shown = shown.drop(columns=column)
@@ -282,7 +283,7 @@ def format_status(table: pd.DataFrame) -> str:
 def damage_warnings(runs: pd.DataFrame) -> list[str]:
     """One line per damaged run: which file, what is wrong, what happens next."""
     damaged = runs[runs["status"].eq("damaged")]
-    return [f"warning: {r.run} is damaged: {r.error}; {r.advice}" for r in damaged.itertuples()]
+    return [f"warning: {r.run} is damaged: {printable(r.error)}; {r.advice}" for r in damaged.itertuples()]
 
 
 def status_tally(statuses: pd.Series) -> str:

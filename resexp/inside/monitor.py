@@ -24,13 +24,13 @@ from __future__ import annotations
 import csv
 import io
 import math
-import os
 import time
 from pathlib import Path
 
 import torch
 
 from resexp.inside import diagnostics as dg
+from resexp.run import safeio
 from resexp.run.files import DIAGNOSTIC_FILES
 
 FILES = dict(zip(("responses", "gradients", "identity"), DIAGNOSTIC_FILES))
@@ -45,10 +45,7 @@ def append_rows(path: Path, rows: list[dict]) -> None:
     if not path.exists() or path.stat().st_size == 0:
         writer.writeheader()
     writer.writerows(rows)
-    with open(path, "a", newline="") as f:
-        f.write(buf.getvalue())
-        f.flush()
-        os.fsync(f.fileno())
+    safeio.append(path, buf.getvalue().encode())  # never through a link planted in the folder
 
 
 class Monitor:

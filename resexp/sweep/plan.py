@@ -24,7 +24,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
-from resexp.run.folder import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, atomic_write, run_name
+from resexp.run import safeio
+from resexp.run.folder import CannotWrite, DamagedFile, RunBusy, RunDir, RunState, run_name
 from resexp.settings.compose import load_config, merge_overrides, parse_overrides
 from resexp.sweep.estimate import fit_line, measured_points, run_seconds, timed_points
 from resexp.sweep.gpus import round_robin, start_worker, visible_gpus
@@ -299,7 +300,8 @@ def _hms(seconds: float) -> str:
 def save_spec(spec: SweepSpec, out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / SWEEP_FILE, spec.to_yaml().encode())
+        safeio.clean_tmp(out, SWEEP_FILE)  # left by a killed sweep, or planted links
+        safeio.atomic_write(out / SWEEP_FILE, spec.to_yaml().encode())
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err
 

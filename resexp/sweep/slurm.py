@@ -32,6 +32,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from submitit.helpers import Checkpointable
 
 from resexp.errors import UserError
+from resexp.run import safeio
 from resexp.run.folder import FINISHED, RunBusy, now
 from resexp.sweep.plan import BUSY
 
@@ -191,10 +192,8 @@ def _first_line(err: Exception) -> str:
 
 def append_records(out: Path, records: list[dict]) -> None:
     """One line per job, written in one append: two sweeps submitting at once keep whole lines."""
-    folder = slurm_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / JOBS_FILE, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
+    folder = safeio.real_dir(slurm_dir(out))
+    safeio.append(folder / JOBS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
 def read_records(out: Path) -> dict[str, dict]:
