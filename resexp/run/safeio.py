@@ -17,7 +17,9 @@ link to a scratch disk); what is checked is everything inside it.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -75,6 +77,11 @@ def atomic_write(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` at once: write a hidden temporary file, then rename it
     over ``path`` (a link at ``path`` is replaced by the file, its target left alone). The
     temporary file is removed if the write fails."""
+    atomic_copy(path, io.BytesIO(data))
+
+
+def atomic_copy(path: Path, source) -> None:
+    """atomic_write of what the binary file object ``source`` holds, read in chunks."""
     path = Path(path)
     if _is_link(path.parent) and path.parent.name:
         raise LinkRefused(path.parent)
@@ -82,7 +89,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     try:
         fd = _create_exclusive(tmp)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            shutil.copyfileobj(source, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
