@@ -14,7 +14,7 @@ import yaml
 
 from resexp.analysis.text import printable
 from resexp.errors import UserError
-from resexp.run.folder import RunDir, parse_run_name
+from resexp.run.folder import DamagedFile, RunDir, parse_run_name
 from resexp.train.environment import hardware_of
 
 # Plain nets first, then their residual twins: the order of legends and tables.
@@ -296,6 +296,28 @@ def status_tally(statuses: pd.Series) -> str:
 # --------------------------------------------------------------------------- diagnostics
 # The measurements' own keys in each diagnostics file (besides run and epoch).
 DIAGNOSTIC_KEYS = {"responses": ["layer"], "gradients": ["kind", "index"], "identity": ["block"]}
+# The numeric columns the figures read from each file (resexp/inside/diagnostics.py writes them).
+DIAGNOSTIC_NUMBERS = {"responses": ["epoch", "layer", "stage", "block", "std"],
+                      "gradients": ["epoch", "index", "stage", "block", "norm"],
+                      "identity": ["epoch", "block", "stage", "branch_ratio", "change"]}
+MEASURED = ("std", "norm", "branch_ratio", "change")
+
+
+def _checked_diagnostics(path: Path, table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """``table`` with its numeric columns as numbers; DamagedFile naming the file if a column
+    the figures read is missing or holds something else."""
+    missing = [c for c in ["epoch", *DIAGNOSTIC_KEYS[kind], *DIAGNOSTIC_NUMBERS[kind]] if c not in table.columns]
+    if missing:
+        raise DamagedFile(path, f"has no {missing[0]} column")
+    for column in DIAGNOSTIC_NUMBERS[kind]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        # a measured value may be nan (written as such); a count or a word in its place may not
+        bad = values.isna() & (table[column].notna() | (column not in MEASURED))
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2
+            raise DamagedFile(path, f"line {line}: {column} is not a number")
+        table[column] = values
+    return table
 
 
 def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -> pd.DataFrame | None:
@@ -309,10 +331,11 @@ def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -
         path = Path(row.path) / f"{kind}.csv"
         try:
             table = pd.read_csv(path)
-        except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-            continue  # absent, or damaged: the figures go on without that run's diagnostics
-        if not {"epoch", *DIAGNOSTIC_KEYS[kind]} <= set(table.columns):
+        except FileNotFoundError:
             continue
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+            raise DamagedFile(path, f"is not a CSV table ({type(err).__name__})") from None
+        table = _checked_diagnostics(path, table, kind)
         # An epoch measured twice (redone after a crash) gives the same numbers; keep one.
         table = table.drop_duplicates(["epoch", *DIAGNOSTIC_KEYS[kind]], keep="last")
         last = table["epoch"].max()

@@ -52,7 +52,7 @@ class TrainConfig:
     epochs: Optional[int] = key(None, check="positive_or_none", excludes="iterations")
     iterations: Optional[int] = key(64000, check="positive_or_none", excludes="epochs")
     batch_size: int = key(128, check="positive")
-    lr: float = key(0.1, check="positive")
+    lr: float = key(0.1, check="learning_rate")
     momentum: float = key(0.9, check="unit_interval")
     weight_decay: float = key(1e-4, check="non_negative")
     nesterov: bool = key(False)
@@ -60,7 +60,7 @@ class TrainConfig:
     milestone_unit: str = key("iterations", check=("iterations", "epochs"))
     gamma: float = key(0.1, check="positive")
     warmup_iters: int = key(0, check="non_negative")
-    warmup_lr: float = key(0.01, check="positive")
+    warmup_lr: float = key(0.01, check="learning_rate")
     warmup_from_depth: Optional[int] = key(None, check="positive_or_none")
     eval_batch_size: int = key(1000, check="positive")
     device: str = key("auto", check="device", result=False)
@@ -121,7 +121,7 @@ class DatasetConfig:
 class SweepConfig:
     archs: List[str] = key(check="arch_list", result=False, factory=lambda: ["plain", "resnet"])
     depths: List[int] = key(check="positive_list", result=False, factory=lambda: [20, 32, 44, 56])
-    seeds: List[int] = key(check="non_negative_list", result=False, factory=lambda: [0])
+    seeds: List[int] = key(check="seed_list", result=False, factory=lambda: [0])
 
 
 @dataclass
@@ -148,7 +148,7 @@ class LauncherConfig:
 @dataclass
 class RunConfig:
     name: str = key("???", result=False)
-    seed: int = key(0, check="non_negative")
+    seed: int = key(0, check="seed")
     model: ModelConfig = key(factory=ModelConfig)
     train: TrainConfig = key(factory=TrainConfig)
     dataset: DatasetConfig = key(factory=DatasetConfig)
@@ -172,6 +172,11 @@ def _archs() -> list[str]:
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Seeds feed numpy and torch generators (at most 2**32 - 1 for numpy) and seed * 1_000_003
+# + epoch (resexp.data.epoch_generators) must stay a 64-bit integer.
+MAX_SEED = 2**32 - 1
+# SGD's step size: above this every net here diverges in its first step (the paper's is 0.1).
+MAX_LR = 10.0
 
 # rule -> (test, what the value must be). Types are already enforced by the dataclasses.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -179,6 +184,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "non_negative": (lambda v: _is_number(v) and v >= 0, ">= 0"),
     "positive_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive integer or null"),
     "positive_number_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "seed": (lambda v: _is_number(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
+    "seed_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 <= x <= MAX_SEED for x in v),
+                  f"a non-empty list of integers in [0, {MAX_SEED}]"),
+    "learning_rate": (lambda v: _is_number(v) and 0 < v <= MAX_LR, f"in (0, {MAX_LR:g}]"),
     "unit_interval": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     "positive_list": (lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
                       "a non-empty list of positive integers"),

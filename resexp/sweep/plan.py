@@ -16,6 +16,7 @@ from typing import Sequence
 
 import torch
 import yaml
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from rich.console import Console, Group
 from rich.live import Live
@@ -123,7 +124,10 @@ def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
                                 f"values (run folders are <arch>-<depth>-s<seed>); use one --out per value")
             rest.append(o.input_line)
             continue
-        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        try:
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        except HydraException:  # interval(a,b): a range of numbers, not a list of runs
+            raise UserError(f"{o.input_line}: {o.key_or_group} takes a list or range(), not an interval") from None
         kind = str if name == "archs" else int
         if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
             raise UserError(f"{o.input_line}: {o.key_or_group} takes {kind.__name__}s")
