@@ -260,7 +260,7 @@ def main() -> None:
         command = f" {err.ctx.info_name}" if getattr(err, "ctx", None) and err.ctx.parent else ""
         print(f"error: {err.format_message()} (see resexp{command} --help)", file=sys.stderr)
         sys.exit(err.exit_code)
-    except click_errors.Abort:
+    except typer.Abort:
         print("aborted", file=sys.stderr)
         sys.exit(1)
     sys.exit(code or 0)

@@ -53,7 +53,8 @@ def _saved_dataset(saved: dict, config_dirs, where: Path) -> DictConfig:
         base = None
     own = trust.own_dataset_keys(saved, None if base is None else OmegaConf.to_container(base), where)
     for args in ("train_args", "test_args"):  # the class's arguments are the run's, whole
-        base.pop(args, None)
+        if args in own:
+            base.pop(args, None)
     return OmegaConf.merge(base, own)
 
 
