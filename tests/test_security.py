@@ -342,7 +342,7 @@ BAD_INPUTS = {
     "huge seed": ([*SWEEP, "--seeds", "99999999999999999999"], "seed must be an integer in [0, 4294967295]"),
     "interval": (["sweep", "--dry-run", *SWEEP_TINY, "model.depth=interval(8,14)"], "not an interval"),
     "builtin target": (["train", *TINY, "dataset._target_=builtins.int"], "builtins.int is not a dataset class"),
-    "huge lr": (["train", *TINY, "train.lr=1e308"], "train.lr must be in (0, 10]"),
+    "huge lr": (["train", *TINY, "train.lr=1e308"], "train.lr must be in (0, 1e+06]"),
     "hydra key": ([*SWEEP, "hydra.job.chdir=true"], "Hydra's own settings"),
     "jobs 0": ([*SWEEP, "--jobs", "0"], "Invalid value for '--jobs'"),
 }
