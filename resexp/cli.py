@@ -13,6 +13,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from resexp.analysis.text import printable
 from resexp.errors import UserError
 
 # rich_markup_mode=None: help texts are shown as written; in rich markup "[default: ...]" is a
@@ -215,7 +216,10 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
                             eager=eager, baseline=baseline, workers=workers)
         print(b.format_bench(table))
     if out is not None:
-        table.to_csv(out, index=False)
+        try:
+            table.to_csv(out, index=False)
+        except OSError as err:
+            raise UserError(f"cannot write {out}: {err.strerror or err}") from None
 
 
 def _interruptible(fn, *args, message: str = "interrupted: finished epochs are saved; rerun the same "
@@ -229,10 +233,23 @@ def _interruptible(fn, *args, message: str = "interrupted: finished epochs are s
 
 
 def main() -> None:
-    """Entry point. typer reports usage errors itself (exit 2); a UserError from the
-    work below becomes one line on stderr and exit 2 too."""
+    """Entry point. A usage error (``--jobs 0``) and a UserError from the work below are
+    each one line on stderr and exit 2."""
+    from typer._click import exceptions as click_errors
+
     try:
-        app()
+        code = app(standalone_mode=False)
     except UserError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {printable(err)}", file=sys.stderr)
         sys.exit(2)
+    except click_errors.NoArgsIsHelpError as err:
+        err.show()  # the help text, as for --help
+        sys.exit(err.exit_code)
+    except click_errors.ClickException as err:
+        command = f" {err.ctx.info_name}" if getattr(err, "ctx", None) and err.ctx.parent else ""
+        print(f"error: {err.format_message()} (see resexp{command} --help)", file=sys.stderr)
+        sys.exit(err.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code or 0)

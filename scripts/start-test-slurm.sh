@@ -7,7 +7,7 @@
 # Settings that keep the tests short: KillWait=5 (a cancelled or requeued job is killed
 # 5 s after its SIGTERM, not 30 s), JobRequeue=1 (every job may be requeued), a
 # scheduler pass every second, and at least 4 CPUs declared (config_overrides) so that
-# four one-CPU test jobs start together even on a 2-core machine.
+# four one-CPU test jobs start together even on a 2-core machine; memory likewise (mem).
 set -euo pipefail
 STATE=${RESEXP_SLURM_STATE:-/tmp/resexp-slurm}
 SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
@@ -39,6 +39,9 @@ $SUDO chmod 400 /etc/munge/munge.key
 munge -n >/dev/null 2>&1 || $SUDO runuser -u munge -- /usr/sbin/munged --force
 
 host=$(hostname -s); cpus=$(( $(nproc) > 4 ? $(nproc) : 4 )); mem=$(awk '/^MemTotal/{print int($2 / 1024 * 3 / 4)}' /proc/meminfo)
+# At least 64 GB declared, so that jobs asking for the shipped launcher.mem_gb (16) start
+# on a small machine too; with CR_Core memory is not a consumable, so nothing is overcommitted.
+mem=$(( mem > 65536 ? mem : 65536 ))
 $SUDO tee /etc/slurm/slurm.conf >/dev/null <<CONF
 ClusterName=resexp-test
 SlurmctldHost=$host(127.0.0.1)

@@ -3,6 +3,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
+from resexp.errors import UserError
 from resexp.models import list_models
 from resexp.settings.compose import list_group, load_config, shipped_config_dir
 
@@ -70,6 +71,60 @@ def _second_copies(path, base) -> list[str]:
     prefix = f"{group}." if group in ("dataset", "launcher") else ""
     # a launcher file names its type: the group's choice, not a repeated default
     return [f"{key}: {value!r}" for key, value in _leaves(doc, prefix) if base(key) == value and key != "launcher.type"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["dataset=nope"],
+     "unknown dataset 'nope' (available datasets: cifar10, cifar100, fashion_mnist, mnist, synthetic)"),
+    (["experiment=nope"], "unknown experiment 'nope'"),
+    (["train.nope=1"], "unknown config key 'train.nope'"),
+    (["+nope=1"], "unknown config key 'nope'"),
+    (["+train.optimizer=adam"], "unknown config key 'train.optimizer'"),
+    (["++train.optimizer=adam"], "unknown config key 'train.optimizer'"),
+    (["+model.dpeth=56"], "unknown config key 'model.dpeth'"),
+    (["model.depth"], "Error parsing override 'model.depth'"),
+    (["=3"], "'=3': an override is key=value and needs a key"),
+    (["model=null"], "model=null: field 'model' is not Optional"),
+    (["~model"], "~model: model cannot be removed"),
+    (["dataset=null"], "dataset=null: dataset cannot be removed"),
+    (["model.depth=20,56"], "sweep syntax (several values) is for `resexp sweep`"),
+    (["model.depth=1000"], "depth 1000 is not 6n+2: nearest valid depths are 998 and 1004"),
+    (["model.depth=abc"], "model.depth must be an integer, got 'abc'"),
+    (["model.depth=999999998"], "resnet-999999998 needs about"),
+    (["model.arch=vgg"], "model.arch must be one of the registered architectures, got 'vgg'"),
+    (["model.shortcut=C"], "model.shortcut must be one of A, B, got 'C'"),
+    (["model.widths=[]"], "model.widths must be three positive integers"),
+    (["model.widths=[0,0,0]"], "model.widths must be three positive integers"),
+    (["seed=-1"], "seed must be an integer in [0, 4294967295], got -1"),
+    (["train.lr=0"], "train.lr must be in (0, 1e+06]"),
+    (["train.momentum=-5"], "train.momentum must be in [0, 1), got -5.0"),
+    (["train.momentum=1"], "train.momentum must be in [0, 1)"),
+    (["train.gamma=abc"], "train.gamma must be a number, got 'abc'"),
+    (["train.milestones=abc"], "train.milestones must be a list"),
+    (["train.milestones=[abc]"], "train.milestones must be a list of numbers >= 0, got ['abc']"),
+    (["train.weight_decay=abc"], "train.weight_decay must be a number, got 'abc'"),
+    (["train.warmup_iters=abc"], "train.warmup_iters must be an integer, got 'abc'"),
+    (["train.amp=maybe"], "train.amp must be true or false, got 'maybe'"),
+    (["train.batch_size=0"], "train.batch_size must be > 0"),
+    (["train.eval_batch_size=0"], "train.eval_batch_size must be > 0"),
+    (["train.log_every=0"], "train.log_every must be > 0"),
+    (["train.threads=-3"], "train.threads must be a positive integer or null, got -3"),
+    (["train.device=tpu"], "train.device must be auto, cpu, cuda or cuda:N, got 'tpu'"),
+    (["train.milestone_unit=days"], "train.milestone_unit must be one of iterations, epochs"),
+    (["train.iterations=null"], "set exactly one of train.epochs and train.iterations"),
+    (["train.epochs=2", "train.iterations=5"], "train.epochs and train.iterations are both set"),
+    (["dataset.train_subset=-5"], "dataset.train_subset must be a positive integer or null"),
+    (["dataset.train_subset=100000"], "dataset.train_subset=100000 is more than the 50000 training images"),
+    (["dataset.test_subset=10001"], "dataset.test_subset=10001 is more than the 10000 test images"),
+    (["dataset.val_size=-5"], "dataset.val_size must be >= 0, got -5"),
+    (["dataset.val_size=50000"], "dataset.val_size=50000 leaves no training images"),
+    (["dataset.mean=[0.5,0.5]"], "mean and std need one value per channel (3)"),
+])
+def test_mistakes_are_one_clear_line(overrides, message):
+    with pytest.raises(UserError) as info:
+        load_config(overrides)
+    text = str(info.value)
+    assert message in text and "\n" not in text
 
 
 @pytest.mark.parametrize("path", sorted([CONFIGS / "train.yaml", *CONFIGS.glob("launcher/*.yaml"),

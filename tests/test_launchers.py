@@ -20,7 +20,7 @@ from resexp.sweep import launch as launchers
 from resexp.sweep import plan as sw
 from resexp.sweep.slurm import TrainJob, read_records, status_with_jobs
 
-CPU_SLURM = ["launcher.gpus_per_run=0", "launcher.cpus_per_run=1", "launcher.mem_gb=null"]
+CPU_SLURM = ["launcher.gpus_per_run=0", "launcher.cpus_per_run=1"]
 
 
 def sbatch_lines(text: str) -> list[str]:
@@ -97,7 +97,8 @@ def test_launcher_option_is_the_launcher_override(tmp_path, monkeypatch, capsys)
     by_override = cli(monkeypatch, capsys, *args, "launcher=slurm")
     assert by_option == by_override
     assert "#SBATCH --time=240" in by_option[2]  # the shipped slurm.yaml's time limit
-    assert "--gpus-per-node" not in by_option[2] and "--mem" not in by_option[2]  # 0 GPUs, mem null: not asked
+    assert "--gpus-per-node" not in by_option[2]  # 0 GPUs: not asked
+    assert "#SBATCH --mem=16GB" in sbatch_lines(by_option[2])  # the shipped mem_gb, as sbatch takes it
 
 
 def test_site_launcher_from_config_dir_extends_the_shipped_one(tmp_path, monkeypatch, capsys):

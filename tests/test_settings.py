@@ -99,14 +99,17 @@ def _kmnist_config_dir(root: Path) -> Path:
     return root
 
 
-def test_a_yaml_added_dataset_sweep_continues_from_out_alone(tmp_path, monkeypatch, capsys):
+def test_a_yaml_added_dataset_sweep_continues_with_its_config_dir(tmp_path, monkeypatch, capsys):
     conf = _kmnist_config_dir(tmp_path / "myconf")
     tiny = [o for o in SWEEP_TINY if o != "dataset=synthetic"]
     code, _, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", "--out", "out",
                           "--config-dir", conf, "dataset=kmnist_like", *tiny, "train.epochs=1")
     assert code == 0, stderr
     assert yaml.safe_load(Path("out/sweep.yaml").read_text())["config_dirs"] == [str(conf.resolve())]
-    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", "out", "--depths", "8,14")
+    # a saved config folder is not trusted on its own (docs/security.md): named again, it is used
+    code, _, stderr = cli(monkeypatch, capsys, "sweep", "--out", "out", "--depths", "8,14")
+    assert code == 2 and f"give --config-dir {conf.resolve()} again" in stderr, stderr
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--out", "out", "--depths", "8,14", "--config-dir", conf)
     assert code == 0, stderr
     assert json.loads(Path("out/plain-14-s0/summary.json").read_text())["dataset"] == "kmnist_like"
 

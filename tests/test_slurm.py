@@ -26,7 +26,7 @@ from resexp.train.loop import fit
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
 
 ROOT = Path(__file__).resolve().parent.parent
-SLURM = ["--launcher", "slurm", "launcher.gpus_per_run=0", "launcher.cpus_per_run=1", "launcher.mem_gb=null",
+SLURM = ["--launcher", "slurm", "launcher.gpus_per_run=0", "launcher.cpus_per_run=1",
          "launcher.time_min=10"]
 # A run long enough to be caught between two epochs: 16 epochs of 2 steps.
 LONG = [*TINY, "dataset.train_args.size=128", "train.epochs=16", "train.milestones=[8]"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import textwrap
+import io
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +42,7 @@ from resexp.analysis.results import (
     sort_runs,
 )
 from resexp.errors import UserError
+from resexp.run.safeio import atomic_write, real_dir
 
 FORMATS = ("png", "pdf", "svg")
 DPI = 200  # PNGs sharp on screen at twice their size in print; PDF and SVG are vector
@@ -370,10 +372,9 @@ def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool
 
 def _writable_dir(out_dir: Path) -> Path:
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
+        return real_dir(out_dir)
     except OSError as err:
         raise UserError(f"cannot write to {out_dir}: {err.strerror or err}") from None
-    return out_dir
 
 
 def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
@@ -381,7 +382,9 @@ def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
     try:
         with matplotlib.rc_context(RC):  # the font embedding of pdf and svg is read when saving
             for path in paths:
-                figure.savefig(path, dpi=DPI)
+                buf = io.BytesIO()  # drawn in memory, then put in place without following a link
+                figure.savefig(buf, dpi=DPI, format=path.suffix[1:])
+                atomic_write(path, buf.getvalue())
     except OSError as err:
         raise UserError(f"cannot write {err.filename or stem}: {err.strerror or err}") from None
     return paths
@@ -389,7 +392,7 @@ def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
 
 def _save_csv(table: pd.DataFrame, path: Path) -> Path:
     try:
-        table.to_csv(path, index=False)
+        atomic_write(path, table.to_csv(index=False).encode())
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     return path

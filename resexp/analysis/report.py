@@ -25,6 +25,7 @@ from resexp.analysis.results import (
     status_tally,
 )
 from resexp.errors import UserError
+from resexp.run.safeio import atomic_write, real_dir
 
 # He et al. 2016, Table 6: CIFAR-10 test error (%) of ResNet-n, option A shortcuts,
 # 64k iterations. The 110-layer value is the best of 5 runs (their mean: 6.61 ± 0.16).
@@ -267,9 +268,9 @@ def make_report(results_dir, out_dir=None, runs: pd.DataFrame | None = None,
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
     markdown = render_markdown(table, runs, train_error, figure_links(Path(results_dir) / "figures", out))
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "report.md").write_text(markdown)
-        table.to_csv(out / "report.csv", index=False)
+        real_dir(out)
+        atomic_write(out / "report.md", markdown.encode())
+        atomic_write(out / "report.csv", table.to_csv(index=False).encode())
     except OSError as err:
         raise UserError(f"cannot write the report to {out}: {err.strerror or err}") from None
     return table, markdown

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from resexp.analysis.text import printable
 from resexp.errors import UserError
-from resexp.run.folder import RunDir, parse_run_name
+from resexp.run.folder import DamagedFile, RunDir, parse_run_name
 from resexp.run.state import ORDER, UNFINISHED, Status
 from resexp.train.environment import hardware_of
 
@@ -208,15 +209,15 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 def experiment_info(runs: pd.DataFrame) -> dict:
     """What figure titles and report headers name: dataset, synthetic, schedule, experiment."""
-    datasets = sorted(str(d) for d in runs["dataset"].dropna().unique())
+    datasets = sorted(printable(d) for d in runs["dataset"].dropna().unique())
     if len(datasets) > 1:
         raise UserError(
             f"runs of several datasets ({', '.join(datasets)}) in one results directory; "
             "keep one dataset per results directory"
         )
-    schedules = sorted(str(s) for s in runs["schedule"].dropna().unique())
-    experiments = sorted(str(e) for e in runs["experiment"].dropna().unique())
-    names = sorted(str(d) for d in runs["display_name"].dropna().unique())
+    schedules = sorted(printable(s) for s in runs["schedule"].dropna().unique())
+    experiments = sorted(printable(e) for e in runs["experiment"].dropna().unique())
+    names = sorted(printable(d) for d in runs["display_name"].dropna().unique())
     augmented = set(runs["augmented"].dropna().astype(bool))
     return {
         "dataset": datasets[0] if datasets else "unknown dataset",
@@ -227,7 +228,7 @@ def experiment_info(runs: pd.DataFrame) -> dict:
         "experiment": ", ".join(experiments),
         # True / False when every run agrees, "mixed" when not, None when no config says
         "augmented": augmented.pop() if len(augmented) == 1 else ("mixed" if augmented else None),
-        "hardware": runs["hardware"].dropna().value_counts().to_dict(),
+        "hardware": runs["hardware"].dropna().map(printable).value_counts().to_dict(),
     }
 
 
@@ -270,7 +271,7 @@ def format_status(table: pd.DataFrame) -> str:
     for column in ("train_err", "test_err"):
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     # Only the first line of an error message: one line per run.
-    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else str(e).splitlines()[0][:80])
+    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else printable(str(e).splitlines()[0])[:80])
     for column in ("owner", "error"):
         if not shown[column].astype(bool).any():
             shown = shown.drop(columns=column)
@@ -280,7 +281,7 @@ def format_status(table: pd.DataFrame) -> str:
 def damage_warnings(runs: pd.DataFrame) -> list[str]:
     """One line per damaged run: which file, what is wrong, what happens next."""
     damaged = runs[runs["status"].eq(Status.DAMAGED)]
-    return [f"warning: {r.run} is damaged: {r.error}; {r.advice}" for r in damaged.itertuples()]
+    return [f"warning: {r.run} is damaged: {printable(r.error)}; {r.advice}" for r in damaged.itertuples()]
 
 
 def status_tally(statuses: pd.Series) -> str:
@@ -293,6 +294,28 @@ def status_tally(statuses: pd.Series) -> str:
 # --------------------------------------------------------------------------- diagnostics
 # The measurements' own keys in each diagnostics file (besides run and epoch).
 DIAGNOSTIC_KEYS = {"responses": ["layer"], "gradients": ["kind", "index"], "identity": ["block"]}
+# The numeric columns the figures read from each file (resexp/inside/diagnostics.py writes them).
+DIAGNOSTIC_NUMBERS = {"responses": ["epoch", "layer", "stage", "block", "std"],
+                      "gradients": ["epoch", "index", "stage", "block", "norm"],
+                      "identity": ["epoch", "block", "stage", "branch_ratio", "change"]}
+MEASURED = ("std", "norm", "branch_ratio", "change")
+
+
+def _checked_diagnostics(path: Path, table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """``table`` with its numeric columns as numbers; DamagedFile naming the file if a column
+    the figures read is missing or holds something else."""
+    missing = [c for c in ["epoch", *DIAGNOSTIC_KEYS[kind], *DIAGNOSTIC_NUMBERS[kind]] if c not in table.columns]
+    if missing:
+        raise DamagedFile(path, f"has no {missing[0]} column")
+    for column in DIAGNOSTIC_NUMBERS[kind]:
+        values = pd.to_numeric(table[column], errors="coerce")
+        # a measured value may be nan (written as such); a count or a word in its place may not
+        bad = values.isna() & (table[column].notna() | (column not in MEASURED))
+        if bad.any():
+            line = int(bad.to_numpy().argmax()) + 2
+            raise DamagedFile(path, f"line {line}: {column} is not a number")
+        table[column] = values
+    return table
 
 
 def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -> pd.DataFrame | None:
@@ -306,10 +329,11 @@ def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -
         path = Path(row.path) / f"{kind}.csv"
         try:
             table = pd.read_csv(path)
-        except (FileNotFoundError, pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
-            continue  # absent, or damaged: the figures go on without that run's diagnostics
-        if not {"epoch", *DIAGNOSTIC_KEYS[kind]} <= set(table.columns):
+        except FileNotFoundError:
             continue
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
+            raise DamagedFile(path, f"is not a CSV table ({type(err).__name__})") from None
+        table = _checked_diagnostics(path, table, kind)
         # An epoch measured twice (redone after a crash) gives the same numbers; keep one.
         table = table.drop_duplicates(["epoch", *DIAGNOSTIC_KEYS[kind]], keep="last")
         last = table["epoch"].max()

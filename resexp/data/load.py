@@ -6,8 +6,7 @@ A dataset is one YAML file (configs/dataset/) naming a torchvision-style class
 ``data``/``targets`` (or ``labels``) or at least yields (image, label) pairs.
 
 Offline, a ``source`` folder with the original files is staged into the class's
-folder layout first (torchvision cannot download from a local mirror): archives
-are extracted, ``.gz`` files decompressed, anything else copied.
+folder layout first (torchvision cannot download from a local mirror; stage.py).
 
 Hot path (airbench-style): the whole training set is one uint8 tensor on the
 training device; each epoch shuffles indices and each batch is cropped, flipped
@@ -16,12 +15,8 @@ and normalised there, with no DataLoader workers and no host round trips.
 
 from __future__ import annotations
 
-import gzip
 import inspect
 import os
-import shutil
-import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
 
+from resexp.data.stage import stage_source
 from resexp.errors import UserError
 
 DEFAULT_ROOT = Path("~/.cache/resexp/data")
@@ -42,55 +38,18 @@ def data_root(ds_cfg) -> Path:
     return Path(root).expanduser()
 
 
-# --------------------------------------------------------------------------- staging
-def _extract_into(archive: Path, dest: Path) -> None:
-    with tarfile.open(archive) as tar:
-        tar.extractall(dest, filter="data")
-
-
-def _gunzip_into(src: Path, dest: Path) -> None:
-    """Decompress into dest, whole or not at all: a cut-short source leaves no half file."""
-    out = dest / src.name[: -len(".gz")]
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
-        with gzip.open(src, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def stage_source(source: Path, dest: Path) -> None:
-    """Put the original files of ``source`` where the dataset class looks for them.
-    UserError naming the file if one cannot be unpacked (truncated, not an archive)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in sorted(source.iterdir()):
-        try:
-            _stage_one(item, dest)
-        except (gzip.BadGzipFile, tarfile.TarError, EOFError, zlib.error) as err:
-            reason = str(err).splitlines()[0].rstrip(":") if str(err) else "cut short"
-            raise UserError(f"cannot unpack {item} ({type(err).__name__}: {reason}); "
-                            f"replace it with an intact copy") from err
-
-
-def _stage_one(item: Path, dest: Path) -> None:
-    if item.name.endswith((".tar.gz", ".tgz", ".tar")):
-        _extract_into(item, dest)
-    elif item.name.endswith(".gz"):
-        _gunzip_into(item, dest)
-    elif item.is_dir():
-        shutil.copytree(item, dest / item.name, dirs_exist_ok=True)
-    else:
-        shutil.copy2(item, dest / item.name)
-
-
 # --------------------------------------------------------------------------- opening
 def _construct(cls, root: Path, download: bool, args: dict):
     kwargs = dict(args)
-    if "download" in inspect.signature(cls).parameters:
+    try:
+        signature = inspect.signature(cls)
+    except (TypeError, ValueError):  # a builtin (builtins.int): not a dataset class
+        raise UserError(f"dataset _target_ {cls.__module__}.{cls.__qualname__} is not a dataset class "
+                        f"(it takes no root argument)") from None
+    if "download" in signature.parameters:
         kwargs["download"] = download
     try:
-        inspect.signature(cls).bind(root=str(root), **kwargs)
+        signature.bind(root=str(root), **kwargs)
     except TypeError as err:  # a train_args/test_args key the class does not take
         raise UserError(f"{cls.__name__} does not accept these arguments ({err})") from None
     return cls(root=str(root), **kwargs)
@@ -98,9 +57,10 @@ def _construct(cls, root: Path, download: bool, args: dict):
 
 def dataset_class(ds_cfg):
     try:
-        return get_class(ds_cfg["_target_"])
+        cls = get_class(ds_cfg["_target_"])
     except Exception as err:  # hydra wraps ImportError/AttributeError in its own types
         raise UserError(f"dataset {ds_cfg.name}: cannot import _target_ {ds_cfg['_target_']!r}") from err
+    return cls
 
 
 def open_dataset(ds_cfg, train: bool):
@@ -113,7 +73,7 @@ def open_dataset(ds_cfg, train: bool):
         pass  # not on disk yet: torchvision says so with RuntimeError
     source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
     if source is not None and source.is_dir() and any(source.iterdir()):
-        stage_source(source, root / ds_cfg.stage_dir)
+        stage_source(source, root, ds_cfg.stage_dir)
         try:
             return _construct(cls, root, False, args)
         except (RuntimeError, OSError) as err:

@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from resexp.errors import UserError
+from resexp.run import bounded_yaml
 from resexp.run.state import Status
 
 COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
@@ -143,7 +144,9 @@ def parse_config(path: Path, data: bytes) -> dict:
     """config.yaml's bytes -> dict. DamagedFile unless it is a mapping naming the model's
     arch and depth and the seed."""
     try:
-        config = yaml.safe_load(_text(path, data))
+        config = bounded_yaml.load(_text(path, data))
+    except bounded_yaml.TooLarge as err:
+        raise DamagedFile(path, f"is not a run config ({err})") from None
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""

@@ -9,7 +9,9 @@ the one place that decides what a run is (new, partial, running, done, damaged, 
 train, sweep, results and status all ask it.
 
 Every write is either an append of one whole line or an atomic replace, so a run
-killed at any moment leaves files that parse, and the rows it wrote stay. A write
+killed at any moment leaves files that parse, and the rows it wrote stay. Both go
+through resexp.run.safeio, so a link planted in a received folder is never written
+through. A write
 the disk refuses (full, read-only) is CannotWrite: one line for the user, and the
 temporary file it was writing is removed.
 """
@@ -46,6 +48,7 @@ from resexp.run.files import (
     parse_summary,
     read_bytes,
 )
+from resexp.run.safeio import append, atomic_write, overwrite, real_dir
 from resexp.run.lock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
 from resexp.run.state import FINISHED, Status
 from resexp.settings.schema import default_of, non_result_keys
@@ -99,22 +102,6 @@ def parse_run_name(name: str) -> dict | None:
     if match is None:
         return None
     return {"arch": match["arch"], "depth": int(match["depth"]), "seed": int(match["seed"])}
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` at once: write a hidden temporary file, then rename it.
-    The temporary file is named after this process (two writers never share one) and
-    removed if the write fails; one left by a killed trainer is removed by RunDir.claim()."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def now() -> str:
@@ -303,7 +290,7 @@ class RunDir:
         the run was taken over meanwhile (a heartbeat stalled for longer than stale_after).
         Temporary files left by a killed trainer are removed once the lock is held."""
         with writing(self.path):
-            self.path.mkdir(parents=True, exist_ok=True)
+            real_dir(self.path)
             lock = acquire(self.lock_file, stale_after)
         try:
             for tmp in self.path.glob(".*.tmp"):
@@ -315,7 +302,7 @@ class RunDir:
     # ---- config.yaml: created once, checked on every resume
     def create(self, cfg) -> None:
         with writing(self.config):
-            self.path.mkdir(parents=True, exist_ok=True)
+            real_dir(self.path)
             if not self.config.exists():
                 atomic_write(self.config, OmegaConf.to_yaml(cfg, resolve=True).encode())
 
@@ -367,11 +354,8 @@ class RunDir:
                 return
             failed.update(pid=os.getpid(), host=socket.gethostname(), updated=now())
             try:
-                with open(self.summary_file, "r+b") as f:
-                    f.write(json.dumps(failed).encode())  # compact: no more blocks than the old one
-                    f.truncate()
-                    os.fsync(f.fileno())
-            except OSError:
+                overwrite(self.summary_file, json.dumps(failed).encode())  # compact: no more blocks
+            except (OSError, UserError):
                 pass
 
     def record_lost(self, why: str, pid: int | None) -> None:
@@ -412,10 +396,7 @@ class RunDir:
             if not path.exists() or path.stat().st_size == 0:
                 writer.writeheader()
             writer.writerows(rows)
-            with open(path, "a", newline="") as f:  # one write of whole lines
-                f.write(buf.getvalue())
-                f.flush()
-                os.fsync(f.fileno())
+            append(path, buf.getvalue().encode())  # one write of whole lines, never through a link
 
     def keep_rows_until(self, epoch: int) -> None:
         """Keep the complete rows up to ``epoch`` and nothing after: rows written after the last

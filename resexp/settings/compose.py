@@ -84,6 +84,9 @@ def prepare_overrides(overrides: Sequence[str]) -> list[str]:
         k = o.key_or_group
         if not k:
             raise UserError(f"{o.input_line!r}: an override is key=value and needs a key")
+        if k.split(".")[0] == "hydra":  # hydra.job.chdir, hydra.searchpath, ...: how Hydra runs, not a run
+            raise UserError(f"{o.input_line}: Hydra's own settings are not run settings "
+                            f"(config folders: --config-dir)")
         if o.is_sweep_override():
             raise UserError(f"{o.input_line}: sweep syntax (several values) is for `resexp sweep`")
         if o.is_delete() or (k in groups and o.value() is None):

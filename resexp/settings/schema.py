@@ -59,7 +59,7 @@ class TrainConfig:
     epochs: Optional[int] = key(None, check="positive_or_none", excludes="iterations")
     iterations: Optional[int] = key(64000, check="positive_or_none", excludes="epochs")
     batch_size: int = key(128, check="positive")
-    lr: float = key(0.1, check="positive")
+    lr: float = key(0.1, check="learning_rate")
     momentum: float = key(0.9, check="unit_interval")
     weight_decay: float = key(1e-4, check="non_negative")
     nesterov: bool = key(False)
@@ -69,7 +69,7 @@ class TrainConfig:
     # §4.2: for the 110-layer net "we use 0.01 to warm up the training until the training
     # error is below 80% (about 400 iterations), and then go back to 0.1".
     warmup_iters: int = key(0, check="non_negative")
-    warmup_lr: float = key(0.01, check="positive")
+    warmup_lr: float = key(0.01, check="learning_rate")
     warmup_from_depth: Optional[int] = key(None, check="positive_or_none")  # null: every depth
     eval_batch_size: int = key(1000, check="positive")
     device: str = key("auto", check="device", result=False)  # auto (CUDA if available) | cpu | cuda | cuda:N
@@ -143,7 +143,7 @@ class SweepConfig:
     archs: List[str] = key(check="arch_list", result=False, factory=lambda: ["plain", "resnet"])
     # Fig. 6 (left/middle); add 110 (and 1202) for the right panel
     depths: List[int] = key(check="positive_list", result=False, factory=lambda: [20, 32, 44, 56])
-    seeds: List[int] = key(check="non_negative_list", result=False, factory=lambda: [0])
+    seeds: List[int] = key(check="seed_list", result=False, factory=lambda: [0])
 
 
 @dataclass
@@ -194,6 +194,12 @@ def _archs() -> list[str]:
 
 
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+# Seeds feed numpy and torch generators (at most 2**32 - 1 for numpy) and seed * 1_000_003
+# + epoch (resexp.data.epoch_generators) must stay a 64-bit integer.
+MAX_SEED = 2**32 - 1
+# SGD's step size (the paper's is 0.1). At 1e6 every net here already diverges, which a run
+# records as such; far larger values overflow float32 (1e308 is inf there) and are typos.
+MAX_LR = 1e6
 
 # rule -> (test, what the value must be). Types are already enforced by the dataclasses.
 RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -201,6 +207,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "non_negative": (lambda v: _is_number(v) and v >= 0, ">= 0"),
     "positive_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive integer or null"),
     "positive_number_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
+    "seed": (lambda v: _is_number(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
+    "seed_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 <= x <= MAX_SEED for x in v),
+                  f"a non-empty list of integers in [0, {MAX_SEED}]"),
+    "learning_rate": (lambda v: _is_number(v) and 0 < v <= MAX_LR, f"in (0, {MAX_LR:g}]"),
     "unit_interval": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     "positive_list": (lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
                       "a non-empty list of positive integers"),

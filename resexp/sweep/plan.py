@@ -13,14 +13,17 @@ from pathlib import Path
 from typing import Sequence
 
 import yaml
+from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from resexp.data import iters_per_epoch, open_dataset
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
-from resexp.run.folder import DamagedFile, RunDir, RunState, atomic_write, run_name
+from resexp.run import bounded_yaml, safeio
+from resexp.run.folder import DamagedFile, RunDir, RunState, run_name
 from resexp.run.state import Status
-from resexp.settings.compose import load_config, merge_overrides, parse_overrides
+from resexp.settings import trust
+from resexp.settings.compose import config_groups, extra_config_dirs, load_config, merge_overrides, parse_overrides
 from resexp.sweep.launch import is_launcher_override
 from resexp.sweep.estimate import fit_line, measured_points, run_seconds, timed_points
 from resexp.train.schedule import make_schedule
@@ -121,7 +124,10 @@ def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
                                 f"values (run folders are <arch>-<depth>-s<seed>); use one --out per value")
             rest.append(o.input_line)
             continue
-        values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        try:
+            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+        except HydraException:  # interval(a,b): a range of numbers, not a list of runs
+            raise UserError(f"{o.input_line}: {o.key_or_group} takes a list or range(), not an interval") from None
         kind = str if name == "archs" else int
         if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
             raise UserError(f"{o.input_line}: {o.key_or_group} takes {kind.__name__}s")
@@ -134,18 +140,19 @@ SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str, "con
 
 def _saved(out: Path | None) -> dict:
     """The settings saved in <out>/sweep.yaml; {} if there is none. UserError if it is damaged
-    (safe_load also refuses tags that would run code, such as !!python/object)."""
+    (safe_load also refuses tags that would run code, such as !!python/object, and
+    bounded_yaml a file that expands past any settings file's size)."""
     path = out / SWEEP_FILE if out is not None else None
     if path is None or not path.exists():
         return {}
     try:
-        saved = yaml.safe_load(path.read_text())
+        saved = bounded_yaml.load(path.read_text())
     except (OSError, ValueError, yaml.YAMLError) as err:
-        reason = f"not valid YAML ({type(err).__name__})"
+        reason = f"not valid YAML ({type(err).__name__})" if not isinstance(err, bounded_yaml.TooLarge) else str(err)
     else:
         reason = _saved_problem(saved)
         if reason is None:
-            return saved
+            return {**saved, "path": path}
     raise UserError(f"{path} is damaged ({reason}); fix it, or delete it and give --archs, --depths, "
                     f"--seeds and the overrides again")
 
@@ -162,11 +169,21 @@ def _saved_problem(saved) -> str | None:
         kind = SAVED_TYPES[key]
         if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
             return f"{key} is not a list of {kind.__name__}s"
+    try:
+        parse_overrides(saved["overrides"])
+    except UserError as err:
+        return f"an override does not parse: {err}"
     return None
 
 
 def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], list[str]]:
-    """Overrides and config folders of a saved sweep, extended by the new ones."""
+    """Overrides and config folders of a saved sweep, extended by the new ones. What the
+    saved file may not decide (paths, code, the launcher: resexp.settings.trust) must be
+    given again on the command line."""
+    if saved:
+        given = {o.key_or_group for o in parse_overrides(overrides)}
+        trust.check_saved_overrides(saved["path"], parse_overrides(saved["overrides"]), given, config_groups())
+        trust.check_saved_dirs(saved["path"], saved.get("config_dirs", []), extra_config_dirs(config_dirs))
     dirs = [str(Path(d).expanduser().resolve()) for d in [*saved.get("config_dirs", []), *config_dirs]]
     return merge_overrides(saved.get("overrides", []), overrides), list(dict.fromkeys(dirs))
 
@@ -293,6 +310,7 @@ def _hms(seconds: float) -> str:
 def save_spec(spec: SweepSpec, out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
-        atomic_write(out / SWEEP_FILE, spec.to_yaml().encode())
+        safeio.clean_tmp(out, SWEEP_FILE)  # left by a killed sweep, or planted links
+        safeio.atomic_write(out / SWEEP_FILE, spec.to_yaml().encode())
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from err

@@ -19,6 +19,7 @@ import contextlib
 import getpass
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -28,9 +29,11 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from rich.console import Console
 from submitit.helpers import Checkpointable
+from submitit.slurm.slurm import _convert_mem
 
 from resexp.errors import UserError
-from resexp.run.folder import now
+from resexp.run import safeio
+from resexp.run.folder import RUN_NAME, now
 from resexp.run.state import Status
 from resexp.sweep.task import sweep_progress, train_run
 
@@ -54,12 +57,27 @@ INTERRUPTED = "interrupted: submitted jobs go on; see resexp status {out}"
 # ---- settings
 
 
+# What a #SBATCH line can hold: an option name, and a value with no whitespace or control
+# character (a newline would end the line and start a command of the job script).
+SBATCH_KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+SBATCH_VALUE = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
+
+
 def check_settings(launcher) -> None:
     """UserError for settings that cannot work together (each key's own type and range
-    are the schema's, resexp/schema.py)."""
+    are the schema's, resexp/schema.py), or that sbatch cannot take."""
     if launcher.signal_delay_s >= 60 * launcher.time_min:
         raise UserError(f"launcher.signal_delay_s ({launcher.signal_delay_s}) must be shorter than the time "
                         f"limit launcher.time_min ({launcher.time_min} min)")
+    named = {f"launcher.{k}": launcher[k] for k in ("partition", "account", "qos", "log_folder")}
+    for key, value in OmegaConf.to_container(launcher.sbatch).items():
+        if not SBATCH_KEY.match(str(key)):
+            raise UserError(f"launcher.sbatch: {str(key)!r} is not an sbatch option name")
+        named[f"launcher.sbatch.{key}"] = value
+    for key, value in named.items():
+        if value is not None and not isinstance(value, (bool, int, float)) and \
+                not (isinstance(value, str) and SBATCH_VALUE.match(value)):
+            raise UserError(f"{key}={value!r}: an sbatch value is one word of printable characters")
 
 
 def executor_parameters(launcher, job_name: str) -> dict:
@@ -80,8 +98,8 @@ def executor_parameters(launcher, job_name: str) -> dict:
             params[key] = launcher[key]
     if launcher.gpus_per_run:
         params["gpus_per_node"] = int(launcher.gpus_per_run)
-    if launcher.mem_gb is not None:
-        params["mem"] = launcher.mem_gb
+    if launcher.mem_gb is not None:  # sbatch takes 16GB, not 16.0 (submitit converts only in its AutoExecutor)
+        params["mem"] = _convert_mem(float(launcher.mem_gb))
     return params
 
 
@@ -92,11 +110,9 @@ def log_folder(launcher, out: Path) -> Path:
 
 def sbatch_preview(launcher, out: Path, runs) -> str:
     """What --dry-run shows: the #SBATCH lines of the submission and the run of each array task."""
-    from submitit.slurm.slurm import _convert_mem, _make_sbatch_string
+    from submitit.slurm.slurm import _make_sbatch_string
 
     params = executor_parameters(launcher, f"resexp-{Path(out).name}")
-    if "mem" in params:
-        params["mem"] = _convert_mem(params["mem"])
     folder = log_folder(launcher, out)
     script = _make_sbatch_string(command="", folder=folder, map_count=len(runs) if len(runs) > 1 else None,
                                  **params)
@@ -181,27 +197,44 @@ def _first_line(err: Exception) -> str:
 
 def append_records(out: Path, records: list[dict]) -> None:
     """One line per job, written in one append: two sweeps submitting at once keep whole lines."""
-    folder = slurm_dir(out)
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / JOBS_FILE, "a") as f:
-        f.write("".join(json.dumps(r) + "\n" for r in records))
+    folder = safeio.real_dir(slurm_dir(out))
+    safeio.append(folder / JOBS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+JOB_ID = re.compile(r"^\d+(_\d+)?$")
+RECORD_TEXT = ("run", "job_id", "stdout", "stderr")
 
 
 def read_records(out: Path) -> dict[str, dict]:
-    """The latest job record of each run of the sweep in ``out`` ({} when none)."""
+    """The latest job record of each run of the sweep in ``out`` ({} when none). A last line
+    cut short is left out; any other line that is not a job record is UserError (one line)."""
     path = slurm_dir(out) / JOBS_FILE
-    latest = {}
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().split(b"\n")
     except OSError:
         return {}
-    for line in lines:
-        try:
-            record = json.loads(line)
-            latest[record["run"]] = record
-        except (ValueError, KeyError, TypeError):
-            continue  # a line cut short: the others still count
+    lines.pop()  # after the last newline: empty, or a line cut short
+    latest = {}
+    for number, line in enumerate(lines, 1):
+        record = _record(line)
+        if record is None:
+            raise UserError(f"{path} line {number} is not a job record; delete that line (or the file, "
+                            f"which only lists the sweep's jobs)")
+        latest[record["run"]] = record
     return latest
+
+
+def _record(line: bytes) -> dict | None:
+    """One job record as append_records writes it, or None."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in RECORD_TEXT):
+        return None
+    if not JOB_ID.match(record["job_id"]) or not RUN_NAME.match(record["run"]):
+        return None
+    return record
 
 
 # ---- the queue

@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 from resexp.analysis.results import parse_run_name
 from resexp.errors import UserError
 from resexp.run.folder import RunDir
+from resexp.settings import trust
 from resexp.settings.compose import load_config, validate
 
 
@@ -40,16 +41,21 @@ def _plain(cfg) -> DictConfig:
     return OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
 
 
-def _saved_dataset(saved: dict, config_dirs) -> DictConfig:
+def _saved_dataset(saved: dict, config_dirs, where: Path) -> DictConfig:
     """The run's own dataset section (no other dataset's keys), over today's config of the
-    same dataset where there is one, for keys added since the run was made."""
+    same dataset, for keys added since the run was made. Where its files are and which
+    class reads them are the user's config's, never the saved file's (settings.trust)."""
     try:
+        if not trust.is_option_name(saved.get("name")):
+            raise UserError("not a dataset name")
         base = _plain(load_config([f"dataset={saved.get('name')}"], config_dirs).dataset)
-    except UserError:  # a dataset config that is gone: the run's section alone
-        base = OmegaConf.create({})
+    except UserError:  # a dataset config that is gone, or a name that is none
+        base = None
+    own = trust.own_dataset_keys(saved, None if base is None else OmegaConf.to_container(base), where)
     for args in ("train_args", "test_args"):  # the class's arguments are the run's, whole
-        base.pop(args, None)
-    return OmegaConf.merge(base, saved)
+        if args in own:
+            base.pop(args, None)
+    return OmegaConf.merge(base, own)
 
 
 def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) -> DictConfig:
@@ -61,7 +67,7 @@ def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) ->
     parsed = _parse(overrides)
     cfg = OmegaConf.merge(_plain(load_config([], config_dirs)),
                           OmegaConf.create({k: v for k, v in saved.items() if k != "dataset"}))
-    cfg.dataset = _saved_dataset(saved.get("dataset") or {}, config_dirs)
+    cfg.dataset = _saved_dataset(saved.get("dataset") or {}, config_dirs, run.config)
     for o in parsed:  # a whole config group first, then single keys on top of it
         if o.key_or_group == "dataset":
             cfg.dataset = _plain(load_config([f"dataset={o.value()}"], config_dirs).dataset)

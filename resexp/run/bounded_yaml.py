@@ -1,0 +1,60 @@
+"""YAML read from a results folder, with bounded size.
+
+``yaml.safe_load`` runs no code, but it keeps aliases as shared objects: 2 KB of
+nested ``&a [*b, *b, ...]`` parse in microseconds into a value that, written out or
+walked key by key (as OmegaConf and the config checks do), has billions of nodes.
+resexp itself never writes anchors, so a file is refused unless its size and the
+size of its value with every alias expanded are small.
+"""
+
+from __future__ import annotations
+
+import yaml
+
+MAX_BYTES = 1 << 20          # a run config is a few KB
+MAX_NODES = 100_000          # expanded; a run config has a few hundred
+
+
+class TooLarge(ValueError):
+    """The YAML is larger than a settings file can be."""
+
+
+def _expanded_size(node, memo: dict) -> int:
+    """Nodes of ``node`` with every alias expanded (a shared node counts at each use)."""
+    key = id(node)
+    if key in memo:
+        if memo[key] is None:  # a node inside itself (a recursive alias)
+            raise TooLarge("it refers to itself")
+        return memo[key]
+    memo[key] = None
+    if isinstance(node, yaml.MappingNode):
+        children = [n for pair in node.value for n in pair]
+    elif isinstance(node, yaml.SequenceNode):
+        children = node.value
+    else:
+        children = []
+    total = 1
+    for child in children:
+        total += _expanded_size(child, memo)
+        if total > MAX_NODES:
+            raise TooLarge(f"it expands to more than {MAX_NODES} values (YAML aliases)")
+    memo[key] = total
+    return total
+
+
+def load(text: str):
+    """``yaml.safe_load(text)``, or TooLarge (or yaml.YAMLError) for what a settings file
+    cannot be."""
+    if len(text) > MAX_BYTES:
+        raise TooLarge(f"it is larger than {MAX_BYTES // 1024} KB")
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {})
+        return loader.construct_document(node)
+    except RecursionError:
+        raise TooLarge("it is nested too deeply") from None
+    finally:
+        loader.dispose()
