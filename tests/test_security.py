@@ -18,7 +18,6 @@ from helpers.runs import make_run
 
 from resexp.data.stage import MANIFEST, stage_source
 from resexp.errors import UserError
-from resexp.inside.monitor import append_rows
 from resexp.run import safeio
 from resexp.run.folder import RunDir
 from resexp.settings.compose import load_config
@@ -193,8 +192,8 @@ def _diagnostics_row():
 
 WRITERS = {  # writer of a run file -> what it does with a link standing at that file
     "metrics.csv": (lambda run: run.append_row({"epoch": 1}), "refused"),
-    "responses.csv": (lambda run: append_rows(run.path / "responses.csv", _diagnostics_row()), "refused"),
-    "gradients.csv": (lambda run: append_rows(run.path / "gradients.csv", _diagnostics_row()), "refused"),
+    "responses.csv": (lambda run: run.append_rows(run.path / "responses.csv", _diagnostics_row()), "refused"),
+    "gradients.csv": (lambda run: run.append_rows(run.path / "gradients.csv", _diagnostics_row()), "refused"),
     "summary.json": (lambda run: run.write_summary({"status": "running"}), "replaced"),
     "checkpoint.pt": (lambda run: run.save_checkpoint({"epoch": 1, "iteration": 4}), "replaced"),
 }

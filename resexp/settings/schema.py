@@ -170,7 +170,7 @@ class LauncherConfig:
 @dataclass
 class RunConfig:
     name: str = key("default", result=False)  # the experiment's name; results/<name>/ by default
-    seed: int = key(0, check="non_negative")
+    seed: int = key(0, check="seed")
     model: ModelConfig = key(factory=ModelConfig)
     train: TrainConfig = key(factory=TrainConfig)
     dataset: DatasetConfig = key(factory=DatasetConfig)
