@@ -85,8 +85,9 @@ def test_without_the_test_file_the_held_out_images_are_the_test_split(tmp_path, 
     written = write_cifar_binary(tmp_path / "src", CIFAR10, PER_FILE, skip=("test_batch.bin",))
     small(monkeypatch, CIFAR10, written, tmp_path / "src")
     data = load_data(cifar10_cfg(tmp_path / "src", "dataset.val_size=5").dataset, torch.device("cpu"))
-    assert len(data.train) == 25 and torch.equal(data.test.x, data.val.x) and torch.equal(data.test.y, data.val.y)
-    assert np.array_equal(data.val.x.numpy(), written["data_batch_5.bin"][0][1:])
+    assert len(data.train) == 25 and data.val is None  # evaluated once per epoch, as the test split
+    assert np.array_equal(data.test.x.numpy(), written["data_batch_5.bin"][0][1:])
+    assert np.array_equal(data.test.y.numpy(), written["data_batch_5.bin"][1][1:, 0])
     # nothing held out: one line already where a sweep checks its data (the training split)
     with pytest.raises(UserError, match=r"has no test_batch.bin .*set dataset.val_size=5000"):
         open_dataset(cifar10_cfg(tmp_path / "src").dataset, train=True)
@@ -160,11 +161,11 @@ def test_real_cifar10_training_files():
                        "dataset.val_size=5000"])
     assert found(cfg.dataset) == ("ready", "binary(cifar-10-batches-bin/,no-test-file)")
     data = load_data(cfg.dataset, torch.device("cpu"))
-    assert (len(data.train), len(data.val), len(data.test)) == (45_000, 5_000, 5_000)
-    labels = torch.cat([data.train.y, data.val.y])
+    assert (len(data.train), len(data.test)) == (45_000, 5_000) and data.val is None
+    labels = torch.cat([data.train.y, data.test.y])
     assert torch.bincount(labels, minlength=10).tolist() == [5000] * 10
     # exact, from each channel's histogram of pixel values (no float copy of 150M pixels)
-    x = torch.cat([data.train.x, data.val.x])
+    x = torch.cat([data.train.x, data.test.x])
     counts = torch.stack([torch.bincount(x[:, c].flatten(), minlength=256) for c in range(3)]).double()
     values = torch.arange(256, dtype=torch.float64) / 255
     mean = counts @ values / counts.sum(1)

@@ -215,7 +215,7 @@ def load_data(ds_cfg, device: torch.device) -> Data:
 
 def open_test(ds_cfg) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The test split, or None where the files hold only training images and
-    ``dataset.val_size`` holds some out: those then stand in for the test split."""
+    ``dataset.val_size`` holds some out: those then are the test split."""
     try:
         return to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
     except cifar_binary.NoTestImages:
@@ -235,7 +235,8 @@ def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
 
 def make_data(ds_cfg, train, test, device: torch.device) -> Data:
     """Data from (images, labels) of both splits: validation split, subsets, device copy.
-    ``test`` None: the validation split is the test split too (see open_test)."""
+    ``test`` None (no test images on disk, see open_test): the held-out images are the test
+    split instead of a validation split, so they are evaluated once per epoch, not twice."""
     x, y = train
     val = None
     if ds_cfg.val_size:  # the last val_size training images, as in the paper's 45k/5k split
@@ -244,6 +245,7 @@ def make_data(ds_cfg, train, test, device: torch.device) -> Data:
         val = Split(x[-ds_cfg.val_size:].to(device), y[-ds_cfg.val_size:].to(device))
         x, y = x[: -ds_cfg.val_size], y[: -ds_cfg.val_size]
     xt, yt = test if test is not None else (val.x, val.y)
+    val = val if test is not None else None
     n, nt = ds_cfg.train_subset or len(y), ds_cfg.test_subset or len(yt)
     shape = lambda t: torch.tensor(t, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
     return Data(
