@@ -1,0 +1,52 @@
+"""Cost probe of scripts/calibrate_cifar.sh: per-iteration and per-evaluated-image cost of each
+arch and depth on real CIFAR-10, as wall time AND as this process's CPU time. On a shared
+machine the wall time depends on what else runs; the CPU time of a one-thread process hardly
+does, so it estimates the idle machine's wall time per thread.
+Usage: python scripts/calibrate_cifar_probe.py SOURCE OUT.csv [threads] [iterations]"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pandas as pd
+import torch
+
+from resexp.data import load_data
+from resexp.settings.compose import load_config
+from resexp.train.loop import evaluate, setup, train_epoch
+
+
+def timed(fn) -> tuple[float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main(source: str, out: str, threads: int = 1, iters: int = 30) -> None:
+    base = ["experiment=quick_cifar10", f"dataset.source={source}", f"train.threads={threads}"]
+    data = None
+    rows = []
+    for arch in ("plain", "resnet"):
+        for depth in (8, 20, 32, 56):
+            cfg = load_config([*base, f"model.arch={arch}", f"model.depth={depth}"])
+            data = data or load_data(cfg.dataset, torch.device("cpu"))
+            s = setup(cfg, data)
+            b = cfg.train.batch_size
+            s.data = type(data)(**{**data.__dict__, "train": type(data.train)(data.train.x[: iters * b],
+                                                                             data.train.y[: iters * b])})
+            train_epoch(cfg, s, epoch=1, iteration=0)                      # warm-up, untimed
+            tw, tc = timed(lambda: train_epoch(cfg, s, epoch=2, iteration=0))
+            held = type(data.test)(data.test.x[:1000], data.test.y[:1000])
+            ew, ec = timed(lambda: evaluate(cfg, s, held))
+            rows.append({"arch": arch, "depth": depth, "threads": threads, "batch": b,
+                         "ms_per_iter_wall": 1000 * tw / iters, "ms_per_iter_cpu": 1000 * tc / iters,
+                         "ms_per_eval_image_wall": ew, "ms_per_eval_image_cpu": ec,
+                         "load_1min": os.getloadavg()[0]})
+            print(rows[-1], flush=True)
+    pd.DataFrame(rows).round(3).to_csv(out, index=False)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))
