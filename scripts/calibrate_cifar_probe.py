@@ -6,6 +6,7 @@ Usage: python scripts/calibrate_cifar_probe.py SOURCE OUT.csv [threads] [iterati
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -13,37 +14,39 @@ import time
 import pandas as pd
 import torch
 
-from resexp.data import load_data
+from resexp.data import Split, load_data
 from resexp.settings.compose import load_config
 from resexp.train.loop import evaluate, setup, train_epoch
 
 
-def timed(fn) -> tuple[float, float]:
+def timed(fn, *args) -> tuple[float, float]:
     wall, cpu = time.perf_counter(), time.process_time()
-    fn()
+    fn(*args)
     return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def probe(cfg, data, iters: int) -> dict:
+    """Wall and CPU time of ``iters`` training steps (after as many untimed) and of
+    evaluating 1,000 held-out images, for ``cfg``'s net."""
+    b = cfg.train.batch_size
+    few = dataclasses.replace(data, train=Split(data.train.x[: iters * b], data.train.y[: iters * b]))
+    s = setup(cfg, few)
+    train_epoch(cfg, s, epoch=1, iteration=0)                      # warm-up, untimed
+    tw, tc = timed(train_epoch, cfg, s, 2, 0)
+    ew, ec = timed(evaluate, cfg, s, Split(data.test.x[:1000], data.test.y[:1000]))
+    return {"ms_per_iter_wall": 1000 * tw / iters, "ms_per_iter_cpu": 1000 * tc / iters,
+            "ms_per_eval_image_wall": ew, "ms_per_eval_image_cpu": ec}  # s per 1,000 = ms per image
 
 
 def main(source: str, out: str, threads: int = 1, iters: int = 30) -> None:
     base = ["experiment=quick_cifar10", f"dataset.source={source}", f"train.threads={threads}"]
-    data = None
-    rows = []
+    data, rows = None, []
     for arch in ("plain", "resnet"):
         for depth in (8, 20, 32, 56):
             cfg = load_config([*base, f"model.arch={arch}", f"model.depth={depth}"])
             data = data or load_data(cfg.dataset, torch.device("cpu"))
-            s = setup(cfg, data)
-            b = cfg.train.batch_size
-            s.data = type(data)(**{**data.__dict__, "train": type(data.train)(data.train.x[: iters * b],
-                                                                             data.train.y[: iters * b])})
-            train_epoch(cfg, s, epoch=1, iteration=0)                      # warm-up, untimed
-            tw, tc = timed(lambda: train_epoch(cfg, s, epoch=2, iteration=0))
-            held = type(data.test)(data.test.x[:1000], data.test.y[:1000])
-            ew, ec = timed(lambda: evaluate(cfg, s, held))
-            rows.append({"arch": arch, "depth": depth, "threads": threads, "batch": b,
-                         "ms_per_iter_wall": 1000 * tw / iters, "ms_per_iter_cpu": 1000 * tc / iters,
-                         "ms_per_eval_image_wall": ew, "ms_per_eval_image_cpu": ec,
-                         "load_1min": os.getloadavg()[0]})
+            rows.append({"arch": arch, "depth": depth, "threads": threads, "batch": cfg.train.batch_size,
+                         **probe(cfg, data, iters), "load_1min": os.getloadavg()[0]})
             print(rows[-1], flush=True)
     pd.DataFrame(rows).round(3).to_csv(out, index=False)
 
