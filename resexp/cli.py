@@ -172,15 +172,22 @@ def eval_run(run_dir: Path = typer.Argument(..., help="A run folder, e.g. result
 
 
 @app.command()
-def datasets(config_dir: Optional[List[Path]] = CONFIG_DIR):
-    """The configured datasets and whether each is on disk."""
-    from resexp.data import data_root, on_disk
+def datasets(overrides: Optional[List[str]] = OVERRIDES, config_dir: Optional[List[Path]] = CONFIG_DIR):
+    """The configured datasets: whether each is on disk, and in which format (for CIFAR in
+    dataset.source: the binary version, archive or extracted folder, and whether it has the
+    test file). Overrides apply to each; dataset=NAME lists that one only, e.g.
+    `resexp datasets dataset=cifar10 dataset.source=~/cifar`."""
+    from resexp.data import data_root
+    from resexp.data.load import found
     from resexp.settings.compose import list_group, load_config
 
-    for name in list_group("dataset", config_dir or []):
-        ds = load_config([f"dataset={name}"], config_dir or []).dataset
-        where, root = ("generated", "-") if ds.synthetic else (on_disk(ds), data_root(ds))
-        print(f"{name:<16} {where:<9} {ds['_target_']:<40} {root}")
+    given = list(overrides or [])
+    chosen = [o.split("=", 1)[1] for o in given if o.startswith("dataset=")]
+    rest = [o for o in given if not o.startswith("dataset=")]
+    for name in chosen or list_group("dataset", config_dir or []):
+        ds = load_config([f"dataset={name}", *rest], config_dir or []).dataset
+        (where, form), root = (("generated", "-"), "-") if ds.synthetic else (found(ds), data_root(ds))
+        print(f"{name:<16} {where:<9} {ds['_target_']:<40} {form:<44} {root}")
 
 
 @app.command()

@@ -7,6 +7,8 @@ A dataset is one YAML file (configs/dataset/) naming a torchvision-style class
 
 Offline, a ``source`` folder with the original files is staged into the class's
 folder layout first (torchvision cannot download from a local mirror; stage.py).
+CIFAR's binary version, which torchvision cannot read, is read in place instead
+(cifar_binary.py).
 
 Hot path (airbench-style): the whole training set is one uint8 tensor on the
 training device; each epoch shuffles indices and each batch is cropped, flipped
@@ -26,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import get_class
 
+from resexp.data import cifar_binary
 from resexp.data.stage import stage_source
 from resexp.errors import UserError
 
@@ -72,6 +75,9 @@ def open_dataset(ds_cfg, train: bool):
     except (RuntimeError, OSError):
         pass  # not on disk yet: torchvision says so with RuntimeError
     source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
+    binary = cifar_binary.find(ds_cfg["_target_"], source)
+    if binary is not None:  # read where it is: torchvision has no reader for this version
+        return binary.open(train, int(ds_cfg.num_classes), held_out=int(ds_cfg.val_size))
     if source is not None and source.is_dir() and any(source.iterdir()):
         stage_source(source, root, ds_cfg.stage_dir)
         try:
@@ -90,12 +96,21 @@ def open_dataset(ds_cfg, train: bool):
 
 def on_disk(ds_cfg) -> str:
     """'ready' (loadable now), 'source' (will be staged from dataset.source) or 'missing'."""
+    return found(ds_cfg)[0]
+
+
+def found(ds_cfg) -> tuple[str, str]:
+    """(on_disk's answer, the format found): 'torchvision' (the class's own files, staged from
+    dataset.source where needed), 'binary(...)' (CIFAR's binary version, read in place) or '-'."""
     try:
         _construct(dataset_class(ds_cfg), data_root(ds_cfg), False, dict(ds_cfg.train_args))
-        return "ready"
+        return "ready", "torchvision"
     except (RuntimeError, OSError):
-        source = ds_cfg.get("source")
-        return "source" if source and Path(source).expanduser().is_dir() else "missing"
+        source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
+        binary = cifar_binary.find(ds_cfg["_target_"], source)
+        if binary is not None:
+            return "ready", binary.describe()
+        return ("source", "torchvision") if source and source.is_dir() else ("missing", "-")
 
 
 # --------------------------------------------------------------------------- tensors
@@ -151,12 +166,23 @@ class Data:
 def load_data(ds_cfg, device: torch.device) -> Data:
     """Both splits as tensors on ``device``, with the validation/subset cuts applied."""
     x, y = to_tensors(open_dataset(ds_cfg, train=True), ds_cfg.channels)
-    xt, yt = to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
-    for split, n, key in (("training", len(y), "train_size"), ("test", len(yt), "test_size")):
-        if n != ds_cfg[key]:  # the YAML's size drives validation and estimates: it must be true
+    test = open_test(ds_cfg)
+    for split, n, key in (("training", len(y), "train_size"), ("test", test and len(test[1]), "test_size")):
+        if n is not None and n != ds_cfg[key]:  # the YAML's size drives validation and estimates
             raise UserError(f"dataset {ds_cfg.name}: the {split} split has {n} images, "
                             f"but its YAML says {key}: {ds_cfg[key]}")
-    return make_data(ds_cfg, (x, y), (xt, yt), device)
+    return make_data(ds_cfg, (x, y), test, device)
+
+
+def open_test(ds_cfg) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The test split, or None where the files hold only training images and
+    ``dataset.val_size`` holds some out: those then are the test split."""
+    try:
+        return to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
+    except cifar_binary.NoTestImages:
+        if not ds_cfg.val_size:
+            raise
+        return None
 
 
 def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
@@ -169,14 +195,18 @@ def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
 
 
 def make_data(ds_cfg, train, test, device: torch.device) -> Data:
-    """Data from (images, labels) of both splits: validation split, subsets, device copy."""
-    (x, y), (xt, yt) = train, test
+    """Data from (images, labels) of both splits: validation split, subsets, device copy.
+    ``test`` None (no test images on disk, see open_test): the held-out images are the test
+    split instead of a validation split, so they are evaluated once per epoch, not twice."""
+    x, y = train
     val = None
     if ds_cfg.val_size:  # the last val_size training images, as in the paper's 45k/5k split
         if ds_cfg.val_size >= len(y):
             raise UserError(f"dataset.val_size={ds_cfg.val_size} leaves no training images")
         val = Split(x[-ds_cfg.val_size:].to(device), y[-ds_cfg.val_size:].to(device))
         x, y = x[: -ds_cfg.val_size], y[: -ds_cfg.val_size]
+    xt, yt = test if test is not None else (val.x, val.y)
+    val = val if test is not None else None
     n, nt = ds_cfg.train_subset or len(y), ds_cfg.test_subset or len(yt)
     shape = lambda t: torch.tensor(t, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
     return Data(

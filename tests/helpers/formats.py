@@ -59,3 +59,32 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     info = tarfile.TarInfo(name)
     info.size = len(payload)
     tar.addfile(info, io.BytesIO(payload))
+
+
+def write_cifar_binary(folder: Path, version, per_file: int, archive: bool = False,
+                       skip: tuple[str, ...] = (), seed: int = 0) -> dict:
+    """A CIFAR binary version (resexp.data.cifar_binary.BinaryVersion) with ``per_file`` random
+    records per file: the extracted folder, or the archive when ``archive``. Files named in
+    ``skip`` are left out. Returns {file: (images N x 3 x 32 x 32, all label bytes N x k)}."""
+    rng = np.random.default_rng(seed)
+    written = {}
+    for name in version.train + version.test:
+        images = rng.integers(0, 256, (per_file, 3, 32, 32), dtype=np.uint8)
+        # label bytes as the format has them: CIFAR-100 a coarse (0-19) then a fine (0-99) one
+        labels = np.stack([rng.integers(0, 20 if i < version.label_bytes - 1 else 10, per_file)
+                           for i in range(version.label_bytes)], axis=1).astype(np.uint8)
+        written[name] = (images, labels)
+    payloads = {name: np.concatenate([labels, images.reshape(per_file, -1)], axis=1).tobytes()
+                for name, (images, labels) in written.items() if name not in skip}
+    folder.mkdir(parents=True, exist_ok=True)
+    if archive:
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            for name, payload in payloads.items():
+                _add(tar, f"{version.folder}/{name}", payload)
+        (folder / version.archive).write_bytes(buf.getvalue())
+    else:
+        (folder / version.folder).mkdir(exist_ok=True)
+        for name, payload in payloads.items():
+            (folder / version.folder / name).write_bytes(payload)
+    return written

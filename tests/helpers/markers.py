@@ -30,3 +30,18 @@ def need_mnist():
             pytest.fail(f"{MNIST_DIR} lacks the MNIST *-ubyte.gz files: set RESEXP_MNIST_SOURCE=FOLDER")
         pytest.skip("put the four MNIST *-ubyte.gz files in ../shared/data/mnist or $RESEXP_MNIST_SOURCE")
     return MNIST_DIR
+
+
+# The CIFAR-10 training set in the official binary version (../shared/data/cifar10, its README
+# lists the checks); beside the repository on these machines.
+CIFAR10_DIR = Path(os.environ.get("RESEXP_CIFAR10_SOURCE",
+                                  Path(__file__).resolve().parents[2].parent / "shared" / "data" / "cifar10"))
+
+
+def need_cifar10():
+    """Skip where the CIFAR-10 binary files are absent, except in CI, which must have them."""
+    if not (CIFAR10_DIR / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
+        if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
+            pytest.fail(f"{CIFAR10_DIR} lacks cifar-10-batches-bin/: set RESEXP_CIFAR10_SOURCE=FOLDER")
+        pytest.skip("put cifar-10-batches-bin/ in ../shared/data/cifar10 or $RESEXP_CIFAR10_SOURCE")
+    return CIFAR10_DIR
