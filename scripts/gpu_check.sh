@@ -1,21 +1,26 @@
 #!/usr/bin/env bash
-# Every GPU check of resexp in one call, time-boxed to end well inside 8 minutes.
+# Every GPU check of resexp in one call; it ends inside 8 minutes and says PASS or FAIL.
 #
 #   bash scripts/gpu_check.sh --fetch-wheels   # here, with PyPI: hydra-core, omegaconf, antlr4 into .whl/
 #   bash scripts/gpu_check.sh                  # on the CUDA machine (carry .whl/ there if hydra is missing)
 #   bash scripts/gpu_check.sh --cpu-smoke      # the same steps, tiny, on the CPU: checks the script itself
+#   bash scripts/gpu_check.sh --verdict DIR    # only the verdict, over the files of an earlier run in DIR
 #
-# Steps, most important first; each is skipped once the time budget is spent:
+# Steps, most important first, each with its own cap (CAP below); the caps and the kill
+# grace of each step add up to less than the deadline, and `timeout -k` ends a hung step:
 #   1. environment (nvidia-smi, torch, cuDNN)         -> env.txt
-#   2. CUDA tests: capture, lr changes inside the graph, checkpoint restore into it,
-#      resume and divergence (tests/test_cuda.py)
-#   3. bench: graphed vs eager vs the conventional trainer (--baseline), plain/resnet 20/56/110 -> bench.csv
+#   2. CUDA tests: capture, self-check, lr changes inside the graph, checkpoint restore,
+#      BN stats and eval output against the eager step, resume and divergence (tests/test_cuda.py)
+#   3. bench: graphed vs eager vs the conventional trainer (--baseline), ResNet-20/56/110 -> bench.csv
 #   4. graphed vs eager per-step loss, first 300 steps of one seed, eager twice for the noise -> compare.csv;
-#      the same for 100 steps with train.deterministic=true, where they should be equal -> compare_det.csv
+#      the same for 100 steps with train.deterministic=true, where they must be equal -> compare_det.csv
 #   5. ResNet-1202: graphed and eager, and graphed with activation checkpointing -> deep.csv
 #   6. sweep --jobs 2 vs --jobs 1 on one GPU (both workers share it)  -> jobs.csv
-#   7. torch.compile(mode="reduce-overhead") as the alternative to our own graph (in log.txt)
-# Everything goes to $OUT (default: gpu-out/) as at most 8 files, log.txt included.
+# Then the verdict: one PASS or FAIL line per check and target, and RESULT on the last line.
+# Exit 1 when anything failed: a step's exit status, a timeout, a step not reached in time,
+# a "warning: CUDA graph ..." line (a failed capture or self-check), a row that should be
+# graphed and is not, graphed != eager under deterministic kernels, a per-step gap beyond
+# its tolerance, a missed target. Everything goes to $OUT (default: gpu-out/), log.txt included.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 MODE=${1:-gpu}
@@ -33,12 +38,118 @@ fi
 
 SMOKE=0
 [[ $MODE == --cpu-smoke ]] && SMOKE=1
+# What the verdict expects: the default step on the GPU is the graph; on the CPU the eager step.
 if (( SMOKE )); then
-  PY=${PYTHON:-.venv/bin/python}; OUT=${OUT:-/tmp/gpu-check-smoke}; DEADLINE=${DEADLINE:-300}
+  export EXPECT_STEP=eager SPEED_TARGETS="8:0" DEEP_DEPTH=14 SMOKE
 else
-  PY=${PYTHON:-python3}; OUT=${OUT:-gpu-out}; DEADLINE=${DEADLINE:-420}
+  export EXPECT_STEP=${EXPECT_STEP:-graphed} SPEED_TARGETS=${SPEED_TARGETS:-"20:4,56:3,110:3"} \
+    DEEP_DEPTH=${DEEP_DEPTH:-1202} SMOKE
+fi
+export MEM_TARGET_MB=${MEM_TARGET_MB:-6144}  # ResNet-1202 in <= 6 GB reserved, partial batch included
+
+# verdict DIR: PASS/FAIL per check from the files in DIR; exit status 1 if any failed.
+verdict() {
+  ${PY:-${PYTHON:-python3}} - "$1" <<'PY'
+import math, os, pathlib, sys
+import pandas as pd
+out, expect, smoke = pathlib.Path(sys.argv[1]), os.environ["EXPECT_STEP"], os.environ.get("SMOKE") == "1"
+failed = 0
+def say(ok, text):
+    global failed
+    ok = None if ok is None else bool(ok)  # (a numpy bool is not False)
+    failed += ok is False
+    print(f"{'PASS' if ok else 'FAIL' if ok is False else 'n/a '}  {text}")
+def read(name):
+    path = out / name
+    if not path.exists():
+        say(False, f"{name} missing (its step failed or was not reached)")
+        return None
+    return pd.read_csv(path)
+def kinds(rows, what):
+    """Rows of resexp's own step (not the baseline) must be the expected step, or eager on purpose."""
+    wrong = rows[~rows.step.isin([expect, "eager"]) & ~rows.step.str.startswith("baseline")]
+    for r in wrong.itertuples():
+        say(False, f"{what} {r.arch}-{r.depth}: step is {r.step!r}, not {expect!r}")
+    return rows[rows.step == expect]
+
+bench = read("bench.csv")
+if bench is not None:
+    mine = kinds(bench, "bench")
+    for target in os.environ["SPEED_TARGETS"].split(","):
+        depth, ratio = int(target.split(":")[0]), float(target.split(":")[1])
+        row = mine[(mine.arch == "resnet") & (mine.depth == depth)]
+        if row.empty:
+            say(False, f"resnet-{depth}: no {expect} row in bench.csv")
+        else:
+            got = row.vs_baseline.iloc[0]
+            say(got >= ratio, f"resnet-{depth}: {expect} {got:.2f}x the conventional trainer (target >= {ratio:g}x)")
+deep = read("deep.csv")
+if deep is not None:
+    mine = kinds(deep, "deep")
+    depth, limit = int(os.environ["DEEP_DEPTH"]), float(os.environ["MEM_TARGET_MB"])
+    rows = mine[mine.depth == depth]
+    if rows.empty:
+        say(False, f"resnet-{depth}: no {expect} row in deep.csv")
+    else:
+        say(bool((rows.partial_batch > 0).all()), f"resnet-{depth}: timed epochs include a partial batch "
+            f"({', '.join(map(str, rows.partial_batch))} images)")
+        best = rows.sort_values("peak_reserved_mb").iloc[0]
+        how = f"checkpoint_segments={best.checkpoint_segments}"
+        if pd.isna(best.peak_reserved_mb):
+            say(None if smoke else False, f"resnet-{depth}: no reserved memory measured ({how})")
+        else:
+            say(best.peak_reserved_mb <= limit, f"resnet-{depth}: {best.peak_reserved_mb:.0f} MB reserved at most "
+                f"({how}, {expect}; target <= {limit:.0f} MB)")
+# Per-step loss of two runs that are both right differs by the device's own noise: the
+# graphed-vs-eager gap must stay within twice the eager-vs-eager gap, plus 0.02.
+cmp = read("compare.csv")
+if cmp is not None:
+    gap, noise = cmp.graphed_vs_eager.mean(), cmp.eager_vs_eager.mean()
+    say(bool(gap <= 2 * noise + 0.02), f"graphed vs eager, {len(cmp)} steps: mean per-step loss gap {gap:.4g} "
+        f"(tolerance 2 x eager-vs-eager {noise:.4g} + 0.02)")
+det = read("compare_det.csv")
+if det is not None:
+    gap, noise = det.graphed_vs_eager.max(), det.eager_vs_eager.max()
+    say(bool(gap == 0 and noise == 0), f"graphed vs eager, train.deterministic=true, {len(det)} steps: "
+        f"max per-step loss gap {gap:.4g} (eager vs eager {noise:.4g}; both must be 0)")
+jobs = read("jobs.csv")
+if jobs is not None:
+    for jobs_n, runs in jobs.groupby("jobs"):
+        ok = (runs.status == "done").all() and (runs.train_step == expect).all()
+        if expect == "graphed":
+            ok = ok and (runs.graph_check == "passed").all()
+        say(bool(ok) and len(runs) == 2, f"sweep --jobs {jobs_n}: {len(runs)} runs "
+            f"{', '.join(f'{r.run} {r.status} {r.train_step} (self-check {r.graph_check})' for r in runs.itertuples())}")
+    if set(jobs.jobs) != {1, 2}:
+        say(False, f"jobs.csv has sweeps --jobs {sorted(set(jobs.jobs))}, not 1 and 2")
+sys.exit(1 if failed else 0)
+PY
+}
+
+if [[ $MODE == --verdict ]]; then
+  verdict "${2:?--verdict DIR}"
+  exit $?
+fi
+
+# Seconds per step; a step that does not end in time gets SIGTERM, then SIGKILL after the grace.
+declare -A CAP=([env]=10 [tests]=60 [bench]=110 [compare]=40 [compare_det]=30 [deep]=50 [deep_ckpt]=35
+                [jobs1]=30 [jobs2]=30)
+KILL_GRACE=5
+if (( SMOKE )); then
+  # A busy 2-core CPU starts each worker process slowly: twice the time, the same arithmetic.
+  PY=${PYTHON:-.venv/bin/python}; OUT=${OUT:-/tmp/gpu-check-smoke}; DEADLINE=${DEADLINE:-900}
+  for key in "${!CAP[@]}"; do CAP[$key]=$(( 2 * CAP[$key] )); done
+else
+  PY=${PYTHON:-python3}; OUT=${OUT:-gpu-out}; DEADLINE=${DEADLINE:-450}
+fi
+BUDGET=0
+for key in "${!CAP[@]}"; do BUDGET=$(( BUDGET + CAP[$key] + KILL_GRACE )); done
+if (( BUDGET >= DEADLINE )); then
+  echo "gpu_check: the step caps and kill graces add up to ${BUDGET}s, not less than the ${DEADLINE}s deadline"
+  exit 2
 fi
 mkdir -p "$OUT"
+rm -f "$OUT"/*.csv "$OUT"/env.txt
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" RESEXP_DATA=${RESEXP_DATA:-/tmp/resexp-data}
 if ! $PY -c "import hydra, omegaconf" 2>/dev/null; then
   [[ -d .whl ]] || { echo "hydra-core missing and no .whl/: run 'bash scripts/gpu_check.sh --fetch-wheels' first"; exit 2; }
@@ -48,57 +159,68 @@ fi
 exec > >(tee "$OUT/log.txt") 2>&1
 TEE_PID=$!
 R="$PY -m resexp"
+STEP_OUT=$(mktemp)
+FAILS=()
+echo "gpu_check: $MODE, deadline ${DEADLINE}s, step caps and kill graces ${BUDGET}s"
 
-# step NAME SECONDS CMD...: run CMD with at most SECONDS, and never past the DEADLINE.
+# step KEY NAME CMD...: run CMD for at most CAP[KEY] seconds, never past the deadline.
 step() {
-  local name=$1 cap=$2; shift 2
-  local left=$(( DEADLINE - SECONDS )); local limit=$(( cap < left ? cap : left ))
+  local key=$1 name=$2; shift 2
+  local left=$(( DEADLINE - SECONDS - KILL_GRACE ))
+  local limit=$(( CAP[$key] < left ? CAP[$key] : left ))
   echo "=== $name (at ${SECONDS}s, limit ${limit}s)"
-  if (( limit < 15 )); then echo "$name: SKIPPED, time budget spent"; return 0; fi
-  timeout "$limit" "$@" || echo "$name: FAILED or timed out (exit $?)"
+  if (( limit < 5 )); then FAILS+=("$name: not run, the time budget is spent"); return; fi
+  timeout -k "$KILL_GRACE" "$limit" "$@" 2>&1 | tee "$STEP_OUT"
+  local rc=${PIPESTATUS[0]}
+  if (( rc == 124 || rc == 137 )); then FAILS+=("$name: timed out after ${limit}s")
+  elif (( rc != 0 )); then FAILS+=("$name: exit status $rc"); fi
+  local warned; warned=$(grep -m1 "warning: CUDA graph" "$STEP_OUT")
+  [[ -n $warned ]] && FAILS+=("$name: $warned")
+  return 0
 }
 
 # Synthetic, learnable images of CIFAR's shape, with CIFAR's augmentation (no download).
-synthetic() {  # synthetic TRAIN_SIZE: the overrides, in the array SYN
+synthetic() {  # synthetic TRAIN_SIZE TEST_SIZE: the overrides, in the array SYN
   SYN=(dataset=synthetic dataset.channels=3 dataset.image_size=32 "dataset.mean=[0.5,0.5,0.5]"
     "dataset.std=[0.25,0.25,0.25]" dataset.augment.pad=4 dataset.augment.hflip=true
     dataset.train_args.size=$1 +dataset.train_args.channels=3 +dataset.train_args.image_size=32
-    dataset.test_args.size=1000 +dataset.test_args.channels=3 +dataset.test_args.image_size=32)
+    dataset.test_args.size=$2 +dataset.test_args.channels=3 +dataset.test_args.image_size=32)
 }
 
 if (( SMOKE )); then
-  DEPTHS=8; STEPS=2; WORKERS=0; CMP=6; CMP_DET=4; CMP_DEPTH=8; DEEP=14; DEEP_STEPS=2; SEGMENTS=2; JOBS_N=640; JOBS_IT=6
-  DEV=(train.device=cpu train.threads=1); SYN_N=264
+  DEPTHS=8; STEPS=2; WORKERS=0; CMP=6; CMP_DET=4; CMP_DEPTH=8; DEEP_STEPS=2; SEGMENTS=2; JOBS_N=264; JOBS_IT=5
+  TEST_N=200; DEV=(train.device=cpu train.threads=1); SYN_N=264
 else
-  DEPTHS=20,56,110; STEPS=50; WORKERS=4; CMP=300; CMP_DET=100; CMP_DEPTH=56; DEEP=1202; DEEP_STEPS=10; SEGMENTS=8; JOBS_N=51200; JOBS_IT=1600
-  DEV=(); SYN_N=12864   # 100 full batches of 128 and a partial one of 64 per epoch
+  DEPTHS=20,56,110; STEPS=50; WORKERS=4; CMP=300; CMP_DET=100; CMP_DEPTH=56; DEEP_STEPS=10; SEGMENTS=8
+  JOBS_N=51200; JOBS_IT=1600; TEST_N=1000; DEV=(); SYN_N=12864   # 100 full batches of 128, a partial one of 64
 fi
 
-step "environment" 60 bash -c "{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || echo 'no nvidia-smi';
+step env "environment" bash -c "{ nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader || echo 'no nvidia-smi';
   $PY -c \"import torch, sys, platform; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| cudnn', torch.backends.cudnn.version(), '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', '|', platform.processor() or platform.machine(), '|', __import__('os').cpu_count(), 'cpus')\";
   git log -1 --format='resexp commit %h %s' 2>/dev/null || true; } | tee '$OUT/env.txt'"
 
-step "CUDA tests (tests/test_cuda.py)" 90 $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py
+# (the tests of this script itself, in the same file, run on the CPU in CI)
+step tests "CUDA tests (tests/test_cuda.py)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "not gpu_check"
 
-step "bench: graphed vs eager vs conventional trainer" 200 \
-  $R bench --archs plain,resnet --depths $DEPTHS --steps $STEPS --baseline --eager --workers $WORKERS \
+step bench "bench: graphed vs eager vs conventional trainer" \
+  $R bench --archs resnet --depths $DEPTHS --steps $STEPS --baseline --eager --workers $WORKERS \
   --out "$OUT/bench.csv" dataset=cifar10 "${DEV[@]}"
 
-synthetic $SYN_N
-step "graphed vs eager, per-step loss" 120 \
+synthetic $SYN_N $TEST_N
+step compare "graphed vs eager, per-step loss" \
   $R bench --archs resnet --depths $CMP_DEPTH --compare-steps $CMP --out "$OUT/compare.csv" "${SYN[@]}" \
   train.warmup_iters=50 train.warmup_lr=0.01 train.warmup_from_depth=null train.milestone_unit=iterations "train.milestones=[200]" "${DEV[@]}"
 
 # With deterministic kernels eager reruns are bit-identical, and a replay runs the eager
-# step's kernels: graphed vs eager should then differ by nothing at all.
-step "graphed vs eager, per-step loss, train.deterministic=true" 60 \
+# step's kernels with the same lr tensor and fused SGD: graphed and eager must not differ at all.
+step compare_det "graphed vs eager, per-step loss, train.deterministic=true" \
   $R bench --archs resnet --depths $CMP_DEPTH --compare-steps $CMP_DET --out "$OUT/compare_det.csv" "${SYN[@]}" \
   train.deterministic=true "${DEV[@]}"
 
-step "deep net: graphed and eager" 120 \
-  $R bench --archs resnet --depths $DEEP --steps $DEEP_STEPS --eager --out "$OUT/deep_a.csv" dataset=cifar10 "${DEV[@]}"
-step "deep net: graphed, activation checkpointing" 90 \
-  $R bench --archs resnet --depths $DEEP --steps $DEEP_STEPS --out "$OUT/deep_b.csv" dataset=cifar10 \
+step deep "deep net: graphed and eager" \
+  $R bench --archs resnet --depths $DEEP_DEPTH --steps $DEEP_STEPS --eager --out "$OUT/deep_a.csv" dataset=cifar10 "${DEV[@]}"
+step deep_ckpt "deep net: graphed, activation checkpointing" \
+  $R bench --archs resnet --depths $DEEP_DEPTH --steps $DEEP_STEPS --out "$OUT/deep_b.csv" dataset=cifar10 \
   model.checkpoint_segments=$SEGMENTS "${DEV[@]}"
 $PY - "$OUT" <<'PY'
 import pathlib, sys
@@ -111,12 +233,12 @@ for f in ("deep_a.csv", "deep_b.csv"):
     (out / f).unlink(missing_ok=True)
 PY
 
-synthetic $JOBS_N
+synthetic $JOBS_N $TEST_N
 JOBS_CFG=(--archs plain,resnet --depths ${DEPTHS%%,*} "${SYN[@]}" train.iterations=$JOBS_IT
-  "train.milestones=[]" train.warmup_iters=0 train.eval_batch_size=500 "${DEV[@]}")
+  "train.milestones=[]" train.warmup_iters=0 train.eval_batch_size=500 train.diagnostics=off "${DEV[@]}")
 rm -rf /tmp/gpu-check-jobs1 /tmp/gpu-check-jobs2
-step "sweep --jobs 1" 75 $R sweep --jobs 1 --out /tmp/gpu-check-jobs1 "${JOBS_CFG[@]}"
-step "sweep --jobs 2 (both workers on one GPU)" 75 $R sweep --jobs 2 --out /tmp/gpu-check-jobs2 "${JOBS_CFG[@]}"
+step jobs1 "sweep --jobs 1" $R sweep --jobs 1 --out /tmp/gpu-check-jobs1 "${JOBS_CFG[@]}"
+step jobs2 "sweep --jobs 2 (both workers on one GPU)" $R sweep --jobs 2 --out /tmp/gpu-check-jobs2 "${JOBS_CFG[@]}"
 $PY - "$OUT" <<'PY'
 import json, pathlib, sys
 import pandas as pd
@@ -125,12 +247,14 @@ for jobs in (1, 2):
     for run in sorted(pathlib.Path(f"/tmp/gpu-check-jobs{jobs}").glob("*-s0")):
         m = pd.read_csv(run / "metrics.csv")
         s = json.loads((run / "summary.json").read_text())
-        rows.append({"jobs": jobs, "run": run.name, "status": s["status"], "epochs": len(m),
+        check = s.get("graph_check") or {}
+        rows.append({"jobs": jobs, "run": run.name, "status": s["status"], "train_step": s.get("train_step"),
+                     "graph_check": check.get("result", "none"), "epochs": len(m),
                      "images_per_s_last_epoch": round(m.images_per_s.iloc[-1]),
                      "wall_seconds": round(s.get("wall_seconds", float("nan")), 1)})
 table = pd.DataFrame(rows)
-table.to_csv(pathlib.Path(sys.argv[1]) / "jobs.csv", index=False)
 if len(table):
+    table.to_csv(pathlib.Path(sys.argv[1]) / "jobs.csv", index=False)
     print(table.to_string(index=False))
     total = table.groupby("jobs").images_per_s_last_epoch.sum()
     if {1, 2} <= set(total.index):
@@ -138,48 +262,29 @@ if len(table):
               f"for one run alone (mean of the two) -> {total[2] / (total[1] / 2):.2f}x")
 PY
 
-if (( ! SMOKE )); then
-  step "torch.compile(mode=reduce-overhead), resnet-56, eager step around it" 120 $PY - <<'PY'
-import time
-import torch
-from resexp.settings.compose import load_config
-from resexp.data import random_data
-from resexp.train.step import EagerStep
-from resexp.train.loop import setup, train_epoch
-
-steps = 50
-cfg = load_config(["dataset=cifar10", "model.arch=resnet", "model.depth=56", "train.cuda_graphs=false",
-                   "train.log_every=1000000"])
-s = setup(cfg, random_data(cfg.dataset, steps * cfg.train.batch_size, torch.device("cuda")))
-forward = torch.compile(s.model, mode="reduce-overhead")
-s.step = EagerStep(s.model, forward, cfg.train, s.device, s.amp, s.channels_last)
-start = time.perf_counter()
-train_epoch(cfg, s, 1, 0)
-warm = time.perf_counter() - start
-for epoch in (2, 3):
-    stats = train_epoch(cfg, s, epoch, 0)
-    print(f"reduce-overhead resnet-56: {stats['images_per_s']:.0f} img/s "
-          f"({1000 * stats['train_seconds'] / steps:.2f} ms/step; first epoch incl. compile {warm:.0f} s)")
-PY
-fi
-
-echo "=== summary (at ${SECONDS}s)"
+echo "=== tables (at ${SECONDS}s)"
 $PY - "$OUT" <<'PY'
 import pathlib, sys
 import pandas as pd
 out = pathlib.Path(sys.argv[1])
 pd.set_option("display.width", 200)
-for name, cols in (("bench.csv", ["arch", "depth", "step", "images_per_s", "ms_per_step", "peak_mem_mb", "vs_baseline",
-                                  "eval_images_per_s"]),
-                   ("deep.csv", ["arch", "depth", "step", "checkpoint_segments", "images_per_s", "ms_per_step", "peak_mem_mb"])):
+cols = ["arch", "depth", "step", "checkpoint_segments", "partial_batch", "images_per_s", "ms_per_step",
+        "peak_mem_mb", "peak_reserved_mb", "vs_baseline", "eval_images_per_s"]
+for name in ("bench.csv", "deep.csv"):
     if (out / name).exists():
-        print(pd.read_csv(out / name)[cols].to_string(index=False))
-for name in ("compare.csv", "compare_det.csv"):
-    if (out / name).exists():
-        c = pd.read_csv(out / name)
-        print(f"{name}: per-step loss over {len(c)} steps: max |graphed-eager| {c.graphed_vs_eager.max():.4g}, "
-              f"max |eager-eager| {c.eager_vs_eager.max():.4g}")
+        t = pd.read_csv(out / name)
+        print(t[[c for c in cols if c in t]].to_string(index=False))
 PY
-echo "=== done at ${SECONDS}s; files in $OUT: $(ls "$OUT" | tr '\n' ' ')"
+echo "=== verdict (at ${SECONDS}s)"
+for failure in "${FAILS[@]}"; do echo "FAIL  step $failure"; done
+verdict "$OUT"
+checks=$?
+rm -f "$STEP_OUT"
+if (( checks == 0 && ${#FAILS[@]} == 0 )); then
+  echo "RESULT: PASS (at ${SECONDS}s; files in $OUT: $(ls "$OUT" | tr '\n' ' '))"; status=0
+else
+  echo "RESULT: FAIL, ${#FAILS[@]} step(s) and the checks above marked FAIL (at ${SECONDS}s)"; status=1
+fi
 exec >&- 2>&-
 wait "$TEE_PID"  # let tee write the last lines (a bare wait would hang on the process substitution)
+exit $status

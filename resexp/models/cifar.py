@@ -14,12 +14,14 @@ convs, so depth = 6n + 2; a bottleneck block holds three, so depth = 9n + 2
 
 from __future__ import annotations
 
+import contextlib
+from functools import partial, reduce
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.checkpoint import checkpoint_sequential
+from torch.utils.checkpoint import checkpoint
 
 from resexp.errors import UserError
 
@@ -157,14 +159,52 @@ class CifarNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem_post(self.stem(x))
         if self.checkpoint_segments and self.training and torch.is_grad_enabled():
-            # No dropout or other randomness here, so the RNG state need not be saved for the
-            # recomputation; saving it reads the CUDA generator, which a CUDA graph capture forbids.
-            x = checkpoint_sequential(self.blocks, self.checkpoint_segments, x, use_reentrant=False,
-                                      preserve_rng_state=False)
+            x = self._checkpointed_blocks(x)
         else:
             x = self.blocks(x)
         x = self.head_pre(x)
         return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+    def _checkpointed_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The blocks in ``checkpoint_segments`` segments; all but the last keep only their
+        input and run again in backward (torch's checkpoint_sequential, plus the BN guard)."""
+        blocks = list(self.blocks)
+        size = len(blocks) // self.checkpoint_segments
+        cut = size * (self.checkpoint_segments - 1)
+        for start in range(0, cut, size):
+            # No dropout or other randomness here, so the RNG state need not be saved for the
+            # recomputation; saving it reads the CUDA generator, which a CUDA graph capture forbids.
+            segment = blocks[start:start + size]
+            x = checkpoint(_chain, segment, x, use_reentrant=False, preserve_rng_state=False,
+                           context_fn=partial(_recompute_context, segment))
+        return _chain(blocks[cut:], x)
+
+
+def _chain(blocks, x: torch.Tensor) -> torch.Tensor:
+    return reduce(lambda h, block: block(h), blocks, x)
+
+
+def _recompute_context(blocks):
+    """(forward, recomputation) contexts of a checkpointed segment: train-mode BN runs again
+    in backward, and must not count the batch in its running statistics a second time."""
+    return contextlib.nullcontext(), running_stats_frozen(blocks)
+
+
+@contextlib.contextmanager
+def running_stats_frozen(blocks):
+    """The BN layers of ``blocks`` normalise with the batch's statistics, with the same kernel
+    as in the forward, but add nothing to their running statistics: momentum 0 leaves them as
+    they are, and without its counter a layer does not count the batch."""
+    frozen = [m for block in blocks for m in block.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training and m.track_running_stats]
+    saved = [(m.momentum, m.num_batches_tracked) for m in frozen]
+    for m in frozen:
+        m.momentum, m.num_batches_tracked = 0.0, None
+    try:
+        yield
+    finally:
+        for m, (momentum, counter) in zip(frozen, saved):
+            m.momentum, m.num_batches_tracked = momentum, counter
 
 
 def he_init(model: nn.Module) -> None:

@@ -133,7 +133,7 @@ def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
             if not math.isfinite(mean_loss):
                 break
     if s.device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(s.device)  # the run's device, which need not be the current one
     seconds = time.perf_counter() - start
     return {"iteration": iteration, "lr": lr, "train_loss": s.step.loss_sum.item() / max(seen, 1),
             "train_err": 100.0 * s.step.wrong.item() / max(seen, 1), "train_seconds": seconds,
@@ -163,7 +163,7 @@ def base_summary(cfg, s: Setup, params: int) -> dict:
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
-        **describe(s.device, s.amp), "train_step": s.step.kind,
+        **describe(s.device, s.amp), **s.step.summary(),  # train_step, graph_check
         "torch_version": torch.__version__, "git_commit": git_commit(),
     }
 
@@ -288,7 +288,7 @@ def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Co
             monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
             at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
             console.print(epoch_line(run.name, s, row))
-            summary.update(at.summary_fields(), train_step=s.step.kind)  # graphed, or eager after a failed capture
+            summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
             if diverged(at):
                 console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
                 break

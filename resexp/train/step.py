@@ -4,36 +4,66 @@
 loss and error count to ``loss_sum`` and ``wrong`` on the device, so the loop reads
 them once per epoch and never waits for the GPU in between.
 
+Both steps build the same optimizer: torch's fused SGD reading its lr from one
+float32 tensor on the device. So the graphed and the eager step compute with the very
+same lr value and the same update kernel, and under deterministic kernels any
+difference between them is a bug, not rounding.
+
 - ``EagerStep`` is the plain loop: what runs on the CPU, and on CUDA with
   ``train.cuda_graphs=false``.
 - ``GraphedStep`` captures forward, backward, the SGD update and the two meters
-  once as a CUDA graph and replays it per batch. These small nets are bound by
-  kernel launches, not arithmetic (docs/benchmarks.md); a replay launches the whole
-  step at once. What a graph needs, and how it is met here:
+  once as a CUDA graph and replays it per batch (docs/gpu.md). These small nets are
+  bound by kernel launches, not arithmetic (docs/benchmarks.md); a replay launches the
+  whole step at once. What a graph needs, and how it is met here:
   * fixed addresses: each batch is copied into static input/target tensors; the
-    parameters, BN running stats, momentum buffers and meters are updated in place.
-  * the lr changes without a new capture: it is a one-element float32 tensor on the
-    device, which torch's fused SGD kernel reads when it runs (a Python float would be
-    baked into the graph). It is refilled only when the schedule changes it.
+    parameters, BN running stats, momentum buffers, gradients and meters are updated
+    in place.
+  * the lr changes without a new capture: the fused kernel reads the lr tensor when it
+    runs (a Python float would be baked into the graph).
+  * one device: warm-up, capture and replay run with the step's device current and on
+    a stream of that device (``bound``); ``torch.cuda.graph`` would otherwise record on
+    the current device, cuda:0, and a run on cuda:1 would capture nothing.
   * the first steps run eagerly (cudnn.benchmark's search, lazy initialisation, the
     momentum buffers), on a side stream as torch's CUDA-graph docs ask. They are real
-    training steps on real batches, so the graphed run is the eager run.
+    training steps on real batches.
+  * the graph proves itself before it trains (``self_check``): the first replay is
+    compared with an eager step from the same state on the same batch; a graph that
+    disagrees is dropped and the run goes on eagerly, with one warning line.
   * a batch of another size (an epoch's last, partial batch) runs eagerly on the same
     parameters, optimizer and lr tensor: one step in hundreds, no second graph.
-  With ``capture=False`` it is the same code minus the capture and replay, which is
-  how the CPU tests exercise everything but the CUDA calls.
+  With ``capture=False`` it is the same code minus the capture and replay (a "replay" is
+  an eager step), which is how the CPU tests exercise everything but the CUDA calls.
 """
 
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+from resexp.errors import UserError
+from resexp.train.self_check import Snapshot, compare, tolerance
+
 # Eager steps before the capture (torch's whole-network capture example uses 3).
 WARMUP_STEPS = 3
+# Fused SGD reading a tensor lr: on CUDA since torch 2.3 (pytorch#116585), on the CPU
+# since 2.4 (pytorch#123629). pyproject.toml states the same bound.
+MIN_TORCH = (2, 4)
+# What torch warns when a capture recorded nothing (it raises no error).
+EMPTY_GRAPH = re.compile(r"graph is empty", re.IGNORECASE)
+
+
+def check_torch(version: str | None = None) -> None:
+    """One clear line instead of a wrong or failing step on a torch too old for it."""
+    version = version or torch.__version__
+    found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+    if found < MIN_TORCH:
+        raise UserError(f"resexp needs torch >= {'.'.join(map(str, MIN_TORCH))} (fused SGD with a tensor "
+                        f"learning rate); this is torch {version}")
 
 
 def wants_graphs(train_cfg, device: torch.device) -> bool:
@@ -41,9 +71,25 @@ def wants_graphs(train_cfg, device: torch.device) -> bool:
     return bool(train_cfg.cuda_graphs) and device.type == "cuda"
 
 
+def resolved(device: torch.device) -> torch.device:
+    """``cuda`` (no index: a sweep worker's one visible GPU) as the index it means, so a
+    run on cuda, cuda:0 and cuda:1 takes one path through the step."""
+    if device.type == "cuda" and device.index is None:
+        return torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+def bound(device: torch.device):
+    """Make ``device`` the current CUDA device for the block (nothing on the CPU): graph
+    capture, its memory pool and replay all work on the current device."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 def make_step(train_cfg, model: torch.nn.Module, forward, device: torch.device, amp: bool,
               channels_last: bool, graphed: bool | None = None) -> Step:
     """The step ``train_cfg`` asks for on ``device`` (``graphed`` overrides the choice)."""
+    check_torch()
+    device = resolved(device)
     graphed = wants_graphs(train_cfg, device) if graphed is None else graphed
     if graphed:
         return GraphedStep(model, forward, train_cfg, device, amp, channels_last,
@@ -51,30 +97,47 @@ def make_step(train_cfg, model: torch.nn.Module, forward, device: torch.device, 
     return EagerStep(model, forward, train_cfg, device, amp, channels_last)
 
 
-def make_sgd(model: torch.nn.Module, train_cfg, lr, device: torch.device) -> torch.optim.SGD:
-    """The paper's SGD; fused on CUDA (and wherever lr is a tensor), foreach on the CPU."""
-    fused = device.type == "cuda" or isinstance(lr, torch.Tensor)
+def make_sgd(model: torch.nn.Module, train_cfg, lr: torch.Tensor) -> torch.optim.SGD:
+    """The paper's SGD, fused, with its lr read from the tensor ``lr`` (both steps)."""
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=train_cfg.momentum,
-                           weight_decay=train_cfg.weight_decay, nesterov=train_cfg.nesterov,
-                           **({"fused": True} if fused else {"foreach": True}))
+                           weight_decay=train_cfg.weight_decay, nesterov=train_cfg.nesterov, fused=True)
 
 
 class Step:
-    """What both steps share: the meters, the update itself, and checkpoint state."""
+    """What both steps share: the lr tensor, the optimizer, the meters, the update itself,
+    and checkpoint state. Called as ``step(x, y, lr)``: the plain eager step."""
 
     kind = "eager"
     autocast_cache = True
 
-    def __init__(self, model, forward, optimizer, device: torch.device, amp: bool, channels_last: bool):
-        self.model, self.forward, self.optimizer = model, forward, optimizer
+    def __init__(self, model, forward, train_cfg, device: torch.device, amp: bool, channels_last: bool):
+        self.model, self.forward = model, forward
         self.device, self.amp, self.channels_last = device, amp, channels_last
+        self.lr = torch.tensor(float(train_cfg.lr), dtype=torch.float32, device=device)
+        self.lr_value: float | None = None  # what self.lr holds, known without reading it
+        self.optimizer = make_sgd(model, train_cfg, self.lr)
         self.loss_sum = torch.zeros((), device=device)
         self.wrong = torch.zeros((), device=device, dtype=torch.long)
+        self.keep_grads = False  # True: gradients are written in place (a graph reads them)
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
+        self._set_lr(lr)
+        self._update(self._layout(x), y)
+
+    def summary(self) -> dict:
+        """The summary.json keys that say which step trained the run."""
+        return {"train_step": self.kind, "graph_check": None}
 
     def reset(self) -> None:
         """Zero the meters in place (a graph keeps adding into the same tensors)."""
         self.loss_sum.zero_()
         self.wrong.zero_()
+
+    def _set_lr(self, lr: float) -> None:
+        """Fill the lr tensor when the schedule changes it (a tiny kernel, no sync)."""
+        if lr != self.lr_value:
+            self.lr.fill_(lr)
+            self.lr_value = lr
 
     def _autocast(self):
         if self.amp:
@@ -92,19 +155,34 @@ class Step:
             loss = F.cross_entropy(out, y)
         # After the forward, not before: freeing the old gradients first made the CPU
         # allocator fault in fresh pages for the activations (about 7% slower on 2 cores).
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=not self.keep_grads)
         loss.backward()
         self.optimizer.step()
         self.loss_sum += loss.detach().float() * len(y)
         self.wrong += (out.argmax(1) != y).sum()
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor a training step changes, by name: what a self-check compares."""
+        names = {p: name for name, p in self.model.named_parameters()}
+        tensors = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        for p, state in self.optimizer.state.items():
+            if state.get("momentum_buffer") is not None:
+                tensors[f"momentum of {names[p]}"] = state["momentum_buffer"]
+        tensors.update(loss_sum=self.loss_sum, wrong=self.wrong)
+        return tensors
+
     def load_state_dict(self, state: dict) -> None:
         """Restore a checkpoint's model and optimizer into the tensors in use: parameters and
         BN buffers are copied in place (nn.Module does that), and so are momentum buffers
-        that already exist, so a captured graph goes on reading and writing the right memory."""
+        that already exist, so a captured graph goes on reading and writing the right memory.
+        The checkpoint brings the optimizer's state only: its param-group settings (a float
+        lr, foreach=True from an older run) would replace this step's fused SGD and lr tensor."""
         self.model.load_state_dict(state["model"])
+        own = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
         kept = {p: s.get("momentum_buffer") for p, s in self.optimizer.state.items()}
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, settings in zip(self.optimizer.param_groups, own):
+            group.update(settings)
         for p, buf in kept.items():
             loaded = self.optimizer.state[p].get("momentum_buffer")
             if buf is not None and loaded is not None:
@@ -113,40 +191,34 @@ class Step:
 
 
 class EagerStep(Step):
-    """The plain training step: lr set as a float, one op at a time."""
-
-    def __init__(self, model, forward, train_cfg, device, amp, channels_last):
-        super().__init__(model, forward, make_sgd(model, train_cfg, float(train_cfg.lr), device),
-                         device, amp, channels_last)
-
-    def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self._update(self._layout(x), y)
+    """The plain training step, one op at a time."""
 
 
 class GraphedStep(Step):
-    """Capture the step once, replay it per batch (see the module docstring)."""
+    """Capture the step once, check it, replay it per batch (see the module docstring)."""
 
     # Autocast's cast cache would keep bf16 weight copies made outside the capture; with
     # it off every cast is part of the graph (torch's CUDA-graph docs ask for this).
     autocast_cache = False
 
     def __init__(self, model, forward, train_cfg, device, amp, channels_last, capture: bool = True):
-        self.lr = torch.tensor(float(train_cfg.lr), dtype=torch.float32, device=device)
-        super().__init__(model, forward, make_sgd(model, train_cfg, self.lr, device),
-                         device, amp, channels_last)
+        super().__init__(model, forward, train_cfg, device, amp, channels_last)
         self.batch_size, self.capture = int(train_cfg.batch_size), capture
-        self.lr_value: float | None = None  # what self.lr holds, known without reading it
-        self.x = self.y = self.graph = self.side_stream = None
-        self.failed: str | None = None      # why the capture failed; then every step is eager
+        self.tolerance = tolerance(bool(train_cfg.deterministic))
+        self.x = self.y = self.graph = None
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.failed: str | None = None      # why the graph is not used; then every step is eager
+        self.check: dict = {"result": "not reached"}  # the self-check's outcome, for summary.json
         self.counts = {"warm-up": 0, "graph": 0, "eager": 0}
 
     @property
     def kind(self) -> str:
         if self.failed:
-            return "eager (capture failed)"
+            return f"eager ({self.failed.split(':')[0]})"
         return "graphed" if self.capture else "graphed (no capture)"
+
+    def summary(self) -> dict:
+        return {"train_step": self.kind, "graph_check": self.check}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self._set_lr(lr)
@@ -159,21 +231,12 @@ class GraphedStep(Step):
             self.counts["warm-up"] += 1
             self._warm_up()
             return
-        if self.capture and self.graph is None and not self._capture():
-            self.counts["eager"] += 1
-            self._update(self.x, self.y)
+        if self.check["result"] == "not reached":
+            trained_eagerly = not self._capture() or not self._self_check()
+            self.counts["eager" if trained_eagerly else "graph"] += 1
             return
         self.counts["graph"] += 1
-        if self.graph is not None:
-            self.graph.replay()
-        else:
-            self._update(self.x, self.y)
-
-    def _set_lr(self, lr: float) -> None:
-        """Fill the lr tensor when the schedule changes it (a tiny kernel, no sync)."""
-        if lr != self.lr_value:
-            self.lr.fill_(lr)
-            self.lr_value = lr
+        self._replay()
 
     def _stage(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Copy the batch into the static tensors the graph reads (channels_last on copy)."""
@@ -184,42 +247,105 @@ class GraphedStep(Step):
         self.y.copy_(y)
 
     def _warm_up(self) -> None:
-        if self.device.type != "cuda":
+        if self.stream is None:
             self._update(self.x, self.y)
             return
-        main = torch.cuda.current_stream(self.device)
-        if self.side_stream is None:
-            self.side_stream = torch.cuda.Stream(self.device)
-        self.side_stream.wait_stream(main)
-        with torch.cuda.stream(self.side_stream):
-            self._update(self.x, self.y)
-        main.wait_stream(self.side_stream)
+        with bound(self.device):
+            main = torch.cuda.current_stream()
+            self.stream.wait_stream(main)
+            with torch.cuda.stream(self.stream):
+                self._update(self.x, self.y)
+            main.wait_stream(self.stream)
 
     def _capture(self) -> bool:
-        """Record one step into a CUDA graph (nothing runs while recording). On failure, say
-        so in one line and train eagerly from here on: nothing of the step was applied."""
-        main = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
+        """Record one step (nothing of it runs); False, with one warning line, if that failed.
+        The lr tensor holds another value while recording: a correct graph reads the lr when
+        it replays, so only a graph that baked the lr in fails the self-check that follows."""
+        lr = self.lr_value
+        self._set_lr(lr / 2 if lr else 0.1)
         try:
-            graph = torch.cuda.CUDAGraph()
-            # Gradients allocated inside the capture live in the graph's memory pool; the
-            # replayed backward then writes them in place, so no zero_grad between replays.
+            with bound(self.device):
+                self.graph, failure = self._record(), None
+        except CaptureFailed as err:
+            failure = err
+        self._set_lr(lr)
+        if failure is not None:
+            self._give_up(f"capture failed: {failure}")
             self.optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                self._update(self.x, self.y)
-        except Exception as err:  # any capture error: eager is always a correct fallback
-            self.failed = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-            print(f"warning: CUDA graph capture failed ({self.failed}); training eagerly", file=sys.stderr)
-            if main is not None:
-                torch.cuda.set_stream(main)  # a capture that raised may not have restored it
-            self.optimizer.zero_grad(set_to_none=True)
+            self._update(self.x, self.y)  # this batch, eagerly: nothing of it was applied
             return False
-        self.graph = graph
+        self.keep_grads = self.graph is not None  # the replayed backward writes the graph's gradients
         return True
+
+    def _record(self):
+        """The CUDA graph of one step; None without capture. CaptureFailed names the error
+        that broke the capture, not the one ``capture_end`` raises after it."""
+        if not self.capture:
+            return None
+        main = torch.cuda.current_stream() if self.stream is not None else None
+        first: list[Exception] = []
+        # Gradients allocated inside the capture live in the graph's memory pool; the replayed
+        # backward then writes them in place, so no zero_grad between replays.
+        self.optimizer.zero_grad(set_to_none=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph, stream=self.stream):
+                    try:
+                        self._update(self.x, self.y)
+                    except Exception as err:
+                        first.append(err)
+                        raise
+            except Exception as err:  # any capture error: eager is always a correct fallback
+                if main is not None:
+                    torch.cuda.set_stream(main)  # a capture that raised may not have restored it
+                cause = first[0] if first else err
+                raise CaptureFailed(f"{type(cause).__name__}: {(str(cause).splitlines() or [''])[0]}") from cause
+        for w in caught:
+            if EMPTY_GRAPH.search(str(w.message)):
+                raise CaptureFailed(f"the graph is empty ({w.message})")
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return graph
+
+    def _replay(self) -> None:
+        if self.graph is None:
+            self._update(self.x, self.y)
+            return
+        with bound(self.device):
+            self.graph.replay()
+
+    def _self_check(self) -> bool:
+        """Before the graph trains: one eager step and one replay from the same state on the
+        same batch must agree (parameters, buffers, momentum, meters). Agreed: the replay was
+        this batch's step. Not: one warning line, the eager result is kept, and the run goes
+        on eagerly. True if the graph is used."""
+        before = Snapshot.of(self.state_tensors())
+        self._update(self.x, self.y)
+        eager = Snapshot.of(self.state_tensors())
+        before.restore(self.state_tensors())
+        self._replay()
+        self.check = compare(before, eager, self.state_tensors(), self.tolerance)
+        if self.check["result"] == "passed":
+            return True
+        eager.restore(self.state_tensors())
+        by = self.check["difference"]
+        self._give_up(f"self-check failed: {self.check['worst']} differs from the eager step by "
+                      f"{'all' if by is None else f'{by:.3g}'} of the step's change to it "
+                      f"(tolerance {self.check['tolerance']:g})")
+        return False
+
+    def _give_up(self, why: str) -> None:
+        """Train eagerly from here on; say why in one line."""
+        self.failed, self.graph, self.keep_grads = why, None, False
+        if self.check["result"] == "not reached":
+            self.check = {"result": "capture failed", "why": why}
+        print(f"warning: CUDA graph {why}; training eagerly", file=sys.stderr)
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        # The checkpoint's lr (a float, or a tensor of its own) must not replace the tensor the
-        # graph reads; the next step refills it from the schedule.
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr
-        self.lr_value = None
+        self.lr_value = None  # the next step refills the lr tensor from the schedule
+
+
+class CaptureFailed(RuntimeError):
+    """The capture raised, or recorded nothing."""

@@ -36,3 +36,27 @@ def addresses(s) -> list[int]:
                s.step.loss_sum, s.step.wrong]
     tensors += [state["momentum_buffer"] for state in s.optimizer.state.values()]
     return [t.data_ptr() for t in tensors]
+
+
+def state_of(s) -> dict[str, torch.Tensor]:
+    """Copies of everything a training step changes (parameters, BN running stats and
+    counters, momentum, meters), plus the eval-mode output on a fixed batch: what a broken
+    graph would get wrong even where the training loss looks right."""
+    state = {name: t.detach().clone() for name, t in s.step.state_tensors().items()}
+    x = torch.randn(16, s.data.channels, s.data.image_size, s.data.image_size,
+                    generator=torch.Generator().manual_seed(1)).to(s.device)
+    if s.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    was_training = s.model.training
+    s.model.eval()
+    with torch.no_grad():
+        state["eval-mode output"] = s.model(x).float()
+    s.model.train(was_training)
+    return state
+
+
+def state_gaps(a: dict, b: dict) -> dict[str, float]:
+    """Per tensor, the largest |a - b| relative to the largest |a| (0: bit for bit)."""
+    assert a.keys() == b.keys()
+    return {name: ((a[name].double() - b[name].double()).abs().max()
+                   / a[name].double().abs().max().clamp_min(1e-12)).item() for name in a}
