@@ -18,33 +18,35 @@ from resexp.errors import UserError
 from resexp.run.files import DamagedFile
 from resexp.run.folder import CannotWrite, RunBusy, run_name
 from resexp.run.state import Status
+from resexp.train import threads
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (its affinity mask: taskset, cgroups cpusets, SLURM)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """Cores this process may use: its affinity mask, cgroup CPU quota and SLURM job."""
+    return threads.usable_cores()
 
 
 def with_threads(cfg, jobs: int = 1):
-    """``cfg`` with train.threads decided where the user left it null: on a SLURM node the
-    job's cores (torch would otherwise take every core of the node), and in each of
-    ``jobs`` local workers its share of the usable cores (workers that each took every
-    core would fight: 3.4x slower on 2 cores). A value the user set always wins. Only
-    CPU training reads it; the thread count changes the CPU's floating-point sums, so a
-    sweep's numbers equal those of another sweep with the same train.threads."""
+    """``cfg`` with train.threads decided where the user left it null and a launcher knows
+    better than a probe: a SLURM job's own cores, and in each of ``jobs`` local workers its
+    share of the usable cores (workers that each took every core would fight: 3.4x slower
+    on 2 cores). Otherwise it stays null and setup() measures (resexp/train/threads.py). A
+    value the user set always wins. Only CPU training reads it; the thread count changes
+    the CPU's floating-point sums, so summary.json records it and what chose it."""
+    threads.set_for_next_run(None)
     if cfg.train.threads is not None:
         return cfg
     slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
     if slurm_cpus and slurm_cpus.isdigit():
-        threads = int(slurm_cpus)
+        choice = threads.Choice(int(slurm_cpus), "slurm", f"SLURM_CPUS_PER_TASK={slurm_cpus}: the job's own cores")
     elif jobs > 1:
-        threads = max(1, usable_cores() // jobs)
+        cores = usable_cores()
+        share = max(1, cores // jobs)
+        choice = threads.Choice(share, "workers", f"{jobs} runs at once share {cores} usable cores")
     else:
         return cfg
-    return OmegaConf.merge(cfg, {"train": {"threads": threads}})
+    threads.set_for_next_run(choice)
+    return OmegaConf.merge(cfg, {"train": {"threads": choice.threads}})
 
 
 def train_run(cfg, out: Path, console: Console, progress: Progress | None = None, on_epoch=None,
