@@ -49,6 +49,21 @@ def with_threads(cfg, jobs: int = 1):
     return OmegaConf.merge(cfg, {"train": {"threads": choice.threads}})
 
 
+def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool) -> str:
+    """The plan's line on CPU threads: what with_threads and setup() will do for these runs."""
+    if on_gpu and launcher_type == "local":
+        return "CPU threads: torch's default (the runs train on the GPU)"
+    if cfg.train.threads is not None:
+        return f"CPU threads: {cfg.train.threads} per run (train.threads, as set)"
+    if launcher_type == "slurm":
+        return f"CPU threads: each job's own cores (launcher.cpus_per_run={cfg.launcher.cpus_per_run})"
+    cores = usable_cores()
+    if jobs > 1:
+        return f"CPU threads: {max(1, cores // jobs)} per run ({jobs} runs at once on {cores} usable cores)"
+    return (f"CPU threads: measured at each run's start, 1 to {cores} (the fewest within 10% of the fastest: "
+            f"on cores others are using, fewer threads are often many times faster); train.threads=N fixes it")
+
+
 def train_run(cfg, out: Path, console: Console, progress: Progress | None = None, on_epoch=None,
               jobs: int = 1) -> Status:
     """fit() one run and return how it ended, so that a sweep goes on after any one run.
