@@ -29,12 +29,13 @@ WORK=$(mktemp -d) PIDS=()
 stop_load() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); }
 KEEP=${KEEP:-}  # a folder to keep the raw CSVs in
 trap 'stop_load; [ -n "$KEEP" ] && mkdir -p "$KEEP" && cp "$WORK"/*.csv "$KEEP"/ 2>/dev/null; rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/before" "$WORK/cwd"
+mkdir -p "$WORK/before" "$WORK/now" "$WORK/cwd"
 git archive "$REF" | tar -x -C "$WORK/before"
+cp -r "$HERE/resexp" "$WORK/now/"  # this checkout as it is now: later edits do not leak into the timings
 CORES=$("$PY" -c "from resexp.train.threads import usable_cores; print(usable_cores())")
 cd "$WORK/cwd"  # python puts the working folder first on sys.path: keep it neutral
 
-code_of() { [ "$1" = before ] && echo "$WORK/before" || echo "$HERE"; }
+code_of() { [ "$1" = before ] && echo "$WORK/before" || echo "$WORK/now"; }
 extra_of() { case $1 in 1thread) echo "train.threads=1" ;; *) echo "" ;; esac; }
 timed() {  # LABEL CMD...: wall seconds into $WORK/times.csv, or CAP+ if stopped
   local label=$1; shift

@@ -3,22 +3,33 @@ recorded in summary.json. Timings and core counts are injected: nothing here is 
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from helpers.cli import TINY
+from omegaconf import OmegaConf
 
 from resexp.settings.compose import load_config
 from resexp.sweep import task
 from resexp.train import threads
 
 
+@pytest.fixture(scope="module")
+def free_cfg():
+    """The tiny run with train.threads left null, as shipped (composed once: Hydra is slow)."""
+    return load_config([o for o in TINY if not o.startswith("train.threads")])
+
+
 def fake_steps(seconds: dict[int, list[float]]):
-    """time_step(n) giving each count's timings in turn; records the calls."""
+    """time_step(n, limit) giving each count's timings in turn (inf past the limit, as a
+    stopped pass); records the calls."""
     calls, left = [], {n: list(v) for n, v in seconds.items()}
 
-    def time_step(n: int) -> float:
+    def time_step(n: int, limit: float = math.inf) -> float:
         calls.append(n)
-        return left[n].pop(0) if len(left[n]) > 1 else left[n][0]
+        value = left[n].pop(0) if len(left[n]) > 1 else left[n][0]
+        return value if value <= limit else math.inf
     return time_step, calls
 
 
@@ -30,7 +41,7 @@ def test_on_busy_cores_the_probe_takes_one_thread_and_stops_timing_the_slow_coun
     step, calls = fake_steps({1: [0.12, 0.10], 2: [1.5]})  # 2 threads 15x slower, as measured loaded
     choice = threads.probe(step, [1, 2], clock=still_clock)
     assert (choice.threads, choice.policy) == (1, "probe")
-    assert calls.count(2) == 1 and "1 thread 120 ms, 2 threads 1500 ms" in choice.why
+    assert calls.count(2) == 1 and "1 thread 120 ms, 2 threads over 240 ms (stopped)" in choice.why
 
 
 def test_idle_cores_keep_every_thread_when_they_pay():
@@ -86,8 +97,8 @@ def test_a_set_count_or_a_gpu_run_is_never_probed():
     assert threads.choose(None, "cpu", never_timed, cores=1, load=0.0).threads == 1
 
 
-def test_a_workers_share_is_recorded_as_such_and_not_as_the_users(monkeypatch):
-    cfg = load_config([o for o in TINY if not o.startswith("train.threads")])
+def test_a_workers_share_is_recorded_as_such_and_not_as_the_users(monkeypatch, free_cfg):
+    cfg = free_cfg
     monkeypatch.setattr(task, "usable_cores", lambda: 4)
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
     shared = task.with_threads(cfg, jobs=2)
@@ -100,12 +111,13 @@ def test_a_workers_share_is_recorded_as_such_and_not_as_the_users(monkeypatch):
     assert threads.choose(2, "cpu", never_timed).policy == "user"
 
 
-def test_the_plan_says_how_threads_are_chosen(monkeypatch):
+def test_the_plan_says_how_threads_are_chosen(monkeypatch, free_cfg):
     monkeypatch.setattr(task, "usable_cores", lambda: 4)
-    free = load_config([o for o in TINY if not o.startswith("train.threads")])
+    free = free_cfg
     assert "1 per run (4 runs at once on 4 usable cores)" in task.planned_threads(free, "local", 4, False)
     assert "measured at each run's start, 1 to 4" in task.planned_threads(free, "local", 1, False)
-    assert "1 per run (train.threads, as set)" in task.planned_threads(load_config(TINY), "local", 4, False)
+    pinned = OmegaConf.merge(free, {"train": {"threads": 1}})
+    assert "1 per run (train.threads, as set)" in task.planned_threads(pinned, "local", 4, False)
     assert "GPU" in task.planned_threads(free, "local", 1, True)
 
 
@@ -115,18 +127,19 @@ def test_the_probe_leaves_the_model_and_the_random_stream_alone():
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
     time_step = threads.model_timer(model, 4, (1, 8, 8), 10, amp=False, channels_last=True)
-    assert time_step(1) > 0 and torch.get_num_threads() == 1
+    assert 0 < time_step(1) < math.inf and torch.get_num_threads() == 1
+    assert time_step(1, limit=0.0) == math.inf  # stopped at its first layer
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert torch.equal(rng, torch.get_rng_state()) and all(p.grad is None for p in model.parameters())
 
 
-def test_a_default_cpu_run_records_the_probes_choice(tmp_path, monkeypatch):
+def test_a_default_cpu_run_records_the_probes_choice(tmp_path, monkeypatch, free_cfg):
     """The shipped default (train.threads null) through fit: the probe's timings are given."""
     from resexp.train.loop import fit
     monkeypatch.setattr(threads, "usable_cores", lambda: 2)
     monkeypatch.setattr(threads, "_load_average", lambda: 5.6)
     monkeypatch.setattr(threads, "model_timer", lambda *a: fake_steps({1: [0.1], 2: [1.2]})[0])
-    cfg = load_config([o for o in TINY if not o.startswith("train.threads")] + ["train.epochs=1"])
-    summary = fit(cfg, tmp_path / "out")
+    summary = fit(OmegaConf.merge(free_cfg, {"train": {"epochs": 1}}), tmp_path / "out")
     assert (summary["torch_threads"], summary["threads_policy"]) == (1, "probe")
-    assert summary["threads_why"] == "fastest step of a short probe: 1 thread 100 ms, 2 threads 1200 ms"
+    assert summary["threads_why"] == ("fastest forward pass of a short probe: 1 thread 100 ms, "
+                                      "2 threads over 200 ms (stopped)")

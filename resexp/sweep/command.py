@@ -53,7 +53,9 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     todo = [r for r in runs if r.to_train]
     if todo:
         on_gpu = how.type == "local" and device_of(todo[0].cfg.train.device).type == "cuda"
-        console.print(planned_threads(todo[0].cfg, how.type, min(how.jobs, len(todo)), on_gpu))
+        jobs = min(how.jobs, len(todo))
+        deepest = max(todo, key=lambda r: r.depth).cfg  # its probe shows what the load allows now
+        console.print(planned_threads(deepest, how.type, jobs, on_gpu, probe_now=dry_run and how.type == "local"))
     if dry_run:
         console.print(launcher.dry_run(how, runs, out) or "")
         return SweepOutcome(out, runs, None)

@@ -49,8 +49,9 @@ def with_threads(cfg, jobs: int = 1):
     return OmegaConf.merge(cfg, {"train": {"threads": choice.threads}})
 
 
-def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool) -> str:
-    """The plan's line on CPU threads: what with_threads and setup() will do for these runs."""
+def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool, probe_now: bool = False) -> str:
+    """The plan's line on CPU threads: what with_threads and setup() will do for these runs;
+    with ``probe_now``, also what the probe picks for ``cfg``'s run at this moment."""
     if on_gpu and launcher_type == "local":
         return "CPU threads: torch's default (the runs train on the GPU)"
     if cfg.train.threads is not None:
@@ -60,8 +61,27 @@ def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool) -> str:
     cores = usable_cores()
     if jobs > 1:
         return f"CPU threads: {max(1, cores // jobs)} per run ({jobs} runs at once on {cores} usable cores)"
-    return (f"CPU threads: measured at each run's start, 1 to {cores} (the fewest within 10% of the fastest: "
+    line = (f"CPU threads: measured at each run's start, 1 to {cores} (the fewest within 10% of the fastest: "
             f"on cores others are using, fewer threads are often many times faster); train.threads=N fixes it")
+    if probe_now:
+        choice = probe_here(cfg)
+        line += f"\n  now, for {run_name(cfg.model.arch, cfg.model.depth, cfg.seed)}: {choice.threads} ({choice.why})"
+    return line
+
+
+def probe_here(cfg) -> threads.Choice:
+    """The probe of setup() for ``cfg``'s model on one random batch, torch's count left as it was."""
+    import torch
+
+    from resexp.data import random_data
+    from resexp.train.loop import pick_device, setup
+
+    before = torch.get_num_threads()
+    try:
+        setup(cfg, random_data(cfg.dataset, cfg.train.batch_size, pick_device(cfg.train.device)))
+        return threads.current()
+    finally:
+        torch.set_num_threads(before)
 
 
 def train_run(cfg, out: Path, console: Console, progress: Progress | None = None, on_epoch=None,

@@ -6,9 +6,11 @@ operations per step: a run with as many threads as cores then went 6-50x slower 
 the same run on one thread (docs/benchmarks.md, "Threads on a busy machine"). Idle, the
 cores' parallelism pays (about 1.4x for resnet-20 at batch 32 on 2 cores). So the count
 is measured, not assumed: where the user left ``train.threads`` null, a CPU run times a
-few forward+backward passes of a copy of its own model at one thread, at all usable
-cores, and at the cores the load average leaves free, alternated, and takes the fewest
-threads within 10% of the fastest. The choice and its timings go into summary.json.
+few forward passes of a copy of its own model at one thread, at all usable cores, and at
+the cores the load average leaves free, alternated, and takes the fewest threads within
+10% of the fastest. A count that falls behind is stopped mid-pass, so the probe costs
+about two passes on one thread however busy the cores are. The choice and its timings
+go into summary.json.
 
 The count changes the order of floating-point sums, so a run's numbers depend on it;
 ``train.threads`` set by the user (or a sweep's worker share, a SLURM job's cores) is
@@ -28,7 +30,7 @@ from typing import Callable
 PROBE_BUDGET_S = 2.0  # the probe stops alternating after this (each count timed at least once)
 PROBE_ROUNDS = 3      # at most this many timings of each count; the fastest of each is compared
 MARGIN = 1.1          # more threads must be at least this much faster to be taken
-GIVE_UP = 3.0         # a count this much slower than the best so far is not timed again
+GIVE_UP = 2.0         # a count is stopped at this many times the best so far, and not timed again
 
 
 @dataclass(frozen=True)
@@ -96,32 +98,47 @@ def candidates(cores: int, load: float | None) -> list[int]:
     return sorted({1, free, cores})
 
 
-def probe(time_step: Callable[[int], float], counts: list[int], budget_s: float = PROBE_BUDGET_S,
+def probe(time_step: Callable[[int, float], float], counts: list[int], budget_s: float = PROBE_BUDGET_S,
           clock: Callable[[], float] = time.perf_counter) -> Choice:
-    """Time ``time_step(n)`` (seconds of one step on n threads) for each count in turn, up to
-    PROBE_ROUNDS rounds or ``budget_s``; the fewest threads within MARGIN of the fastest
-    win. A count GIVE_UP times slower than the best so far is dropped (on busy cores, many
-    threads can take seconds a step). The first timing of each count holds warm-up costs;
-    the fastest of each is compared, so it counts only where nothing else was timed."""
+    """Time ``time_step(n, limit)`` (seconds of one pass on n threads, or inf where it was
+    stopped after ``limit`` seconds) for each count in turn, up to PROBE_ROUNDS rounds or
+    ``budget_s``; the fewest threads within MARGIN of the fastest win. A count is stopped,
+    and not timed again, once it takes GIVE_UP times the best so far: on busy cores many
+    threads can take seconds a pass, and waiting for it would cost more than the probe
+    saves. The first timing of each count holds warm-up costs; the fastest of each is
+    compared."""
     best: dict[int, float] = {}
+    stopped: dict[int, float] = {}
     start, live = clock(), list(counts)
     for _ in range(PROBE_ROUNDS):
         for n in list(live):
-            seconds = time_step(n)
-            best[n] = min(best.get(n, math.inf), seconds)
-            if seconds > GIVE_UP * min(best.values()):
+            limit = GIVE_UP * min(best.values()) if best else math.inf
+            seconds = time_step(n, limit)
+            if seconds > limit:
+                stopped[n] = limit
                 live.remove(n)
+            else:
+                best[n] = min(best.get(n, math.inf), seconds)
         if clock() - start > budget_s or len(live) < 2:
             break
     fastest = min(best.values())
     threads = min(n for n, s in best.items() if s <= fastest * MARGIN)
-    timings = ", ".join(f"{n} thread{'s' if n > 1 else ''} {1000 * s:.0f} ms" for n, s in sorted(best.items()))
-    return Choice(threads, "probe", f"fastest step of a short probe: {timings}")
+    timings = [(n, f"{1000 * s:.0f} ms") for n, s in best.items() if n not in stopped]
+    timings += [(n, f"over {1000 * s:.0f} ms (stopped)") for n, s in stopped.items()]
+    text = ", ".join(f"{n} thread{'s' if n > 1 else ''} {t}" for n, t in sorted(timings))
+    return Choice(threads, "probe", f"fastest forward pass of a short probe: {text}")
+
+
+class _TooSlow(Exception):
+    pass
 
 
 def model_timer(model, batch: int, shape: tuple[int, ...], classes: int, amp: bool, channels_last: bool):
-    """``time_step(n)``: one forward and backward pass of a copy of ``model`` on n threads,
-    on a fixed random batch (its own generator: the run's random stream is untouched)."""
+    """``time_step(n, limit)``: one forward pass (with autograd recording, as in training)
+    of a copy of ``model`` on n threads, on a fixed random batch (its own generator: the
+    run's random stream is untouched); stopped between two layers once it has taken
+    ``limit`` seconds (then inf). The backward pass runs the same kind of kernels, twice
+    over: the forward alone ranks the counts at a third of the cost."""
     import torch
     import torch.nn.functional as F
 
@@ -130,14 +147,25 @@ def model_timer(model, batch: int, shape: tuple[int, ...], classes: int, amp: bo
     x, y = torch.randn(batch, *shape, generator=gen), torch.randint(classes, (batch,), generator=gen)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
+    deadline = [math.inf]
 
-    def time_step(n: int) -> float:
+    def check(*_):
+        if time.perf_counter() > deadline[0]:
+            raise _TooSlow
+
+    for m in copy.modules():
+        if not any(True for _ in m.children()):
+            m.register_forward_pre_hook(check)
+
+    def time_step(n: int, limit: float = math.inf) -> float:
         torch.set_num_threads(n)
         begin = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
-            loss = F.cross_entropy(copy(x).float(), y)
-        loss.backward()
-        copy.zero_grad(set_to_none=True)
+        deadline[0] = begin + limit
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                F.cross_entropy(copy(x).float(), y).item()
+        except _TooSlow:
+            return math.inf
         return time.perf_counter() - begin
 
     return time_step
@@ -184,6 +212,11 @@ def set_for_next_run(choice: Choice) -> None:
     """A launcher's count for the run it is about to train (task.py): setup() records its
     reason instead of calling it the user's."""
     _Process.pending = choice
+
+
+def current() -> Choice | None:
+    """The last count resexp set in this process, and why."""
+    return _Process.current
 
 
 def recorded() -> dict:
