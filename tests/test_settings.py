@@ -186,25 +186,60 @@ def test_estimates_from_other_runs_are_within_2x_of_the_committed_times(tmp_path
 
 def test_a_dry_run_with_no_runs_times_each_architecture_at_its_extreme_depths(tmp_path, monkeypatch):
     """With no run to go by, each arch is timed at its smallest and largest planned depth
-    (bench's loop) and the other depths come from the line through those two. The speed
-    itself is machine-dependent, so the timings are given here; how close the estimate
-    comes on a real machine is a benchmark (docs/benchmarks.md), not a test."""
+    (bench's loop, on one thread: busy cores must not stretch the timing tenfold) and the
+    other depths come from the line through those two. The speed itself is
+    machine-dependent, so the timings are given here; how close the estimate comes on a
+    real machine is a benchmark (docs/benchmarks.md), not a test."""
     import resexp.tools.bench
     timed = []
 
     def fake_bench(cfg, steps):
-        timed.append((cfg.model.arch, cfg.model.depth))
+        timed.append((cfg.model.arch, cfg.model.depth, cfg.train.threads))
         return {"ms_per_step": {"plain": 1.0, "resnet": 2.0}[cfg.model.arch] * (10 + cfg.model.depth)}
 
     monkeypatch.setattr(resexp.tools.bench, "bench_one", fake_bench)
     spec, out = sw.resolve_spec(None, None, None, ["experiment=quick_fashion"], tmp_path / "qf")
     runs = sw.plan(spec, out)
-    basis = sw.estimate_costs(runs, out, spec.run_config)
-    assert basis == "plain, resnet timed for a few steps here"
-    assert sorted(timed) == [("plain", 8), ("plain", 56), ("resnet", 8), ("resnet", 56)]  # not 20
+    basis = sw.estimate_costs(runs, out, time_here=True)
+    assert basis.startswith("plain, resnet timed here for 3 steps on 1 thread")
+    assert sorted(timed) == [("plain", 8, 1), ("plain", 56, 1), ("resnet", 8, 1), ("resnet", 56, 1)]  # not 20
     for r in runs:  # 2,500 steps, 10 epochs of 2,000 test images at a third of a step per image
         step = {"plain": 1.0, "resnet": 2.0}[r.arch] * (10 + r.depth) / 1000
-        assert r.cost_s == pytest.approx(2500 * step + 10 * 2000 * step / 32 / 3)
+        assert r.estimated and r.cost_s == pytest.approx(2500 * step + 10 * 2000 * step / 32 / 3)
+
+
+def test_a_dry_run_times_no_more_archs_once_its_time_budget_is_spent(tmp_path, monkeypatch):
+    """The clock is injected: after the first arch's timings it reads past the budget, so
+    the second arch is not timed and its runs are shown as not estimated."""
+    import resexp.tools.bench
+    monkeypatch.setattr(resexp.tools.bench, "bench_one", lambda cfg, steps: {"ms_per_step": 10.0})
+    ticks = iter([0.0, 0.0, estimate.TIMING_BUDGET_S + 1, estimate.TIMING_BUDGET_S + 1])
+    spec, out = sw.resolve_spec(None, [8, 20], None, ["experiment=quick_fashion"], tmp_path / "qf")
+    runs = sw.plan(spec, out)
+    basis = sw.estimate_costs(runs, out, time_here=True, clock=lambda: next(ticks))
+    assert basis.startswith("plain timed here")
+    assert [r.estimated for r in runs] == [True, True, False, False]
+    plan = sw.format_plan(runs, basis)
+    assert [line.split()[-1] for line in plan.splitlines()[3:5]] == ["?", "?"]
+    assert "for 2 of them (2 not estimated: no resnet run to go by)" in plan
+
+
+def test_a_resumed_sweep_never_prints_a_relative_cost_as_seconds(tmp_path):
+    """A sweep stopped after plain-8 finished, rerun without --dry-run (nothing timed):
+    plain-20's speed comes from plain-8's run, resnet has none. Once resnet's placeholder
+    line (one second per layer per step) was printed as 13m52s of a sweep that took 41 s."""
+    from resexp.train.loop import fit
+
+    spec, out = sw.resolve_spec(["plain", "resnet"], [8, 20], None, SWEEP_TINY, tmp_path / "sweep")
+    fit(spec.run_config("plain", 8), out)
+    runs = sw.plan(spec, out)
+    plan = sw.format_plan(runs, sw.estimate_costs(runs, out))
+    est = {line.split()[0]: line.split()[-1] for line in plan.splitlines()[1:5]}
+    assert est["resnet-8-s0"] == est["resnet-20-s0"] == "?"
+    assert [r.estimated for r in runs] == [False, True, False, False]  # plain-8 is done
+    assert all(r.cost_s > 0 for r in runs[1:])  # resnet's still weigh on a progress bar
+    assert 0 < runs[1].cost_s < 60 and est["plain-20-s0"] == sw._hms(runs[1].cost_s)
+    assert f"about {sw._hms(runs[1].cost_s)} for 1 of them (2 not estimated: no resnet run to go by)" in plan
 
 
 def test_fit_line_recovers_a_line_and_falls_back_sensibly():

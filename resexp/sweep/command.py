@@ -8,9 +8,11 @@ from typing import Sequence
 
 from rich.console import Console
 
+from resexp.models.footprint import device_of
 from resexp.run.state import Status
 from resexp.sweep import launch as launchers
 from resexp.sweep import plan as sw
+from resexp.sweep.task import planned_threads
 
 
 @dataclass
@@ -46,8 +48,14 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     how = launchers.pick(runs, jobs, wait, spec.config_dirs)
     launcher = launchers.module(how)
     # Steps are timed here only for runs trained here: a login node says nothing of a GPU node.
-    basis = sw.estimate_costs(runs, out, spec.run_config if dry_run and how.type == "local" else None)
+    basis = sw.estimate_costs(runs, out, time_here=dry_run and how.type == "local")
     console.print(sw.format_plan(runs, basis))
+    todo = [r for r in runs if r.to_train]
+    if todo:
+        on_gpu = how.type == "local" and device_of(todo[0].cfg.train.device).type == "cuda"
+        jobs = min(how.jobs, len(todo))
+        deepest = max(todo, key=lambda r: r.depth).cfg  # its probe shows what the load allows now
+        console.print(planned_threads(deepest, how.type, jobs, on_gpu, probe_now=dry_run and how.type == "local"))
     if dry_run:
         console.print(launcher.dry_run(how, runs, out) or "")
         return SweepOutcome(out, runs, None)

@@ -6,11 +6,14 @@ augmentation, the optimiser call). Each architecture's line is fitted to the
 seconds per step of runs that already trained in the sweep folder (their
 ``images_per_s``); an architecture with none is timed for a few steps at its
 smallest and largest planned depth (``resexp bench``'s loop on random images of
-the dataset's shape). An evaluation pass is counted as a third of a training step
-per image (a forward without the backward).
+the dataset's shape): three steps after three of warm-up, on one thread, so that
+cores others are using do not stretch the timing tenfold (docs/threads.md), and
+within a time budget; an arch left over when it is spent is not estimated. An
+evaluation pass is counted as a third of a training step per image (a forward
+without the backward).
 
-The estimate is honest about its basis: ``plan.estimate_costs`` returns which runs or
-timings it came from, and the plan's footer prints it.
+The estimate is honest about its basis: plan.estimate_costs says which runs or
+timings it came from and how far to trust it, and the plan prints that.
 """
 
 from __future__ import annotations
@@ -59,12 +62,24 @@ def measured_points(folder: Path, batch_size: int) -> dict[str, list[tuple[int, 
     return points
 
 
-def timed_points(cfg_for, arch: str, depths: list[int], steps: int = 5) -> list[tuple[int, float]]:
-    """(depth, seconds per step) for ``arch`` at its smallest and largest depth, timed here.
-    ``cfg_for(arch, depth)`` gives the run config."""
+TIMED_STEPS = 3     # timed steps per depth, after as many of warm-up
+TIMING_BUDGET_S = 20.0  # all timings of one plan; an arch not begun by then is not estimated
+
+
+def timed_points(cfgs: dict[int, object], steps: int = TIMED_STEPS) -> list[tuple[int, float]]:
+    """(depth, seconds per step) of one arch at its smallest and largest depth, timed here
+    on one thread; ``cfgs`` maps each planned depth to its run config."""
+    from omegaconf import OmegaConf
+
     from resexp.tools.bench import bench_one  # torch and the trainer: only when a timing is needed
-    picks = sorted({min(depths), max(depths)})
-    return [(d, bench_one(cfg_for(arch, d), steps)["ms_per_step"] / 1000) for d in picks]
+    picks = sorted({min(cfgs), max(cfgs)})
+    return [(d, bench_one(OmegaConf.merge(cfgs[d], {"train": {"threads": 1}}), steps)["ms_per_step"] / 1000)
+            for d in picks]
+
+
+def mean_line(lines: list[Line]) -> Line:
+    """An arch with no speed of its own, for a progress bar's weights only: the others' mean."""
+    return Line(sum(x.a for x in lines) / len(lines), sum(x.b for x in lines) / len(lines))
 
 
 def run_seconds(line: Line, depth: int, iterations: int, epochs: int, batch_size: int,

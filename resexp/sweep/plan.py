@@ -8,6 +8,8 @@ alone continues it.
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -25,7 +27,16 @@ from resexp.run.state import Status
 from resexp.settings import trust
 from resexp.settings.compose import config_groups, extra_config_dirs, load_config, merge_overrides, parse_overrides
 from resexp.sweep.launch import is_launcher_override
-from resexp.sweep.estimate import fit_line, measured_points, run_seconds, timed_points
+from resexp.sweep.estimate import (
+    TIMED_STEPS,
+    TIMING_BUDGET_S,
+    fit_line,
+    mean_line,
+    measured_points,
+    run_seconds,
+    timed_points,
+)
+from resexp.sweep.task import usable_cores
 from resexp.train.schedule import make_schedule
 
 SWEEP_FILE = "sweep.yaml"
@@ -69,7 +80,8 @@ class PlannedRun:
     state: RunState
     epochs_planned: int
     iterations: int      # planned total
-    cost_s: float = 0.0  # estimated seconds still to train (estimate.py)
+    cost_s: float = 0.0  # estimated seconds still to train (estimate.py); a weight only unless estimated
+    estimated: bool = False  # cost_s is in seconds, from measured or timed speeds
 
     arch = property(lambda self: self.cfg.model.arch)
     depth = property(lambda self: self.cfg.model.depth)
@@ -246,45 +258,75 @@ def _planned(cfg, out: Path) -> PlannedRun:
     return PlannedRun(cfg, run, run.state(), sched.epochs, sched.total_iters)
 
 
-def estimate_costs(runs: list[PlannedRun], out: Path, cfg_for=None) -> str | None:
+def estimate_costs(runs: list[PlannedRun], out: Path, time_here: bool = False,
+                   clock=time.perf_counter) -> str | None:
     """Set each run's ``cost_s`` (seconds still to train) and return what the figures
-    rest on. Speeds: runs already in ``out``; else, with ``cfg_for(arch, depth)``
-    (SweepSpec.run_config), a few steps timed here (estimate.py); else None, and the
-    costs are relative only (weights for a progress bar)."""
+    rest on and how far to trust them. Speeds: runs already in ``out``; else, with
+    ``time_here``, a few steps timed here on one thread while the time budget lasts
+    (estimate.py). An arch with neither is not estimated
+    (``estimated`` False): its cost_s only weighs it on a progress bar, never printed."""
     todo = [r for r in runs if r.to_train]
     if not todo:
         return None
     batch = todo[0].cfg.train.batch_size
-    points, timed = measured_points(out, batch), []
+    points, timed, start = measured_points(out, batch), [], clock()
     for arch in dict.fromkeys(r.arch for r in todo):
-        if arch not in points and cfg_for is not None:
-            points[arch] = timed_points(cfg_for, arch, [r.depth for r in todo if r.arch == arch])
+        if arch not in points and time_here and clock() - start < TIMING_BUDGET_S:
+            points[arch] = timed_points({r.depth: r.cfg for r in todo if r.arch == arch})
             timed.append(arch)
     lines = {arch: fit_line(p) for arch, p in points.items()}
+    stand_in = mean_line(list(lines.values())) if lines else fit_line([(1, 1.0)])  # a weight, not seconds
     for r in todo:
         ds = r.cfg.dataset
         eval_images = (ds.test_subset or ds.test_size) + ds.val_size
-        line = lines.get(r.arch, fit_line([(1, 1.0)]))  # unknown speed: depth stands in (relative)
-
-        r.cost_s = run_seconds(line, r.depth, r.iterations - r.iterations_done,
+        r.estimated = r.arch in lines
+        r.cost_s = run_seconds(lines.get(r.arch, stand_in), r.depth, r.iterations - r.iterations_done,
                                r.epochs_planned - r.epochs_done, batch, eval_images)
+    return _basis(out, points, timed, clock() - start)
+
+
+def _basis(out: Path, points: dict, timed: list[str], timing_s: float) -> str | None:
+    """Where the estimate comes from, and how sure it is."""
     measured = sorted(set(points) - set(timed))
-    parts = [f"speeds of the runs in {out} ({', '.join(measured)})"] if measured else []
+    parts = []
+    if measured:
+        count = sum(len(points[a]) for a in measured)
+        parts.append(f"speeds of the runs in {out} ({', '.join(measured)}; {count} run{'s' * (count > 1)}): "
+                     f"within 2x on the committed sweeps")
     if timed:
-        parts.append(f"{', '.join(timed)} timed for a few steps here")
-    return " and ".join(parts) or None
+        parts.append(f"{', '.join(timed)} timed here for {TIMED_STEPS} steps on 1 thread in {timing_s:.0f} s"
+                     f"{_load_note()}: a rough guess, within about 2x on an idle machine")
+    return "; ".join(parts) or None
+
+
+def _load_note() -> str:
+    """The machine's load while it timed: cores others use slow the runs down as well."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return ""
+    cores = usable_cores()
+    return f", load {load:.1f} on {cores} cores: busier or idler cores move it" if load >= cores / 2 else ""
 
 
 def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     lines = [f"{'run':<22} {'state':<9} {'epochs':>9} {'iters':>7} {'est.':>8}"]
     for r in runs:
+        est = _hms(r.cost_s) if r.estimated or not r.to_train and basis else ("?" if basis else "-")
         lines.append(f"{r.name:<22} {r.status:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
-                     f"{r.iterations:>7} {_hms(r.cost_s) if basis else '-':>8}")
+                     f"{r.iterations:>7} {est:>8}")
     for r in runs:
         if r.status == Status.DAMAGED:
             lines.append(f"{r.name} is damaged: {r.state.problem}; {r.state.advice}")
     todo = [r for r in runs if r.to_train]
-    total = f", about {_hms(sum(r.cost_s for r in todo))} (from {basis})" if basis else ""
+    known, unknown = [r for r in todo if r.estimated], [r for r in todo if not r.estimated]
+    total = ""
+    if basis and known:
+        total = f", about {_hms(sum(r.cost_s for r in known))}"
+        if unknown:
+            archs = ", ".join(dict.fromkeys(r.arch for r in unknown))
+            total += f" for {len(known)} of them ({len(unknown)} not estimated: no {archs} run to go by)"
+        total += f" (from {basis})"
     lines.append(f"{len(runs)} runs, {len(todo)} to train{total}")
     return "\n".join(lines)
 

@@ -38,6 +38,7 @@ from resexp.run.folder import (
     run_name,
     writing,
 )
+from resexp.train import threads
 from resexp.train.environment import describe, make_deterministic
 from resexp.train.schedule import Schedule, make_schedule
 from resexp.train.step import Step, make_step
@@ -102,6 +103,7 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
     forward = torch.compile(model) if (t.compile and cuda) else model
     amp = bool(t.amp) and bf16_is_fast(device)
     step = make_step(t, model, forward, device, amp, channels_last, graphed)
+    threads.settle(t.threads, device, model, data, t.batch_size, amp, channels_last)  # the user's, or measured
     return Setup(device, data, model, forward, step.optimizer, make_schedule(t, ipe, cfg.model.depth),
                  amp=amp, channels_last=channels_last, step=step)
 

@@ -1,0 +1,237 @@
+"""How many CPU threads a run computes with, and why.
+
+Every intra-op operation of torch on the CPU waits for all of its threads. On a machine
+whose cores others are using, one descheduled thread stalls each of thousands of small
+operations per step: a run with as many threads as cores then went 6-50x slower than
+the same run on one thread (docs/benchmarks.md, "Threads on a busy machine"). Idle, the
+cores' parallelism pays (about 1.4x for resnet-20 at batch 32 on 2 cores). So the count
+is measured, not assumed: where the user left ``train.threads`` null, a CPU run times a
+few forward passes of a copy of its own model at one thread, at all usable cores, and at
+the cores the load average leaves free, alternated, and takes the fewest threads within
+10% of the fastest. A count that falls behind is stopped mid-pass, so the probe costs
+about two passes on one thread however busy the cores are. The choice and its timings
+go into summary.json.
+
+The count changes the order of floating-point sums, so a run's numbers depend on it;
+``train.threads`` set by the user (or a sweep's worker share, a SLURM job's cores) is
+used as it is, without a probe.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from copy import deepcopy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+PROBE_BUDGET_S = 2.0  # the probe stops alternating after this (each count timed at least once)
+PROBE_ROUNDS = 3      # at most this many timings of each count; the fastest of each is compared
+MARGIN = 1.1          # more threads must be at least this much faster to be taken
+GIVE_UP = 2.0         # a count is stopped at this many times the best so far, and not timed again
+
+
+@dataclass(frozen=True)
+class Choice:
+    """A thread count, the rule that set it (user | workers | slurm | probe | gpu) and why."""
+    threads: int
+    policy: str
+    why: str
+
+    def record(self) -> dict:
+        return {"threads_policy": self.policy, "threads_why": self.why}
+
+
+class _Process:
+    """torch's thread count is process state; what chose it is kept beside it, so that
+    summary.json can say why (environment.py). ``pending`` is a count a launcher decided
+    for the next run (task.py); setup() takes it."""
+    pending: Choice | None = None
+    current: Choice | None = None
+
+
+def cgroup_cpus(root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU quota of this process's cgroup in cores (v2 cpu.max, v1 cfs quota), or None
+    where there is none. A container limited to 2 cores still sees all the host's cores."""
+    try:
+        quota, period = (root / "cpu.max").read_text().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+        period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        return quota / period if quota > 0 and period > 0 else None
+    except (OSError, ValueError):
+        return None
+
+
+def affinity_cores() -> int:
+    """Cores this process may run on (its affinity mask: taskset, cpusets, SLURM's binding)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def usable_cores(environ=None, affinity: int | None = None, quota: float | None = None,
+                 quota_known: bool = False) -> int:
+    """The fewest of: the affinity mask, the cgroup CPU quota (rounded up) and a SLURM
+    job's SLURM_CPUS_PER_TASK."""
+    environ = os.environ if environ is None else environ
+    limits = [affinity if affinity is not None else affinity_cores()]
+    quota = quota if quota_known else cgroup_cpus()
+    if quota:
+        limits.append(max(1, math.ceil(quota)))
+    slurm = environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        limits.append(int(slurm))
+    return max(1, min(limits))
+
+
+def candidates(cores: int, load: float | None) -> list[int]:
+    """Thread counts worth timing: one, every usable core, and the cores the 1-minute load
+    average leaves free (others' runnable processes)."""
+    free = cores if load is None else max(1, min(cores, round(cores - load)))
+    return sorted({1, free, cores})
+
+
+def probe(time_step: Callable[[int, float], float], counts: list[int], budget_s: float = PROBE_BUDGET_S,
+          clock: Callable[[], float] = time.perf_counter) -> Choice:
+    """Time ``time_step(n, limit)`` (seconds of one pass on n threads, or inf where it was
+    stopped after ``limit`` seconds) for each count in turn, up to PROBE_ROUNDS rounds or
+    ``budget_s``; the fewest threads within MARGIN of the fastest win. A count is stopped,
+    and not timed again, once it takes GIVE_UP times the best so far: on busy cores many
+    threads can take seconds a pass, and waiting for it would cost more than the probe
+    saves. The first timing of each count holds warm-up costs; the fastest of each is
+    compared."""
+    best: dict[int, float] = {}
+    stopped: dict[int, float] = {}
+    start, live = clock(), list(counts)
+    for _ in range(PROBE_ROUNDS):
+        for n in list(live):
+            limit = GIVE_UP * min(best.values()) if best else math.inf
+            seconds = time_step(n, limit)
+            if seconds > limit:
+                stopped[n] = limit
+                live.remove(n)
+            else:
+                best[n] = min(best.get(n, math.inf), seconds)
+        if clock() - start > budget_s or len(live) < 2:
+            break
+    fastest = min(best.values())
+    threads = min(n for n, s in best.items() if s <= fastest * MARGIN)
+    timings = [(n, f"{1000 * s:.0f} ms") for n, s in best.items() if n not in stopped]
+    timings += [(n, f"over {1000 * s:.0f} ms (stopped)") for n, s in stopped.items()]
+    text = ", ".join(f"{n} thread{'s' if n > 1 else ''} {t}" for n, t in sorted(timings))
+    return Choice(threads, "probe", f"fastest forward pass of a short probe: {text}")
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def model_timer(model, batch: int, shape: tuple[int, ...], classes: int, amp: bool, channels_last: bool):
+    """``time_step(n, limit)``: one forward pass (with autograd recording, as in training)
+    of a copy of ``model`` on n threads, on a fixed random batch (its own generator: the
+    run's random stream is untouched); stopped between two layers once it has taken
+    ``limit`` seconds (then inf). The backward pass runs the same kind of kernels, twice
+    over: the forward alone ranks the counts at a third of the cost."""
+    import torch
+    import torch.nn.functional as F
+
+    copy = deepcopy(model).train()
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, *shape, generator=gen), torch.randint(classes, (batch,), generator=gen)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    deadline = [math.inf]
+
+    def check(*_):
+        if time.perf_counter() > deadline[0]:
+            raise _TooSlow
+
+    for m in copy.modules():
+        if not any(True for _ in m.children()):
+            m.register_forward_pre_hook(check)
+
+    def time_step(n: int, limit: float = math.inf) -> float:
+        torch.set_num_threads(n)
+        begin = time.perf_counter()
+        deadline[0] = begin + limit
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+                F.cross_entropy(copy(x).float(), y).item()
+        except _TooSlow:
+            return math.inf
+        return time.perf_counter() - begin
+
+    return time_step
+
+
+def choose(user_threads: int | None, device_type: str, time_step_for: Callable[[], Callable[[int], float]],
+           cores: int | None = None, load: float | None = None) -> Choice:
+    """The thread count of a run (not yet applied): the one its config or its launcher set,
+    else on the CPU the probe's, else (a GPU run: the CPU only queues kernels) torch's."""
+    import torch
+
+    pending, _Process.pending = _Process.pending, None
+    if user_threads:
+        if pending is not None and pending.threads == user_threads:
+            return pending
+        return Choice(int(user_threads), "user", f"train.threads={user_threads}")
+    if device_type != "cpu":
+        return Choice(torch.get_num_threads(), "gpu", "torch's default: the CPU only launches the GPU's work")
+    cores = usable_cores() if cores is None else cores
+    if load is None:
+        load = _load_average()
+    counts = candidates(cores, load)
+    if counts == [1]:
+        return Choice(1, "probe", "1 usable core")
+    return probe(time_step_for(), counts)
+
+
+def apply(choice: Choice) -> Choice:
+    import torch
+
+    torch.set_num_threads(choice.threads)
+    _Process.current = choice
+    return choice
+
+
+def settle(user_threads: int | None, device, model, data, batch: int, amp: bool, channels_last: bool) -> Choice:
+    """Choose and apply the thread count of a run set up with ``model`` on ``data`` (setup())."""
+    shape = (data.channels, data.image_size, data.image_size)
+    return apply(choose(user_threads, device.type,
+                        lambda: model_timer(model, batch, shape, data.num_classes, amp, channels_last)))
+
+
+def set_for_next_run(choice: Choice) -> None:
+    """A launcher's count for the run it is about to train (task.py): setup() records its
+    reason instead of calling it the user's."""
+    _Process.pending = choice
+
+
+def current() -> Choice | None:
+    """The last count resexp set in this process, and why."""
+    return _Process.current
+
+
+def recorded() -> dict:
+    """summary.json's account of the thread count: torch's count now, and what chose it
+    (None where resexp did not set it)."""
+    import torch
+
+    threads, choice = torch.get_num_threads(), _Process.current
+    known = choice is not None and choice.threads == threads
+    return {"torch_threads": threads, "threads_policy": choice.policy if known else None,
+            "threads_why": choice.why if known else None}
+
+
+def _load_average() -> float | None:
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
