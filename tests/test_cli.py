@@ -93,7 +93,8 @@ def test_user_error_is_one_line_exit_2_and_leaves_results_alone(finished_run, mo
 
     assert code == 2
     assert stdout == ""
-    lines = [line for line in error_lines(stderr) if not re.match(r"(plain|resnet)-\d+-s\d+ |run |\d+ runs,", line)]
+    plan = r"(plain|resnet)-\d+-s\d+ |run |\d+ runs,|CPU threads: "  # the plan's lines, before the error
+    lines = [line for line in error_lines(stderr) if not re.match(plan, line)]
     assert len(lines) == 1, stderr
     assert lines[0].startswith("error: ")
     for text in says:

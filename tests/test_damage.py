@@ -23,7 +23,6 @@ from helpers.cli import SWEEP_TINY, TINY, cli, rows, sweep_here
 from helpers.formats import write_cifar10_tarball, write_mnist_source
 from helpers.runs import make_run
 
-from resexp.analysis.plot import make_figures, plot_depth
 from resexp.analysis.results import load_runs, status_table
 from resexp.run.folder import RunDir
 from resexp.run.lock import pid_alive
@@ -443,23 +442,6 @@ def test_corrupt_dataset_source_files_are_one_line(tmp_path, monkeypatch, capsys
 
 
 # --------------------------------------------------------------------------- 8. figures and folders
-def test_the_depth_figure_marks_diverged_and_failed_runs(tmp_path):
-    make_run(tmp_path, "plain", 8, 0, [50.0, 20.0])
-    make_run(tmp_path, "plain", 20, 0, [50.0, 90.0], status="diverged")
-    make_run(tmp_path, "resnet", 8, 0, [50.0, 10.0])
-    make_run(tmp_path, "resnet", 20, 0, [50.0, 12.0])
-    make_run(tmp_path, "resnet", 20, 1, [50.0], status="failed", error="RuntimeError: boom")
-    figure = plot_depth(make_figures(tmp_path, formats=["png"])["depth"])
-    train = figure.axes[0]
-    marks = {line.get_gid(): line for line in train.get_lines() if (line.get_gid() or "").endswith(":lost")}
-    assert set(marks) == {"plain:train_err:lost", "resnet:train_err:lost"}
-    assert list(marks["plain:train_err:lost"].get_xdata()) == [20]
-    assert list(marks["plain:train_err:lost"].get_ydata()) == [0.97]  # the top of the axis
-    assert marks["plain:train_err:lost"].get_transform() == train.get_xaxis_transform()
-    legend = [text.get_text() for text in train.get_legend().get_texts()]
-    assert "diverged or failed run (not in the mean)" in legend
-
-
 def test_only_folders_of_registered_architectures_are_runs(tmp_path):
     make_run(tmp_path, "plain", 8, 0, [30.0, 20.0])
     make_run(tmp_path, "weird", 8, 0, [30.0, 20.0])  # named like a run, but no such architecture

@@ -173,9 +173,9 @@ def test_submitting_where_there_is_no_slurm_is_one_line(tmp_path, monkeypatch, c
 def test_records_keep_the_latest_job_of_each_run_and_survive_a_cut_line(tmp_path):
     folder = tmp_path / "out" / ".slurm"
     folder.mkdir(parents=True)
-    lines = [{"run": "plain-8-s0", "job_id": "5_0", "stderr": "a"},
-             {"run": "resnet-8-s0", "job_id": "5_1", "stderr": "b"},
-             {"run": "plain-8-s0", "job_id": "9", "stderr": "c"}]
+    lines = [{"run": "plain-8-s0", "job_id": "5_0", "stdout": "o", "stderr": "a"},
+             {"run": "resnet-8-s0", "job_id": "5_1", "stdout": "o", "stderr": "b"},
+             {"run": "plain-8-s0", "job_id": "9", "stdout": "o", "stderr": "c"}]
     (folder / "jobs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"run": "cut')
     records = read_records(tmp_path / "out")
     assert {name: r["job_id"] for name, r in records.items()} == {"plain-8-s0": "9", "resnet-8-s0": "5_1"}
@@ -187,7 +187,7 @@ def test_status_lists_submitted_runs_before_their_folders_exist(tmp_path, monkey
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     out = tmp_path / "out"
     (out / ".slurm").mkdir(parents=True)
-    record = {"run": "plain-8-s0", "job_id": "41_0", "stderr": str(out / ".slurm" / "41_0_0_log.err")}
+    record = {"run": "plain-8-s0", "job_id": "41_0", "stdout": "o", "stderr": str(out / ".slurm" / "41_0_0_log.err")}
     (out / ".slurm" / "jobs.jsonl").write_text(json.dumps(record) + "\n")
 
     code, stdout, _ = cli(monkeypatch, capsys, "status", out)
@@ -282,7 +282,7 @@ def test_status_reads_job_states_from_squeue_and_sacct(tmp_path, monkeypatch, ca
     (out / ".slurm").mkdir()
     jobs = [("plain-8-s0", "7_0"), ("resnet-8-s0", "7_1"), ("plain-14-s0", "7_2")]
     (out / ".slurm" / "jobs.jsonl").write_text(
-        "".join(json.dumps({"run": run, "job_id": job, "stderr": "x"}) + "\n" for run, job in jobs))
+        "".join(json.dumps({"run": run, "job_id": job, "stdout": "x", "stderr": "x"}) + "\n" for run, job in jobs))
     bin_dir = tmp_path / "bin"
     fake_command(bin_dir, "squeue", "7_0|RUNNING|node3|None\n7_1|PENDING||Priority\n8|RUNNING|node1|None")
     fake_command(bin_dir, "sacct", "7_2|CANCELLED by 0")

@@ -79,7 +79,7 @@ def test_row_written_after_last_checkpoint_is_redone_not_duplicated(tmp_path, ti
 
 
 def test_nan_loss_ends_run_as_diverged(tmp_path, tiny_cfg):
-    cfg = tiny_cfg("train.lr=1e12", "train.epochs=3")
+    cfg = tiny_cfg("train.lr=1e6", "train.epochs=3")
     summary = fit(cfg, tmp_path / "out")
     assert summary["status"] == "diverged"
     df = metrics(tmp_path / "out")
