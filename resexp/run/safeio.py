@@ -105,29 +105,26 @@ def append(path: Path, data: bytes) -> None:
     path = Path(path)
     if _is_link(path.parent) and path.parent.name:
         raise LinkRefused(path.parent)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0),
-                     0o644)
-    except OSError:
-        if _is_link(path):  # ELOOP on Linux, EMLINK on some BSDs
-            raise LinkRefused(path) from None
-        raise
-    with os.fdopen(fd, "ab") as f:
+    with os.fdopen(_open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
 
 
+def _open_no_follow(path: Path, flags: int) -> int:
+    """os.open without following a link at ``path``: LinkRefused if it is one."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError:
+        if _is_link(path):  # ELOOP on Linux, EMLINK on some BSDs
+            raise LinkRefused(path) from None
+        raise
+
+
 def overwrite(path: Path, data: bytes) -> None:
     """Write ``data`` over the existing file ``path`` in place (no new blocks for the name);
     LinkRefused if it is a link."""
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
-    except OSError:
-        if _is_link(path):
-            raise LinkRefused(path) from None
-        raise
-    with os.fdopen(fd, "r+b") as f:
+    with os.fdopen(_open_no_follow(path, os.O_RDWR), "r+b") as f:
         f.write(data)
         f.truncate()
         os.fsync(f.fileno())
