@@ -173,3 +173,19 @@ def test_real_cifar10_training_files():
     assert torch.allclose(mean, torch.tensor([0.4914, 0.4822, 0.4465], dtype=torch.float64), atol=1e-4)
     assert torch.allclose(std, torch.tensor([0.2470, 0.2435, 0.2616], dtype=torch.float64), atol=1e-4)
     assert cfg.dataset.mean == pytest.approx(mean.tolist(), abs=1e-4)  # the YAML's numbers are these
+
+
+def test_the_estimate_counts_the_images_a_run_evaluates(tmp_path, monkeypatch):
+    """Without the test file the 5k held-out images are the test split, evaluated once per
+    epoch: a dry run must not count 10k test images plus 5k validation images."""
+    from resexp.data.load import evaluated_per_epoch
+
+    written = write_cifar_binary(tmp_path / "src", CIFAR10, PER_FILE, skip=("test_batch.bin",))
+    small(monkeypatch, CIFAR10, written, tmp_path / "src")
+    held_out_only = cifar10_cfg(tmp_path / "src", "dataset.val_size=5").dataset
+    assert evaluated_per_epoch(held_out_only) == 5 == len(load_data(held_out_only, torch.device("cpu")).test)
+    subset = cifar10_cfg(tmp_path / "src", "dataset.val_size=5", "dataset.test_subset=3").dataset
+    assert evaluated_per_epoch(subset) == 3
+    write_cifar_binary(tmp_path / "full", CIFAR10, PER_FILE)  # with the test file: test + validation
+    both = cifar10_cfg(tmp_path / "full", "dataset.val_size=5").dataset
+    assert evaluated_per_epoch(both) == PER_FILE + 5

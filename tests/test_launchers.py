@@ -297,8 +297,8 @@ def test_status_reads_job_states_from_squeue_and_sacct(tmp_path, monkeypatch, ca
     assert list(lines) == ["plain-8-s0", "plain-14-s0", "resnet-8-s0"]  # legend order, folder or not
 
 
-def test_the_readme_site_launcher_works_as_shown(tmp_path, monkeypatch, capsys):
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+def test_the_documented_site_launcher_works_as_shown(tmp_path, monkeypatch, capsys):
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "slurm.md").read_text()
     site_yaml = readme.split("launcher/mycluster.yaml`:\n\n```yaml\n")[1].split("```")[0]
     site = write_site_launcher(tmp_path / "site", "mycluster", site_yaml)
     code, _, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", "--out",

@@ -94,6 +94,17 @@ def open_dataset(ds_cfg, train: bool):
     raise UserError(f"dataset {ds_cfg.name} is not under {root} ({reason}); {ds_cfg.missing_hint}")
 
 
+def evaluated_per_epoch(ds_cfg) -> int:
+    """How many images a run evaluates after each epoch (the dry run's estimate counts them):
+    the test split plus the validation split, or the held-out images alone where they are the
+    test split (CIFAR's binary version without its test file, see make_data)."""
+    source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
+    binary = cifar_binary.find(ds_cfg["_target_"], source)
+    if binary is not None and not binary.has_test() and ds_cfg.val_size:
+        return min(ds_cfg.test_subset or ds_cfg.val_size, ds_cfg.val_size)
+    return (ds_cfg.test_subset or ds_cfg.test_size) + ds_cfg.val_size
+
+
 def on_disk(ds_cfg) -> str:
     """'ready' (loadable now), 'source' (will be staged from dataset.source) or 'missing'."""
     return found(ds_cfg)[0]

@@ -3,7 +3,7 @@
 A sweep's ``--jobs`` workers train for hours. If the sweep is killed (``kill -9``
 included, which no handler in the sweep can see), its workers must stop too:
 otherwise they go on training behind the user's back, and rerunning the sweep, as
-the README advises, finds their runs busy. Each worker asks the kernel for SIGKILL
+the way to resume it, finds their runs busy. Each worker asks the kernel for SIGKILL
 when its parent dies (Linux's PR_SET_PDEATHSIG, set through ctypes since the
 standard library has no call for it), and a watchdog thread checks the parent's pid
 twice a second as well (other systems; and a parent gone before the signal was armed).

@@ -19,6 +19,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 
 from resexp.data import iters_per_epoch, open_dataset
+from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
 from resexp.run import bounded_yaml, safeio
@@ -277,8 +278,7 @@ def estimate_costs(runs: list[PlannedRun], out: Path, time_here: bool = False,
     lines = {arch: fit_line(p) for arch, p in points.items()}
     stand_in = mean_line(list(lines.values())) if lines else fit_line([(1, 1.0)])  # a weight, not seconds
     for r in todo:
-        ds = r.cfg.dataset
-        eval_images = (ds.test_subset or ds.test_size) + ds.val_size
+        eval_images = evaluated_per_epoch(r.cfg.dataset)
         r.estimated = r.arch in lines
         r.cost_s = run_seconds(lines.get(r.arch, stand_in), r.depth, r.iterations - r.iterations_done,
                                r.epochs_planned - r.epochs_done, batch, eval_images)
