@@ -13,18 +13,22 @@
 # runs past CAP seconds is stopped and shown as ">CAP".
 #   bash scripts/bench_busy.sh                 # ROUNDS=2 BUSY=2 SWEEP=short CAP=1800
 #   SWEEP=full ROUNDS=1 bash scripts/bench_busy.sh
+#   SWEEP=full SWEEP_LOADED=short ROUNDS=1 bash scripts/bench_busy.sh   # the loaded phase on the short sweep
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=$PWD PY=${PYTHON:-$PWD/.venv/bin/python}
 REF=${REF:-973cd9e} ROUNDS=${ROUNDS:-2} BUSY=${BUSY:-2} SWEEP=${SWEEP:-short} CAP=${CAP:-1800}
 PHASES=${PHASES:-"idle loaded"}
 BENCH=(bench --archs resnet --depths 20 --steps 10 dataset=fashion_mnist train.batch_size=32)
-case $SWEEP in
-  full) SCALE=() ;;
-  short) SCALE=(dataset.train_subset=800 dataset.test_subset=200 train.warmup_iters=25) ;;
-  none) SCALE=() ;;
-  *) echo "SWEEP must be full, short or none" >&2; exit 2 ;;
-esac
+SWEEP_LOADED=${SWEEP_LOADED:-$SWEEP}
+scale_of() {  # the sweep's size overrides for SWEEP=$1
+  case $1 in
+    full|none) SCALE=() ;;
+    short) SCALE=(dataset.train_subset=800 dataset.test_subset=200 train.warmup_iters=25) ;;
+    *) echo "SWEEP and SWEEP_LOADED must be full, short or none" >&2; exit 2 ;;
+  esac
+}
+scale_of "$SWEEP"; scale_of "$SWEEP_LOADED"
 WORK=$(mktemp -d) PIDS=()
 stop_load() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; PIDS=(); }
 KEEP=${KEEP:-}  # a folder to keep the raw CSVs in
@@ -49,8 +53,10 @@ timed() {  # LABEL CMD...: wall seconds into $WORK/times.csv, or CAP+ if stopped
 
 echo "bench_busy: $(date -u +%FT%TZ), $(uname -m), $CORES usable cores, $("$PY" -c 'import platform; print(platform.processor() or "")')"
 echo "  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), torch $("$PY" -c 'import torch; print(torch.__version__)')"
-echo "  before = $REF, now = $(git -C "$HERE" rev-parse --short HEAD)$(git -C "$HERE" diff --quiet || echo '+changes'); rounds $ROUNDS, sweep $SWEEP, cap ${CAP}s"
+echo "  before = $REF, now = $(git -C "$HERE" rev-parse --short HEAD)$(git -C "$HERE" diff --quiet || echo '+changes'); rounds $ROUNDS, sweep $SWEEP (loaded: $SWEEP_LOADED), cap ${CAP}s"
 for phase in $PHASES; do
+  sweep=$SWEEP; [ "$phase" = loaded ] && sweep=$SWEEP_LOADED
+  scale_of "$sweep"
   if [ "$phase" = loaded ]; then
     for _ in $(seq "$BUSY"); do "$PY" -c 'while True: pass' & PIDS+=($!); done
     sleep 5  # let the spinners take their cores
@@ -67,12 +73,16 @@ for phase in $PHASES; do
         --dry-run --out "$WORK/dry"
       grep -o 'about [0-9hms]*' "$WORK/last.log" | head -1 | sed "s/^/$phase,dry-run-estimate,$policy,$i,/" >> "$WORK/estimates.csv" || true
     done
-    if [ "$SWEEP" != none ]; then
+    if [ "$sweep" != none ]; then
       for policy in before now jobs; do
         rm -rf "$WORK/sweep"
         jobs=(); [ "$policy" = jobs ] && jobs=(--jobs "$CORES")
-        PYTHONPATH=$(code_of $policy) timed "$phase,sweep,$policy,$i" "$PY" -m resexp sweep experiment=quick_fashion \
+        PYTHONPATH=$(code_of $policy) timed "$phase,sweep-$sweep,$policy,$i" "$PY" -m resexp sweep experiment=quick_fashion \
           "${SCALE[@]}" "${jobs[@]}" --out "$WORK/sweep"
+        for f in "$WORK"/sweep/*/summary.json; do  # the policies must train the same nets to the same errors
+          [ -f "$f" ] && "$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], s['arch'], s['depth'], \
+            s['status'], s.get('final_train_err'), s.get('torch_threads'), sep=',')" "$f" "$phase,$policy" >> "$WORK/finals.csv"
+        done
       done
     fi
   done
@@ -107,6 +117,13 @@ for what, g in times.groupby("what", sort=False) if len(times) else []:
         vals = pd.to_numeric(h.seconds, errors="coerce")
         shown = " ".join(str(s) if pd.isna(v) else f"{v:.1f}" for s, v in zip(h.seconds, vals))
         print(f"  {phase:<7} {policy:<8} {shown}")
+if os.path.exists(f"{work}/finals.csv"):
+    f = pd.read_csv(f"{work}/finals.csv", names=["phase", "policy", "arch", "depth", "status", "train_err", "threads"])
+    print("\nfinal training error (%) of each sweep's runs [threads]:")
+    for (phase, policy), g in f.groupby(["phase", "policy"], sort=False):
+        g = g.sort_values(["arch", "depth"])
+        print(f"  {phase:<7} {policy:<8} " + "  ".join(f"{a}-{d} {e} [{t}]" for a, d, e, t in
+                                                    zip(g.arch, g.depth, g.train_err, g.threads)))
 if os.path.exists(f"{work}/estimates.csv"):
     print("\ndry-run estimates of the whole quick_fashion sweep:")
     for line in open(f"{work}/estimates.csv"):
