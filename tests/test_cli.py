@@ -180,6 +180,8 @@ def test_train_writes_the_contracted_run_files(monkeypatch, capsys):
     assert summary["final_train_err"] == float(metrics[-1]["train_err"])
     assert summary["final_test_err"] == float(metrics[-1]["test_err"])
     assert (summary["device"], summary["torch_version"]) == ("cpu", torch.__version__)
+    assert summary["resexp_version"] == resexp.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", summary["resexp_version"])
     if (Path(resexp.__file__).resolve().parents[1] / ".git").exists():
         assert re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", summary["git_commit"])
     assert stdout.strip() == (f"done: out/resnet-8-s4 train err {summary['final_train_err']:.2f}%, "

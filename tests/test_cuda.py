@@ -99,7 +99,7 @@ def test_checkpoint_restores_into_the_captured_graph():
     after_first = params(s)
     s.step.load_state_dict(saved)
     assert addresses(s) == before
-    assert s.optimizer.param_groups[0]["fused"] and s.optimizer.param_groups[0]["lr"] is s.step.lr
+    assert s.step.optimizer.param_groups[0]["fused"] and s.step.optimizer.param_groups[0]["lr"] is s.step.lr
     again = train_epoch(cfg, s, 2, 5)  # replays only: the graph must see the restored state
     assert again["train_loss"] == pytest.approx(first["train_loss"], rel=1e-3)
     assert (params(s) - after_first).norm() / after_first.norm() < 1e-3

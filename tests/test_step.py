@@ -47,7 +47,7 @@ def summary_of(out, name="resnet-8-s0") -> dict:
 def with_step(cfg, step_class, **kwargs):
     """setup(cfg) with its step replaced by ``step_class`` built on the same model."""
     s = setup(cfg, graphed=False)
-    s.step = step_class(s.model, s.forward, cfg.train, s.device, s.amp, s.channels_last, **kwargs)
+    s.step = step_class(s.model, cfg.train, s.step.device, **kwargs)
     s.optimizer = s.step.optimizer
     return s
 
@@ -61,14 +61,14 @@ def graphed_everywhere(monkeypatch):
 # --------------------------------------------------------------------------- one lr, one optimizer
 def spy_lr(s) -> list:
     """The lr object the optimizer holds at each of its steps, and its value then."""
-    read, real_step = [], s.optimizer.step
+    read, real_step = [], s.step.optimizer.step
 
     def spy_step(*args, **kwargs):
-        lr = s.optimizer.param_groups[0]["lr"]
+        lr = s.step.optimizer.param_groups[0]["lr"]
         read.append((lr, float(lr)))
         return real_step(*args, **kwargs)
 
-    s.optimizer.step = spy_step
+    s.step.optimizer.step = spy_step
     return read
 
 
@@ -99,7 +99,7 @@ def test_both_steps_hand_sgd_the_same_lr_value_and_train_bit_for_bit_alike():
     for read in reads:
         assert all(lr.dtype == torch.float32 for lr, _ in read) and {v for _, v in read} == rounded
     for s in (eager, graphed):
-        assert all(g["fused"] and not g["foreach"] for g in s.optimizer.param_groups)
+        assert all(g["fused"] and not g["foreach"] for g in s.step.optimizer.param_groups)
     assert a == b and a[0] != a[4]  # the loss moves: the comparison compares something
     gaps = state_gaps(state_of(eager), state_of(graphed))
     assert any("running_var" in n for n in gaps) and any(n.startswith("momentum of") for n in gaps)
@@ -334,9 +334,9 @@ def test_checkpoint_restores_into_the_static_tensors():
     assert addresses(s) == before
     for name, value in s.model.state_dict().items():
         assert torch.equal(value, saved["model"][name]), name
-    for i, state in enumerate(s.optimizer.state.values()):
+    for i, state in enumerate(s.step.optimizer.state.values()):
         assert torch.equal(state["momentum_buffer"], saved["optimizer"]["state"][i]["momentum_buffer"])
-    assert s.optimizer.param_groups[0]["lr"] is s.step.lr  # not the checkpoint's own lr tensor
+    assert s.step.optimizer.param_groups[0]["lr"] is s.step.lr  # not the checkpoint's own lr tensor
     again = train_epoch(cfg, s, 2, 5)
     assert (again["train_loss"], again["train_err"]) == (second["train_loss"], second["train_err"])
 
@@ -357,9 +357,9 @@ def test_resume_keeps_this_steps_fused_sgd_and_lr_tensor(step_class):
     for saved in (old_style_checkpoint(setup(cfg)), checkpoint_of(other_kind)):
         s = with_step(cfg, step_class, **({"capture": False} if step_class is GraphedStep else {}))
         s.step.load_state_dict(saved)
-        group = s.optimizer.param_groups[0]
+        group = s.step.optimizer.param_groups[0]
         assert group["fused"] and not group["foreach"] and group["lr"] is s.step.lr
-        assert group["momentum"] == cfg.train.momentum and s.optimizer.state  # the momentum came along
+        assert group["momentum"] == cfg.train.momentum and s.step.optimizer.state  # the momentum came along
         epochs(cfg, s, 1)  # and it trains
 
 

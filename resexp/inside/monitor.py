@@ -100,6 +100,6 @@ class Monitor:
             self.run.append_rows(self.path / FILES[kind], [{**tagged, **row, **extra, **self.ids} for row in rows])
         if self.tb is not None:
             self.tb.diagnostics(epoch, iteration, responses, gradients, identity, loss)
-        if self.s.device.type == "cuda":
+        if self.s.step.device.type == "cuda":
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start

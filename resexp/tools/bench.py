@@ -61,7 +61,7 @@ def bench_one(cfg, steps: int, time_eval: bool = False) -> dict:
     train_epoch(cfg, s, epoch=1, iteration=0)           # warm-up (and capture), untimed
     stats = train_epoch(cfg, s, epoch=2, iteration=0)   # timed: `steps` iterations and the partial one
     row = {
-        **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.amp,
+        **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.step.amp,
         "compile": bool(cfg.train.compile and cuda), "partial_batch": partial,
         "images_per_s": round(stats["images_per_s"], 1),
         "ms_per_step": round(1000 * stats["train_seconds"] / (steps + bool(partial)), 2),
@@ -153,7 +153,7 @@ def compare_steps(cfg, steps: int) -> pd.DataFrame:
     table = pd.DataFrame({"step": range(steps), "lr": [s.schedule.lr_at(i) for i in range(steps)], **runs})
     table["graphed_vs_eager"] = (table.graphed - table.eager).abs()
     table["eager_vs_eager"] = (table.eager_again - table.eager).abs()
-    table.attrs.update(graphed_kind=kinds["graphed"], precision="bf16 autocast" if s.amp else "fp32",
+    table.attrs.update(graphed_kind=kinds["graphed"], precision="bf16 autocast" if s.step.amp else "fp32",
                        model=f"{cfg.model.arch}-{cfg.model.depth}")
     return table
 

@@ -94,7 +94,7 @@ def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, con
         raise UserError(f"{run.checkpoint} does not exist (kept only with train.keep_checkpoint=true); "
                         "nothing to evaluate")
     s = setup(cfg)
-    state = run.load_checkpoint(map_location=s.device)
+    state = run.load_checkpoint(map_location=s.step.device)
     try:
         s.model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:

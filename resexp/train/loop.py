@@ -1,7 +1,10 @@
 """fit(): train one network from a resolved config into its run directory.
 
-Read top to bottom: set up (device, data, model, optimiser, resume), then one
-loop over epochs that appends a metrics row and writes a checkpoint after each.
+Read top to bottom: ``setup`` builds what a run trains (data, model, the step that
+updates it, the schedule); ``fit`` skips a finished run, claims the folder, resumes, and
+runs one loop over epochs: ``train_epoch`` (the one loop over batches, each a
+``step(x, y, lr)``), the clean evaluations (``epoch_row``), the metrics row, then the
+checkpoint. Below it, in the order fit() uses them, the pieces; at the end, resuming.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from resexp import __version__
 from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_batches
 from resexp.errors import UserError
 from resexp.inside.monitor import Monitor
@@ -29,7 +33,6 @@ from resexp.run.folder import (
     VAL_COLUMNS,
     CannotWrite,
     DamagedFile,
-    Lock,
     Log,
     RunBusy,
     RunDir,
@@ -42,17 +45,6 @@ from resexp.train import threads
 from resexp.train.environment import describe, make_deterministic
 from resexp.train.schedule import Schedule, make_schedule
 from resexp.train.step import Step, make_step
-
-
-def bf16_is_fast(device: torch.device) -> bool:
-    """bf16 autocast pays on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX: about 2x
-    on 2 cores, docs/benchmarks.md); elsewhere it would be emulated and slow."""
-    if device.type == "cuda":
-        return True
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
 
 
 def build_model(cfg, data: Data) -> torch.nn.Module:
@@ -68,20 +60,17 @@ def make_progress(console: Console | None = None) -> Progress:
 
 @dataclass
 class Setup:
-    """Everything a training loop needs, built once per run."""
-    device: torch.device
+    """What one run trains, built once: the data, the model, the step that updates it (the
+    one owner of device, forward, autocast, layout and optimizer: resexp/train/step.py) and
+    the schedule that says for how long and at which lr."""
     data: Data
     model: torch.nn.Module
-    forward: torch.nn.Module  # the model, or its torch.compile'd wrapper
-    optimizer: torch.optim.Optimizer  # the step's own
+    step: Step
     schedule: Schedule
-    amp: bool
-    channels_last: bool
-    step: Step  # one SGD step: eager, or a replayed CUDA graph (resexp/step.py)
 
 
 def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
-    """Device, data (loaded unless given), model, training step and schedule for ``cfg``.
+    """Data (loaded unless given), model, training step and schedule for ``cfg``.
     ``graphed`` overrides ``train.cuda_graphs`` (False: eager; True on the CPU: the graphed
     step's code without the capture)."""
     t = cfg.train
@@ -91,32 +80,74 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
     torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch in data.py
     data = data if data is not None else load_data(cfg.dataset, device)
     model = build_model(cfg, data).to(device)
-    cuda = device.type == "cuda"
-    # NHWC is what cuDNN's and oneDNN's fast convs want (+10-30% on a 2-core CPU too).
-    channels_last = bool(t.channels_last)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    if cuda:
+    if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
     make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
+    step = make_step(t, model, device, graphed)
+    threads.settle(t.threads, step, data, t.batch_size)  # the user's count, or measured
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
-    forward = torch.compile(model) if (t.compile and cuda) else model
-    amp = bool(t.amp) and bf16_is_fast(device)
-    step = make_step(t, model, forward, device, amp, channels_last, graphed)
-    threads.settle(t.threads, device, model, data, t.batch_size, amp, channels_last)  # the user's, or measured
-    return Setup(device, data, model, forward, step.optimizer, make_schedule(t, ipe, cfg.model.depth),
-                 amp=amp, channels_last=channels_last, step=step)
+    return Setup(data, step.model, step, make_schedule(t, ipe, cfg.model.depth))
 
 
-def autocast(s: Setup):
-    if s.amp:
-        return torch.autocast(device_type=s.device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
+        on_epoch: Callable[[int], None] | None = None) -> dict:
+    """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
+    RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
+    every finished epoch (a sweep's ETA uses it)."""
+    console = console or Console(stderr=True, soft_wrap=True)
+    run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
+    if (finished := _finished(run, cfg, console, busy_check=True)) is not None:
+        return finished
+    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
+    with run.claim(cfg.train.stale_after) as lock, _shown(progress, console) as progress:
+        if (finished := _finished(run, cfg, console)) is not None:  # finished while the data loaded?
+            return finished
+        run.create(cfg)
+        at = resume(run, s, console)
+        if at.epoch:
+            console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
+        summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields()}
+        monitor = Monitor(cfg, run, s)  # diagnostics and TensorBoard (resexp/inside/monitor.py)
+        with _failures_recorded(run, summary, monitor):
+            run.write_summary(summary)
+            monitor.begin(at.epoch, at.iteration)
+            while at.iteration < s.schedule.total_iters and not diverged(at):
+                epoch = at.epoch + 1
+                task = progress.add_task(f"{run.name} epoch {epoch}/{s.schedule.epochs}", stats="",
+                                         total=min(s.schedule.iters_per_epoch, s.schedule.total_iters - at.iteration))
+                start = time.perf_counter()
+                trained = train_epoch(cfg, s, epoch, at.iteration, _bar(progress, task, at.iteration, monitor.live))
+                row = epoch_row(cfg, s, epoch, trained, started=start, at=at)
+                progress.remove_task(task)
+                lock.verify()  # never log an epoch of a run another process has taken over
+                run.append_row(row)
+                monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
+                at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
+                console.print(epoch_line(run.name, s, row))
+                summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
+                if diverged(at):
+                    console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
+                    break
+                # The row goes first, then the checkpoint: a crash in between makes resume
+                # drop that row and redo the epoch, never skip one.
+                run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
+                                     "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
+                run.write_summary(summary)
+                if on_epoch is not None:
+                    on_epoch(at.iteration)
+        summary.update(status="diverged" if diverged(at) else "done", finished=now(), error=None, **monitor.finish())
+        run.write_summary(summary)
+        if summary["status"] == "done" and not cfg.train.keep_checkpoint:
+            run.checkpoint.unlink(missing_ok=True)
+        return summary
 
+
+# ---- the pieces of one epoch, in the order fit() uses them
 
 def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
-    """One epoch of SGD. Loss and error are summed on the device by the step and read once
-    at the end (plus every ``log_every`` steps for the bar): no host sync per step."""
+    """One epoch of SGD from ``iteration``: the only loop over training batches (``resexp
+    bench`` times this very function). Loss and error are summed on the device by the step
+    and read once at the end (plus every ``log_every`` steps for ``bar``): no host sync per step."""
     s.model.train()
     s.step.reset()
     seen, start, lr = 0, time.perf_counter(), s.schedule.lr_at(iteration)
@@ -128,14 +159,12 @@ def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
         seen, iteration = seen + len(y), iteration + 1
         if bar is not None and iteration % cfg.train.log_every == 0:
             mean_loss = s.step.loss_sum.item() / seen  # a sync point, once every log_every steps
-            live = {"loss": mean_loss, "err": 100 * s.step.wrong.item() / seen, "lr": lr,
-                    "images_per_s": seen / (time.perf_counter() - start)}
-            bar(advance_to=iteration, stats=f"loss {mean_loss:.3f} err {live['err']:.1f}% "
-                                            f"{live['images_per_s']:.0f} img/s", live=live)
+            bar(iteration, {"loss": mean_loss, "err": 100 * s.step.wrong.item() / seen, "lr": lr,
+                            "images_per_s": seen / (time.perf_counter() - start)})
             if not math.isfinite(mean_loss):
                 break
-    if s.device.type == "cuda":
-        torch.cuda.synchronize(s.device)  # the run's device, which need not be the current one
+    if s.step.device.type == "cuda":
+        torch.cuda.synchronize(s.step.device)  # the run's device, which need not be the current one
     seconds = time.perf_counter() - start
     return {"iteration": iteration, "lr": lr, "train_loss": s.step.loss_sum.item() / max(seen, 1),
             "train_err": 100.0 * s.step.wrong.item() / max(seen, 1), "train_seconds": seconds,
@@ -144,29 +173,84 @@ def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
 
 @torch.no_grad()
 def evaluate(cfg, s: Setup, split) -> tuple[float, float]:
-    """(mean loss, error %) on a clean split: eval-mode BN, no augmentation."""
+    """(mean loss, error %) on a clean split: eval-mode BN, no augmentation, the step's
+    forward, autocast and layout."""
     s.model.eval()
-    loss_sum = torch.zeros((), device=s.device)
-    wrong = torch.zeros((), device=s.device, dtype=torch.long)
+    loss_sum = torch.zeros((), device=s.step.device)
+    wrong = torch.zeros((), device=s.step.device, dtype=torch.long)
     for x, y in eval_batches(s.data, split, cfg.train.eval_batch_size):
-        if s.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        with autocast(s):
-            out = s.forward(x)
+        with s.step.autocast():
+            out = s.step.forward(s.step.layout(x))
         loss_sum += F.cross_entropy(out.float(), y, reduction="sum")
         wrong += (out.argmax(1) != y).sum()
     return loss_sum.item() / len(split), 100.0 * wrong.item() / len(split)
 
 
-def base_summary(cfg, s: Setup, params: int) -> dict:
+def epoch_row(cfg, s: Setup, epoch: int, trained: dict, started: float, at: Position) -> dict:
+    """The metrics.csv row of ``epoch``: what ``train_epoch`` returned, then the clean
+    evaluations (test; validation and the clean training set where asked for). The epoch's
+    seconds run from ``started`` (time.perf_counter) to the end of the evaluations."""
+    test_loss, test_err = evaluate(cfg, s, s.data.test)
+    row = {"epoch": epoch, "iteration": trained["iteration"], "lr": trained["lr"],
+           "train_loss": trained["train_loss"], "train_err": trained["train_err"],
+           "test_loss": test_loss, "test_err": test_err}
+    if s.data.val is not None:
+        row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
+    if cfg.train.eval_train:  # the clean training set in eval mode, beside Fig. 6's minibatch error
+        row["clean_train_loss"], row["clean_train_err"] = evaluate(cfg, s, s.data.train)
+    took = time.perf_counter() - started
+    row.update(seconds=took, images_per_s=trained["images_per_s"], elapsed=at.elapsed + took)
+    return {k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])
+            + (CLEAN_TRAIN_COLUMNS if cfg.train.eval_train else [])}
+
+
+def _bar(progress: Progress, task, first: int, on_live=None):
+    """What train_epoch calls every ``log_every`` steps: the progress bar, then ``on_live``
+    (TensorBoard's live scalars)."""
+    def show(iteration: int, live: dict) -> None:
+        progress.update(task, completed=iteration - first,
+                        stats=f"loss {live['loss']:.3f} err {live['err']:.1f}% {live['images_per_s']:.0f} img/s")
+        if on_live is not None:
+            on_live(iteration, live)
+    return show
+
+
+@contextlib.contextmanager
+def _shown(progress: Progress | None, console: Console):
+    """The caller's progress display (a sweep's), or one of this run's own."""
+    if progress is not None:
+        yield progress
+        return
+    with make_progress(console) as own:
+        yield own
+
+
+@contextlib.contextmanager
+def _failures_recorded(run: RunDir, summary: dict, monitor: Monitor):
+    """A failure inside the epoch loop is recorded in summary.json for ``resexp status``,
+    then re-raised for the caller to report; a RunBusy leaves the files alone: the run is
+    another process's now."""
+    try:
+        yield
+    except RunBusy:
+        monitor.finish()
+        raise
+    except Exception as err:
+        monitor.finish()
+        run.record_failure(summary, err.record() if isinstance(err, CannotWrite) else f"{type(err).__name__}: {err}")
+        raise
+
+
+def base_summary(cfg, s: Setup) -> dict:
+    """summary.json's keys that are known before the first step."""
     return {
         "arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed,
-        "dataset": cfg.dataset.name, "synthetic": bool(cfg.dataset.synthetic), "params": params,
+        "dataset": cfg.dataset.name, "synthetic": bool(cfg.dataset.synthetic), "params": count_params(s.model),
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
-        **describe(s.device, s.amp), **s.step.summary(),  # train_step, graph_check
-        "torch_version": torch.__version__, "git_commit": git_commit(),
+        **describe(s.step.device, s.step.amp), **s.step.summary(),  # train_step, graph_check
+        "torch_version": torch.__version__, "resexp_version": __version__, "git_commit": git_commit(),
     }
 
 
@@ -192,7 +276,7 @@ def resume(run: RunDir, s: Setup, console: Console) -> Position:
     that epoch is redone identically. A log that does not reach the checkpoint (or is
     damaged) cannot be trusted: the run starts again with its old files set aside,
     never with a hole in its log."""
-    state = run.load_checkpoint(map_location=s.device)  # UserError if unreadable, before any change
+    state = run.load_checkpoint(map_location=s.step.device)  # UserError if unreadable, before any change
     try:
         log = run.read_log()
     except DamagedFile as err:
@@ -234,28 +318,6 @@ def _start_again(run: RunDir, console: Console, why: str) -> Position:
     return Position()
 
 
-def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
-        on_epoch: Callable[[int], None] | None = None) -> dict:
-    """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
-    RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
-    every finished epoch (a sweep's ETA uses it)."""
-    console = console or Console(stderr=True, soft_wrap=True)
-    run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
-    finished = _finished(run, cfg, console, busy_check=True)
-    if finished is not None:
-        return finished
-    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
-    with run.claim(cfg.train.stale_after) as lock:
-        finished = _finished(run, cfg, console)  # it may have been finished while the data loaded
-        if finished is not None:
-            return finished
-        run.create(cfg)
-        own_progress = progress is None
-        progress = progress or make_progress(console)
-        with progress if own_progress else contextlib.nullcontext():
-            return _fit(cfg, run, s, lock, progress, console, on_epoch)
-
-
 def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> dict | None:
     """The summary of a finished run, which is skipped; None if the run is to be trained.
     UserError if it is damaged beyond what resume repairs, or was started with other
@@ -272,81 +334,8 @@ def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> d
     return None
 
 
-def _fit(cfg, run: RunDir, s: Setup, lock: Lock, progress: Progress, console: Console, on_epoch=None) -> dict:
-    """Resume, then one epoch after another: train, evaluate, log the row, checkpoint."""
-    summary = base_summary(cfg, s, count_params(s.model))
-    at = resume(run, s, console)
-    if at.epoch:
-        console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
-    summary.update(status="running", started=now(), **at.summary_fields())
-    monitor = Monitor(cfg, run, s)  # diagnostics and TensorBoard (resexp/inside/monitor.py)
-    try:
-        run.write_summary(summary)
-        monitor.begin(at.epoch, at.iteration)
-        while at.iteration < s.schedule.total_iters and not diverged(at):
-            row = run_epoch(cfg, s, at, progress, run.name, monitor.live)
-            lock.verify()  # never log an epoch of a run another process has taken over
-            run.append_row(row)
-            monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
-            at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
-            console.print(epoch_line(run.name, s, row))
-            summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
-            if diverged(at):
-                console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
-                break
-            # The row goes first, then the checkpoint: a crash in between makes resume
-            # drop that row and redo the epoch, never skip one.
-            run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict(),
-                                 "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
-            run.write_summary(summary)
-            if on_epoch is not None:
-                on_epoch(at.iteration)
-    except RunBusy:
-        monitor.finish()
-        raise  # the run is another process's now: its files are not ours to mark
-    except Exception as err:  # recorded for `resexp status`, then reported by the caller
-        monitor.finish()
-        run.record_failure(summary, err.record() if isinstance(err, CannotWrite) else f"{type(err).__name__}: {err}")
-        raise
-    summary.update(status="diverged" if diverged(at) else "done", finished=now(), error=None, **monitor.finish())
-    run.write_summary(summary)
-    if summary["status"] == "done" and not cfg.train.keep_checkpoint:
-        run.checkpoint.unlink(missing_ok=True)
-    return summary
-
-
 def diverged(at: Position) -> bool:
     return at.row is not None and not math.isfinite(at.row["train_loss"])
-
-
-def run_epoch(cfg, s: Setup, at: Position, progress: Progress, name: str, on_live=None) -> dict:
-    """Epoch ``at.epoch + 1``: train it, evaluate, and return its metrics.csv row.
-    ``on_live(iteration, scalars)`` gets the running loss, error, lr and images/s every
-    ``train.log_every`` steps."""
-    epoch = at.epoch + 1
-    todo = min(s.schedule.iters_per_epoch, s.schedule.total_iters - at.iteration)
-    task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", total=todo, stats="")
-
-    def bar(advance_to, stats, live):
-        progress.update(task, completed=advance_to - at.iteration, stats=stats)
-        if on_live is not None:
-            on_live(advance_to, live)
-
-    start = time.perf_counter()
-    stats = train_epoch(cfg, s, epoch, at.iteration, bar)
-    test_loss, test_err = evaluate(cfg, s, s.data.test)
-    row = {"epoch": epoch, "iteration": stats["iteration"], "lr": stats["lr"],
-           "train_loss": stats["train_loss"], "train_err": stats["train_err"],
-           "test_loss": test_loss, "test_err": test_err}
-    if s.data.val is not None:
-        row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
-    if cfg.train.eval_train:  # the clean training set in eval mode, beside Fig. 6's minibatch error
-        row["clean_train_loss"], row["clean_train_err"] = evaluate(cfg, s, s.data.train)
-    seconds = time.perf_counter() - start
-    row.update(seconds=seconds, images_per_s=stats["images_per_s"], elapsed=at.elapsed + seconds)
-    progress.remove_task(task)
-    return {k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])
-            + (CLEAN_TRAIN_COLUMNS if cfg.train.eval_train else [])}
 
 
 def epoch_line(name: str, s: Setup, row: dict) -> str:

@@ -85,16 +85,26 @@ def bound(device: torch.device):
     return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
-def make_step(train_cfg, model: torch.nn.Module, forward, device: torch.device, amp: bool,
-              channels_last: bool, graphed: bool | None = None) -> Step:
-    """The step ``train_cfg`` asks for on ``device`` (``graphed`` overrides the choice)."""
+def make_step(train_cfg, model: torch.nn.Module, device: torch.device, graphed: bool | None = None) -> Step:
+    """The step ``train_cfg`` asks for, training ``model`` (already on ``device``);
+    ``graphed`` overrides the choice between the eager and the graphed step."""
     check_torch()
     device = resolved(device)
     graphed = wants_graphs(train_cfg, device) if graphed is None else graphed
     if graphed:
-        return GraphedStep(model, forward, train_cfg, device, amp, channels_last,
-                           capture=device.type == "cuda")
-    return EagerStep(model, forward, train_cfg, device, amp, channels_last)
+        return GraphedStep(model, train_cfg, device, capture=device.type == "cuda")
+    return EagerStep(model, train_cfg, device)
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """bf16 autocast pays on CUDA and on CPUs with native bf16 (AVX512-BF16/AMX: about 2x
+    on 2 cores, docs/benchmarks.md); elsewhere it would be emulated and slow."""
+    if device.type == "cuda":
+        return True
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def make_sgd(model: torch.nn.Module, train_cfg, lr: torch.Tensor) -> torch.optim.SGD:
@@ -104,15 +114,22 @@ def make_sgd(model: torch.nn.Module, train_cfg, lr: torch.Tensor) -> torch.optim
 
 
 class Step:
-    """What both steps share: the lr tensor, the optimizer, the meters, the update itself,
-    and checkpoint state. Called as ``step(x, y, lr)``: the plain eager step."""
+    """How a network is trained on its device, and the update itself: the one owner of the
+    device, the forward (the model, or its torch.compile'd wrapper), bf16 autocast, the
+    memory layout, the lr tensor, the optimizer, the meters and checkpoint state. Called
+    as ``step(x, y, lr)``: the plain eager step. Evaluation uses its ``forward``,
+    ``autocast()`` and ``layout()`` too, so training and evaluation never disagree."""
 
     kind = "eager"
     autocast_cache = True
 
-    def __init__(self, model, forward, train_cfg, device: torch.device, amp: bool, channels_last: bool):
-        self.model, self.forward = model, forward
-        self.device, self.amp, self.channels_last = device, amp, channels_last
+    def __init__(self, model: torch.nn.Module, train_cfg, device: torch.device):
+        self.device = device
+        self.amp = bool(train_cfg.amp) and bf16_is_fast(device)
+        # NHWC is what cuDNN's and oneDNN's fast convs want (+10-30% on a 2-core CPU too).
+        self.channels_last = bool(train_cfg.channels_last)
+        self.model = model.to(memory_format=torch.channels_last) if self.channels_last else model
+        self.forward = torch.compile(self.model) if (train_cfg.compile and device.type == "cuda") else self.model
         self.lr = torch.tensor(float(train_cfg.lr), dtype=torch.float32, device=device)
         self.lr_value: float | None = None  # what self.lr holds, known without reading it
         self.optimizer = make_sgd(model, train_cfg, self.lr)
@@ -122,7 +139,7 @@ class Step:
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self._set_lr(lr)
-        self._update(self._layout(x), y)
+        self._update(self.layout(x), y)
 
     def summary(self) -> dict:
         """The summary.json keys that say which step trained the run."""
@@ -139,18 +156,20 @@ class Step:
             self.lr.fill_(lr)
             self.lr_value = lr
 
-    def _autocast(self):
+    def autocast(self):
+        """bf16 autocast where the step uses it (``amp``), else nothing."""
         if self.amp:
             return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                   cache_enabled=self.autocast_cache)
         return contextlib.nullcontext()
 
-    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+    def layout(self, x: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory layout the model was put in."""
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _update(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Forward, backward, SGD step; loss and error count added on the device."""
-        with self._autocast():
+        with self.autocast():
             out = self.forward(x)
             loss = F.cross_entropy(out, y)
         # After the forward, not before: freeing the old gradients first made the CPU
@@ -201,8 +220,8 @@ class GraphedStep(Step):
     # it off every cast is part of the graph (torch's CUDA-graph docs ask for this).
     autocast_cache = False
 
-    def __init__(self, model, forward, train_cfg, device, amp, channels_last, capture: bool = True):
-        super().__init__(model, forward, train_cfg, device, amp, channels_last)
+    def __init__(self, model, train_cfg, device, capture: bool = True):
+        super().__init__(model, train_cfg, device)
         self.batch_size, self.capture = int(train_cfg.batch_size), capture
         self.tolerance = tolerance(bool(train_cfg.deterministic))
         self.x = self.y = self.graph = None
@@ -224,7 +243,7 @@ class GraphedStep(Step):
         self._set_lr(lr)
         if len(y) != self.batch_size or self.failed:
             self.counts["eager"] += 1
-            self._update(self._layout(x), y)
+            self._update(self.layout(x), y)
             return
         self._stage(x, y)
         if self.counts["warm-up"] < WARMUP_STEPS:

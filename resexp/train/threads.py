@@ -201,11 +201,12 @@ def apply(choice: Choice) -> Choice:
     return choice
 
 
-def settle(user_threads: int | None, device, model, data, batch: int, amp: bool, channels_last: bool) -> Choice:
-    """Choose and apply the thread count of a run set up with ``model`` on ``data`` (setup())."""
+def settle(user_threads: int | None, step, data, batch: int) -> Choice:
+    """Choose and apply the thread count of a run that trains with ``step`` (its model, device,
+    autocast and layout) on ``data`` (setup())."""
     shape = (data.channels, data.image_size, data.image_size)
-    return apply(choose(user_threads, device.type,
-                        lambda: model_timer(model, batch, shape, data.num_classes, amp, channels_last)))
+    return apply(choose(user_threads, step.device.type,
+                        lambda: model_timer(step.model, batch, shape, data.num_classes, step.amp, step.channels_last)))
 
 
 def set_for_next_run(choice: Choice) -> None:

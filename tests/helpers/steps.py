@@ -26,7 +26,7 @@ def epochs(cfg, s, n: int) -> list[float]:
 def checkpoint_of(s) -> dict:
     """What fit() saves, through torch.save and back, as a resume reads it."""
     buffer = io.BytesIO()
-    torch.save({"model": s.model.state_dict(), "optimizer": s.optimizer.state_dict()}, buffer)
+    torch.save({"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict()}, buffer)
     buffer.seek(0)
     return torch.load(buffer, weights_only=True)
 
@@ -34,7 +34,7 @@ def checkpoint_of(s) -> dict:
 def addresses(s) -> list[int]:
     tensors = [*s.model.parameters(), *s.model.buffers(), s.step.lr, s.step.x, s.step.y,
                s.step.loss_sum, s.step.wrong]
-    tensors += [state["momentum_buffer"] for state in s.optimizer.state.values()]
+    tensors += [state["momentum_buffer"] for state in s.step.optimizer.state.values()]
     return [t.data_ptr() for t in tensors]
 
 
@@ -44,8 +44,8 @@ def state_of(s) -> dict[str, torch.Tensor]:
     graph would get wrong even where the training loss looks right."""
     state = {name: t.detach().clone() for name, t in s.step.state_tensors().items()}
     x = torch.randn(16, s.data.channels, s.data.image_size, s.data.image_size,
-                    generator=torch.Generator().manual_seed(1)).to(s.device)
-    if s.channels_last:
+                    generator=torch.Generator().manual_seed(1)).to(s.step.device)
+    if s.step.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     was_training = s.model.training
     s.model.eval()
