@@ -6,6 +6,7 @@ compose() untouched. A mistake the user can fix prints one line and exits 2.
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -13,21 +14,30 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 
+from resexp import __version__
 from resexp.analysis.text import printable
+from resexp.completion import complete_override
 from resexp.errors import UserError
 
 # rich_markup_mode=None: help texts are shown as written; in rich markup "[default: ...]" is a
 # style tag and would vanish from --help.
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+# add_completion: --install-completion / --show-completion for bash, zsh, fish and PowerShell;
+# the overrides complete through resexp/completion.py.
+app = typer.Typer(add_completion=True, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None,
                   help="Reproduce He et al. 2016's degradation experiment: plain vs residual "
                        "networks across depths.")
 OVERRIDES = typer.Argument(None, metavar="[OVERRIDES]...",
                            help="Hydra overrides, e.g. model.depth=56 dataset=fashion_mnist train.epochs=2. "
                                 "The default experiment is he2016_cifar10 (the paper's CIFAR-10 recipe); "
-                                "experiment=NAME picks another, experiment=null none.")
+                                "experiment=NAME picks another, experiment=null none.",
+                           autocompletion=complete_override)
 CONFIG_DIR = typer.Option(None, "--config-dir", help="Extra config folder searched after the shipped one "
                           "(also $RESEXP_CONFIG_DIR), e.g. with a new dataset/NAME.yaml.")
+
+CFG = typer.Option(None, "--cfg", "-c", metavar="job|all",
+                   help="Print the composed, validated config as YAML and exit, as Hydra's --cfg: job (the "
+                        "run's settings) or all (also the launcher section)")
 
 TRAIN_ERROR = typer.Option("minibatch", "--train-error", help="minibatch: the mean minibatch error of the "
                            "last epoch, augmentation on (Fig. 6); clean: the clean training set in eval mode "
@@ -38,19 +48,77 @@ def console() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
-@app.command()
+def _show_version(value: bool) -> None:
+    if value:
+        print(f"resexp {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(version: bool = typer.Option(False, "--version", is_eager=True, callback=_show_version,
+                                          help="Print resexp's version and exit")):
+    pass  # the options of `resexp` itself; each command has its own
+
+
+def _print_cfg(cfg, part: str, about: str = "") -> None:
+    """``cfg`` as YAML on stdout (``part``: job leaves out the launcher section), after
+    ``about`` as comment lines."""
+    from omegaconf import OmegaConf
+
+    if part not in ("job", "all"):
+        raise UserError(f"--cfg takes job or all, got {part!r} (resexp composes no Hydra app config)")
+    keys = [k for k in cfg if part == "all" or k != "launcher"]
+    for line in about.splitlines():
+        print(f"# {line}")
+    print(OmegaConf.to_yaml(OmegaConf.masked_copy(cfg, keys)), end="")
+
+
+def _hydra_dir(overrides: list[str], key: str, other: str, out: Optional[Path]) -> tuple[list[str], Optional[Path]]:
+    """Hydra's output folder key (hydra.run.dir for train, hydra.sweep.dir for sweep) taken
+    as --out: (the other overrides, the folder). ``${now:FORMAT}`` in it is today's date as
+    in Hydra; the other command's key is one line saying which to use."""
+    import time
+
+    rest, given = [], None
+    for o in overrides:
+        name, _, value = o.partition("=")
+        if name == other:
+            raise UserError(f"{o}: this command's results folder is {key}=DIR (or --out DIR)")
+        if name != key:
+            rest.append(o)
+            continue
+        value = re.sub(r"\$\{now:([^}]*)\}", lambda m: time.strftime(m[1]), value)
+        if not value or "${" in value:
+            raise UserError(f"{o}: give a folder (of interpolations only ${{now:FORMAT}} is understood)")
+        given = Path(value)
+    if given is not None and out is not None and given != out:
+        raise UserError(f"--out {out} and {key}={given} name two folders; give one")
+    return rest, out or given
+
+
+@app.command(short_help="Train one network (rerun the same command to resume it).")
 def train(overrides: Optional[List[str]] = OVERRIDES,
-          out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<name>]"),
-          config_dir: Optional[List[Path]] = CONFIG_DIR):
+          out: Optional[Path] = typer.Option(None, "--out", help="Results folder, also hydra.run.dir=DIR "
+                                             "[default: results/<name>]"),
+          config_dir: Optional[List[Path]] = CONFIG_DIR,
+          cfg_part: Optional[str] = CFG,
+          multirun: bool = typer.Option(False, "--multirun", "-m", help="Hydra's multirun: in resexp several "
+                                        "runs are `resexp sweep` (same overrides); here one line says so")):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
     from resexp.settings.compose import load_config
     from resexp.sweep.launch import is_launcher_override
     from resexp.train.loop import fit
 
-    launcher = next((o for o in overrides or [] if is_launcher_override(o)), None)
+    if multirun:
+        raise UserError("-m/--multirun: several runs are `resexp sweep` with the same overrides "
+                        "(e.g. resexp sweep model.depth=20,56,110); train trains one")
+    overrides, out = _hydra_dir(list(overrides or []), "hydra.run.dir", "hydra.sweep.dir", out)
+    launcher = next((o for o in overrides if is_launcher_override(o)), None)
     if launcher is not None:
         raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
-    cfg = load_config(overrides or [], config_dir or [])
+    cfg = load_config(overrides, config_dir or [])
+    if cfg_part is not None:
+        return _print_cfg(cfg, cfg_part)
     out = out or Path("results") / cfg.name
     summary = _interruptible(fit, cfg, out, console=console())
     print(f"{summary['status']}: {out}/{summary['arch']}-{summary['depth']}-s{summary['seed']} "
@@ -61,13 +129,14 @@ def _pct(value) -> str:
     return "n/a" if value is None else f"{value:.2f}%"
 
 
-@app.command()
+@app.command(short_help="Train every (arch, depth, seed) of a sweep; rerun to resume.")
 def sweep(overrides: Optional[List[str]] = OVERRIDES,
           depths: Optional[str] = typer.Option(None, "--depths", help="Comma-separated depths, e.g. 20,56,110"),
           archs: Optional[str] = typer.Option(None, "--archs",
                                               help="Comma-separated architectures [default: plain,resnet]"),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
-          out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<experiment name>]"),
+          out: Optional[Path] = typer.Option(None, "--out", help="Results folder, also hydra.sweep.dir=DIR "
+                                             "[default: results/<experiment name>]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),
           jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="local launcher: runs trained at once, "
                                              "each in its own process (on a GPU several small nets share it well) "
@@ -77,7 +146,10 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
                                                  "launcher=NAME [default: local]"),
           wait: bool = typer.Option(False, "--wait", help="slurm launcher: follow the jobs until they end "
                                     "instead of returning once they are submitted"),
-          config_dir: Optional[List[Path]] = CONFIG_DIR):
+          config_dir: Optional[List[Path]] = CONFIG_DIR,
+          cfg_part: Optional[str] = CFG,
+          multirun: bool = typer.Option(False, "--multirun", "-m", help="Accepted as in Hydra: a sweep is "
+                                        "always a multirun")):
     """Train every (arch, depth, seed); rerun the same command to skip finished runs and resume the rest.
 
     The axes also take Hydra's sweep syntax: model.depth=20,56,110 seed=range(0,3)
@@ -88,6 +160,17 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     from resexp.sweep.plan import parse_list
 
     overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
+    overrides, out = _hydra_dir(overrides, "hydra.sweep.dir", "hydra.run.dir", out)
+    if cfg_part is not None:
+        from resexp.sweep.plan import resolve_spec
+
+        spec, folder = resolve_spec(parse_list(archs, str, "archs"), parse_list(depths, int, "depths"),
+                                    parse_list(seeds, int, "seeds"), overrides, out, config_dir or [])
+        first = spec.run_config(spec.archs[0], spec.depths[0], spec.seeds[0])
+        return _print_cfg(first, cfg_part, f"sweep into {folder}: archs {','.join(spec.archs)}, depths "
+                                           f"{','.join(map(str, spec.depths))}, seeds {','.join(map(str, spec.seeds))}"
+                                           f"\nthe config of its first run (model.arch, model.depth and seed "
+                                           f"vary):")
     outcome = _interruptible(run, parse_list(archs, str, "archs"), parse_list(depths, int, "depths"),
                              parse_list(seeds, int, "seeds"), overrides, out, config_dir or [], jobs, wait,
                              dry_run, console())
@@ -98,7 +181,7 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
         raise typer.Exit(outcome.exit_code)
 
 
-@app.command()
+@app.command(short_help="The figures: training error vs depth, Fig. 6 curves, Fig. 7.")
 def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
          out: Optional[Path] = typer.Option(None, "--out", help="Figure folder [default: RESULTS_DIR/figures]"),
          format: str = typer.Option("png,pdf", "--format", help="Comma-separated: png, pdf, svg"),
@@ -118,7 +201,7 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
         print(path)
 
 
-@app.command()
+@app.command(short_help="A Markdown/CSV table of every (arch, depth), beside Table 6.")
 def report(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
            out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/csv go [default: RESULTS_DIR]"),
            train_error: str = TRAIN_ERROR):
@@ -130,7 +213,7 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     print(markdown)
 
 
-@app.command()
+@app.command(short_help="One line per run of a results folder: how far, which errors.")
 def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
     """One line per run: status, epoch k of K, latest training and test error, who trains it
     (and its SLURM job)."""
@@ -159,24 +242,29 @@ def _load_and_warn(results_dir: Path, missing_ok: bool = False):
     return runs
 
 
-@app.command(name="eval")
+@app.command(name="eval", short_help="Evaluate a run's checkpoint (test and clean training error).")
 def eval_run(run_dir: Path = typer.Argument(..., help="A run folder, e.g. results/quick_fashion/plain-56-s0"),
              overrides: Optional[List[str]] = OVERRIDES,
              train: bool = typer.Option(True, "--train/--no-train", help="Also the clean training error"),
-             config_dir: Optional[List[Path]] = CONFIG_DIR):
+             config_dir: Optional[List[Path]] = CONFIG_DIR,
+             cfg_part: Optional[str] = CFG):
     """Evaluate a run's checkpoint: test error and clean training error (eval mode), optionally
     with overrides such as dataset=mnist or dataset.test_subset=null."""
-    from resexp.tools.evaluate import evaluate_run, format_result
+    from resexp.tools.evaluate import eval_config, evaluate_run, format_result
 
+    if cfg_part is not None:
+        return _print_cfg(eval_config(run_dir, overrides or [], config_dir or []), cfg_part,
+                          f"the config {run_dir}'s checkpoint is evaluated with")
     print(format_result(evaluate_run(run_dir, overrides or [], train, config_dir or [])))
 
 
-@app.command()
+@app.command(short_help="The configured datasets: on disk or not, in which format.")
 def datasets(overrides: Optional[List[str]] = OVERRIDES, config_dir: Optional[List[Path]] = CONFIG_DIR):
     """The configured datasets: whether each is on disk, and in which format (for CIFAR in
     dataset.source: the binary version, archive or extracted folder, and whether it has the
     test file). Overrides apply to each; dataset=NAME lists that one only, e.g.
-    `resexp datasets dataset=cifar10 dataset.source=~/cifar`."""
+    `resexp datasets dataset=cifar10 dataset.source=~/cifar`. A dataset whose config or class
+    is broken is one line saying why, and the exit code is then 2."""
     from resexp.data import data_root
     from resexp.data.load import found
     from resexp.settings.compose import list_group, load_config
@@ -184,16 +272,25 @@ def datasets(overrides: Optional[List[str]] = OVERRIDES, config_dir: Optional[Li
     given = list(overrides or [])
     chosen = [o.split("=", 1)[1] for o in given if o.startswith("dataset=")]
     rest = [o for o in given if not o.startswith("dataset=")]
+    broken = 0
+    print(f"{'dataset':<16} {'on disk':<9} {'class':<40} {'format':<44} folder")
     for name in chosen or list_group("dataset", config_dir or []):
-        ds = load_config([f"dataset={name}", *rest], config_dir or []).dataset
-        (where, form), root = (("generated", "-"), "-") if ds.synthetic else (found(ds), data_root(ds))
+        try:
+            ds = load_config([f"dataset={name}", *rest], config_dir or []).dataset
+            (where, form), root = (("generated", "-"), "-") if ds.synthetic else (found(ds), data_root(ds))
+        except UserError as err:  # one broken YAML or class: its line, and the others still listed
+            broken += 1
+            print(f"{name:<16} {'error':<9} {printable(err)}")
+            continue
         print(f"{name:<16} {where:<9} {ds['_target_']:<40} {form:<44} {root}")
+    if broken:
+        raise typer.Exit(2)
 
 
-@app.command()
+@app.command(short_help="Training throughput (images/s) and memory per model on this machine.")
 def bench(overrides: Optional[List[str]] = OVERRIDES,
-          depths: str = typer.Option("20,56,110", "--depths"),
-          archs: str = typer.Option("plain,resnet", "--archs"),
+          depths: str = typer.Option("20,56,110", "--depths", help="Comma-separated depths to time"),
+          archs: str = typer.Option("plain,resnet", "--archs", help="Comma-separated architectures to time"),
           steps: int = typer.Option(20, "--steps", min=1, help="Timed training steps per model"),
           compile: bool = typer.Option(False, "--compile", help="Also time torch.compile'd models (CUDA)"),
           eager: bool = typer.Option(False, "--eager", help="Also time the eager step where the default is "
@@ -206,7 +303,8 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
                                             "N steps eagerly (twice) and graphed from the same start and print "
                                             "how far the losses differ"),
           out: Optional[Path] = typer.Option(None, "--out", help="Also write the table as CSV here"),
-          config_dir: Optional[List[Path]] = CONFIG_DIR):
+          config_dir: Optional[List[Path]] = CONFIG_DIR,
+          cfg_part: Optional[str] = CFG):
     """Training throughput (images/s), ms/step and peak GPU memory per model, on this machine's device."""
     import pandas as pd
 
@@ -214,6 +312,10 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
     from resexp.tools import bench as b
 
     archs_, depths_ = parse_list(archs, str, "archs"), parse_list(depths, int, "depths")
+    if cfg_part is not None:
+        return _print_cfg(b.bench_config(archs_[0], depths_[0], overrides or [], config_dir or []), cfg_part,
+                          f"the config bench times for {archs_[0]}-{depths_[0]} (the other models differ in "
+                          f"model.arch and model.depth)")
     if compare_steps:
         tables = b.run_compare(archs_, depths_, compare_steps, overrides or [], config_dir or [])
         print("\n".join(b.format_compare(t) for t in tables))

@@ -146,7 +146,7 @@ def test_datasets_shows_the_format_found(tmp_path, monkeypatch, capsys):
         (tmp_path / form).mkdir(exist_ok=True)
         code, out, err = cli(monkeypatch, capsys, "datasets", "dataset=cifar10", f"dataset.source={tmp_path / form}")
         assert code == 0, err
-        lines[form] = out.split()
+        lines[form] = out.splitlines()[-1].split()  # after the header
     assert lines["folder"][:4] == ["cifar10", "ready", "torchvision.datasets.CIFAR10",
                                    "binary(cifar-10-batches-bin/,no-test-file)"]
     assert lines["tarball"][1:4:2] == ["ready", "binary(cifar-10-binary.tar.gz)"]

@@ -44,9 +44,10 @@ def error_lines(stderr: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
-    """A finished tiny run, trained once for this module: results/he2016_cifar10/resnet-8-s0."""
+    """A finished tiny run, trained once for this module: results/he2016_synthetic/resnet-8-s0
+    (TINY trains on synthetic images, so the default experiment is named after them)."""
     threads = torch.get_num_threads()
-    out = tmp_path_factory.mktemp("finished") / "results" / "he2016_cifar10"
+    out = tmp_path_factory.mktemp("finished") / "results" / "he2016_synthetic"
     fit(load_config(TINY), out)
     torch.set_num_threads(threads)
     return out.parent
@@ -61,9 +62,9 @@ USER_ERRORS = {
     "bad-stale-after": (["train", *TINY, "train.stale_after=0"], ["train.stale_after must be", "> 0"]),
     "unknown-top-key": (["train", *TINY, "+modle.depth=8"], ["modle"]),
     "malformed-override": (["train", *TINY, "model.depth"], ["model.depth"]),
-    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/he2016_cifar10", *SWEEP_TINY],
+    "bad-depth-list": (["sweep", "--depths", "20,abc", "--out", "results/he2016_synthetic", *SWEEP_TINY],
                        ["--depths", "20,abc"]),
-    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/he2016_cifar10", *SWEEP_TINY],
+    "bad-depth-in-sweep": (["sweep", "--depths", "8,10", "--out", "results/he2016_synthetic", *SWEEP_TINY],
                            ["depth 10", "8 and 14"]),
     "train-out-below-a-file": (["train", "--out", "a_file/results", *TINY], ["cannot write", "a_file/results"]),
     "sweep-out-below-a-file": (["sweep", "--depths", "8", "--out", "a_file/results", *SWEEP_TINY],
@@ -72,14 +73,15 @@ USER_ERRORS = {
                            ["dataset mnist", "download disabled", "dataset.source="]),
     "sweep-data-missing": (["sweep", "--depths", "8", "--out", "results/mnist", *OFFLINE_MNIST[:2], "train.device=cpu"],
                            ["dataset mnist", "download disabled"]),
-    "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/he2016_cifar10",
+    "sweep-changed-setting": (["sweep", "--archs", "resnet", "--depths", "8", "--out", "results/he2016_synthetic",
                                *SWEEP_TINY, "train.epochs=5"], ["resnet-8-s0", "train.epochs: 3 -> 5"]),
     "train-changed-setting": (["train", *TINY, "train.batch_size=32"], ["resnet-8-s0", "train.batch_size: 64 -> 32"]),
     "bad-diagnostics": (["train", *TINY, "train.diagnostics=sometimes"], ["train.diagnostics", "off, end, epoch"]),
-    "eval-unknown-key": (["eval", "results/he2016_cifar10/resnet-8-s0", "train.momentun=1"],
+    "eval-unknown-key": (["eval", "results/he2016_synthetic/resnet-8-s0", "train.momentun=1"],
                          ["unknown config key 'train.momentun'"]),
-    "eval-not-a-run": (["eval", "results/he2016_cifar10"], ["results/he2016_cifar10 is not a run folder"]),
-    "plot-bad-train-error": (["plot", "results/he2016_cifar10", "--train-error", "dirty"], ["--train-error", "clean"]),
+    "eval-not-a-run": (["eval", "results/he2016_synthetic"], ["results/he2016_synthetic is not a run folder"]),
+    "plot-bad-train-error": (["plot", "results/he2016_synthetic", "--train-error", "dirty"],
+                             ["--train-error", "clean"]),
 }
 
 
@@ -198,7 +200,9 @@ def test_datasets_lists_every_dataset_config(tmp_path, monkeypatch, capsys):
 
     code, stdout, stderr = cli(monkeypatch, capsys, "datasets", "--config-dir", extra)
     assert code == 0, stderr
-    listed = {line.split()[0]: line.split() for line in stdout.splitlines()}
+    header, *lines = stdout.splitlines()
+    assert header.split() == ["dataset", "on", "disk", "class", "format", "folder"]
+    listed = {line.split()[0]: line.split() for line in lines}
     shipped = {p.stem for p in (shipped_config_dir() / "dataset").glob("*.yaml")}
     assert {"cifar10", "mnist", "fashion_mnist", "synthetic"} <= shipped
     assert set(listed) == shipped | {"kmnist"}

@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from resexp.analysis.results import (
     aggregate,
@@ -149,25 +148,12 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
-def experiment_dataset(name: str) -> str | None:
-    """The dataset a shipped experiment YAML picks (``override /dataset: X``); None when
-    the experiment is not shipped or picks none."""
-    from resexp.settings.compose import shipped_config_dir
-    try:
-        config = yaml.safe_load((shipped_config_dir() / "experiment" / f"{name}.yaml").read_text())
-    except (OSError, TypeError, yaml.YAMLError):
-        return None
-    defaults = config.get("defaults") if isinstance(config, dict) else None
-    for item in defaults if isinstance(defaults, list) else []:
-        if isinstance(item, dict) and "override /dataset" in item:
-            return str(item["override /dataset"])
-    return None
-
-
 def study_name(info: dict) -> tuple[str, bool]:
     """(the experiment as titles name it, whether its name describes the runs). A run of
     an experiment on another dataset (the default he2016_cifar10 with dataset=mnist) is
     named 'he2016_cifar10 with dataset=mnist': the bare name would promise CIFAR-10."""
+    from resexp.settings.compose import experiment_dataset
+
     name = info["experiment"]
     own = experiment_dataset(name) if name and "," not in name else None
     if own is None or own == info["dataset"]:

@@ -1,8 +1,8 @@
 """Datasets as uint8 tensors in memory, batches made on the device.
 
 A dataset is one YAML file (configs/dataset/) naming a torchvision-style class
-(``_target_``): anything whose constructor takes ``root`` (and optionally
-``download``) plus the YAML's ``train_args``/``test_args``, and that exposes
+(``_target_``): anything whose constructor takes the YAML's ``train_args``/``test_args``
+(and ``root`` and ``download``, passed where it takes them), and that exposes
 ``data``/``targets`` (or ``labels``) or at least yields (image, label) pairs.
 
 Offline, a ``source`` folder with the original files is staged into the class's
@@ -43,19 +43,23 @@ def data_root(ds_cfg) -> Path:
 
 # --------------------------------------------------------------------------- opening
 def _construct(cls, root: Path, download: bool, args: dict):
+    """``cls(root=..., download=..., **args)``, passing ``root`` and ``download`` only where
+    the class takes them (torchvision's FakeData takes neither)."""
     kwargs = dict(args)
     try:
         signature = inspect.signature(cls)
     except (TypeError, ValueError):  # a builtin (builtins.int): not a dataset class
-        raise UserError(f"dataset _target_ {cls.__module__}.{cls.__qualname__} is not a dataset class "
-                        f"(it takes no root argument)") from None
+        raise UserError(f"dataset _target_ {cls.__module__}.{cls.__qualname__} is not a dataset class") from None
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values())
+    if "root" in signature.parameters or takes_any:
+        kwargs["root"] = str(root)
     if "download" in signature.parameters:
         kwargs["download"] = download
     try:
-        signature.bind(root=str(root), **kwargs)
+        signature.bind(**kwargs)
     except TypeError as err:  # a train_args/test_args key the class does not take
         raise UserError(f"{cls.__name__} does not accept these arguments ({err})") from None
-    return cls(root=str(root), **kwargs)
+    return cls(**kwargs)
 
 
 def dataset_class(ds_cfg):

@@ -13,10 +13,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
+import yaml
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -27,7 +29,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from resexp.errors import UserError
 from resexp.models import check_depth
-from resexp.settings import schema
+from resexp.settings import schema, trust
+
+# train.yaml's default experiment (experiment=NAME picks another, experiment=null none).
+DEFAULT_EXPERIMENT = "he2016_cifar10"
 
 # Free-form dicts: keyword arguments of the dataset class (which rejects one it does not
 # take) and extra sbatch options (which sbatch checks): the only places where
@@ -53,6 +58,27 @@ def extra_config_dirs(config_dirs: Sequence[str | Path] = ()) -> list[Path]:
         if not d.is_dir():
             raise UserError(f"config folder {d} does not exist")
     return dirs
+
+
+# User config folders load_config made importable (a dataset class beside its YAML file);
+# a SLURM job makes them importable again where it runs (sweep/slurm.py TrainJob).
+_CODE_DIRS: list[str] = []
+
+
+def make_importable(dirs: Sequence[str | Path]) -> None:
+    """Modules in the user's config folders import like installed ones (``_target_:
+    mydata.MyDataset`` for a mydata.py beside dataset/mydata.yaml). Appended to sys.path,
+    so an installed module of the same name still wins."""
+    for d in map(str, dirs):
+        if d not in sys.path:
+            sys.path.append(d)
+        if d not in _CODE_DIRS:
+            _CODE_DIRS.append(d)
+
+
+def importable_dirs() -> list[str]:
+    """The config folders make_importable added in this process."""
+    return list(_CODE_DIRS)
 
 
 def config_groups() -> list[str]:
@@ -84,7 +110,10 @@ def prepare_overrides(overrides: Sequence[str]) -> list[str]:
         k = o.key_or_group
         if not k:
             raise UserError(f"{o.input_line!r}: an override is key=value and needs a key")
-        if k.split(".")[0] == "hydra":  # hydra.job.chdir, hydra.searchpath, ...: how Hydra runs, not a run
+        if k.startswith("hydra/launcher"):
+            raise UserError(f"{o.input_line}: resexp's own launchers do that: --launcher slurm (or launcher=slurm) "
+                            f"on resexp sweep (docs/hydra.md)")
+        if k.split(".")[0].split("/")[0] == "hydra":  # hydra.job.chdir, hydra/sweeper, ...: how Hydra runs
             raise UserError(f"{o.input_line}: Hydra's own settings are not run settings "
                             f"(config folders: --config-dir)")
         if o.is_sweep_override():
@@ -152,6 +181,8 @@ def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path]
     is not the host that trains)."""
     overrides = prepare_overrides(overrides)
     extra = extra_config_dirs(config_dirs)
+    overrides += name_for_dataset(overrides, extra)
+    make_importable(extra)
     if extra:
         overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra) + "]")
     schema.register()
@@ -164,6 +195,46 @@ def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path]
         raise UserError(_one_line(err)) from None
     validate(cfg, check_memory)
     return cfg
+
+
+def experiment_settings(name: str, dirs: Sequence[Path] = ()) -> dict:
+    """An experiment file's own YAML (configs/experiment/NAME.yaml, shipped folder first),
+    or {} when there is no such file or it is not a mapping (composing it says why)."""
+    for d in [shipped_config_dir(), *dirs]:
+        path = d / "experiment" / f"{name}.yaml"
+        if path.is_file():
+            try:
+                config = yaml.safe_load(path.read_text())
+            except (OSError, yaml.YAMLError):
+                return {}
+            return config if isinstance(config, dict) else {}
+    return {}
+
+
+def experiment_dataset(name: str, dirs: Sequence[Path] = ()) -> str | None:
+    """The dataset an experiment picks (``- override /dataset: NAME``), or None."""
+    defaults = experiment_settings(name, dirs).get("defaults")
+    for item in defaults if isinstance(defaults, list) else []:
+        if isinstance(item, dict) and isinstance(item.get("override /dataset"), str):
+            return item["override /dataset"]
+    return None
+
+
+def name_for_dataset(overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) -> list[str]:
+    """``[name=...]`` when the command line moves an experiment to another dataset and
+    does not name the study itself: he2016_cifar10 with dataset=fashion_mnist is
+    he2016_fashion_mnist, quick_fashion with dataset=mnist is quick_fashion_on_mnist. Its
+    default results folder, report title and figure subtitles then say what was trained."""
+    given = {o.key_or_group: o for o in parse_overrides(overrides)}
+    dataset, experiment = given.get("dataset"), given.get("experiment")
+    if dataset is None or "name" in given or (experiment is not None and experiment.is_delete()):
+        return []
+    exp = _value_str(experiment) if experiment is not None else DEFAULT_EXPERIMENT
+    own, new = experiment_dataset(exp, extra_dirs), _value_str(dataset)
+    if own is None or new == own or not trust.is_option_name(new):
+        return []
+    name = str(experiment_settings(exp, extra_dirs).get("name", exp))
+    return [f"name={name[:-len(own)]}{new}" if name.endswith(f"_{own}") else f"name={name}_on_{new}"]
 
 
 def list_group(group: str, config_dirs: Sequence[str | Path] = ()) -> list[str]:

@@ -201,8 +201,8 @@ MAX_SEED = 2**32 - 1
 # records as such; far larger values overflow float32 (1e308 is inf there) and are typos.
 MAX_LR = 1e6
 
-# rule -> (test, what the value must be). Types are already enforced by the dataclasses.
-RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+# rule -> (test, what the value must be, or a function that says it). Types are already enforced by the dataclasses.
+RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "positive": (lambda v: _is_number(v) and v > 0, "> 0"),
     "non_negative": (lambda v: _is_number(v) and v >= 0, ">= 0"),
     "positive_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive integer or null"),
@@ -222,8 +222,9 @@ RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "device": (lambda v: bool(_DEVICE.match(str(v))), "auto, cpu, cuda or cuda:N"),
     "diagnostics": (lambda v: v in ("off", "end", "epoch"),
                     "one of off, end, epoch (in a YAML file quote \"off\": YAML reads a bare off as false)"),
-    "arch": (lambda v: v in _archs(), "one of the registered architectures"),
-    "arch_list": (lambda v: len(v) > 0 and all(a in _archs() for a in v), "registered architectures"),
+    "arch": (lambda v: v in _archs(), lambda: "one of " + ", ".join(_archs())),
+    "arch_list": (lambda v: len(v) > 0 and all(a in _archs() for a in v),
+                  lambda: "a non-empty list of " + ", ".join(_archs())),
 }
 
 
@@ -292,6 +293,7 @@ def check_values(cfg) -> None:
         else:
             test, want = RULES[rule]
             ok = test(value)
+            want = want() if callable(want) else want
         if not ok:
             shown = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
             raise UserError(f"{dotted} must be {want}, got {shown!r}")

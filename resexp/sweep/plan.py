@@ -151,7 +151,7 @@ def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
 SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str, "config_dirs": str}
 
 
-def _saved(out: Path | None) -> dict:
+def saved_spec(out: Path | None) -> dict:
     """The settings saved in <out>/sweep.yaml; {} if there is none. UserError if it is damaged
     (safe_load also refuses tags that would run code, such as !!python/object, and
     bounded_yaml a file that expands past any settings file's size)."""
@@ -168,6 +168,17 @@ def _saved(out: Path | None) -> dict:
             return {**saved, "path": path}
     raise UserError(f"{path} is damaged ({reason}); fix it, or delete it and give --archs, --depths, "
                     f"--seeds and the overrides again")
+
+
+def planned_names(out: Path) -> list[str]:
+    """The run folders the saved sweep of ``out`` plans, e.g. ['plain-20-s0', ...]; [] when
+    ``out`` holds no sweep.yaml or a damaged one (`resexp sweep` says what is wrong with it)."""
+    try:
+        saved = saved_spec(out)
+    except UserError:
+        return []
+    return [run_name(a, d, s) for a in saved.get("archs", []) for d in saved.get("depths", [])
+            for s in saved.get("seeds", [])]
 
 
 def _saved_problem(saved) -> str | None:
@@ -216,12 +227,12 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
         flags[name] = values
     launcher = [o for o in rest if is_launcher_override(o)]
     rest = [o for o in rest if not is_launcher_override(o)]
-    saved = _saved(out)
+    saved = saved_spec(out)
     merged, dirs = _merged(saved, rest, config_dirs)
     base = load_config([*merged, *launcher], dirs, check_memory=False)
     if out is None:
         out = Path("results") / base.name
-        saved = _saved(out)
+        saved = saved_spec(out)
         merged, dirs = _merged(saved, rest, config_dirs)
     pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
     return SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher), out

@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 from omegaconf import OmegaConf
 from rich.console import Console
@@ -35,6 +36,7 @@ from resexp.errors import UserError
 from resexp.run import safeio
 from resexp.run.folder import RUN_NAME, now
 from resexp.run.state import Status
+from resexp.settings.compose import importable_dirs, make_importable
 from resexp.sweep.task import sweep_progress, train_run
 
 JOBS_FILE = "jobs.jsonl"
@@ -131,9 +133,10 @@ class TrainJob(Checkpointable):
     resubmits the same call at the time limit or on preemption: all the state a resumed
     run needs is in its folder (checkpoint.pt), none in this object."""
 
-    def __init__(self, cfg_yaml: str, out: str):
+    def __init__(self, cfg_yaml: str, out: str, code_dirs: Sequence[str] = ()):
         self.cfg_yaml = cfg_yaml
         self.out = out
+        self.code_dirs = list(code_dirs)  # --config-dir folders, for a dataset class defined there
 
     def __call__(self) -> str:
         # SLURM sends SIGTERM when it is about to kill the job anyway (scancel, scontrol
@@ -141,6 +144,7 @@ class TrainJob(Checkpointable):
         # stops at once instead: the last finished epoch is on disk, and the run folder is
         # free for whichever job continues it.
         signal.signal(signal.SIGTERM, _exit_now)
+        make_importable(getattr(self, "code_dirs", ()))  # a job pickled before code_dirs existed has none
         console = Console(stderr=True, soft_wrap=True)
         return str(train_run(OmegaConf.create(self.cfg_yaml), Path(self.out), console))
 
@@ -179,7 +183,7 @@ def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
         # submitit prints sbatch's complaint before raising it: keep it for the one error line
         with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             for r in runs:
-                jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out))))
+                jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out), importable_dirs())))
     except Exception as err:  # sbatch refused (partition, account, ...): its message, one line
         raise UserError(f"sbatch failed: {_first_line(err)} (--dry-run shows the #SBATCH lines)") from err
     records = [{"run": r.run.path.name, "job_id": str(job.job_id), "submitted": now(),
@@ -404,8 +408,9 @@ def submitted_lines(records: list[dict]) -> list[str]:
 
 
 def status_with_jobs(results_dir: Path, runs=None):
-    """results.status_table with the sweep's SLURM jobs: a run whose job waits in the queue
-    is 'queued' (listed even before its folder exists), one whose job runs is 'running',
+    """results.status_table with the runs the saved sweep plans but has not started ('new')
+    and the sweep's SLURM jobs: a run whose job waits in the queue is 'queued' (listed even
+    before its folder exists), one whose job runs is 'running',
     and a ``job`` column gives each run's latest job id, its state and node. Returns
     (table, a line saying where the job logs are, or None when no job was submitted).
     ``runs``: results.load_runs(results_dir) when the caller has it."""
@@ -413,23 +418,26 @@ def status_with_jobs(results_dir: Path, runs=None):
 
     from resexp.analysis.results import sort_runs, status_table
     from resexp.run.folder import parse_run_name
+    from resexp.sweep.plan import planned_names
 
     records = read_records(results_dir)
+    planned = planned_names(results_dir)
     try:
         table = status_table(results_dir, runs)
     except UserError:
-        if not records:
+        if not records and not planned:
             raise
         table = pd.DataFrame(columns=["run", "status", "progress", "train_err", "test_err", "owner", "error"])
-    if not records:
-        return table, None
-    missing = sorted(set(records) - set(table["run"]))
-    extra = pd.DataFrame({"run": missing, "status": Status.NEW, "progress": "-", "owner": ""})
+    # Runs of the sweep not yet started (no folder yet) and runs whose job waits: listed as new.
+    missing = sorted((set(records) | set(planned)) - set(table["run"]))
     if missing:  # back into legend order, with the runs that have folders
+        extra = pd.DataFrame({"run": missing, "status": Status.NEW, "progress": "-", "owner": ""})
         table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True)
         names = pd.DataFrame([parse_run_name(n) or {} for n in table["run"]], index=table.index)
         table = sort_runs(pd.concat([table, names], axis=1)).drop(columns=list(names.columns))
     table["owner"] = table["owner"].fillna("")
+    if not records:
+        return table, None
     jobs = queue() or {}
     ended = ended_states(r["job_id"] for r in records.values() if r["job_id"] not in jobs)
     table["job"] = table["run"].map(lambda name: _job_text(records.get(name), jobs, ended))

@@ -30,7 +30,8 @@ from resexp.train.loop import evaluate, pick_device, setup, train_epoch
 def describe(cfg, device: torch.device) -> dict:
     """The columns that say where and on what a row was measured."""
     ds = cfg.dataset
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+    n = torch.get_num_threads()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({n} thread{'s' * (n != 1)})"
     return {"device": name,
             "arch": cfg.model.arch, "depth": cfg.model.depth, "checkpoint_segments": cfg.model.checkpoint_segments,
             "batch": cfg.train.batch_size,
@@ -99,16 +100,23 @@ def _model_rows(cfg_for, steps: int, compile: bool, eager: bool, baseline: bool,
     return rows
 
 
+def bench_config(arch: str, depth: int, overrides=(), config_dirs=(), compiled: bool = False,
+                 graphs: bool | None = None):
+    """The config bench times ``arch``-``depth`` with: the overrides, on the whole training set
+    (no subset, no held-out part), with no progress lines; ``graphs`` sets train.cuda_graphs."""
+    extra = [] if graphs is None else [f"train.cuda_graphs={str(graphs).lower()}"]
+    return load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}", f"train.compile={compiled}",
+                        "train.log_every=1000000", "dataset.train_subset=null", "dataset.val_size=0", *extra],
+                       config_dirs)
+
+
 def run_bench(archs, depths, steps: int, compile: bool, overrides=(), config_dirs=(),
               eager: bool = False, baseline: bool = False, workers: int = 4) -> pd.DataFrame:
     rows = []
     for arch in archs:
         for depth in depths:
             def cfg_for(compiled: bool, graphs: bool | None, arch=arch, depth=depth):
-                extra = [] if graphs is None else [f"train.cuda_graphs={str(graphs).lower()}"]
-                return load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}",
-                                    f"train.compile={compiled}", "train.log_every=1000000",
-                                    "dataset.train_subset=null", "dataset.val_size=0", *extra], config_dirs)
+                return bench_config(arch, depth, overrides, config_dirs, compiled, graphs)
             rows += _model_rows(cfg_for, steps, compile, eager, baseline, workers)
     table = pd.DataFrame(rows)
     if baseline:
