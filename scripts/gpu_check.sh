@@ -199,8 +199,13 @@ step env "environment" bash -c "{ nvidia-smi --query-gpu=name,memory.total,drive
   $PY -c \"import torch, sys, platform; print('python', sys.version.split()[0], '| torch', torch.__version__, '| cuda', torch.version.cuda, '| cudnn', torch.backends.cudnn.version(), '| device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu', '|', platform.processor() or platform.machine(), '|', __import__('os').cpu_count(), 'cpus')\";
   git log -1 --format='resexp commit %h %s' 2>/dev/null || true; } | tee '$OUT/env.txt'"
 
-# (the tests of this script itself, in the same file, run on the CPU in CI)
-step tests "CUDA tests (tests/test_cuda.py)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "not gpu_check"
+# (the tests of this script itself, in the same file, run on the CPU in CI; the smoke leaves
+# the CUDA tests to that suite, which runs this very smoke too)
+if (( SMOKE )); then
+  echo "=== CUDA tests (tests/test_cuda.py): left to the test suite in --cpu-smoke"
+else
+  step tests "CUDA tests (tests/test_cuda.py)" $PY -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "not gpu_check"
+fi
 
 step bench "bench: graphed vs eager vs conventional trainer" \
   $R bench --archs resnet --depths $DEPTHS --steps $STEPS --baseline --eager --workers $WORKERS \

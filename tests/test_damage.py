@@ -370,7 +370,7 @@ def test_killing_a_parallel_sweep_kills_its_workers(tmp_path):
 
 def test_a_worker_killed_hard_is_a_failed_run_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    sweep, (victim, other) = start_parallel_sweep(out, 12)
+    sweep, (victim, other) = start_parallel_sweep(out, 6)
     os.kill(victim, signal.SIGKILL)
     try:
         stdout, stderr = sweep.communicate(timeout=300)
@@ -383,10 +383,10 @@ def test_a_worker_killed_hard_is_a_failed_run_and_the_sweep_goes_on(tmp_path, mo
     assert status == {"plain-8-s0": "failed", "resnet-8-s0": "done"}
     assert not (out / "plain-8-s0" / "run.lock").exists()  # the dead worker's lock went with it
     # the same command resumes the lost run from its last epoch: every epoch once
-    code, stdout, _ = cli(monkeypatch, capsys, *sweep_args(out, archs="plain,resnet"), "train.epochs=12",
-                          "train.milestones=[12]")
+    code, stdout, _ = cli(monkeypatch, capsys, *sweep_args(out, archs="plain,resnet"), "train.epochs=6",
+                          "train.milestones=[6]")
     assert code == 0 and stdout.strip() == f"sweep {out}: 2 done"
-    assert [int(r["epoch"]) for r in rows(out / "plain-8-s0")] == list(range(1, 13))
+    assert [int(r["epoch"]) for r in rows(out / "plain-8-s0")] == list(range(1, 7))
 
 
 def test_ctrl_c_ends_a_parallel_sweep_and_its_workers(tmp_path):

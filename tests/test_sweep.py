@@ -107,10 +107,10 @@ def test_rerun_skips_finished_runs_without_touching_them(tmp_path, monkeypatch, 
 
 # --------------------------------------------------------------------------- resuming
 def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
-    # Long enough (20 epochs) that the sweep is still in its first run when the kill comes,
+    # Long enough (10 epochs) that the sweep is still in its first run when the kill comes,
     # however slow or fast the machine: the kill follows the first checkpoint at once.
-    twenty_epochs = [*TINY, "train.epochs=20", "train.milestones=[15]"]
-    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", *twenty_epochs]
+    ten_epochs = [*TINY, "train.epochs=10", "train.milestones=[7]"]
+    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", *ten_epochs]
     killed = tmp_path / "killed"
     with open(tmp_path / "first.log", "w") as log:
         proc = subprocess.Popen([sys.executable, "-m", "resexp", *args, "--out", str(killed)],
@@ -128,7 +128,7 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
         proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert summary(killed / "plain-8-s0")["status"] == "running"  # as a killed process leaves it
-    assert 1 <= len(rows(killed / "plain-8-s0")) < 20
+    assert 1 <= len(rows(killed / "plain-8-s0")) < 10
     assert not (killed / "resnet-8-s0").exists()
 
     # the same command again, and meanwhile the same sweep uninterrupted in another folder
@@ -136,7 +136,7 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
         proc = subprocess.Popen([sys.executable, "-m", "resexp", *args, "--out", str(killed)],
                                 stdout=log, stderr=subprocess.STDOUT, text=True)
         reference = tmp_path / "reference"
-        assert set(sweep_in_process(["plain", "resnet"], [8], None, twenty_epochs, reference).values()) == {"done"}
+        assert set(sweep_in_process(["plain", "resnet"], [8], None, ten_epochs, reference).values()) == {"done"}
         assert proc.wait(timeout=180) == 0
         log.seek(0)
         second = log.read()
@@ -145,12 +145,12 @@ def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
 
     for name in ("plain-8-s0", "resnet-8-s0"):
         got, want = rows(killed / name), rows(reference / name)
-        assert [int(r["epoch"]) for r in got] == list(range(1, 21))  # no gap, no repeat
-        assert [int(r["iteration"]) for r in got] == list(range(4, 84, 4))
+        assert [int(r["epoch"]) for r in got] == list(range(1, 11))  # no gap, no repeat
+        assert [int(r["iteration"]) for r in got] == list(range(4, 44, 4))
         assert [{k: v for k, v in r.items() if k not in TIMING} for r in got] == \
                [{k: v for k, v in r.items() if k not in TIMING} for r in want]
         s, ref = summary(killed / name), summary(reference / name)
-        assert s["status"] == "done" and s["epochs"] == 20
+        assert s["status"] == "done" and s["epochs"] == 10
         assert (s["final_train_err"], s["final_test_err"]) == (ref["final_train_err"], ref["final_test_err"])
 
 
