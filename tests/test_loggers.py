@@ -144,15 +144,17 @@ def test_wandb_offline_run_is_resumed_in_one_wandb_run(tmp_path, tiny_cfg, monke
     assert logs and {p.name for p in logs} == {f"run-{run_id}.wandb"}
     assert set().union(*(wandb_records.run_ids(p) for p in logs)) == {run_id}
     config = wandb_records.config(logs[0])
-    assert (config["model"]["value"]["arch"], config["model"]["value"]["depth"]) == ("resnet", 8)
-    assert config["train"]["value"]["wandb_tags"] == ["tiny"] and config["seed"]["value"] == 0
+    assert (config["model"]["arch"], config["model"]["depth"]) == ("resnet", 8)
+    assert config["train"]["wandb_tags"] == ["tiny"] and config["seed"] == 0
     rows = [row for p in logs for row in wandb_records.history(p)]
     epochs = [row for row in rows if "train_err" in row]
     metrics = pd.read_csv(run.metrics)
     assert [row["iteration"] for row in epochs] == [4, 8, 12] == metrics["iteration"].tolist()
     assert [row["test_err"] for row in epochs] == pytest.approx(metrics["test_err"].tolist())
-    tables = [row for row in rows if "diagnostics/responses" in row]
+    tables = [row for row in rows if "diagnostics/responses/_type" in row]  # a table's fields, one item each
     assert [row["iteration"] for row in tables] == [0, 12]
-    assert tables[0]["diagnostics/responses"]["_type"] == "table-file"
+    assert {row["diagnostics/responses/_type"] for row in tables} == {"table-file"}
+    assert [row["diagnostics/responses/nrows"] for row in tables] == [len(g) for _, g in pd.read_csv(
+        run.path / "responses.csv").groupby("iteration")]
     assert not (tmp_path / "home").exists()  # no ~/.cache, ~/.config or ~/.netrc
     assert "WANDB_CACHE_DIR" not in os.environ  # set for the run only
