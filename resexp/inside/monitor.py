@@ -1,4 +1,4 @@
-"""What a run records besides metrics.csv: diagnostics CSVs and, optionally, TensorBoard events.
+"""What a run records besides metrics.csv: diagnostics CSVs and, optionally, the experiment loggers.
 
 ``fit`` makes one Monitor per run and calls it at iteration 0, after each epoch's
 metrics row and at the end; every row is written through the run's RunDir.
@@ -11,8 +11,9 @@ Settings (resexp/settings/schema.py):
   uses its running statistics (eval mode), except at iteration 0 (column ``bn``).
   Gradients use the first ``train.batch_size`` training images, without augmentation,
   in train mode: one fixed batch, as an SGD step sees it.
-- ``train.tensorboard``: also write the live scalars, every epoch's row and the diagnostics
-  as TensorBoard events into the run folder. The CSVs stay the source of truth.
+- ``train.tensorboard``, ``train.wandb``: also hand the live scalars, every epoch's row and
+  the diagnostics to TensorBoard and Weights & Biases (resexp/inside/loggers.py,
+  docs/logging.md). The CSVs stay the source of truth.
 
 The measurements use no random numbers, write no ``.grad`` and restore BN's running
 statistics, so a run's metrics are the same with the diagnostics on or off.
@@ -22,12 +23,14 @@ epoch 0 is the measurement at initialisation.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 
 import torch
 
 from resexp.inside import diagnostics as dg
+from resexp.inside.loggers import Logger, open_loggers
 from resexp.run.files import DIAGNOSTIC_FILES
 from resexp.run.folder import RunDir
 
@@ -35,43 +38,44 @@ FILES = dict(zip(("responses", "gradients", "identity"), DIAGNOSTIC_FILES))
 
 
 class Monitor:
-    """Diagnostics and TensorBoard of one run; every method is a no-op for what is off."""
+    """Diagnostics and experiment loggers of one run; every method is a no-op for what is off."""
 
     def __init__(self, cfg, run: RunDir, s):
-        t = cfg.train
+        t, self.cfg = cfg.train, cfg
         self.when, self.run, self.path, self.s = str(t.diagnostics), run, run.path, s
         self.ids = {"arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed}
         self.images, self.batch_size = int(t.diagnostics_images), int(t.batch_size)
         self.eval_batch_size, self.seconds = int(t.eval_batch_size), 0.0
-        self.tensorboard, self.tb, self.layout = bool(t.tensorboard), None, None
+        self.loggers: list[Logger] = []
+        self.layout = None
 
     # ---- the calls fit() makes
     def begin(self, epoch: int, iteration: int) -> None:
         """Before the first epoch to train: ``epoch`` 0 is a fresh run (measured at
         iteration 0), a larger one a resumed run."""
-        if self.tensorboard:
-            from resexp.inside.tensorboard import TBLog
-            self.tb = TBLog(self.path, purge_step=iteration or None)
+        self.loggers = open_loggers(self.cfg, self.run, epoch, iteration)
         if epoch == 0 and self.when != "off":
             self.measure(epoch=0, iteration=0)
 
     def epoch(self, row: dict, last: bool) -> None:
         """After epoch ``row['epoch']``'s metrics row; ``last``: the run's final epoch."""
-        if self.tb is not None:
-            self.tb.epoch(row)
+        for logger in self.loggers:
+            logger.epoch(row, last)
         if math.isfinite(row["train_loss"]) and (self.when == "epoch" or (self.when == "end" and last)):
             self.measure(epoch=int(row["epoch"]), iteration=int(row["iteration"]))
 
     def live(self, iteration: int, scalars: dict) -> None:
         """Every ``train.log_every`` steps: running loss, error, lr, images/s."""
-        if self.tb is not None:
-            self.tb.live(iteration, scalars)
+        for logger in self.loggers:
+            logger.live(iteration, scalars)
 
-    def finish(self) -> dict:
-        """At the end: the summary's extra keys (seconds the diagnostics took)."""
-        if self.tb is not None:
-            self.tb.close()
-            self.tb = None
+    def finish(self, failed: bool = False) -> dict:
+        """At the end (``failed``: in an error): the summary's extra keys (seconds the
+        diagnostics took). Every logger is closed, even when one of them fails to."""
+        loggers, self.loggers = self.loggers, []
+        with contextlib.ExitStack() as closing:
+            for logger in loggers:
+                closing.callback(logger.close, failed)
         return {"diagnostics_seconds": round(self.seconds, 3)} if self.when != "off" else {}
 
     # ---- measuring
@@ -94,12 +98,13 @@ class Monitor:
         bn = "batch" if iteration == 0 else "running"
         responses, identity = dg.forward_stats(model, self.layout, batches, batch_stats=bn == "batch")
         gradients, loss = dg.gradient_norms(model, self.layout, x, y)
-        tagged = {"epoch": epoch, "iteration": iteration}
+        tagged, tables = {"epoch": epoch, "iteration": iteration}, {}
         for kind, rows, extra in (("responses", responses, {"bn": bn}), ("identity", identity, {"bn": bn}),
                                   ("gradients", gradients, {})):
-            self.run.append_rows(self.path / FILES[kind], [{**tagged, **row, **extra, **self.ids} for row in rows])
-        if self.tb is not None:
-            self.tb.diagnostics(epoch, iteration, responses, gradients, identity, loss)
+            tables[kind] = [{**tagged, **row, **extra, **self.ids} for row in rows]
+            self.run.append_rows(self.path / FILES[kind], tables[kind])
+        for logger in self.loggers:
+            logger.diagnostics(epoch, iteration, tables, loss)
         if self.s.step.device.type == "cuda":
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start

@@ -8,7 +8,14 @@ Tags:
 - ``epoch/<column>``: every column of each metrics.csv row (x axis: iteration);
 - ``responses/epoch_NNNN``, ``gradients/weight_epoch_NNNN``,
   ``gradients/block_output_epoch_NNNN``, ``identity/branch_ratio_epoch_NNNN``: one
-  diagnostics measurement as a curve over the layer (or block) index, the x axis of Fig. 7.
+  diagnostics measurement as a curve over the layer (or block) index, the x axis of Fig. 7;
+- ``final/train_err``, ``final/test_err``: the last epoch's errors, once the run is done.
+
+For TensorBoard's HParams view, a fresh run also writes one hparams record into its own
+event file: the settings that change what it computes, flattened (``model.depth``,
+``train.lr``, ``dataset.name``, ...; scalars only, null ones left out) and the
+experiment's ``name``, with the two ``final/`` tags as its metrics. A resumed run writes
+none (its first start did), and the status ``success`` comes with the final errors.
 """
 
 from __future__ import annotations
@@ -17,7 +24,15 @@ import functools
 import threading
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
+from resexp.inside.loggers import Logger
 from resexp.run.folder import writing
+from resexp.settings.schema import non_result_keys
+
+# The HParams view's metrics: scalar tags written at the run's last epoch.
+FINAL = {"final/train_err": "train_err", "final/test_err": "test_err"}
+EVENTS = "events.out.tfevents.*"
 
 
 def _quiet_writer_thread(args) -> None:
@@ -37,17 +52,50 @@ def _disk_errors(method):
     @functools.wraps(method)
     def wrapped(self, *args, **kwargs):
         folder = self.__dict__.get("path") or Path(args[0])  # __init__: its run_dir argument
-        with writing(folder / "events.out.tfevents.*"):
+        with writing(folder / EVENTS):
             return method(self, *args, **kwargs)
     return wrapped
 
 
-class TBLog:
+def hparams_of(cfg) -> dict:
+    """The run's settings that change what it computes, flattened to dotted keys, scalars
+    only (lists and nulls left out), plus the experiment's name: the HParams view's columns."""
+    skip = non_result_keys()
+    flat = {"name": str(cfg.name)}
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            full = f"{prefix}{key}"
+            if any(full == k or full.startswith(k + ".") for k in skip):
+                continue
+            if isinstance(value, dict):
+                walk(value, full + ".")
+            elif isinstance(value, (bool, int, float, str)):
+                flat[full] = value
+
+    walk(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def _holds_hparams(files: list[Path]) -> bool:
+    """Whether any of these event files already holds an hparams record."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
+
+    for file in files:
+        for event in EventFileLoader(str(file)).Load():
+            if any(value.tag == SESSION_START_INFO_TAG for value in event.summary.value):
+                return True
+    return False
+
+
+class TBLog(Logger):
     @_disk_errors
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = Path(run_dir)
+        self.earlier = sorted(self.path.glob(EVENTS))  # a start that failed before its first epoch left some
         threading.excepthook = _quiet_writer_thread
         # purge_step: a resumed run drops the events it logged after its checkpoint.
         self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
@@ -58,10 +106,28 @@ class TBLog:
             self.writer.add_scalar(f"live/{key}", value, iteration)
 
     @_disk_errors
-    def epoch(self, row: dict) -> None:
+    def hparams(self, settings: dict) -> None:
+        """The run's hparams record (``hparams_of``), unless an earlier start wrote one."""
+        from torch.utils.tensorboard.summary import hparams
+
+        if _holds_hparams(self.earlier):
+            return
+        experiment, start, _ = hparams(settings, dict.fromkeys(FINAL, 0.0))  # metrics: only their names
+        for summary in (experiment, start):
+            self.writer._get_file_writer().add_summary(summary)
+        self.writer.flush()
+
+    @_disk_errors
+    def epoch(self, row: dict, last: bool = False) -> None:
         for key, value in row.items():
             if key not in ("epoch", "iteration"):
                 self.writer.add_scalar(f"epoch/{key}", value, int(row["iteration"]))
+        if last:
+            from torch.utils.tensorboard.summary import hparams
+
+            for tag, column in FINAL.items():
+                self.writer.add_scalar(tag, row[column], int(row["iteration"]))
+            self.writer._get_file_writer().add_summary(hparams({}, {})[2])  # the session's end: success
         self.writer.flush()
 
     def curve(self, tag: str, rows: list[dict], x: str, y: str) -> None:
@@ -69,15 +135,16 @@ class TBLog:
             self.writer.add_scalar(tag, row[y], int(row[x]))
 
     @_disk_errors
-    def diagnostics(self, epoch: int, iteration: int, responses, gradients, identity, loss: float) -> None:
+    def diagnostics(self, epoch: int, iteration: int, tables: dict[str, list[dict]], loss: float) -> None:
         suffix = f"epoch_{epoch:04d}"
-        self.curve(f"responses/{suffix}", responses, "layer", "std")
+        self.curve(f"responses/{suffix}", tables["responses"], "layer", "std")
         for kind in ("weight", "block_output"):
-            self.curve(f"gradients/{kind}_{suffix}", [r for r in gradients if r["kind"] == kind], "index", "norm")
-        self.curve(f"identity/branch_ratio_{suffix}", identity, "block", "branch_ratio")
+            rows = [r for r in tables["gradients"] if r["kind"] == kind]
+            self.curve(f"gradients/{kind}_{suffix}", rows, "index", "norm")
+        self.curve(f"identity/branch_ratio_{suffix}", tables["identity"], "block", "branch_ratio")
         self.writer.add_scalar("diagnostics/fixed_batch_loss", loss, iteration)
         self.writer.flush()
 
     @_disk_errors
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         self.writer.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,10 @@ VAL_COLUMNS = ["val_loss", "val_err"]
 CLEAN_TRAIN_COLUMNS = ["clean_train_loss", "clean_train_err"]  # with train.eval_train=true
 # Written by resexp/monitor.py (train.diagnostics); readers: results.load_diagnostics.
 DIAGNOSTIC_FILES = ("responses.csv", "gradients.csv", "identity.csv")
+# With train.wandb=true: the id of the W&B run this folder logs to (resexp/inside/wandb_log.py).
+WANDB_ID_FILE = "wandb-id.txt"
+# What an id may be: W&B's own ids are 8 lowercase letters and digits; nothing else is used.
+_WANDB_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
 # What a trainer writes into summary.json (the other states are decided from outside it).
 SUMMARY_STATUSES = tuple(str(s) for s in (Status.RUNNING, Status.DONE, Status.DIVERGED, Status.FAILED))
@@ -159,6 +164,16 @@ def parse_config(path: Path, data: bytes) -> dict:
         if not _is(value, (str,) if key == "model.arch" else (int,)):
             raise DamagedFile(path, f"{key} is {value!r}")
     return config
+
+
+def parse_wandb_id(path: Path, data: bytes) -> str:
+    """wandb-id.txt's bytes -> the W&B run id it names. DamagedFile unless it is one plain
+    id (letters and digits), so a received folder can name a run and nothing else."""
+    text = data.decode("ascii", errors="replace").strip()
+    if not _WANDB_ID.match(text):
+        raise DamagedFile(path, "does not hold a plain W&B run id (letters and digits); "
+                                "delete it to log to a new W&B run")
+    return text
 
 
 def _is(value, kinds) -> bool:

@@ -41,11 +41,13 @@ from resexp.run.files import (
     COLUMNS,
     DIAGNOSTIC_FILES,
     VAL_COLUMNS,
+    WANDB_ID_FILE,
     DamagedFile,
     Log,
     parse_config,
     parse_log,
     parse_summary,
+    parse_wandb_id,
     read_bytes,
 )
 from resexp.run.safeio import append, atomic_write, overwrite, real_dir
@@ -190,6 +192,7 @@ class RunDir:
         self.summary_file = self.path / "summary.json"
         self.checkpoint = self.path / "checkpoint.pt"
         self.lock_file = self.path / LOCK_FILE
+        self.wandb_id_file = self.path / WANDB_ID_FILE
 
     @property
     def name(self) -> str:
@@ -430,18 +433,28 @@ class RunDir:
             raise DamagedFile(self.checkpoint, f"unreadable ({type(err).__name__}); "
                                                f"delete it to restart this run from scratch") from err
 
+    # ---- wandb-id.txt: the W&B run this folder logs to (train.wandb=true)
+    def read_wandb_id(self) -> str | None:
+        """The W&B run id; None if there is none yet; DamagedFile if it is not a plain id."""
+        data = read_bytes(self.wandb_id_file)
+        return None if data is None else parse_wandb_id(self.wandb_id_file, data[:1000])
+
+    def write_wandb_id(self, run_id: str) -> None:
+        with writing(self.wandb_id_file):
+            atomic_write(self.wandb_id_file, f"{run_id}\n".encode())
+
     # ---- starting over without losing anything
     def set_aside(self) -> Path:
         """Move metrics.csv, summary.json, checkpoint.pt, the diagnostics and TensorBoard files
-        into old-<UTC time>/ so the run can start again from epoch 1; config.yaml stays.
-        Returns that folder."""
+        and the W&B run id into old-<UTC time>/ so the run can start again from epoch 1 (in
+        a new W&B run); config.yaml stays. Returns that folder."""
         stamp = f"old-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}"
         names = (stamp, *(f"{stamp}-{k}" for k in range(2, 1000)))  # a second restart within the second
         aside = next(self.path / name for name in names if not (self.path / name).exists())
         with writing(aside):
             aside.mkdir()
             extra = [self.path / name for name in DIAGNOSTIC_FILES] + sorted(self.path.glob("events.out.tfevents.*"))
-            for file in (self.metrics, self.summary_file, self.checkpoint, *extra):
+            for file in (self.metrics, self.summary_file, self.checkpoint, self.wandb_id_file, *extra):
                 if file.exists():
                     file.rename(aside / file.name)
         return aside

@@ -275,6 +275,8 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
              "set exactly one of train.epochs and train.iterations (the other null)")
     _require(not t.tensorboard or importlib.util.find_spec("tensorboard") is not None,
              "train.tensorboard=true needs the tensorboard package: pip install 'resexp[tensorboard]'")
+    _require(not t.wandb or importlib.util.find_spec("wandb") is not None,
+             "train.wandb=true needs the wandb package: pip install 'resexp[wandb]'")
     _require(len(ds.mean) == ds.channels == len(ds.std),
              f"dataset {ds.name}: mean and std need one value per channel ({ds.channels})")
     _require(ds.val_size < ds.train_size,

@@ -14,7 +14,10 @@ about a key's meaning lives anywhere else:
 - ``result=False``: the key does not change what a run computes (a run may resume
   under a new value, and a sweep folder may change it);
 - ``excludes``: a key that means the same thing in another unit (train.epochs vs
-  train.iterations): a value given on the command line for one clears the other.
+  train.iterations): a value given on the command line for one clears the other;
+- ``needs``: a switch (a bool key of the same section) without which the key is unused:
+  the key set away from its default while the switch is off is an error, since a
+  setting that is accepted must be used.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ from hydra.core.config_store import ConfigStore
 from resexp.errors import UserError
 
 
-def key(default=None, *, check=None, result: bool = True, excludes: str | None = None, factory=None):
+def key(default=None, *, check=None, result: bool = True, excludes: str | None = None, needs: str | None = None,
+        factory=None):
     """A schema field: its default plus the metadata described in the module docstring."""
-    meta = {"check": check, "result": result, "excludes": excludes}
+    meta = {"check": check, "result": result, "excludes": excludes, "needs": needs}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -99,6 +103,14 @@ class TrainConfig:
     diagnostics: str = key("end", check="diagnostics", result=False)
     diagnostics_images: int = key(256, check="positive", result=False)  # the first N test images
     tensorboard: bool = key(False, result=False)  # TensorBoard events too (pip install 'resexp[tensorboard]')
+    # Weights & Biases (pip install 'resexp[wandb]', docs/logging.md): one W&B run per run
+    # folder, resumed with it. The wandb_* keys only mean something with wandb=true.
+    wandb: bool = key(False, result=False)
+    wandb_project: str = key("resexp", result=False, needs="wandb")
+    wandb_entity: Optional[str] = key(None, result=False, needs="wandb")  # null: your default entity
+    wandb_tags: List[str] = key(result=False, needs="wandb", factory=list)
+    # offline: no network, `wandb sync` uploads later; disabled: W&B's calls do nothing
+    wandb_mode: str = key("online", check=("online", "offline", "disabled"), result=False, needs="wandb")
 
 
 @dataclass
@@ -282,7 +294,8 @@ def _get(cfg, dotted: str):
 
 
 def check_values(cfg) -> None:
-    """Every value against its rule: the first violation is one UserError line."""
+    """Every value against its rule, then every key that ``needs`` a switch against that
+    switch: the first violation is one UserError line."""
     for dotted, f in leaf_fields().items():
         rule = f.metadata.get("check")
         if rule is None:
@@ -295,5 +308,18 @@ def check_values(cfg) -> None:
             ok = test(value)
             want = want() if callable(want) else want
         if not ok:
-            shown = list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
-            raise UserError(f"{dotted} must be {want}, got {shown!r}")
+            raise UserError(f"{dotted} must be {want}, got {_shown(value)!r}")
+    for dotted, f in leaf_fields().items():
+        if f.metadata.get("needs"):
+            _check_needs(cfg, dotted, f"{dotted.rsplit('.', 1)[0]}.{f.metadata['needs']}")
+
+
+def _shown(value):
+    return list(value) if hasattr(value, "__len__") and not isinstance(value, str) else value
+
+
+def _check_needs(cfg, dotted: str, switch: str) -> None:
+    value = _shown(_get(cfg, dotted))
+    if not _get(cfg, switch) and value != default_of(dotted):
+        raise UserError(f"{dotted}={value!r} is set but {switch} is false: set {switch}=true, "
+                        f"or leave {dotted} out")

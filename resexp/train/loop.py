@@ -107,7 +107,7 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
         if at.epoch:
             console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
         summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields()}
-        monitor = Monitor(cfg, run, s)  # diagnostics and TensorBoard (resexp/inside/monitor.py)
+        monitor = Monitor(cfg, run, s)  # diagnostics and loggers (resexp/inside/monitor.py)
         with _failures_recorded(run, summary, monitor):
             run.write_summary(summary)
             monitor.begin(at.epoch, at.iteration)
@@ -233,10 +233,10 @@ def _failures_recorded(run: RunDir, summary: dict, monitor: Monitor):
     try:
         yield
     except RunBusy:
-        monitor.finish()
+        monitor.finish(failed=True)
         raise
     except Exception as err:
-        monitor.finish()
+        monitor.finish(failed=True)
         run.record_failure(summary, err.record() if isinstance(err, CannotWrite) else f"{type(err).__name__}: {err}")
         raise
 
