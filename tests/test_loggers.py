@@ -81,7 +81,7 @@ def test_tensorboard_hparams_are_written_once_across_a_resume(tmp_path, tiny_cfg
 
 def test_hparams_hold_the_result_settings_and_the_experiment_name(tiny_cfg):
     settings = hparams_of(tiny_cfg("train.tensorboard=true"))
-    assert settings["name"] == "he2016_cifar10" and settings["train.milestone_unit"] == "epochs"
+    assert settings["name"] == "he2016_synthetic" and settings["train.milestone_unit"] == "epochs"
     # settings that do not change results, lists and nulls are no columns
     for absent in ("train.device", "train.tensorboard", "train.log_every", "model.widths", "train.iterations",
                    "sweep.archs", "launcher.type"):
