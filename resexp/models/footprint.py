@@ -85,11 +85,17 @@ def _measure(arch: str, depth: int, options: dict) -> Footprint:
 
 
 @functools.lru_cache(maxsize=64)
-def _estimate(arch: str, depth: int, options_json: str) -> Footprint:
+def _smallest_two(arch: str, options_json: str) -> tuple[int, Footprint, int, Footprint]:
+    """The two smallest nets of a family, measured once per family and shape: every depth
+    of a sweep extrapolates from the same pair."""
     options = json.loads(options_json)
     options["checkpoint_segments"] = 0  # count every activation; train_bytes divides
     d1, d2 = _small_depths(arch, options)
-    a, b = _measure(arch, d1, options), _measure(arch, d2, options)
+    return d1, _measure(arch, d1, options), d2, _measure(arch, d2, options)
+
+
+def _estimate(arch: str, depth: int, options_json: str) -> Footprint:
+    d1, a, d2, b = _smallest_two(arch, options_json)
     step = d2 - d1
     k = (depth - d1) / step  # how many repeats beyond the smallest net
     return Footprint(int(a.params + k * (b.params - a.params)),
