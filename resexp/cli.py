@@ -43,22 +43,9 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           out: Optional[Path] = typer.Option(None, "--out", help="Results folder [default: results/<name>]"),
           config_dir: Optional[List[Path]] = CONFIG_DIR):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
-    from resexp.settings.compose import load_config
-    from resexp.sweep.launch import is_launcher_override
-    from resexp.train.loop import fit
+    from resexp.train.command import train as run
 
-    launcher = next((o for o in overrides or [] if is_launcher_override(o)), None)
-    if launcher is not None:
-        raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
-    cfg = load_config(overrides or [], config_dir or [])
-    out = out or Path("results") / cfg.name
-    summary = _interruptible(fit, cfg, out, console=console())
-    print(f"{summary['status']}: {out}/{summary['arch']}-{summary['depth']}-s{summary['seed']} "
-          f"train err {_pct(summary.get('final_train_err'))}, test err {_pct(summary.get('final_test_err'))}")
-
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}%"
+    print(_interruptible(run, overrides or [], out, config_dir or [], console()).summary_line())
 
 
 @app.command()
