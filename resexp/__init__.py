@@ -1,3 +1,46 @@
-"""resexp: reproduce the degradation experiment of He et al. 2016 (plain vs residual nets)."""
+"""resexp: reproduce the degradation experiment of He et al. 2016 (plain vs residual nets).
+
+The Python API (docs/python-api.md): resexp.sweep, resexp.train, resexp.load_runs,
+resexp.plot and resexp.report, from resexp/api.py. They are imported on first use, so
+`import resexp` stays light (no torch) for the CLI's start and for tools that read only
+__version__.
+"""
+
+import importlib
+import types
 
 __version__ = "0.1.0"
+
+API = ("sweep", "train", "load_runs", "plot", "report")
+
+
+def __getattr__(name: str):
+    if name in ("sweep", "train"):  # also subpackages: the package is the callable (CallablePackage)
+        return importlib.import_module(f"{__name__}.{name}")
+    if name in API:
+        return getattr(importlib.import_module(f"{__name__}.api"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """What a notebook's tab completion should offer: the API and the version."""
+    return sorted({*API, "__version__", *(n for n in globals() if n.startswith("__"))})
+
+
+class CallablePackage(types.ModuleType):
+    """The class of resexp.sweep and resexp.train: each is a subpackage and the API function
+    of its name at once. Python sets ``resexp.sweep`` to the package as soon as anything
+    imports resexp.sweep.plan, so a function of that name could not stay there; a package
+    that calls resexp.api.sweep when called can."""
+
+    def __call__(self, *args, **kwargs):
+        return self._function()(*args, **kwargs)
+
+    @property
+    def __signature__(self):  # what inspect.signature and a notebook's help show
+        import inspect
+
+        return inspect.signature(self._function())
+
+    def _function(self):
+        return getattr(importlib.import_module(f"{__name__}.api"), self.__name__.rpartition(".")[2])

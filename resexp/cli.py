@@ -105,28 +105,17 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           multirun: bool = typer.Option(False, "--multirun", "-m", help="Hydra's multirun: in resexp several "
                                         "runs are `resexp sweep` (same overrides); here one line says so")):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
-    from resexp.settings.compose import load_config
-    from resexp.sweep.launch import is_launcher_override
-    from resexp.train.loop import fit
+    from resexp.train.command import train as run
 
     if multirun:
         raise UserError("-m/--multirun: several runs are `resexp sweep` with the same overrides "
                         "(e.g. resexp sweep model.depth=20,56,110); train trains one")
     overrides, out = _hydra_dir(list(overrides or []), "hydra.run.dir", "hydra.sweep.dir", out)
-    launcher = next((o for o in overrides if is_launcher_override(o)), None)
-    if launcher is not None:
-        raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
-    cfg = load_config(overrides, config_dir or [])
     if cfg_part is not None:
-        return _print_cfg(cfg, cfg_part)
-    out = out or Path("results") / cfg.name
-    summary = _interruptible(fit, cfg, out, console=console())
-    print(f"{summary['status']}: {out}/{summary['arch']}-{summary['depth']}-s{summary['seed']} "
-          f"train err {_pct(summary.get('final_train_err'))}, test err {_pct(summary.get('final_test_err'))}")
+        from resexp.settings.compose import load_config
 
-
-def _pct(value) -> str:
-    return "n/a" if value is None else f"{value:.2f}%"
+        return _print_cfg(load_config(overrides, config_dir or []), cfg_part)
+    print(_interruptible(run, overrides, out, config_dir or [], console()).summary_line())
 
 
 @app.command(short_help="Train every (arch, depth, seed) of a sweep; rerun to resume.")

@@ -8,8 +8,10 @@ alone continues it.
 
 from __future__ import annotations
 
+import numbers
 import os
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -109,18 +111,36 @@ def _check_items(values: list, what: str) -> list:
     return values
 
 
-def parse_list(text: str | None, kind, what: str) -> list | None:
-    """'20,56,110' -> [20, 56, 110]; an empty, repeated or malformed item is one clear error."""
-    if text is None:
+def parse_list(value, kind, what: str) -> list | None:
+    """The values of a sweep axis: '20,56,110', [20, 56, 110], range(3) or a single 20 ->
+    a list of ``kind`` (str or int); an empty, repeated or malformed item is one clear error.
+    The CLI passes its option's text; Python callers either form."""
+    if value is None:
         return None
-    items = [t.strip() for t in text.split(",")]
-    if any(not t for t in items):
-        raise UserError(f"--{what} has an empty item: {text!r}")
-    try:
-        values = [kind(t) for t in items]
-    except ValueError:
-        raise UserError(f"--{what} must be a comma-separated list of {kind.__name__}s, got {text!r}") from None
-    return _check_items(values, f"--{what}")
+    if isinstance(value, str):
+        items = [t.strip() for t in value.split(",")]
+        if any(not t for t in items):
+            raise UserError(f"--{what} has an empty item: {value!r}")
+        try:
+            values = [kind(t) for t in items]
+        except ValueError:
+            raise UserError(f"--{what} must be a comma-separated list of {kind.__name__}s, got {value!r}") from None
+        return _check_items(values, f"--{what}")
+    items = list(value) if isinstance(value, Iterable) and not isinstance(value, (bytes, Mapping)) else [value]
+    values = [_as_kind(v, kind) for v in items]
+    if any(v is None for v in values):
+        raise UserError(f"{what} must be a list of {kind.__name__}s or a comma-separated string, got {value!r}")
+    return _check_items(values, what)
+
+
+def _as_kind(value, kind):
+    """One item of a list a Python caller gave: a str as such; an int (numpy's too, not a
+    bool) as such; None if it is neither."""
+    if kind is str:
+        return value.strip() or None if isinstance(value, str) else None
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    return None
 
 
 def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
@@ -218,7 +238,10 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
     replaced: new overrides apply on top of the saved ones (a result-affecting
     change then stops at the clash check), and --config-dir folders are kept.
     Axes come from --archs/--depths/--seeds or sweep syntax, else the saved
-    sweep, else the experiment's ``sweep:`` defaults."""
+    sweep, else the experiment's ``sweep:`` defaults. archs, depths and seeds are lists or
+    comma-separated strings (parse_list)."""
+    archs = parse_list(archs, str, "archs")
+    depths, seeds = parse_list(depths, int, "depths"), parse_list(seeds, int, "seeds")
     grid, rest = split_grid(overrides)
     flags = {"archs": archs, "depths": depths, "seeds": seeds}
     for name, values in grid.items():

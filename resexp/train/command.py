@@ -1,0 +1,52 @@
+"""`resexp train` as a plain function: compose the config, then fit one run in this process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+
+from resexp.errors import UserError
+from resexp.run.folder import run_name
+from resexp.run.state import Status
+
+
+@dataclass
+class TrainOutcome:
+    out: Path       # the results folder; the run's own is run_dir
+    summary: dict   # the run's summary.json as fit() left it
+
+    @property
+    def run_dir(self) -> Path:
+        return self.out / run_name(self.summary["arch"], self.summary["depth"], self.summary["seed"])
+
+    @property
+    def status(self) -> Status:
+        return Status(self.summary["status"])
+
+    def summary_line(self) -> str:
+        s = self.summary
+        return (f"{s['status']}: {self.run_dir} train err {_pct(s.get('final_train_err'))}, "
+                f"test err {_pct(s.get('final_test_err'))}")
+
+
+def _pct(value) -> str:
+    return "n/a" if value is None else f"{value:.2f}%"
+
+
+def train(overrides: Sequence[str] = (), out: Path | None = None, config_dirs: Sequence = (),
+          console: Console | None = None) -> TrainOutcome:
+    """Train (or resume, or skip if finished) the one run the overrides describe, into
+    ``out`` (default results/<name>). Launchers are a sweep's: one here is a UserError."""
+    from resexp.settings.compose import load_config
+    from resexp.sweep.launch import is_launcher_override
+    from resexp.train.loop import fit
+
+    launcher = next((o for o in overrides if is_launcher_override(o)), None)
+    if launcher is not None:
+        raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
+    cfg = load_config(list(overrides), list(config_dirs))
+    out = Path(out) if out is not None else Path("results") / cfg.name
+    return TrainOutcome(out, fit(cfg, out, console=console))
