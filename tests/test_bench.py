@@ -56,3 +56,11 @@ def test_compare_steps_graphed_equals_eager_on_the_cpu():
     assert table.attrs["graphed_kind"] == "graphed (no capture)"
     assert table.graphed_vs_eager.max() < 1e-5 and table.eager_vs_eager.max() == 0
     assert table.eager.iloc[-1] < table.eager.iloc[0]  # it trains: the losses compared are real
+
+
+@pytest.mark.parametrize("threads, shown", [(1, "cpu (1 thread)"), (2, "cpu (2 threads)")])
+def test_the_device_column_counts_threads_in_english(threads, shown):
+    from resexp.tools.bench import describe
+
+    torch.set_num_threads(threads)  # the conftest fixture gives the count back after the test
+    assert describe(load_config(TINY), torch.device("cpu"))["device"] == shown
