@@ -121,12 +121,14 @@ def test_the_plan_says_how_threads_are_chosen(monkeypatch, free_cfg):
     assert "GPU" in task.planned_threads(free, "local", 1, True)
 
 
-def test_the_probe_leaves_the_model_and_the_random_stream_alone():
+def test_the_probe_leaves_the_model_and_the_random_stream_alone(tiny_cfg):
     from resexp.models import get_model
+    from resexp.train.step import make_step
     model = get_model(arch="resnet", depth=8, in_channels=1, num_classes=10, image_size=8)
+    step = make_step(tiny_cfg("train.channels_last=true", "train.amp=false").train, model, torch.device("cpu"))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng = torch.get_rng_state()
-    time_step = threads.model_timer(model, 4, (1, 8, 8), 10, amp=False, channels_last=True)
+    time_step = threads.model_timer(step, 4, (1, 8, 8), 10)
     assert 0 < time_step(1) < math.inf and torch.get_num_threads() == 1
     assert time_step(1, limit=0.0) == math.inf  # stopped at its first layer
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

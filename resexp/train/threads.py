@@ -133,20 +133,20 @@ class _TooSlow(Exception):
     pass
 
 
-def model_timer(model, batch: int, shape: tuple[int, ...], classes: int, amp: bool, channels_last: bool):
-    """``time_step(n, limit)``: one forward pass (with autograd recording, as in training)
-    of a copy of ``model`` on n threads, on a fixed random batch (its own generator: the
+def model_timer(step, batch: int, shape: tuple[int, ...], classes: int):
+    """``time_step(n, limit)``: one forward pass (with autograd recording, as in training,
+    in the step's autocast and memory layout) of a copy of ``step``'s model on n threads, on
+    a fixed random batch (its own generator: the
     run's random stream is untouched); stopped between two layers once it has taken
     ``limit`` seconds (then inf). The backward pass runs the same kind of kernels, twice
     over: the forward alone ranks the counts at a third of the cost."""
     import torch
     import torch.nn.functional as F
 
-    copy = deepcopy(model).train()
+    copy = deepcopy(step.model).train()
     gen = torch.Generator().manual_seed(0)
     x, y = torch.randn(batch, *shape, generator=gen), torch.randint(classes, (batch,), generator=gen)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
+    x = step.layout(x)
     deadline = [math.inf]
 
     def check(*_):
@@ -162,7 +162,7 @@ def model_timer(model, batch: int, shape: tuple[int, ...], classes: int, amp: bo
         begin = time.perf_counter()
         deadline[0] = begin + limit
         try:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+            with step.autocast():
                 F.cross_entropy(copy(x).float(), y).item()
         except _TooSlow:
             return math.inf
@@ -206,7 +206,7 @@ def settle(user_threads: int | None, step, data, batch: int) -> Choice:
     autocast and layout) on ``data`` (setup())."""
     shape = (data.channels, data.image_size, data.image_size)
     return apply(choose(user_threads, step.device.type,
-                        lambda: model_timer(step.model, batch, shape, data.num_classes, step.amp, step.channels_last)))
+                        lambda: model_timer(step, batch, shape, data.num_classes)))
 
 
 def set_for_next_run(choice: Choice) -> None:
