@@ -146,23 +146,20 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     its saved ones. Exit code 1 if a run failed or is left unfinished, 2 if one is damaged
     (see the plan's lines)."""
     from resexp.sweep.command import sweep as run
-    from resexp.sweep.plan import parse_list
 
     overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
     overrides, out = _hydra_dir(overrides, "hydra.sweep.dir", "hydra.run.dir", out)
     if cfg_part is not None:
         from resexp.sweep.plan import resolve_spec
 
-        spec, folder = resolve_spec(parse_list(archs, str, "archs"), parse_list(depths, int, "depths"),
-                                    parse_list(seeds, int, "seeds"), overrides, out, config_dir or [])
+        spec, folder = resolve_spec(archs, depths, seeds, overrides, out, config_dir or [])
         first = spec.run_config(spec.archs[0], spec.depths[0], spec.seeds[0])
         return _print_cfg(first, cfg_part, f"sweep into {folder}: archs {','.join(spec.archs)}, depths "
                                            f"{','.join(map(str, spec.depths))}, seeds {','.join(map(str, spec.seeds))}"
                                            f"\nthe config of its first run (model.arch, model.depth and seed "
                                            f"vary):")
-    outcome = _interruptible(run, parse_list(archs, str, "archs"), parse_list(depths, int, "depths"),
-                             parse_list(seeds, int, "seeds"), overrides, out, config_dir or [], jobs, wait,
-                             dry_run, console())
+    outcome = _interruptible(run, archs, depths, seeds, overrides, out, config_dir or [], jobs, wait, dry_run,
+                             console())
     if outcome.statuses is None:  # a dry run, or jobs submitted to SLURM and not followed
         return
     print(outcome.summary_line())

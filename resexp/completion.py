@@ -36,7 +36,7 @@ def _choices(key: str, config_dirs: Sequence[str]) -> list[str]:
         from resexp.models import list_models  # imports torch: only when completing an arch
         return list_models()
     if check == "diagnostics":
-        return ["off", "end", "epoch"]
+        return list(schema.DIAGNOSTICS)
     if field.type in (bool, "bool"):
         return ["true", "false"]
     return []

@@ -205,6 +205,8 @@ def _archs() -> list[str]:
     return list_models()
 
 
+# train.diagnostics: when the measurements inside the nets are taken.
+DIAGNOSTICS = ("off", "end", "epoch")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 # Seeds feed numpy and torch generators (at most 2**32 - 1 for numpy) and seed * 1_000_003
 # + epoch (resexp.data.epoch_generators) must stay a 64-bit integer.
@@ -232,7 +234,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "unit_open_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 < x < 1 for x in v),
                        "a non-empty list of numbers in (0, 1)"),
     "device": (lambda v: bool(_DEVICE.match(str(v))), "auto, cpu, cuda or cuda:N"),
-    "diagnostics": (lambda v: v in ("off", "end", "epoch"),
+    "diagnostics": (lambda v: v in DIAGNOSTICS,
                     "one of off, end, epoch (in a YAML file quote \"off\": YAML reads a bare off as false)"),
     "arch": (lambda v: v in _archs(), lambda: "one of " + ", ".join(_archs())),
     "arch_list": (lambda v: len(v) > 0 and all(a in _archs() for a in v),
