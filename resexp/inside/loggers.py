@@ -13,15 +13,32 @@ docs/logging.md says what each one records and where.
 from __future__ import annotations
 
 import contextlib
+import functools
+from pathlib import Path
 from typing import TYPE_CHECKING
+
+from resexp.run.folder import writing
 
 if TYPE_CHECKING:
     from resexp.run.folder import RunDir
 
 
+def disk_errors(method):
+    """A logger method whose writes, on a full or read-only disk, end as CannotWrite (one
+    line) as for every other file of the run, named by the logger's ``writes_to``."""
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        with writing(self.writes_to):
+            return method(self, *args, **kwargs)
+    return wrapped
+
+
 class Logger:
     """The calls a run makes on an experiment logger; each does nothing unless a logger
-    records it."""
+    records it. ``writes_to``: the files (a path or glob in the run folder) a failed write
+    is reported as."""
+
+    writes_to: Path
 
     def live(self, iteration: int, scalars: dict) -> None:
         """Every ``train.log_every`` iterations: the epoch's running loss, error, lr, images/s."""

@@ -20,13 +20,12 @@ none (its first start did), and the status ``success`` comes with the final erro
 
 from __future__ import annotations
 
-import functools
 import threading
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from resexp.inside.loggers import Logger
+from resexp.inside.loggers import Logger, disk_errors
 from resexp.run.folder import writing
 from resexp.settings.schema import non_result_keys
 
@@ -44,17 +43,6 @@ def _quiet_writer_thread(args) -> None:
 
 
 _default_hook = threading.excepthook
-
-
-def _disk_errors(method):
-    """A full or read-only disk under TensorBoard's writer is CannotWrite, one line, as for
-    every other file of the run."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        folder = self.__dict__.get("path") or Path(args[0])  # __init__: its run_dir argument
-        with writing(folder / EVENTS):
-            return method(self, *args, **kwargs)
-    return wrapped
 
 
 def hparams_of(cfg) -> dict:
@@ -90,22 +78,23 @@ def _holds_hparams(files: list[Path]) -> bool:
 
 
 class TBLog(Logger):
-    @_disk_errors
     def __init__(self, run_dir: Path, purge_step: int | None = None):
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = Path(run_dir)
+        self.writes_to = self.path / EVENTS
         self.earlier = sorted(self.path.glob(EVENTS))  # a start that failed before its first epoch left some
         threading.excepthook = _quiet_writer_thread
-        # purge_step: a resumed run drops the events it logged after its checkpoint.
-        self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+        with writing(self.writes_to):
+            # purge_step: a resumed run drops the events it logged after its checkpoint.
+            self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
 
-    @_disk_errors
+    @disk_errors
     def live(self, iteration: int, scalars: dict) -> None:
         for key, value in scalars.items():
             self.writer.add_scalar(f"live/{key}", value, iteration)
 
-    @_disk_errors
+    @disk_errors
     def hparams(self, settings: dict) -> None:
         """The run's hparams record (``hparams_of``), unless an earlier start wrote one."""
         from torch.utils.tensorboard.summary import hparams
@@ -117,7 +106,7 @@ class TBLog(Logger):
             self.writer._get_file_writer().add_summary(summary)
         self.writer.flush()
 
-    @_disk_errors
+    @disk_errors
     def epoch(self, row: dict, last: bool = False) -> None:
         for key, value in row.items():
             if key not in ("epoch", "iteration"):
@@ -134,7 +123,7 @@ class TBLog(Logger):
         for row in rows:
             self.writer.add_scalar(tag, row[y], int(row[x]))
 
-    @_disk_errors
+    @disk_errors
     def diagnostics(self, epoch: int, iteration: int, tables: dict[str, list[dict]], loss: float) -> None:
         suffix = f"epoch_{epoch:04d}"
         self.curve(f"responses/{suffix}", tables["responses"], "layer", "std")
@@ -145,6 +134,6 @@ class TBLog(Logger):
         self.writer.add_scalar("diagnostics/fixed_batch_loss", loss, iteration)
         self.writer.flush()
 
-    @_disk_errors
+    @disk_errors
     def close(self, failed: bool = False) -> None:
         self.writer.close()

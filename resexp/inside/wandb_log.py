@@ -20,7 +20,6 @@ needs no network: ``wandb sync RUN/wandb/offline-run-*`` uploads later (docs/log
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import string
@@ -28,7 +27,7 @@ import string
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
-from resexp.inside.loggers import Logger
+from resexp.inside.loggers import Logger, disk_errors
 from resexp.run.folder import RunDir, writing
 from resexp.run.safeio import real_dir
 
@@ -41,20 +40,12 @@ def new_run_id() -> str:
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
 
 
-def _disk_errors(method):
-    """A full or read-only disk under W&B's files in the run folder is CannotWrite, one line."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        with writing(self.folder):
-            return method(self, *args, **kwargs)
-    return wrapped
-
-
 class WandbLog(Logger):
     def __init__(self, cfg, run: RunDir):
         import wandb
 
         t, self.folder = cfg.train, run.path / "wandb"
+        self.writes_to = self.folder
         run_id = run.read_wandb_id()  # DamagedFile unless a plain id
         with writing(self.folder):
             real_dir(self.folder)  # never a link planted in a received folder
@@ -83,15 +74,15 @@ class WandbLog(Logger):
         self.run.define_metric("iteration")
         self.run.define_metric("*", step_metric="iteration")
 
-    @_disk_errors
+    @disk_errors
     def live(self, iteration: int, scalars: dict) -> None:
         self.run.log({**{f"live/{k}": v for k, v in scalars.items()}, "iteration": iteration})
 
-    @_disk_errors
+    @disk_errors
     def epoch(self, row: dict, last: bool) -> None:
         self.run.log(dict(row))
 
-    @_disk_errors
+    @disk_errors
     def diagnostics(self, epoch: int, iteration: int, tables: dict[str, list[dict]], loss: float) -> None:
         import wandb
 
