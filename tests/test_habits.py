@@ -236,6 +236,10 @@ def test_status_lists_the_runs_a_sweep_has_not_started(monkeypatch, capsys, tmp_
     assert runs == [["plain-8-s0", "done"], ["plain-14-s0", "new"], ["resnet-8-s0", "done"],
                     ["resnet-14-s0", "new"]]
     assert stdout.splitlines()[-1] == "4 runs: 2 done, 2 new"
+    # a received sweep.yaml is data: an arch that is no run folder's name is not printed
+    save_spec(SweepSpec(["plain", "x\x1b[2J/../y"], [8, 14], [0], overrides=["dataset=synthetic"]), out)
+    code, stdout, stderr = cli(monkeypatch, capsys, "status", out)
+    assert code == 0 and "\x1b" not in stdout and stdout.splitlines()[-1] == "3 runs: 2 done, 1 new"
 
 
 def test_top_level_help_shows_whole_command_descriptions():

@@ -25,7 +25,7 @@ from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
 from resexp.run import bounded_yaml, safeio
-from resexp.run.folder import DamagedFile, RunDir, RunState, run_name
+from resexp.run.folder import RUN_NAME, DamagedFile, RunDir, RunState, run_name
 from resexp.run.state import Status
 from resexp.settings import trust
 from resexp.settings.compose import config_groups, extra_config_dirs, load_config, merge_overrides, parse_overrides
@@ -192,13 +192,16 @@ def saved_spec(out: Path | None) -> dict:
 
 def planned_names(out: Path) -> list[str]:
     """The run folders the saved sweep of ``out`` plans, e.g. ['plain-20-s0', ...]; [] when
-    ``out`` holds no sweep.yaml or a damaged one (`resexp sweep` says what is wrong with it)."""
+    ``out`` holds no sweep.yaml or a damaged one (`resexp sweep` says what is wrong with it).
+    A received sweep.yaml is data: a name that is not a run folder's (an arch with a slash or
+    an escape sequence) is left out, never printed."""
     try:
         saved = saved_spec(out)
     except UserError:
         return []
-    return [run_name(a, d, s) for a in saved.get("archs", []) for d in saved.get("depths", [])
-            for s in saved.get("seeds", [])]
+    names = [run_name(a, d, s) for a in saved.get("archs", []) for d in saved.get("depths", [])
+             for s in saved.get("seeds", [])]
+    return [n for n in names if RUN_NAME.match(n)]
 
 
 def _saved_problem(saved) -> str | None:
