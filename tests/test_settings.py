@@ -125,6 +125,27 @@ def test_hydra_sweep_syntax_expands_to_the_same_runs_as_the_flags():
     assert single.depths == [14]  # a single value is the axis too, not an override the plan would replace
 
 
+def test_a_sweep_composes_once_and_each_run_config_is_what_hydra_would_compose(tmp_path):
+    """run_config sets arch, depth and seed on a copy of one composition: the same config,
+    interpolations that read them included, as composing each run with those overrides."""
+    from omegaconf import OmegaConf
+
+    from resexp.settings.compose import load_config
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "by_depth.yaml").write_text(
+        "# @package _global_\nname: d${model.depth}_s${seed}\ntrain:\n  warmup_iters: ${model.depth}\n")
+    overrides = ["experiment=by_depth", *SWEEP_TINY, "train.lr=0.05"]
+    spec = sw.SweepSpec(["plain", "resnet"], [8, 14], [0, 3], overrides, [str(tmp_path)])
+    for arch, depth, seed in [("plain", 8, 0), ("resnet", 14, 3), ("plain", 14, 3)]:
+        once = spec.run_config(arch, depth, seed)
+        each = load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}", f"seed={seed}"],
+                           [str(tmp_path)], check_memory=False)
+        assert OmegaConf.to_yaml(once) == OmegaConf.to_yaml(each)
+        assert (once.train.warmup_iters, once.name) == (depth, f"d{depth}_s{seed}")
+    with pytest.raises(UserError, match="depth 7 is too small"):
+        spec.run_config("resnet", 7, 0)
+
+
 @pytest.mark.parametrize("overrides, says", [
     (["train.lr=0.1,0.05"], "only model.arch, model.depth and seed can take several values"),
     (["model.depth=8,8"], "model.depth lists 8 more than once"),

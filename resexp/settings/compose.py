@@ -147,7 +147,7 @@ def merge_overrides(saved: Sequence[str], new: Sequence[str]) -> list[str]:
 
 
 # --------------------------------------------------------------------------- compose
-def _one_line(err: Exception) -> str:
+def one_line(err: Exception) -> str:
     """Hydra's and OmegaConf's multi-line messages, cut to what a user needs."""
     text, cause = str(err), err.__cause__
     if isinstance(err, MissingConfigException):
@@ -179,6 +179,13 @@ def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path]
     """The resolved, validated run config for ``train.yaml`` + ``overrides``.
     ``check_memory=False`` skips the device and does-it-fit checks (a submitting host
     is not the host that trains)."""
+    return finish_config(compose_config(overrides, config_dirs), check_memory)
+
+
+def compose_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()) -> DictConfig:
+    """``train.yaml`` + ``overrides`` composed by Hydra, interpolations not yet resolved and
+    nothing validated: finish_config does both. A sweep composes once and sets each run's
+    arch, depth and seed on a copy, as Hydra would apply those overrides last."""
     overrides = prepare_overrides(overrides)
     extra = extra_config_dirs(config_dirs)
     overrides += name_for_dataset(overrides, extra)
@@ -189,10 +196,17 @@ def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path]
     GlobalHydra.instance().clear()  # compose may be called many times in one process
     try:
         with initialize_config_dir(config_dir=str(shipped_config_dir()), version_base=None):
-            cfg = compose(config_name="train", overrides=overrides)
+            return compose(config_name="train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException, ValueError) as err:
+        raise UserError(one_line(err)) from None
+
+
+def finish_config(cfg: DictConfig, check_memory: bool = True) -> DictConfig:
+    """``cfg`` (from compose_config) resolved in place and validated."""
+    try:
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
-        raise UserError(_one_line(err)) from None
+        raise UserError(one_line(err)) from None
     validate(cfg, check_memory)
     return cfg
 
