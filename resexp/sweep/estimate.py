@@ -6,7 +6,7 @@ augmentation, the optimiser call). Each architecture's line is fitted to the
 seconds per step of runs that already trained in the sweep folder (their
 ``images_per_s``); an architecture with none is timed for a few steps at its
 smallest and largest planned depth (``resexp bench``'s loop on random images of
-the dataset's shape): three steps after three of warm-up, on one thread, so that
+the dataset's shape): three steps after one of warm-up, on one thread, so that
 cores others are using do not stretch the timing tenfold (docs/threads.md), and
 within a time budget; an arch left over when it is spent is not estimated. An
 evaluation pass is counted as a third of a training step per image (a forward
@@ -62,7 +62,8 @@ def measured_points(folder: Path, batch_size: int) -> dict[str, list[tuple[int, 
     return points
 
 
-TIMED_STEPS = 3     # timed steps per depth, after as many of warm-up
+TIMED_STEPS = 3     # timed steps per depth
+WARMUP_STEPS = 1    # untimed before them: on the CPU only the first step is slower (allocations)
 TIMING_BUDGET_S = 20.0  # all timings of one plan; an arch not begun by then is not estimated
 
 
@@ -73,7 +74,8 @@ def timed_points(cfgs: dict[int, object], steps: int = TIMED_STEPS) -> list[tupl
 
     from resexp.tools.bench import bench_one  # torch and the trainer: only when a timing is needed
     picks = sorted({min(cfgs), max(cfgs)})
-    return [(d, bench_one(OmegaConf.merge(cfgs[d], {"train": {"threads": 1}}), steps)["ms_per_step"] / 1000)
+    return [(d, bench_one(OmegaConf.merge(cfgs[d], {"train": {"threads": 1}}), steps,
+                          warmup=WARMUP_STEPS)["ms_per_step"] / 1000)
             for d in picks]
 
 

@@ -48,7 +48,9 @@ def partial_batch(cfg) -> int:
     return (min(size, ds.train_subset or size) - (ds.val_size or 0)) % t.batch_size
 
 
-def bench_one(cfg, steps: int, time_eval: bool = False) -> dict:
+def bench_one(cfg, steps: int, time_eval: bool = False, warmup: int | None = None) -> dict:
+    """One row: ``steps`` timed training steps of ``cfg``'s model on random images, after
+    ``warmup`` untimed ones (default: as many; on CUDA the graph is captured there)."""
     device = pick_device(cfg.train.device)
     partial = partial_batch(cfg)
     data = random_data(cfg.dataset, steps * cfg.train.batch_size + partial, device)
@@ -59,7 +61,8 @@ def bench_one(cfg, steps: int, time_eval: bool = False) -> dict:
     s = setup(cfg, data)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    train_epoch(cfg, s, epoch=1, iteration=0)           # warm-up (and capture), untimed
+    # warm-up (and capture), untimed: the epoch stops at the schedule's end, ``warmup`` steps on
+    train_epoch(cfg, s, epoch=1, iteration=0 if warmup is None else max(0, s.schedule.total_iters - warmup))
     stats = train_epoch(cfg, s, epoch=2, iteration=0)   # timed: `steps` iterations and the partial one
     row = {
         **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.step.amp,
