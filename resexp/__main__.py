@@ -1,3 +1,3 @@
-from resexp.cli import main
+from resexp.cli import entry
 
-main()
+entry()

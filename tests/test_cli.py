@@ -123,6 +123,31 @@ def test_user_error_from_the_installed_entry_point():
     assert not Path("out").exists()
 
 
+QUICK_EXIT = """
+import atexit, sys, threading, time
+from resexp.cli import exit_quickly
+atexit.register(lambda: print("atexit ran"))
+threading.Thread(target=lambda: (time.sleep(0.2), print("thread done"))).start()
+sys.stdout.write("buffered, no newline; ")
+sys.stderr.write("to stderr")
+exit_quickly(int(sys.argv[1]) if sys.argv[1].isdigit() else sys.argv[1], quick=True)
+print("never")
+"""
+
+
+@pytest.mark.parametrize("code, rc", [("0", 0), ("3", 3), ("a message", 1)])
+def test_quick_exit_keeps_what_a_normal_exit_does(code, rc):
+    """The installed command ends with os._exit (no module teardown): its exit status,
+    unflushed output, a thread still running and the atexit functions are kept."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", QUICK_EXIT, code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == rc
+    assert done.stdout == "buffered, no newline; thread done\natexit ran\n"
+    assert done.stderr == "to stderr" + ("a message\n" if rc == 1 else "")
+
+
 def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
     from resexp.run.folder import RunDir
 
