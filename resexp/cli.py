@@ -6,7 +6,6 @@ compose() untouched. A mistake the user can fix prints one line and exits 2.
 
 from __future__ import annotations
 
-import os
 import re
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from resexp import __version__
 from resexp.analysis.text import printable
 from resexp.completion import complete_override
 from resexp.errors import UserError
+from resexp.process import exit_quickly
 
 # rich_markup_mode=None: help texts are shown as written; in rich markup "[default: ...]" is a
 # style tag and would vanish from --help.
@@ -359,29 +359,3 @@ def entry() -> None:
     except SystemExit as done:
         exit_quickly(done.code)
     exit_quickly(0)
-
-
-def exit_quickly(code, quick: bool | None = None) -> None:
-    """End the process as Python would, without tearing down every module: once torch and
-    its compiler are imported that teardown alone takes about 1.2 s on a 2-core machine
-    (docs/benchmarks.md), a tenth of a dry run. Non-daemon threads are joined and the
-    atexit functions run (multiprocessing's, logging's, the loggers'), stdout and stderr
-    are flushed, then os._exit. ``quick`` None: only where torch was imported."""
-    import atexit
-    import threading
-
-    if code is not None and not isinstance(code, int):  # sys.exit("text") prints it, exit 1
-        print(code, file=sys.stderr)
-        code = 1
-    if not (("torch" in sys.modules) if quick is None else quick):
-        sys.exit(code)
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a closed pipe (resexp ... | head): nothing more to say
-            pass
-    os._exit(code or 0)

@@ -125,7 +125,7 @@ def test_user_error_from_the_installed_entry_point():
 
 QUICK_EXIT = """
 import atexit, sys, threading, time
-from resexp.cli import exit_quickly
+from resexp.process import exit_quickly
 atexit.register(lambda: print("atexit ran"))
 threading.Thread(target=lambda: (time.sleep(0.2), print("thread done"))).start()
 sys.stdout.write("buffered, no newline; ")

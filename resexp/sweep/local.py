@@ -19,6 +19,7 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import Progress
 
+from resexp.process import exit_quickly
 from resexp.run.state import Status
 from resexp.sweep.gpus import round_robin, start_worker, visible_gpus
 from resexp.sweep.task import sweep_progress, train_run
@@ -129,6 +130,8 @@ def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, parent_pid: int
         pass  # the sweep was interrupted: it stops every worker and says so once
     except BaseException as err:  # CannotWrite (a full disk) included: the sweep reports it
         conn.send(err)
+    conn.close()
+    exit_quickly(0, quick=True)  # its status is sent: skip tearing down torch (about 1.2 s)
 
 
 def _outcome(r, proc, conn, console: Console) -> Status:
