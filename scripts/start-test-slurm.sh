@@ -19,10 +19,16 @@ if [ "${1:-}" = "--stop" ]; then
   exit 0
 fi
 
+# One start at a time: the suite's workers may each call this at once (the second waits, then
+# finds the cluster up). Apt likewise waits for another apt-get rather than failing.
+exec 9>"/tmp/resexp-slurm-start.lock"
+flock 9
+
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
-  { $SUDO apt-get install -y -qq slurm-wlm munge >/dev/null 2>&1 \
-    || { $SUDO apt-get update -qq && $SUDO apt-get install -y -qq slurm-wlm munge >/dev/null; }; } \
+  APT=($SUDO apt-get -o DPkg::Lock::Timeout=300)
+  { "${APT[@]}" install -y -qq slurm-wlm munge >/dev/null 2>&1 \
+    || { "${APT[@]}" update -qq && "${APT[@]}" install -y -qq slurm-wlm munge >/dev/null; }; } \
     || { echo "cannot install slurm-wlm and munge with apt-get"; exit 1; }
 fi
 if timeout 10 sinfo -h -o %a 2>/dev/null | grep -q up; then

@@ -22,8 +22,9 @@ from helpers.cli import cli, rows
 from resexp.settings.compose import load_config
 from resexp.train.loop import fit
 
-# One worker runs them all, one after another: they share the one-node cluster.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("slurm")]
+# Both suite workers may submit at once: the cluster declares at least 4 CPUs, and each
+# worker's first test starts it or waits for the other's start (start-test-slurm.sh's lock).
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 SLURM = ["--launcher", "slurm", "launcher.gpus_per_run=0", "launcher.cpus_per_run=1",
