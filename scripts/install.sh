@@ -16,9 +16,9 @@ fi
 
 PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-# Strict editable mode: the package is found through a folder of links on sys.path, so Python
-# run from the folder that holds this clone still imports it, not the clone folder as a
-# namespace package (docs/python-api.md has the measurement). A module added or removed
-# later is seen after rerunning this script.
+# Compat editable mode: the clone's root goes on sys.path through a .pth file, so Python run
+# from the folder that holds this clone still imports the package, not the clone folder as a
+# namespace package (the default mode's behaviour), and a dataset YAML added later is seen at
+# once (strict mode links only the files present at install; docs/python-api.md measures all three).
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]" --config-settings editable_mode=compat
 echo "installed: $(.venv/bin/resexp --help >/dev/null && echo resexp) in $PWD/.venv"

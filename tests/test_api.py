@@ -119,7 +119,7 @@ def test_import_is_light_and_the_subpackages_are_the_functions():
 def test_the_installed_package_wins_over_a_clone_folder_in_the_current_one(tmp_path):
     """From the folder holding a clone named resexp (its results/ and no __init__.py), the
     import still finds the real package, not the clone folder as a namespace package
-    (scripts/install.sh's editable_mode=strict; docs/python-api.md has the measurement)."""
+    (scripts/install.sh's editable_mode=compat; docs/python-api.md has the measurement)."""
     (tmp_path / "resexp" / "results").mkdir(parents=True)
     probe = "import resexp, resexp.analysis; print(resexp.__file__)"
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
