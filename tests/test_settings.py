@@ -214,8 +214,8 @@ def test_a_dry_run_with_no_runs_times_each_architecture_at_its_extreme_depths(tm
     import resexp.tools.bench
     timed = []
 
-    def fake_bench(cfg, steps):
-        timed.append((cfg.model.arch, cfg.model.depth, cfg.train.threads))
+    def fake_bench(cfg, steps, warmup):
+        timed.append((cfg.model.arch, cfg.model.depth, cfg.train.threads, steps, warmup))
         return {"ms_per_step": {"plain": 1.0, "resnet": 2.0}[cfg.model.arch] * (10 + cfg.model.depth)}
 
     monkeypatch.setattr(resexp.tools.bench, "bench_one", fake_bench)
@@ -223,7 +223,7 @@ def test_a_dry_run_with_no_runs_times_each_architecture_at_its_extreme_depths(tm
     runs = sw.plan(spec, out)
     basis = sw.estimate_costs(runs, out, time_here=True)
     assert basis.startswith("plain, resnet timed here for 3 steps on 1 thread")
-    assert sorted(timed) == [("plain", 8, 1), ("plain", 56, 1), ("resnet", 8, 1), ("resnet", 56, 1)]  # not 20
+    assert sorted(timed) == [(arch, depth, 1, 3, 1) for arch in ("plain", "resnet") for depth in (8, 56)]  # not 20
     for r in runs:  # 2,500 steps, 10 epochs of 2,000 test images at a third of a step per image
         step = {"plain": 1.0, "resnet": 2.0}[r.arch] * (10 + r.depth) / 1000
         assert r.estimated and r.cost_s == pytest.approx(2500 * step + 10 * 2000 * step / 32 / 3)
@@ -233,7 +233,7 @@ def test_a_dry_run_times_no_more_archs_once_its_time_budget_is_spent(tmp_path, m
     """The clock is injected: after the first arch's timings it reads past the budget, so
     the second arch is not timed and its runs are shown as not estimated."""
     import resexp.tools.bench
-    monkeypatch.setattr(resexp.tools.bench, "bench_one", lambda cfg, steps: {"ms_per_step": 10.0})
+    monkeypatch.setattr(resexp.tools.bench, "bench_one", lambda cfg, steps, warmup: {"ms_per_step": 10.0})
     ticks = iter([0.0, 0.0, estimate.TIMING_BUDGET_S + 1, estimate.TIMING_BUDGET_S + 1])
     spec, out = sw.resolve_spec(None, [8, 20], None, ["experiment=quick_fashion"], tmp_path / "qf")
     runs = sw.plan(spec, out)
