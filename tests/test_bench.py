@@ -49,6 +49,20 @@ def test_pil_dataset_hands_out_normalised_tensors():
     assert y == data.labels[2] and 0 <= y < 10
 
 
+def test_on_the_cpu_eager_and_compile_time_the_one_step_once(monkeypatch, capsys, tmp_path):
+    """--eager and --compile ask for the graphed and the compiled step beside the default;
+    on the CPU all of them are the eager step, so each model is timed once, not four times."""
+    import resexp.tools.bench as bench
+    timed, real = [], bench.bench_one
+    monkeypatch.setattr(bench, "bench_one", lambda cfg, *a, **k: timed.append(cfg.model.arch) or real(cfg, *a, **k))
+    code, _, stderr = cli(monkeypatch, capsys, "bench", "--archs", "plain,resnet", "--depths", "8", "--steps", "1",
+                          "--eager", "--compile", "--out", tmp_path / "b.csv", *TINY)
+    assert code == 0, stderr
+    assert timed == ["plain", "resnet"]
+    table = pd.read_csv(tmp_path / "b.csv")
+    assert list(zip(table.arch, table.step, table.compile)) == [("plain", "eager", False), ("resnet", "eager", False)]
+
+
 def test_compare_steps_graphed_equals_eager_on_the_cpu():
     cfg = load_config([*TINY, "train.warmup_iters=2", "train.warmup_lr=0.01", "train.warmup_from_depth=null"])
     table = compare_steps(cfg, 6)  # 4 steps per epoch: crosses an epoch boundary

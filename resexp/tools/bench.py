@@ -92,10 +92,12 @@ def _model_rows(cfg_for, steps: int, compile: bool, eager: bool, baseline: bool,
     """The rows of one model: resexp's step(s), then the baseline (never the first, cold, run)."""
     rows = []
     for compiled in ([False, True] if compile else [False]):
+        if compiled and rows[-1]["device"].startswith("cpu"):
+            break  # torch.compile is used on CUDA only: the row would repeat the one above
         for graphs in ([True, False] if eager else [None]):
-            row = bench_one(cfg_for(compiled, graphs), steps, time_eval=True)
-            if not any(r["step"] == row["step"] and r["compile"] == row["compile"] for r in rows):
-                rows.append(row)  # on the CPU both settings are the eager step: keep one row
+            if graphs is False and rows[-1]["step"] == "eager":
+                break  # the graph setting gave the eager step already (the CPU): nothing else to time
+            rows.append(bench_one(cfg_for(compiled, graphs), steps, time_eval=True))
     if baseline:
         cfg = cfg_for(False, None)
         device = pick_device(cfg.train.device)
