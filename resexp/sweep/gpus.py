@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-from resexp.sweep.lifeline import die_with_parent
+from resexp.sweep.lifeline import die_with, die_with_parent
 
 
 def visible_gpus(environ: Mapping[str, str], count: int) -> list[str]:
@@ -27,9 +27,13 @@ def round_robin(gpus: list[str], jobs: int) -> list[str]:
     return [gpus[k % len(gpus)] for k in range(jobs)]
 
 
-def start_worker(parent_pid: int, gpu: str | None = None) -> None:
-    """First thing in a sweep worker: it dies with the sweep (resexp/sweep/lifeline.py) and,
-    given a GPU, sees only that one (before it imports torch)."""
-    die_with_parent(parent_pid)
+def start_worker(parent_pid: int, gpu: str | None = None, forked: bool = False) -> None:
+    """First thing in a sweep worker: it dies with the sweep ``parent_pid`` (resexp/sweep/lifeline.py;
+    ``forked``: by a fork server, whose child it is) and, given a GPU, sees only that one
+    (before it imports torch)."""
+    if forked:
+        die_with(parent_pid)
+    else:
+        die_with_parent(parent_pid)
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu

@@ -7,18 +7,49 @@ the way to resume it, finds their runs busy. Each worker asks the kernel for SIG
 when its parent dies (Linux's PR_SET_PDEATHSIG, set through ctypes since the
 standard library has no call for it), and a watchdog thread checks the parent's pid
 twice a second as well (other systems; and a parent gone before the signal was armed).
-A killed worker leaves its run as a kill at any moment does: the next sweep resumes it.
+A worker forked by a fork server (the CPU's --jobs) is the server's child, so it watches
+the sweep's pid itself (die_with). A killed worker leaves its run as a kill at any moment
+does: the next sweep resumes it.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
+import select
 import signal
 import sys
 import threading
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with(pid: int, poll_s: float = 0.5) -> None:
+    """For a worker forked by a fork server, whose parent is the server, not the sweep (and
+    the server lives as long as any worker does): the worker is killed when the process
+    ``pid`` ends, watched through a pidfd (readable once it has ended, before it is reaped),
+    or by polling its pid where there is none."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        os.kill(os.getpid(), signal.SIGKILL)
+    except (AttributeError, OSError):  # not Linux 5.3+: poll
+        fd = None
+    threading.Thread(target=_watch_pid, args=(pid, fd, poll_s), name="sweep watchdog", daemon=True).start()
+
+
+def _watch_pid(pid: int, fd: int | None, poll_s: float) -> None:
+    if fd is not None:
+        select.select([fd], [], [])
+        os.kill(os.getpid(), signal.SIGKILL)
+    stop = threading.Event()
+    while not stop.wait(poll_s):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            os.kill(os.getpid(), signal.SIGKILL)
+        except PermissionError:
+            pass
 
 
 def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:

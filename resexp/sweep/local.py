@@ -1,8 +1,9 @@
 """The local launcher: a sweep's runs trained on this machine, one after another in this
 process, or ``jobs`` at a time, each in a worker process of its own.
 
-Every run goes through the run task (task.py). Workers are plain spawned processes, one per
-run (CUDA cannot be forked), watched through their sentinels rather than a pool: a worker
+Every run goes through the run task (task.py). Workers are processes of their own, one per
+run (forked from a fork server on the CPU, spawned where there are GPUs: worker_context),
+watched through their sentinels rather than a pool: a worker
 that dies (kill -9, the OOM killer, a segfault in a kernel) ends as a failed, resumable run
 while the others go on, and Ctrl-C stops every worker as it stops a serial sweep.
 """
@@ -80,8 +81,9 @@ def _parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: 
     free slot's GPU (gpu_slots); on the CPU each gets its share of the cores (task.py)."""
     import torch  # only to count GPUs; the workers import it themselves
 
-    slots = gpu_slots([r.cfg for r in todo], jobs, torch.cuda.device_count())
-    ctx = multiprocessing.get_context("spawn")
+    gpus = torch.cuda.device_count()
+    slots = gpu_slots([r.cfg for r in todo], jobs, gpus)
+    ctx = worker_context(gpus)
     waiting, running, statuses = list(todo), {}, {}
     free = list(range(jobs))
     where = f" on GPU {','.join(dict.fromkeys(slots))}" if slots else ""
@@ -107,19 +109,43 @@ def _parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: 
     return statuses
 
 
+# What a fork server imports once for every worker it forks (worker_context).
+PRELOAD = ["torch", "torch._dynamo", "resexp.sweep.local", "resexp.train.loop"]
+
+
+def worker_context(gpus: int):
+    """How workers start. With no GPU, forked from a fork server that imported torch, its
+    compiler (which every optimizer imports) and the trainer once: a worker is ready at once
+    where a spawned one spent about 5 s on those imports (docs/benchmarks.md). Where there
+    are GPUs, spawned, the start CUDA documents: each worker sets CUDA_VISIBLE_DEVICES before
+    CUDA starts. Either way a worker runs in the sweep's current folder, sys.path and
+    environment (_worker sets the last; a fork server's would be its own)."""
+    if gpus:
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
+
+
 def _start(ctx, r, out: Path, jobs: int, gpu: str | None):
     receive, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_worker, args=(OmegaConf.to_yaml(r.cfg), str(out), jobs, gpu, os.getpid(), send),
+    forked = ctx.get_start_method() == "forkserver"  # the fork server's child, not this process's
+    proc = ctx.Process(target=_worker, args=(OmegaConf.to_yaml(r.cfg), str(out), jobs, gpu, os.getpid(), send,
+                                             dict(os.environ), forked),
                        name=f"resexp {r.name}", daemon=False)
     proc.start()
     send.close()  # the worker holds the only sending end: a dead worker reads as EOF here
     return proc, receive
 
 
-def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, parent_pid: int, conn) -> None:
+def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, parent_pid: int, conn,
+            environ: dict | None = None, forked: bool = False) -> None:
     """One run in a worker process: no progress bars (they would interleave), only the
     per-epoch lines, each a whole line on stderr. Hands back its status through ``conn``."""
-    start_worker(parent_pid, gpu)  # before torch is imported: CUDA_VISIBLE_DEVICES must be set first
+    if environ is not None:  # the sweep's environment now, not the fork server's at its start
+        os.environ.clear()
+        os.environ.update(environ)
+    start_worker(parent_pid, gpu, forked)  # before torch is imported: CUDA_VISIBLE_DEVICES must be set first
     console = Console(stderr=True, soft_wrap=True)
     cfg = OmegaConf.create(cfg_yaml)
     if gpu is not None:
