@@ -120,7 +120,7 @@ def worker_context(gpus: int):
     are GPUs, spawned, the start CUDA documents: each worker sets CUDA_VISIBLE_DEVICES before
     CUDA starts. Either way a worker runs in the sweep's current folder, sys.path and
     environment (_worker sets the last; a fork server's would be its own)."""
-    if gpus:
+    if gpus or "forkserver" not in multiprocessing.get_all_start_methods():  # (Windows has none)
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)
