@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -287,6 +288,41 @@ def test_parallel_sweep_gives_the_sequential_results(tmp_path, monkeypatch, capf
         assert drop(par) == drop(seq) and len(par) == 3
         assert summary(tmp_path / "par" / name)["status"] == "done"
         assert len([ln for ln in err.splitlines() if ln in (f"{name}: GPU 0", f"{name}: GPU 1")]) == 1, err
+
+
+PROBE_DATASET = """
+import os
+from resexp.data import SyntheticImages
+
+class Probe(SyntheticImages):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        with open(os.environ["RESEXP_PROBE_FILE"], "a") as f:
+            f.write(f"{os.getpid()} {os.environ.get('RESEXP_PROBE')}\\n")
+"""
+
+
+def test_forked_workers_see_the_sweeps_environment_not_the_fork_servers(tmp_path, monkeypatch, capsys):
+    """The fork server keeps the environment it started with; each worker takes the
+    sweep's own at the moment it starts (a setting made between two sweeps included)."""
+    conf = tmp_path / "conf"
+    (conf / "dataset").mkdir(parents=True)
+    (conf / "probe_ds.py").write_text(PROBE_DATASET)
+    (conf / "dataset" / "probe.yaml").write_text(
+        "defaults: [synthetic]\nname: probe\n_target_: probe_ds.Probe\n")
+    monkeypatch.setenv("RESEXP_PROBE_FILE", str(tmp_path / "seen.txt"))
+    for value in ("first", "second"):
+        monkeypatch.setenv("RESEXP_PROBE", value)
+        code, _, err = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8", "--jobs", "2",
+                           "--config-dir", conf, "--out", tmp_path / value, *TINY, "dataset=probe",
+                           "train.epochs=1", "train.milestones=[1]")
+        assert code == 0, err
+    seen = [line.split() for line in (tmp_path / "seen.txt").read_text().splitlines()]
+    workers = {}  # each worker's pid -> what it saw (it opens the train and the test split)
+    for pid, value in seen:
+        if int(pid) != os.getpid():
+            workers.setdefault(pid, set()).add(value)
+    assert sorted(map(sorted, workers.values())) == [["first"], ["first"], ["second"], ["second"]]
 
 
 def test_workers_take_the_visible_gpus_in_turn(tmp_path):
