@@ -115,11 +115,11 @@ def numbers(run_dir: Path) -> list[dict]:
 
 # --------------------------------------------------------------------------- tests
 def test_slurm_sweep_gives_the_numbers_of_a_local_sweep(slurm, tmp_path, monkeypatch, capsys):
-    sweep = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--seeds", "0,1", *TINY]
+    sweep = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--seeds", "1", *TINY]
     code, stdout, stderr = cli(monkeypatch, capsys, *sweep, "--out", tmp_path / "slurm", *SLURM)
     assert code == 0, stderr
     jobs = submitted_ids(stdout)
-    assert sorted(jobs) == ["plain-8-s0", "plain-8-s1", "resnet-8-s0", "resnet-8-s1"]
+    assert sorted(jobs) == ["plain-8-s1", "resnet-8-s1"]
     assert len({job.split("_")[0] for job in jobs.values()}) == 1  # one array
 
     # While the jobs run: the same sweep here, then the same submission with --wait,
@@ -132,7 +132,7 @@ def test_slurm_sweep_gives_the_numbers_of_a_local_sweep(slurm, tmp_path, monkeyp
         assert f"{run}: already queued as job {job}, not submitted again" in stderr or \
             re.search(rf"^{run}\s+done\s", stderr, re.M), (run, stderr)
     assert "nothing to submit" in stdout.splitlines()
-    assert submitted_ids(stdout) == {} and f"sweep {tmp_path / 'slurm'}: 4 done" in stdout
+    assert submitted_ids(stdout) == {} and f"sweep {tmp_path / 'slurm'}: 2 done" in stdout
 
     for run in jobs:
         assert numbers(tmp_path / "slurm" / run) == numbers(tmp_path / "local" / run), run
