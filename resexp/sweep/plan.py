@@ -35,7 +35,6 @@ from resexp.settings.compose import (
     config_groups,
     extra_config_dirs,
     finish_config,
-    load_config,
     merge_overrides,
     one_line,
     parse_overrides,
@@ -92,10 +91,12 @@ class SweepSpec:
     def _composed(self):
         """The sweep's overrides composed once (a Hydra compose costs about 0.3 s; a sweep
         of 50 runs would spend a quarter of a minute composing the same thing)."""
-        key = (tuple(self.overrides), tuple(self.launcher), tuple(self.config_dirs))
-        if self._base is None or self._base[0] != key:
-            self._base = (key, compose_config([*self.overrides, *self.launcher], self.config_dirs))
+        if self._base is None or self._base[0] != self._key():
+            self._base = (self._key(), compose_config([*self.overrides, *self.launcher], self.config_dirs))
         return self._base[1]
+
+    def _key(self) -> tuple:
+        return tuple(self.overrides), tuple(self.launcher), tuple(self.config_dirs)
 
 
 @dataclass
@@ -279,13 +280,17 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
     rest = [o for o in rest if not is_launcher_override(o)]
     saved = saved_spec(out)
     merged, dirs = _merged(saved, rest, config_dirs)
-    base = load_config([*merged, *launcher], dirs, check_memory=False)
+    composed = compose_config([*merged, *launcher], dirs)
+    base = finish_config(copy.deepcopy(composed), check_memory=False)
+    composed_for = (tuple(merged), tuple(launcher), tuple(dirs))
     if out is None:
         out = Path("results") / base.name
         saved = saved_spec(out)
         merged, dirs = _merged(saved, rest, config_dirs)
     pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
-    return SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher), out
+    spec = SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher)
+    spec._base = (composed_for, composed)  # the plan's runs start from it (recomposed if the folder's sweep changed it)
+    return spec, out
 
 
 def plan(spec: SweepSpec, out: Path) -> list[PlannedRun]:
