@@ -21,6 +21,8 @@ import signal
 import sys
 import threading
 
+from resexp.run.lock import pid_alive
+
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
@@ -41,15 +43,11 @@ def die_with(pid: int, poll_s: float = 0.5) -> None:
 def _watch_pid(pid: int, fd: int | None, poll_s: float) -> None:
     if fd is not None:
         select.select([fd], [], [])
-        os.kill(os.getpid(), signal.SIGKILL)
-    stop = threading.Event()
-    while not stop.wait(poll_s):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            os.kill(os.getpid(), signal.SIGKILL)
-        except PermissionError:
-            pass
+    else:
+        stop = threading.Event()
+        while pid_alive(pid):
+            stop.wait(poll_s)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def die_with_parent(parent_pid: int, poll_s: float = 0.5) -> None:

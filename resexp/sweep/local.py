@@ -139,12 +139,11 @@ def _start(ctx, r, out: Path, jobs: int, gpu: str | None):
 
 
 def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, parent_pid: int, conn,
-            environ: dict | None = None, forked: bool = False) -> None:
+            environ: dict, forked: bool) -> None:
     """One run in a worker process: no progress bars (they would interleave), only the
     per-epoch lines, each a whole line on stderr. Hands back its status through ``conn``."""
-    if environ is not None:  # the sweep's environment now, not the fork server's at its start
-        os.environ.clear()
-        os.environ.update(environ)
+    os.environ.clear()  # the sweep's environment now, not a fork server's from its start
+    os.environ.update(environ)
     start_worker(parent_pid, gpu, forked)  # before torch is imported: CUDA_VISIBLE_DEVICES must be set first
     console = Console(stderr=True, soft_wrap=True)
     cfg = OmegaConf.create(cfg_yaml)
