@@ -21,7 +21,7 @@ import pytest
 import torch
 from helpers.cli import SWEEP_TINY, TINY, cli, rows, sweep_here
 from helpers.formats import write_cifar10_tarball, write_mnist_source
-from helpers.runs import make_run
+from helpers.runs import gone, make_run
 
 from resexp.analysis.results import load_runs, status_table
 from resexp.run.folder import RunDir
@@ -343,16 +343,6 @@ def start_parallel_sweep(out: Path, epochs: int, *extra: str) -> tuple[subproces
             raise AssertionError(f"the workers never started: {sweep.communicate()}")
         time.sleep(0.05)
     return sweep, [RunDir(lock.parent).state().owner.pid for lock in locks]
-
-
-def gone(pids: list[int], within_s: float = 30) -> bool:
-    """Whether every pid has ended, checked until ``within_s`` has passed."""
-    deadline = time.monotonic() + within_s
-    while any(pid_alive(pid) for pid in pids):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def test_killing_a_parallel_sweep_kills_its_workers(tmp_path):

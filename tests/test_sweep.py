@@ -371,6 +371,8 @@ def test_a_worker_dies_with_the_sweep_that_started_it(tmp_path, how):
     sweep's child (spawned) or a fork server's (the CPU's --jobs), whose server lives on."""
     import os
 
+    from helpers.runs import gone
+
     from resexp.run.lock import pid_alive
     ready = tmp_path / "ready"
     sweep = subprocess.Popen([sys.executable, "-c", LIFELINE, str(ready), how])
@@ -384,10 +386,7 @@ def test_a_worker_dies_with_the_sweep_that_started_it(tmp_path, how):
         assert pid_alive(worker) and (parent == sweep.pid) == (how == "die_with_parent")
         sweep.kill()
         sweep.wait()
-        deadline = time.monotonic() + 20
-        while pid_alive(worker) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not pid_alive(worker)
+        assert gone([worker], within_s=20)
         assert how == "die_with_parent" or pid_alive(parent)  # the middle process lives on
     finally:
         sweep.kill()

@@ -11,6 +11,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import yaml
@@ -122,3 +123,15 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", ""])
     proc.wait()
     return proc.pid
+
+
+def gone(pids: list[int], within_s: float = 30) -> bool:
+    """Whether every pid has ended, checked until ``within_s`` has passed."""
+    from resexp.run.lock import pid_alive
+
+    deadline = time.monotonic() + within_s
+    while any(pid_alive(pid) for pid in pids):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
