@@ -14,10 +14,16 @@
 #   bash scripts/bench_busy.sh                 # ROUNDS=2 BUSY=2 SWEEP=short CAP=1800
 #   SWEEP=full ROUNDS=1 bash scripts/bench_busy.sh
 #   SWEEP=full SWEEP_LOADED=short ROUNDS=1 bash scripts/bench_busy.sh   # the loaded phase on the short sweep
+#   SWEEP=full ROUNDS=1 SWEEP_POLICIES="before now" LOADED_BEFORE_CAP=1500 bash scripts/bench_busy.sh
+# SWEEP_POLICIES picks the sweep's policies; LOADED_BEFORE_CAP caps `before`'s loaded sweep
+# alone (it collapses there). A sweep stopped at its cap is still compared: every epoch it
+# finished is matched with the same run's same epoch under the other policies, and the
+# epochs' own training seconds (metrics.csv) are summed on both sides.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HERE=$PWD PY=${PYTHON:-$PWD/.venv/bin/python}
 REF=${REF:-973cd9e} ROUNDS=${ROUNDS:-2} BUSY=${BUSY:-2} SWEEP=${SWEEP:-short} CAP=${CAP:-1800}
+SWEEP_POLICIES=${SWEEP_POLICIES:-"before now jobs"} LOADED_BEFORE_CAP=${LOADED_BEFORE_CAP:-$CAP}
 PHASES=${PHASES:-"idle loaded"}
 BENCH=(bench --archs resnet --depths 20 --steps 10 dataset=fashion_mnist train.batch_size=32)
 SWEEP_LOADED=${SWEEP_LOADED:-$SWEEP}
@@ -41,12 +47,12 @@ cd "$WORK/cwd"  # python puts the working folder first on sys.path: keep it neut
 
 code_of() { [ "$1" = before ] && echo "$WORK/before" || echo "$WORK/now"; }
 extra_of() { case $1 in 1thread) echo "train.threads=1" ;; *) echo "" ;; esac; }
-timed() {  # LABEL CMD...: wall seconds into $WORK/times.csv, or CAP+ if stopped
-  local label=$1; shift
+timed() {  # LABEL CMD...: wall seconds into $WORK/times.csv, or >CAP if stopped (CAP from the env)
+  local label=$1 cap=${TIMED_CAP:-$CAP}; shift
   local t0=$(date +%s.%N) rc=0
-  timeout "$CAP" "$@" > "$WORK/last.log" 2>&1 || rc=$?
+  timeout "$cap" "$@" > "$WORK/last.log" 2>&1 || rc=$?
   local t1=$(date +%s.%N)
-  if [ $rc -eq 124 ]; then echo "$label,>$CAP" >> "$WORK/times.csv"
+  if [ $rc -eq 124 ]; then echo "$label,>$cap" >> "$WORK/times.csv"
   elif [ $rc -ne 0 ]; then echo "$label failed (exit $rc):" >&2; tail -5 "$WORK/last.log" >&2; echo "$label,failed" >> "$WORK/times.csv"
   else echo "$label,$(awk "BEGIN{print $t1 - $t0}")" >> "$WORK/times.csv"; fi
 }
@@ -74,11 +80,16 @@ for phase in $PHASES; do
       grep -o 'about [0-9hms]*' "$WORK/last.log" | head -1 | sed "s/^/$phase,dry-run-estimate,$policy,$i,/" >> "$WORK/estimates.csv" || true
     done
     if [ "$sweep" != none ]; then
-      for policy in before now jobs; do
+      for policy in $SWEEP_POLICIES; do
         rm -rf "$WORK/sweep"
         jobs=(); [ "$policy" = jobs ] && jobs=(--jobs "$CORES")
-        PYTHONPATH=$(code_of $policy) timed "$phase,sweep-$sweep,$policy,$i" "$PY" -m resexp sweep experiment=quick_fashion \
-          "${SCALE[@]}" "${jobs[@]}" --out "$WORK/sweep"
+        cap=$CAP; [ "$phase/$policy" = loaded/before ] && cap=$LOADED_BEFORE_CAP
+        TIMED_CAP=$cap PYTHONPATH=$(code_of $policy) timed "$phase,sweep-$sweep,$policy,$i" "$PY" -m resexp sweep \
+          experiment=quick_fashion "${SCALE[@]}" "${jobs[@]}" --out "$WORK/sweep"
+        for f in "$WORK"/sweep/*/metrics.csv; do  # every finished epoch's own seconds, stopped sweeps too
+          [ -f "$f" ] && "$PY" -c "import sys, pandas as pd; t=pd.read_csv(sys.argv[1]); run=sys.argv[1].split('/')[-2]
+for e, s in zip(t.epoch, t.seconds): print(sys.argv[2], run, e, s, sep=',')" "$f" "$phase,$policy,$i" >> "$WORK/epochs.csv"
+        done
         for f in "$WORK"/sweep/*/summary.json; do  # the policies must train the same nets to the same errors
           [ -f "$f" ] && "$PY" -c "import json,sys; s=json.load(open(sys.argv[1])); print(sys.argv[2], s['arch'], s['depth'], \
             s['status'], s.get('final_train_err'), s.get('torch_threads'), sep=',')" "$f" "$phase,$policy" >> "$WORK/finals.csv"
@@ -124,6 +135,20 @@ if os.path.exists(f"{work}/finals.csv"):
         g = g.sort_values(["arch", "depth"])
         print(f"  {phase:<7} {policy:<8} " + "  ".join(f"{a}-{d} {e} [{t}]" for a, d, e, t in
                                                     zip(g.arch, g.depth, g.train_err, g.threads)))
+if os.path.exists(f"{work}/epochs.csv"):
+    e = pd.read_csv(f"{work}/epochs.csv", names=["phase", "policy", "round", "run", "epoch", "seconds"])
+    e = e.groupby(["phase", "policy", "run", "epoch"]).seconds.median().reset_index()
+    print("\nthe same runs' same epochs, training seconds summed (stopped sweeps count the epochs they finished):")
+    for phase, g in e.groupby("phase", sort=False):
+        base = g[g.policy == "before"].set_index(["run", "epoch"]).seconds
+        for policy, h in g.groupby("policy", sort=False):
+            h = h.set_index(["run", "epoch"]).seconds
+            both = h.index.intersection(base.index)
+            line = f"  {phase:<7} {policy:<8} {len(h):3d} epochs, {h.sum():8.1f} s"
+            if policy != "before" and len(both):
+                line += (f"; on the {len(both)} epochs before also finished: {h[both].sum():.1f} s against "
+                         f"{base[both].sum():.1f} s, x{base[both].sum() / h[both].sum():.2f} the speed of before")
+            print(line)
 if os.path.exists(f"{work}/estimates.csv"):
     print("\ndry-run estimates of the whole quick_fashion sweep:")
     for line in open(f"{work}/estimates.csv"):
