@@ -145,3 +145,91 @@ def test_a_default_cpu_run_records_the_probes_choice(tmp_path, monkeypatch, free
     assert (summary["torch_threads"], summary["threads_policy"]) == (1, "probe")
     assert summary["threads_why"] == ("fastest forward pass of a short probe: 1 thread 100 ms, "
                                       "2 threads over 200 ms (stopped)")
+
+
+# ---- measured again between epochs, when the load changes (Recheck)
+
+def rechecker(timings: list[dict[int, list[float]]], load: list[float], cores: int = 2):
+    """A Recheck whose n-th measurement gets timings[n]; ``load`` is the load average (a
+    one-item list the test changes). Returns it and the counts each measurement timed."""
+    measured = []
+
+    def time_step_for():
+        time_step, calls = fake_steps(timings[len(measured)])
+        measured.append(calls)
+        return time_step
+    return threads.Recheck(time_step_for, cores=cores, load=lambda: load[0]), measured
+
+
+def test_an_epoch_at_under_half_speed_measures_the_count_again_and_only_once():
+    threads.apply(threads.Choice(2, "probe", "idle at the start"))
+    check, measured = rechecker([{1: [0.1], 2: [0.5]}], load=[2.0])  # the load: this run's own 2 threads
+    assert check.after_epoch(1, 1000.0) is None
+    assert check.after_epoch(2, 600.0) is None  # slower, not half: left alone
+    change = check.after_epoch(3, 450.0)
+    assert (change["after_epoch"], change["threads"], change["was"]) == (3, 1, 2)
+    assert change["why"].startswith("measured again after epoch 3 (epoch 3 trained at 0.45x the speed of the "
+                                    "fastest before it): fastest forward pass of a short probe: 1 thread 100 ms")
+    assert torch.get_num_threads() == 1 and threads.recorded() == {
+        "torch_threads": 1, "threads_policy": "probe", "threads_why": change["why"]}
+    assert measured == [[1, 2]]
+    assert check.after_epoch(4, 450.0) is None and check.after_epoch(5, 440.0) is None  # the new baseline
+    assert len(measured) == 1
+
+
+def test_a_load_that_leaves_measures_a_reduced_count_again_once_per_change():
+    threads.apply(threads.Choice(1, "probe", "busy at the start"))
+    load = [3.0]  # two others and this run's one thread: one core free
+    check, measured = rechecker([{1: [0.1], 2: [0.1]}, {1: [0.2], 2: [0.1]}], load)
+    assert check.after_epoch(1, 500.0) is None
+    load[0] = 1.0  # the others left
+    change = check.after_epoch(2, 520.0)
+    assert (change["threads"], change["was"]) == (1, 1)  # a tie: one thread is kept
+    assert "(the load average now leaves 2 of 2 cores free (it left 1))" in change["why"]
+    assert check.after_epoch(3, 520.0) is None and len(measured) == 1  # still free: not measured again
+    load[0] = 3.0
+    assert check.after_epoch(4, 400.0) is None  # others are back: one thread stays, nothing to measure
+    load[0] = 1.0
+    change = check.after_epoch(5, 510.0)  # and gone again: measured again, and now two threads pay
+    assert (change["threads"], change["was"], torch.get_num_threads()) == (2, 1, 2) and len(measured) == 2
+    assert check.after_epoch(6, 700.0) is None  # every core in use: only a slowdown measures again
+
+
+@pytest.mark.parametrize("choice", [threads.Choice(2, "user", "train.threads=2"),
+                                    threads.Choice(2, "workers", "2 runs at once share 4 usable cores"),
+                                    threads.Choice(2, "slurm", "SLURM_CPUS_PER_TASK=2"),
+                                    threads.Choice(1, "probe", "1 usable core")])
+def test_a_count_that_was_set_or_has_one_core_is_never_measured_again(choice):
+    threads.apply(choice)
+    check, measured = rechecker([], load=[0.0], cores=1 if choice.why == "1 usable core" else 4)
+    assert [check.after_epoch(e, speed) for e, speed in enumerate([1000.0, 10.0, 1.0], 1)] == [None] * 3
+    assert measured == [] and torch.get_num_threads() == choice.threads
+
+
+def test_a_default_cpu_run_measures_its_count_again_when_an_epoch_slows(tmp_path, monkeypatch, free_cfg, capsys):
+    """Through fit: the run starts idle on 2 threads; its second epoch trains at a third of
+    the first's speed (others took the cores), so the count is measured again and the rest
+    of the run trains on one thread; summary.json says when and why."""
+    import json
+
+    from resexp.train import loop
+    monkeypatch.setattr(threads, "usable_cores", lambda: 2)
+    monkeypatch.setattr(threads, "_load_average", lambda: 0.0)
+    timers = iter([fake_steps({1: [0.2], 2: [0.1]})[0], fake_steps({1: [0.1], 2: [0.9]})[0]])
+    monkeypatch.setattr(threads, "model_timer", lambda *a: next(timers))
+    train_epoch = loop.train_epoch
+
+    def slowed_from_epoch_2(cfg, s, epoch, *args):
+        trained = train_epoch(cfg, s, epoch, *args)
+        assert torch.get_num_threads() == (2 if epoch <= 2 else 1)  # the new count trains the next epoch
+        return {**trained, "images_per_s": 1000.0 if epoch == 1 else 300.0}
+    monkeypatch.setattr(loop, "train_epoch", slowed_from_epoch_2)
+    summary = loop.fit(OmegaConf.merge(free_cfg, {"train": {"epochs": 3}}), tmp_path / "out")
+    assert summary["status"] == "done" and summary["epochs"] == 3
+    [change] = summary["threads_rechosen"]
+    assert (change["after_epoch"], change["threads"], change["was"]) == (2, 1, 2)
+    assert "epoch 2 trained at 0.30x the speed of the fastest before it" in change["why"]
+    assert (summary["torch_threads"], summary["threads_why"]) == (1, change["why"])
+    run = next((tmp_path / "out").iterdir())
+    assert json.loads((run / "summary.json").read_text())["threads_rechosen"] == [change]
+    assert f"{run.name}: CPU threads 2 -> 1, measured again after epoch 2" in capsys.readouterr().err

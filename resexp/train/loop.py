@@ -108,6 +108,7 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
             console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
         summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields()}
         monitor = Monitor(cfg, run, s)  # diagnostics and loggers (resexp/inside/monitor.py)
+        recheck = threads.recheck(s.step, s.data, cfg.train.batch_size)  # a probed count, when the load changes
         with _failures_recorded(run, summary, monitor):
             run.write_summary(summary)
             monitor.begin(at.epoch, at.iteration)
@@ -124,6 +125,10 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
                 monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
                 at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
                 console.print(epoch_line(run.name, s, row))
+                if (change := recheck.after_epoch(at.epoch, row["images_per_s"])) is not None:
+                    console.print(f"{run.name}: CPU threads {change['was']} -> {change['threads']}, {change['why']}")
+                    summary.setdefault("threads_rechosen", []).append(change)
+                    summary.update(threads.recorded())
                 summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
                 if diverged(at):
                     console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")

@@ -10,7 +10,10 @@ few forward passes of a copy of its own model at one thread, at all usable cores
 the cores the load average leaves free, alternated, and takes the fewest threads within
 10% of the fastest. A count that falls behind is stopped mid-pass, so the probe costs
 about two passes on one thread however busy the cores are. The choice and its timings
-go into summary.json.
+go into summary.json. Between epochs the count is measured again where the load it was
+chosen for has changed (``Recheck``): an epoch that trained at under half the speed of the
+fastest since the choice (others took the cores), or a load average that now leaves more
+cores free than before while the run uses fewer than all (others left).
 
 The count changes the order of floating-point sums, so a run's numbers depend on it;
 ``train.threads`` set by the user (or a sweep's worker share, a SLURM job's cores) is
@@ -31,6 +34,7 @@ PROBE_BUDGET_S = 2.0  # the probe stops alternating after this (each count timed
 PROBE_ROUNDS = 3      # at most this many timings of each count; the fastest of each is compared
 MARGIN = 1.1          # more threads must be at least this much faster to be taken
 GIVE_UP = 2.0         # a count is stopped at this many times the best so far, and not timed again
+SLOWER = 2.0          # an epoch this many times slower than the fastest since the choice re-measures it
 
 
 @dataclass(frozen=True)
@@ -191,6 +195,61 @@ def choose(user_threads: int | None, device_type: str, time_step_for: Callable[[
     if counts == [1]:
         return Choice(1, "probe", "1 usable core")
     return probe(time_step_for(), counts)
+
+
+class Recheck:
+    """Measures a probed count again between epochs (fit() calls ``after_epoch``) when the
+    load it was chosen for has changed, in either direction:
+
+    - an epoch trained at under 1/SLOWER of the speed of the fastest epoch since the count
+      was chosen: others took the cores, and many threads may have collapsed;
+    - the run uses fewer threads than its usable cores, and the 1-minute load average of
+      others (less this run's own threads) now leaves more cores free than the fewest it
+      left since the last measurement: others left.
+
+    Each measurement restarts both baselines, so a lasting change is measured once, not at
+    every epoch. A count the user, a launcher's share or a SLURM job set is never measured
+    again, and neither is a run with one usable core. ``time_step_for()`` gives the probe's
+    timer (``model_timer``); ``cores`` and ``load`` are injected by tests."""
+
+    def __init__(self, time_step_for: Callable[[], Callable[[int, float], float]], cores: int | None = None,
+                 load: Callable[[], float | None] | None = None):
+        self._time_step_for = time_step_for
+        self._cores = usable_cores() if cores is None else cores
+        self._load = load or _load_average
+        self._fastest = 0.0
+        self._fewest_free = self._free(own=0)
+
+    def _free(self, own: int) -> int:
+        """Cores the others' load leaves free (``own``: this run's threads, in the load average)."""
+        load = self._load()
+        return self._cores if load is None else max(1, min(self._cores, round(self._cores - max(0.0, load - own))))
+
+    def after_epoch(self, epoch: int, images_per_s: float) -> dict | None:
+        """After ``epoch``, which trained at ``images_per_s``: None, or the record of a new
+        measurement (applied already): {"after_epoch", "threads", "was", "why"}."""
+        choice = _Process.current
+        if choice is None or choice.policy != "probe" or self._cores < 2 or not images_per_s > 0:
+            return None
+        free = self._free(own=choice.threads)
+        if images_per_s * SLOWER < self._fastest:
+            reason = f"epoch {epoch} trained at {images_per_s / self._fastest:.2f}x the speed of the fastest before it"
+        elif choice.threads < self._cores and free > self._fewest_free:
+            reason = f"the load average now leaves {free} of {self._cores} cores free (it left {self._fewest_free})"
+        else:
+            self._fastest = max(self._fastest, images_per_s)
+            self._fewest_free = min(self._fewest_free, free)
+            return None
+        new = probe(self._time_step_for(), candidates(self._cores, self._cores - free))
+        apply(Choice(new.threads, "probe", f"measured again after epoch {epoch} ({reason}): {new.why}"))
+        self._fastest, self._fewest_free = 0.0, free
+        return {"after_epoch": epoch, "threads": new.threads, "was": choice.threads, "why": _Process.current.why}
+
+
+def recheck(step, data, batch: int) -> Recheck:
+    """The Recheck of a run that trains with ``step`` on ``data`` (fit())."""
+    shape = (data.channels, data.image_size, data.image_size)
+    return Recheck(lambda: model_timer(step, batch, shape, data.num_classes))
 
 
 def apply(choice: Choice) -> Choice:
