@@ -19,10 +19,22 @@ if [ "${1:-}" = "--stop" ]; then
   exit 0
 fi
 
+up() { timeout 10 sinfo -h -o %a 2>/dev/null | grep -q up; }
+if command -v sinfo >/dev/null && up; then  # the usual case: no lock, no wait
+  echo "slurm ready: partition $(sinfo -h -o %P | head -1 | tr -d '*') on $(hostname) (already running)"
+  exit 0
+fi
 # One start at a time: the suite's workers may each call this at once (the second waits, then
-# finds the cluster up). Apt likewise waits for another apt-get rather than failing.
-exec 9>"/tmp/resexp-slurm-start.lock"
-flock 9
+# finds the cluster up). Apt likewise waits for another apt-get rather than failing. The
+# daemons started below must not inherit the lock's descriptor (9>&-): a daemon holding it
+# would hold the lock for as long as it lives, and every later start would wait forever.
+LOCK=/tmp/resexp-slurm-start.lock
+exec 9>"$LOCK"
+if ! flock -w 420 9; then
+  echo "another start of the test cluster has held $LOCK for 7 minutes; holders:" \
+    "$(for p in /proc/[0-9]*; do ls -l "$p/fd" 2>/dev/null | grep -q "$LOCK" && tr '\0' ' ' < "$p/cmdline"; done)"
+  exit 1
+fi
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
   export DEBIAN_FRONTEND=noninteractive
@@ -31,7 +43,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
     || { "${APT[@]}" update -qq && "${APT[@]}" install -y -qq slurm-wlm munge >/dev/null; }; } \
     || { echo "cannot install slurm-wlm and munge with apt-get"; exit 1; }
 fi
-if timeout 10 sinfo -h -o %a 2>/dev/null | grep -q up; then
+if up; then  # started by another call while this one waited for the lock
   echo "slurm ready: partition $(sinfo -h -o %P | head -1 | tr -d '*') on $(hostname) (already running)"
   exit 0
 fi
@@ -42,7 +54,7 @@ if [ ! -s /etc/munge/munge.key ]; then
 fi
 $SUDO chown -R munge:munge /etc/munge /run/munge /var/log/munge /var/lib/munge
 $SUDO chmod 400 /etc/munge/munge.key
-munge -n >/dev/null 2>&1 || $SUDO runuser -u munge -- /usr/sbin/munged --force
+munge -n >/dev/null 2>&1 || $SUDO runuser -u munge -- /usr/sbin/munged --force 9>&-
 
 host=$(hostname -s); cpus=$(( $(nproc) > 4 ? $(nproc) : 4 )); mem=$(awk '/^MemTotal/{print int($2 / 1024 * 3 / 4)}' /proc/meminfo)
 # At least 64 GB declared, so that jobs asking for the shipped launcher.mem_gb (16) start
@@ -74,8 +86,8 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=debug Nodes=$host Default=YES MaxTime=INFINITE State=UP
 CONF
 # -c: a clean start (no jobs left over from an earlier cluster in this state folder)
-$SUDO /usr/sbin/slurmctld -c
-$SUDO /usr/sbin/slurmd
+$SUDO /usr/sbin/slurmctld -c 9>&-
+$SUDO /usr/sbin/slurmd 9>&-
 for _ in $(seq 30); do
   sinfo -h -o %t 2>/dev/null | grep -qE '^(idle|mix|alloc)' && break
   sleep 0.5

@@ -114,6 +114,13 @@ def numbers(run_dir: Path) -> list[dict]:
 
 
 # --------------------------------------------------------------------------- tests
+def test_the_cluster_start_leaves_its_lock_free(slurm):
+    """The daemons the start script launched must not hold its lock: a munged that inherited
+    it held it for as long as it lived, and every later start (the suite's other worker, the
+    next test session) waited forever for it."""
+    assert subprocess.run(["flock", "-n", "/tmp/resexp-slurm-start.lock", "true"]).returncode == 0
+
+
 def test_slurm_sweep_gives_the_numbers_of_a_local_sweep(slurm, tmp_path, monkeypatch, capsys):
     sweep = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--seeds", "1", *TINY]
     code, stdout, stderr = cli(monkeypatch, capsys, *sweep, "--out", tmp_path / "slurm", *SLURM)
