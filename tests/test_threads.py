@@ -177,6 +177,24 @@ def test_an_epoch_at_under_half_speed_measures_the_count_again_and_only_once():
     assert len(measured) == 1
 
 
+def test_an_epoch_at_under_half_speed_with_others_on_the_cores_goes_down_without_a_probe():
+    """A collapse comes in bursts a short probe can miss: with others' load on the cores,
+    the slow epoch itself is the evidence, and the run takes the cores they leave free."""
+    threads.apply(threads.Choice(2, "probe", "idle at the start"))
+    load = [2.0]  # this run's own 2 threads
+    check, measured = rechecker([], load)
+    assert check.after_epoch(1, 1000.0) is None
+    load[0] = 4.0  # two others arrived
+    assert check.after_epoch(2, 800.0) is None  # slower, not half
+    change = check.after_epoch(3, 120.0)
+    assert (change["after_epoch"], change["threads"], change["was"]) == (3, 1, 2) and measured == []
+    assert change["why"] == ("lowered after epoch 3 (epoch 3 trained at 0.12x the speed of the fastest before it, "
+                             "and others' load leaves 1 of 2 cores free: fewer threads do not stall)")
+    assert torch.get_num_threads() == 1 and threads.recorded()["threads_why"] == change["why"]
+    load[0] = 3.0  # the others and this run's one thread
+    assert check.after_epoch(4, 400.0) is None and check.after_epoch(5, 390.0) is None and measured == []
+
+
 def test_a_load_that_leaves_measures_a_reduced_count_again_once_per_change():
     threads.apply(threads.Choice(1, "probe", "busy at the start"))
     load = [3.0]  # two others and this run's one thread: one core free

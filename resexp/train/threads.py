@@ -202,7 +202,11 @@ class Recheck:
     load it was chosen for has changed, in either direction:
 
     - an epoch trained at under 1/SLOWER of the speed of the fastest epoch since the count
-      was chosen: others took the cores, and many threads may have collapsed;
+      was chosen: many threads may have collapsed. Where others' load now takes cores, the
+      run goes down to the cores it leaves free without a probe: the stalls of a collapse
+      come in bursts that a probe of a few short passes can miss (on a KVM Xeon, two probes
+      after collapsed epochs timed 2 threads faster and kept them, and the next epochs
+      collapsed again). Otherwise the count is measured again;
     - the run uses fewer threads than its usable cores, and the 1-minute load average of
       others (less this run's own threads) now leaves more cores free than the fewest it
       left since the last measurement: others left.
@@ -234,6 +238,10 @@ class Recheck:
         free = self._free(own=choice.threads)
         if images_per_s * SLOWER < self._fastest:
             reason = f"epoch {epoch} trained at {images_per_s / self._fastest:.2f}x the speed of the fastest before it"
+            if free < choice.threads:  # others took cores: the stalls were real, a short probe may miss them
+                return self._changed(epoch, choice, Choice(
+                    free, "probe", f"lowered after epoch {epoch} ({reason}, and others' load leaves "
+                                   f"{free} of {self._cores} cores free: fewer threads do not stall)"), free)
         elif choice.threads < self._cores and free > self._fewest_free:
             reason = f"the load average now leaves {free} of {self._cores} cores free (it left {self._fewest_free})"
         else:
@@ -241,9 +249,14 @@ class Recheck:
             self._fewest_free = min(self._fewest_free, free)
             return None
         new = probe(self._time_step_for(), candidates(self._cores, self._cores - free))
-        apply(Choice(new.threads, "probe", f"measured again after epoch {epoch} ({reason}): {new.why}"))
+        return self._changed(epoch, choice, Choice(
+            new.threads, "probe", f"measured again after epoch {epoch} ({reason}): {new.why}"), free)
+
+    def _changed(self, epoch: int, was: Choice, new: Choice, free: int) -> dict:
+        """Apply ``new``, restart both baselines, and say what changed."""
+        apply(new)
         self._fastest, self._fewest_free = 0.0, free
-        return {"after_epoch": epoch, "threads": new.threads, "was": choice.threads, "why": _Process.current.why}
+        return {"after_epoch": epoch, "threads": new.threads, "was": was.threads, "why": new.why}
 
 
 def recheck(step, data, batch: int) -> Recheck:
