@@ -10,10 +10,11 @@ few forward passes of a copy of its own model at one thread, at all usable cores
 the cores the load average leaves free, alternated, and takes the fewest threads within
 10% of the fastest. A count that falls behind is stopped mid-pass, so the probe costs
 about two passes on one thread however busy the cores are. The choice and its timings
-go into summary.json. Between epochs the count is measured again where the load it was
-chosen for has changed (``Recheck``): an epoch that trained at under half the speed of the
-fastest since the choice (others took the cores), or a load average that now leaves more
-cores free than before while the run uses fewer than all (others left).
+go into summary.json. Between epochs the count changes where the load it was chosen for
+has changed (``Recheck``): an epoch that trained at under half the speed of the fastest
+since the choice lowers it to the cores others leave free (or, with none taken, measures
+it again), and a load average that now leaves more cores free than before, while the run
+uses fewer than all, measures it again (others left).
 
 The count changes the order of floating-point sums, so a run's numbers depend on it;
 ``train.threads`` set by the user (or a sweep's worker share, a SLURM job's cores) is
