@@ -20,10 +20,11 @@ if [ "${1:-}" = "--stop" ]; then
 fi
 
 up() { timeout 10 sinfo -h -o %a 2>/dev/null | grep -q up; }
-if command -v sinfo >/dev/null && up; then  # the usual case: no lock, no wait
+already_up() {
   echo "slurm ready: partition $(sinfo -h -o %P | head -1 | tr -d '*') on $(hostname) (already running)"
   exit 0
-fi
+}
+command -v sinfo >/dev/null && up && already_up  # the usual case: no lock, no wait
 # One start at a time: the suite's workers may each call this at once (the second waits, then
 # finds the cluster up). Apt likewise waits for another apt-get rather than failing. The
 # daemons started below must not inherit the lock's descriptor (9>&-): a daemon holding it
@@ -43,10 +44,7 @@ if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! comm
     || { "${APT[@]}" update -qq && "${APT[@]}" install -y -qq slurm-wlm munge >/dev/null; }; } \
     || { echo "cannot install slurm-wlm and munge with apt-get"; exit 1; }
 fi
-if up; then  # started by another call while this one waited for the lock
-  echo "slurm ready: partition $(sinfo -h -o %P | head -1 | tr -d '*') on $(hostname) (already running)"
-  exit 0
-fi
+up && already_up  # started by another call while this one waited for the lock
 
 $SUDO mkdir -p "$STATE"/{spool,state,log} /etc/slurm /run/munge /var/log/munge /var/lib/munge /etc/munge
 if [ ! -s /etc/munge/munge.key ]; then

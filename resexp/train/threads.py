@@ -262,8 +262,7 @@ class Recheck:
 
 def recheck(step, data, batch: int) -> Recheck:
     """The Recheck of a run that trains with ``step`` on ``data`` (fit())."""
-    shape = (data.channels, data.image_size, data.image_size)
-    return Recheck(lambda: model_timer(step, batch, shape, data.num_classes))
+    return Recheck(_timer_for(step, data, batch))
 
 
 def apply(choice: Choice) -> Choice:
@@ -274,12 +273,16 @@ def apply(choice: Choice) -> Choice:
     return choice
 
 
+def _timer_for(step, data, batch: int) -> Callable[[], Callable[[int, float], float]]:
+    """The probe's timer, built when a probe runs, for a run that trains with ``step`` on ``data``."""
+    shape = (data.channels, data.image_size, data.image_size)
+    return lambda: model_timer(step, batch, shape, data.num_classes)
+
+
 def settle(user_threads: int | None, step, data, batch: int) -> Choice:
     """Choose and apply the thread count of a run that trains with ``step`` (its model, device,
     autocast and layout) on ``data`` (setup())."""
-    shape = (data.channels, data.image_size, data.image_size)
-    return apply(choose(user_threads, step.device.type,
-                        lambda: model_timer(step, batch, shape, data.num_classes)))
+    return apply(choose(user_threads, step.device.type, _timer_for(step, data, batch)))
 
 
 def set_for_next_run(choice: Choice) -> None:
