@@ -205,7 +205,7 @@ def status(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     """One line per run: status, epoch k of K, latest training and test error, who trains it
     (and its SLURM job)."""
     from resexp.analysis.results import format_status
-    from resexp.sweep.slurm import status_with_jobs
+    from resexp.sweep.status import status_with_jobs
 
     table, logs = status_with_jobs(results_dir, _load_and_warn(results_dir, missing_ok=True))
     print(format_status(table))

@@ -149,17 +149,17 @@ def test_quick_exit_keeps_what_a_normal_exit_does(code, rc):
 
 
 def test_corrupt_checkpoint_is_named_and_metrics_are_kept(monkeypatch, capsys):
-    from resexp.run.folder import RunDir
+    from resexp.train import checkpoint
 
-    original = RunDir.save_checkpoint
+    original = checkpoint.save
 
-    def save_then_interrupt(self, state):
-        original(self, state)
+    def save_then_interrupt(run, state):
+        original(run, state)
         if state["epoch"] == 2:
             raise KeyboardInterrupt  # as if killed after epoch 2
 
     with monkeypatch.context() as m:
-        m.setattr(RunDir, "save_checkpoint", save_then_interrupt)
+        m.setattr(checkpoint, "save", save_then_interrupt)
         code, _, stderr = cli(m, capsys, "train", "--out", "out", *TINY)
     assert code == 130
     assert "interrupted: finished epochs are saved" in stderr

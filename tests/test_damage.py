@@ -26,6 +26,7 @@ from helpers.runs import gone, make_run
 from resexp.analysis.results import load_runs, status_table
 from resexp.run.folder import RunDir
 from resexp.run.lock import pid_alive
+from resexp.train import checkpoint
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 RUNS = ["plain-8-s0", "plain-14-s0", "resnet-8-s0", "resnet-14-s0"]
@@ -79,6 +80,19 @@ def interrupt(monkeypatch, method: str, when) -> None:
     monkeypatch.setattr(RunDir, method, then_interrupt)
 
 
+def interrupt_after_checkpoint(monkeypatch, when) -> None:
+    """Ctrl-C right after the checkpoint of the state where when(state) is true is saved: a
+    kill at that moment, in this process."""
+    original = checkpoint.save
+
+    def then_interrupt(run, state):
+        original(run, state)
+        if when(state):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", then_interrupt)
+
+
 def sweep_args(folder: Path, archs="resnet", depths="8") -> list:
     return ["sweep", "--archs", archs, "--depths", depths, "--out", folder, *SWEEP_TINY]
 
@@ -86,7 +100,7 @@ def sweep_args(folder: Path, archs="resnet", depths="8") -> list:
 def cut_after(monkeypatch, capsys, folder: Path, epoch: int, archs="resnet") -> Path:
     """A sweep of resnet-8 killed right after its epoch-``epoch`` checkpoint."""
     with monkeypatch.context() as m:
-        interrupt(m, "save_checkpoint", lambda state: state["epoch"] == epoch)
+        interrupt_after_checkpoint(m, lambda state: state["epoch"] == epoch)
         assert cli(m, capsys, *sweep_args(folder, archs))[0] == 130
     return folder / "resnet-8-s0"
 
@@ -286,7 +300,7 @@ def fill(disk: Path) -> Path:
 WRITERS = {
     "metrics.csv": ("resexp.run.folder.RunDir.append_rows", lambda path, *_: Path(path).name == "metrics.csv", 1),
     "responses.csv": ("resexp.run.folder.RunDir.append_rows", lambda path, *_: Path(path).name == "responses.csv", 1),
-    "checkpoint.pt": ("resexp.run.folder.RunDir.save_checkpoint", lambda *_: True, 2),
+    "checkpoint.pt": ("resexp.run.folder.RunDir.write_checkpoint", lambda *_: True, 2),
     "summary.json": ("resexp.run.folder.RunDir.write_summary", lambda *_: True, 2),
     "events.out.tfevents.*": ("resexp.inside.tensorboard.TBLog.__init__", lambda *_: True, 1),
 }
@@ -443,7 +457,7 @@ def test_only_folders_of_registered_architectures_are_runs(tmp_path):
 def test_a_corrupt_checkpoint_inside_a_sweep_is_exit_2_after_the_other_runs(tmp_path, monkeypatch, capsys):
     folder = tmp_path / "out"
     with monkeypatch.context() as m:  # plain-8 stops after epoch 1; resnet-8 never starts
-        interrupt(m, "save_checkpoint", lambda state: state["epoch"] == 1)
+        interrupt_after_checkpoint(m, lambda state: state["epoch"] == 1)
         assert cli(m, capsys, *sweep_args(folder, archs="plain,resnet"))[0] == 130
     (folder / "plain-8-s0" / "checkpoint.pt").write_bytes(b"garbage")
     code, stdout, stderr = cli(monkeypatch, capsys, *sweep_args(folder, archs="plain,resnet"))

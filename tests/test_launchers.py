@@ -18,7 +18,9 @@ from resexp.run.folder import RunDir
 from resexp.settings.compose import list_group
 from resexp.sweep import launch as launchers
 from resexp.sweep import plan as sw
-from resexp.sweep.slurm import TrainJob, read_records, status_with_jobs
+from resexp.sweep.jobs import read_records
+from resexp.sweep.slurm import TrainJob
+from resexp.sweep.status import status_with_jobs
 
 CPU_SLURM = ["launcher.gpus_per_run=0", "launcher.cpus_per_run=1"]
 

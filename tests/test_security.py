@@ -195,7 +195,7 @@ WRITERS = {  # writer of a run file -> what it does with a link standing at that
     "responses.csv": (lambda run: run.append_rows(run.path / "responses.csv", _diagnostics_row()), "refused"),
     "gradients.csv": (lambda run: run.append_rows(run.path / "gradients.csv", _diagnostics_row()), "refused"),
     "summary.json": (lambda run: run.write_summary({"status": "running"}), "replaced"),
-    "checkpoint.pt": (lambda run: run.save_checkpoint({"epoch": 1, "iteration": 4}), "replaced"),
+    "checkpoint.pt": (lambda run: run.write_checkpoint(b"checkpoint"), "replaced"),
 }
 
 
@@ -243,7 +243,7 @@ def test_sweep_yaml_is_written_past_planted_temporary_links(tmp_path, home):
 def test_the_job_script_asks_for_the_memory_dry_run_shows(tmp_path):
     from submitit.slurm.slurm import _make_sbatch_string
 
-    launcher = load_config(["launcher=slurm"], check_memory=False).launcher  # the shipped defaults
+    launcher = load_config(["launcher=slurm"]).launcher  # the shipped defaults
     script = _make_sbatch_string(command="x", folder=tmp_path, **executor_parameters(launcher, "j"))
     assert "#SBATCH --mem=16GB" in script.splitlines()  # what submitit's SlurmExecutor submits
     runs = [type("R", (), {"run": RunDir(tmp_path / "plain-8-s0")})()]

@@ -39,15 +39,17 @@ def snapshot(folder: Path) -> dict:
 
 def interrupt_after_checkpoints(monkeypatch, n: int) -> None:
     """Ctrl-C right after the n-th checkpoint of this process is written (a kill at that moment)."""
-    original, count = RunDir.save_checkpoint, [0]
+    from resexp.train import checkpoint
 
-    def save_then_interrupt(self, state):
-        original(self, state)
+    original, count = checkpoint.save, [0]
+
+    def save_then_interrupt(run, state):
+        original(run, state)
         count[0] += 1
         if count[0] == n:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(RunDir, "save_checkpoint", save_then_interrupt)
+    monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
 
 
 sweep_in_process = sweep_here

@@ -32,11 +32,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
-import torch
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
-from resexp.models import list_models
+from resexp.models.registry import list_models
 from resexp.run.files import (
     COLUMNS,
     DIAGNOSTIC_FILES,
@@ -414,24 +413,10 @@ class RunDir:
         with writing(self.metrics):
             atomic_write(self.metrics, buf.getvalue().encode())
 
-    # ---- checkpoint.pt
-    def save_checkpoint(self, state: dict) -> None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
+    # ---- checkpoint.pt: its bytes (torch's format is resexp/train/checkpoint.py's)
+    def write_checkpoint(self, data: bytes) -> None:
         with writing(self.checkpoint):
-            atomic_write(self.checkpoint, buf.getvalue())
-
-    def load_checkpoint(self, map_location) -> dict | None:
-        if not self.checkpoint.exists():
-            return None
-        try:
-            state = torch.load(self.checkpoint, map_location=map_location, weights_only=True)
-            if not all(isinstance(state.get(k), int) for k in ("epoch", "iteration")):
-                raise ValueError("no epoch and iteration")
-            return state
-        except Exception as err:  # truncated zip, pickle error, ... all mean the same here
-            raise DamagedFile(self.checkpoint, f"unreadable ({type(err).__name__}); "
-                                               f"delete it to restart this run from scratch") from err
+            atomic_write(self.checkpoint, data)
 
     # ---- wandb-id.txt: the W&B run this folder logs to (train.wandb=true)
     def read_wandb_id(self) -> str | None:

@@ -26,8 +26,8 @@ from resexp.data import iters_per_epoch, open_dataset
 from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
-from resexp.run import bounded_yaml, safeio
-from resexp.run.folder import RUN_NAME, DamagedFile, RunDir, RunState, run_name
+from resexp.run import safeio
+from resexp.run.folder import DamagedFile, RunDir, RunState, run_name
 from resexp.run.state import Status
 from resexp.settings import trust
 from resexp.settings.compose import (
@@ -40,6 +40,7 @@ from resexp.settings.compose import (
     parse_overrides,
 )
 from resexp.sweep.launch import is_launcher_override
+from resexp.sweep.saved import SWEEP_FILE, saved_spec
 from resexp.sweep.estimate import (
     TIMED_STEPS,
     TIMING_BUDGET_S,
@@ -52,7 +53,6 @@ from resexp.sweep.estimate import (
 from resexp.sweep.task import usable_cores
 from resexp.train.schedule import make_schedule
 
-SWEEP_FILE = "sweep.yaml"
 # The sweep's axes: each combination is one run folder <arch>-<depth>-s<seed>.
 GRID = {"model.arch": "archs", "model.depth": "depths", "seed": "seeds"}
 
@@ -83,7 +83,7 @@ class SweepSpec:
             cfg.model.arch, cfg.model.depth, cfg.seed = arch, depth, seed
         except OmegaConfBaseException as err:
             raise UserError(one_line(err)) from None
-        cfg = finish_config(cfg, check_memory=False)
+        cfg = finish_config(cfg)
         if cfg.launcher.type == "local":
             check_fits(cfg, device_of(cfg.train.device))
         return cfg
@@ -193,61 +193,6 @@ def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
     return grid, rest
 
 
-SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str, "config_dirs": str}
-
-
-def saved_spec(out: Path | None) -> dict:
-    """The settings saved in <out>/sweep.yaml; {} if there is none. UserError if it is damaged
-    (safe_load also refuses tags that would run code, such as !!python/object, and
-    bounded_yaml a file that expands past any settings file's size)."""
-    path = out / SWEEP_FILE if out is not None else None
-    if path is None or not path.exists():
-        return {}
-    try:
-        saved = bounded_yaml.load(path.read_text())
-    except (OSError, ValueError, yaml.YAMLError) as err:
-        reason = f"not valid YAML ({type(err).__name__})" if not isinstance(err, bounded_yaml.TooLarge) else str(err)
-    else:
-        reason = _saved_problem(saved)
-        if reason is None:
-            return {**saved, "path": path}
-    raise UserError(f"{path} is damaged ({reason}); fix it, or delete it and give --archs, --depths, "
-                    f"--seeds and the overrides again")
-
-
-def planned_names(out: Path) -> list[str]:
-    """The run folders the saved sweep of ``out`` plans, e.g. ['plain-20-s0', ...]; [] when
-    ``out`` holds no sweep.yaml or a damaged one (`resexp sweep` says what is wrong with it).
-    A received sweep.yaml is data: a name that is not a run folder's (an arch with a slash or
-    an escape sequence) is left out, never printed."""
-    try:
-        saved = saved_spec(out)
-    except UserError:
-        return []
-    names = [run_name(a, d, s) for a in saved.get("archs", []) for d in saved.get("depths", [])
-             for s in saved.get("seeds", [])]
-    return [n for n in names if RUN_NAME.match(n)]
-
-
-def _saved_problem(saved) -> str | None:
-    """What is wrong with a parsed sweep.yaml (save_spec writes every key; config_dirs is
-    newer, so an older file may lack it), or None."""
-    if not isinstance(saved, dict):
-        return "it is empty" if saved is None else f"it holds a {type(saved).__name__}, not a mapping"
-    keys, needed = set(saved), set(SAVED_TYPES) - {"config_dirs"}
-    if not needed <= keys <= set(SAVED_TYPES):
-        return f"it holds {', '.join(map(str, saved)) or 'no keys'}, not {', '.join(SAVED_TYPES)}"
-    for key, value in saved.items():
-        kind = SAVED_TYPES[key]
-        if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
-            return f"{key} is not a list of {kind.__name__}s"
-    try:
-        parse_overrides(saved["overrides"])
-    except UserError as err:
-        return f"an override does not parse: {err}"
-    return None
-
-
 def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], list[str]]:
     """Overrides and config folders of a saved sweep, extended by the new ones. What the
     saved file may not decide (paths, code, the launcher: resexp.settings.trust) must be
@@ -281,7 +226,7 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
     saved = saved_spec(out)
     merged, dirs = _merged(saved, rest, config_dirs)
     composed = compose_config([*merged, *launcher], dirs)
-    base = finish_config(copy.deepcopy(composed), check_memory=False)
+    base = finish_config(copy.deepcopy(composed))
     composed_for = (tuple(merged), tuple(launcher), tuple(dirs))
     if out is None:
         out = Path("results") / base.name

@@ -16,12 +16,9 @@ keeps accounting) about the jobs of a sweep.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import io
-import json
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,24 +30,15 @@ from submitit.helpers import Checkpointable
 from submitit.slurm.slurm import _convert_mem
 
 from resexp.errors import UserError
-from resexp.run import safeio
-from resexp.run.folder import RUN_NAME, now
+from resexp.run.folder import now
 from resexp.run.state import Status
 from resexp.settings.compose import importable_dirs, make_importable
+from resexp.sweep.jobs import append_records, ended_states, is_active, queue, read_records, slurm_dir
 from resexp.sweep.task import sweep_progress, train_run
 
-JOBS_FILE = "jobs.jsonl"
-# squeue states of a job that will still train: queued, starting, running or held.
-# COMPLETING is not among them: that job is being killed (scancel) or has ended.
-ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
-          "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
 # --wait polls squeue every 1 s at first, then less often (never more than this):
 # a sweep of days should not query the controller every second.
 MAX_POLL_S = 30.0
-
-
-def slurm_dir(out: Path) -> Path:
-    return Path(out) / ".slurm"
 
 
 INTERRUPTED = "interrupted: submitted jobs go on; see resexp status {out}"
@@ -199,93 +187,6 @@ def _first_line(err: Exception) -> str:
     return (errors or text.splitlines() or [type(err).__name__])[-1]
 
 
-def append_records(out: Path, records: list[dict]) -> None:
-    """One line per job, written in one append: two sweeps submitting at once keep whole lines."""
-    folder = safeio.real_dir(slurm_dir(out))
-    safeio.append(folder / JOBS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
-
-
-JOB_ID = re.compile(r"^\d+(_\d+)?$")
-RECORD_TEXT = ("run", "job_id", "stdout", "stderr")
-
-
-def read_records(out: Path) -> dict[str, dict]:
-    """The latest job record of each run of the sweep in ``out`` ({} when none). A last line
-    cut short is left out; any other line that is not a job record is UserError (one line)."""
-    path = slurm_dir(out) / JOBS_FILE
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError:
-        return {}
-    lines.pop()  # after the last newline: empty, or a line cut short
-    latest = {}
-    for number, line in enumerate(lines, 1):
-        record = _record(line)
-        if record is None:
-            raise UserError(f"{path} line {number} is not a job record; delete that line (or the file, "
-                            f"which only lists the sweep's jobs)")
-        latest[record["run"]] = record
-    return latest
-
-
-def _record(line: bytes) -> dict | None:
-    """One job record as append_records writes it, or None."""
-    try:
-        record = json.loads(line.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
-        return None
-    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in RECORD_TEXT):
-        return None
-    if not JOB_ID.match(record["job_id"]) or not RUN_NAME.match(record["run"]):
-        return None
-    return record
-
-
-# ---- the queue
-
-
-def queue() -> dict[str, dict] | None:
-    """This user's jobs in the SLURM queue: {job id: {state, node, reason}}, one entry per
-    array task; None when squeue is missing or fails."""
-    fields = ["%i", "%T", "%N", "%r"]
-    try:
-        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "|".join(fields)],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
-        return None
-    jobs = {}
-    for line in result.stdout.splitlines():
-        parts = line.strip().split("|")
-        if len(parts) == len(fields):
-            jobs[parts[0]] = {"state": parts[1], "node": parts[2], "reason": parts[3]}
-    return jobs
-
-
-def ended_states(job_ids) -> dict[str, str]:
-    """Final states (COMPLETED, CANCELLED, TIMEOUT, ...) of jobs no longer queued, from sacct;
-    {} where the cluster keeps no accounting."""
-    ids = sorted(set(job_ids))
-    if not ids:
-        return {}
-    try:
-        result = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    states = {}
-    for line in result.stdout.splitlines() if result.returncode == 0 else []:
-        job_id, _, state = line.partition("|")
-        if job_id in ids:
-            states[job_id] = state.split()[0] if state else "?"  # "CANCELLED by 0" -> CANCELLED
-    return states
-
-
-def is_active(job: dict | None) -> bool:
-    return job is not None and job["state"] in ACTIVE
-
-
 def to_submit(runs, out: Path) -> tuple[list, dict[str, str], dict[str, str]]:
     """Of the PlannedRuns still to train: (those to submit, {run: job id} of those whose
     recorded job is still queued or running, {run: who} of those another live process
@@ -404,64 +305,3 @@ def submitted_lines(records: list[dict]) -> list[str]:
     return lines
 
 
-# ---- resexp status
-
-
-def status_with_jobs(results_dir: Path, runs=None):
-    """results.status_table with the runs the saved sweep plans but has not started ('new')
-    and the sweep's SLURM jobs: a run whose job waits in the queue is 'queued' (listed even
-    before its folder exists), one whose job runs is 'running',
-    and a ``job`` column gives each run's latest job id, its state and node. Returns
-    (table, a line saying where the job logs are, or None when no job was submitted).
-    ``runs``: results.load_runs(results_dir) when the caller has it."""
-    import pandas as pd
-
-    from resexp.analysis.results import sort_runs, status_table
-    from resexp.run.folder import parse_run_name
-    from resexp.sweep.plan import planned_names
-
-    records = read_records(results_dir)
-    planned = planned_names(results_dir)
-    try:
-        table = status_table(results_dir, runs)
-    except UserError:
-        if not records and not planned:
-            raise
-        table = pd.DataFrame(columns=["run", "status", "progress", "train_err", "test_err", "owner", "error"])
-    # Runs of the sweep not yet started (no folder yet) and runs whose job waits: listed as new.
-    missing = sorted((set(records) | set(planned)) - set(table["run"]))
-    if missing:  # back into legend order, with the runs that have folders
-        extra = pd.DataFrame({"run": missing, "status": Status.NEW, "progress": "-", "owner": ""})
-        table = pd.concat([table, extra.reindex(columns=table.columns)], ignore_index=True)
-        names = pd.DataFrame([parse_run_name(n) or {} for n in table["run"]], index=table.index)
-        table = sort_runs(pd.concat([table, names], axis=1)).drop(columns=list(names.columns))
-    table["owner"] = table["owner"].fillna("")
-    if not records:
-        return table, None
-    jobs = queue() or {}
-    ended = ended_states(r["job_id"] for r in records.values() if r["job_id"] not in jobs)
-    table["job"] = table["run"].map(lambda name: _job_text(records.get(name), jobs, ended))
-    table["status"] = [_status(status, records.get(name), jobs)
-                       for name, status in zip(table["run"], table["status"], strict=True)]
-    folder = Path(next(iter(records.values()))["stderr"]).parent
-    return table, f"job logs: {folder}/<job id>_0_log.err (training lines) and .out (submitit)"
-
-
-def _job_text(record: dict | None, jobs: dict, ended: dict) -> str:
-    """'12_3 RUNNING on node7', '12_4 PENDING (Priority)', '12_0 COMPLETED' (sacct), '12_0 ended'."""
-    if record is None:
-        return "-"
-    job = jobs.get(record["job_id"])
-    if job is None:
-        return f"{record['job_id']} {ended.get(record['job_id'], 'ended')}"
-    where = f" on {job['node']}" if job["state"] == "RUNNING" else f" ({job['reason']})"
-    return f"{record['job_id']} {job['state']}{where}"
-
-
-def _status(status: str, record: dict | None, jobs: dict) -> str:
-    """The run's own state, unless it waits for its job: queued, or running (the job has
-    started but not yet taken the run's lock)."""
-    job = jobs.get(record["job_id"]) if record else None
-    if not is_active(job) or status in (Status.DONE, Status.DIVERGED, Status.RUNNING):
-        return status
-    return Status.RUNNING if job["state"] == "RUNNING" else Status.QUEUED

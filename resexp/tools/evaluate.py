@@ -85,6 +85,7 @@ def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) ->
 
 def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, config_dirs=()) -> dict:
     """Test error (and clean training error) of the run's checkpoint: a dict for printing."""
+    from resexp.train import checkpoint
     from resexp.train.loop import evaluate, setup
 
     run_dir = Path(run_dir)
@@ -94,7 +95,7 @@ def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, con
         raise UserError(f"{run.checkpoint} does not exist (kept only with train.keep_checkpoint=true); "
                         "nothing to evaluate")
     s = setup(cfg)
-    state = run.load_checkpoint(map_location=s.step.device)
+    state = checkpoint.load(run, map_location=s.step.device)
     try:
         s.model.load_state_dict(state["model"])
     except (KeyError, RuntimeError) as err:

@@ -26,7 +26,7 @@ from resexp.data import Data, eval_batches, iters_per_epoch, load_data, train_ba
 from resexp.errors import UserError
 from resexp.inside.monitor import Monitor
 from resexp.models import count_params, get_model
-from resexp.models.footprint import device_of as pick_device
+from resexp.models.footprint import check_fits, device_of as pick_device
 from resexp.run.files import CLEAN_TRAIN_COLUMNS
 from resexp.run.folder import (
     COLUMNS,
@@ -41,7 +41,7 @@ from resexp.run.folder import (
     run_name,
     writing,
 )
-from resexp.train import threads
+from resexp.train import checkpoint, threads
 from resexp.train.environment import describe, make_deterministic
 from resexp.train.schedule import Schedule, make_schedule
 from resexp.train.step import Step, make_step
@@ -62,19 +62,22 @@ def make_progress(console: Console | None = None) -> Progress:
 class Setup:
     """What one run trains, built once: the data, the model, the step that updates it (the
     one owner of device, forward, autocast, layout and optimizer: resexp/train/step.py) and
-    the schedule that says for how long and at which lr."""
+    the schedule that says for how long and at which lr; the CPU thread count and why."""
     data: Data
     model: torch.nn.Module
     step: Step
     schedule: Schedule
+    threads: threads.Threads
 
 
-def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
-    """Data (loaded unless given), model, training step and schedule for ``cfg``.
+def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int = 1) -> Setup:
+    """Data (loaded unless given), model, training step and schedule for ``cfg``, one of
+    ``jobs`` runs training at once on this machine.
     ``graphed`` overrides ``train.cuda_graphs`` (False: eager; True on the CPU: the graphed
     step's code without the capture)."""
     t = cfg.train
     device = pick_device(t.device)
+    check_fits(cfg, device)  # a model too big for this device is one line, before any data or folder
     if t.threads:
         torch.set_num_threads(int(t.threads))
     torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch in data.py
@@ -84,21 +87,21 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None) -> Setup:
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
     make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
     step = make_step(t, model, device, graphed)
-    threads.settle(t.threads, step, data, t.batch_size)  # the user's count, or measured
+    chosen = threads.apply(threads.decide(t.threads, jobs, device.type))  # once: it never changes mid-run
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
-    return Setup(data, step.model, step, make_schedule(t, ipe, cfg.model.depth))
+    return Setup(data, step.model, step, make_schedule(t, ipe, cfg.model.depth), chosen)
 
 
 def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
-        on_epoch: Callable[[int], None] | None = None) -> dict:
+        on_epoch: Callable[[int], None] | None = None, jobs: int = 1) -> dict:
     """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
     RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
-    every finished epoch (a sweep's ETA uses it)."""
+    every finished epoch (a sweep's ETA uses it); ``jobs`` runs train at once here (a sweep's --jobs)."""
     console = console or Console(stderr=True, soft_wrap=True)
     run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
     if (finished := _finished(run, cfg, console, busy_check=True)) is not None:
         return finished
-    s = setup(cfg)  # data and model first: a run that cannot start leaves no folder behind
+    s = setup(cfg, jobs=jobs)  # data and model first: a run that cannot start leaves no folder behind
     with run.claim(cfg.train.stale_after) as lock, _shown(progress, console) as progress:
         if (finished := _finished(run, cfg, console)) is not None:  # finished while the data loaded?
             return finished
@@ -108,7 +111,6 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
             console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
         summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields()}
         monitor = Monitor(cfg, run, s)  # diagnostics and loggers (resexp/inside/monitor.py)
-        recheck = threads.recheck(s.step, s.data, cfg.train.batch_size)  # a probed count, when the load changes
         with _failures_recorded(run, summary, monitor):
             run.write_summary(summary)
             monitor.begin(at.epoch, at.iteration)
@@ -125,17 +127,13 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
                 monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
                 at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
                 console.print(epoch_line(run.name, s, row))
-                if (change := recheck.after_epoch(at.epoch, row["images_per_s"])) is not None:
-                    console.print(f"{run.name}: CPU threads {change['was']} -> {change['threads']}, {change['why']}")
-                    summary.setdefault("threads_rechosen", []).append(change)
-                    summary.update(threads.recorded())
                 summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
                 if diverged(at):
                     console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
                     break
                 # The row goes first, then the checkpoint: a crash in between makes resume
                 # drop that row and redo the epoch, never skip one.
-                run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
+                checkpoint.save(run, {"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
                                      "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
                 run.write_summary(summary)
                 if on_epoch is not None:
@@ -254,7 +252,7 @@ def base_summary(cfg, s: Setup) -> dict:
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
         "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
-        **describe(s.step.device, s.step.amp), **s.step.summary(),  # train_step, graph_check
+        **describe(s.step.device, s.step.amp), **s.threads.record(), **s.step.summary(),  # train_step, graph_check
         "torch_version": torch.__version__, "resexp_version": __version__, "git_commit": git_commit(),
     }
 
@@ -281,7 +279,7 @@ def resume(run: RunDir, s: Setup, console: Console) -> Position:
     that epoch is redone identically. A log that does not reach the checkpoint (or is
     damaged) cannot be trusted: the run starts again with its old files set aside,
     never with a hole in its log."""
-    state = run.load_checkpoint(map_location=s.step.device)  # UserError if unreadable, before any change
+    state = checkpoint.load(run, map_location=s.step.device)  # UserError if unreadable, before any change
     try:
         log = run.read_log()
     except DamagedFile as err:

@@ -1,0 +1,114 @@
+"""A sweep's SLURM jobs as files and queue entries: <out>/.slurm/jobs.jsonl and squeue/sacct.
+
+What `resexp status` and the SLURM launcher both read. It imports neither submitit nor
+torch, so `status` answers at once; submitting jobs is resexp/sweep/slurm.py's.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import subprocess
+from pathlib import Path
+
+from resexp.errors import UserError
+from resexp.run import safeio
+from resexp.run.folder import RUN_NAME
+
+JOBS_FILE = "jobs.jsonl"
+# squeue states of a job that will still train: queued, starting, running or held.
+# COMPLETING is not among them: that job is being killed (scancel) or has ended.
+ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
+          "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
+
+
+def slurm_dir(out: Path) -> Path:
+    return Path(out) / ".slurm"
+
+
+def append_records(out: Path, records: list[dict]) -> None:
+    """One line per job, written in one append: two sweeps submitting at once keep whole lines."""
+    folder = safeio.real_dir(slurm_dir(out))
+    safeio.append(folder / JOBS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
+
+
+JOB_ID = re.compile(r"^\d+(_\d+)?$")
+RECORD_TEXT = ("run", "job_id", "stdout", "stderr")
+
+
+def read_records(out: Path) -> dict[str, dict]:
+    """The latest job record of each run of the sweep in ``out`` ({} when none). A last line
+    cut short is left out; any other line that is not a job record is UserError (one line)."""
+    path = slurm_dir(out) / JOBS_FILE
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError:
+        return {}
+    lines.pop()  # after the last newline: empty, or a line cut short
+    latest = {}
+    for number, line in enumerate(lines, 1):
+        record = _record(line)
+        if record is None:
+            raise UserError(f"{path} line {number} is not a job record; delete that line (or the file, "
+                            f"which only lists the sweep's jobs)")
+        latest[record["run"]] = record
+    return latest
+
+
+def _record(line: bytes) -> dict | None:
+    """One job record as append_records writes it, or None."""
+    try:
+        record = json.loads(line.decode("utf-8"))
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in RECORD_TEXT):
+        return None
+    if not JOB_ID.match(record["job_id"]) or not RUN_NAME.match(record["run"]):
+        return None
+    return record
+
+
+
+def queue() -> dict[str, dict] | None:
+    """This user's jobs in the SLURM queue: {job id: {state, node, reason}}, one entry per
+    array task; None when squeue is missing or fails."""
+    fields = ["%i", "%T", "%N", "%r"]
+    try:
+        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "|".join(fields)],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if result.returncode != 0:
+        return None
+    jobs = {}
+    for line in result.stdout.splitlines():
+        parts = line.strip().split("|")
+        if len(parts) == len(fields):
+            jobs[parts[0]] = {"state": parts[1], "node": parts[2], "reason": parts[3]}
+    return jobs
+
+
+def ended_states(job_ids) -> dict[str, str]:
+    """Final states (COMPLETED, CANCELLED, TIMEOUT, ...) of jobs no longer queued, from sacct;
+    {} where the cluster keeps no accounting."""
+    ids = sorted(set(job_ids))
+    if not ids:
+        return {}
+    try:
+        result = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
+                                capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    states = {}
+    for line in result.stdout.splitlines() if result.returncode == 0 else []:
+        job_id, _, state = line.partition("|")
+        if job_id in ids:
+            states[job_id] = state.split()[0] if state else "?"  # "CANCELLED by 0" -> CANCELLED
+    return states
+
+
+def is_active(job: dict | None) -> bool:
+    return job is not None and job["state"] in ACTIVE
+
+
