@@ -62,7 +62,7 @@ def plot(results_dir, out=None, formats="png,pdf", train_error: str = "minibatch
     error axis at this %. Returns the list of paths written."""
     from resexp.analysis.plot import make_figures
 
-    made = make_figures(_path(results_dir), _path(out), formats, runs=_load_and_warn(results_dir),
+    made = make_figures(_path(results_dir), _path(out), formats, results=_load_and_warn(results_dir),
                         train_error=train_error, zoom=zoom)
     return [Path(p) for p in made["paths"]]
 
@@ -87,7 +87,7 @@ def report(results_dir, out=None, train_error: str = "minibatch") -> Report:
     from resexp.analysis.report import make_report
 
     where = _path(out) if out is not None else _path(results_dir)
-    table, markdown = make_report(_path(results_dir), where, runs=_load_and_warn(results_dir),
+    table, markdown = make_report(_path(results_dir), where, results=_load_and_warn(results_dir),
                                   train_error=train_error)
     return Report(table, markdown, [where / "report.md", where / "report.csv"])
 
@@ -143,10 +143,11 @@ def _console(progress: bool):
 
 
 def _load_and_warn(results_dir):
-    """The runs of results_dir, with a warning per damaged run (the commands print these on stderr)."""
-    from resexp.analysis.results import damage_warnings
+    """results_dir read once (resexp.analysis.results.Results), with a warning per damaged run
+    (the commands print these on stderr)."""
+    from resexp.analysis.results import damage_warnings, read_results
 
-    runs = load_runs(results_dir)
-    for line in damage_warnings(runs):
+    results = read_results(_path(results_dir))
+    for line in damage_warnings(results.runs):
         warnings.warn(line, stacklevel=3)
-    return runs
+    return results

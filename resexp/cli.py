@@ -181,8 +181,8 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
     diagnostics, Fig. 7 (layer responses), gradient norms and the identity test (with their CSVs)."""
     from resexp.analysis.plot import make_figures
 
-    runs = _load_and_warn(results_dir)
-    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), runs=runs,
+    results = _load_and_warn(results_dir)
+    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), results=results,
                         train_error=train_error, zoom=zoom)
     for path in made["paths"]:
         print(path)
@@ -195,8 +195,7 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
     from resexp.analysis.report import make_report
 
-    runs = _load_and_warn(results_dir)
-    _, markdown = make_report(results_dir, out, runs=runs, train_error=train_error)
+    _, markdown = make_report(results_dir, out, results=_load_and_warn(results_dir), train_error=train_error)
     print(markdown)
 
 
@@ -207,26 +206,28 @@ def status(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     from resexp.analysis.results import format_status
     from resexp.sweep.status import status_with_jobs
 
-    table, logs = status_with_jobs(results_dir, _load_and_warn(results_dir, missing_ok=True))
+    results = _load_and_warn(results_dir, missing_ok=True)
+    table, logs = status_with_jobs(results_dir, results.runs if results is not None else None)
     print(format_status(table))
     if logs:
         print(logs)
 
 
 def _load_and_warn(results_dir: Path, missing_ok: bool = False):
-    """The runs of results_dir, with one warning line on stderr per damaged run
-    (``missing_ok``: None instead of the no-runs error, e.g. while SLURM jobs still queue)."""
-    from resexp.analysis.results import damage_warnings, load_runs
+    """results_dir read once (resexp.analysis.results.Results), with one warning line on
+    stderr per damaged run (``missing_ok``: None instead of the no-runs error, e.g. while
+    SLURM jobs still queue)."""
+    from resexp.analysis.results import damage_warnings, read_results
 
     try:
-        runs = load_runs(results_dir)
+        results = read_results(results_dir)
     except UserError:
         if missing_ok:
             return None
         raise
-    for line in damage_warnings(runs):
+    for line in damage_warnings(results.runs):
         print(line, file=sys.stderr)
-    return runs
+    return results
 
 
 @app.command(name="eval", short_help="Evaluate a run's checkpoint (test and clean training error).")

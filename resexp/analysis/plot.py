@@ -35,13 +35,14 @@ from resexp.analysis.results import (
     dataset_label,
     experiment_info,
     load_diagnostics,
-    load_metrics,
-    load_runs,
+    Results,
+    read_results,
     pick_train_error,
     runs_to_average,
     sort_runs,
 )
 from resexp.errors import UserError
+from resexp.models.registry import arch_info, list_models
 from resexp.run.safeio import atomic_write, real_dir
 
 FORMATS = ("png", "pdf", "svg")
@@ -54,14 +55,9 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize
       "lines.linewidth": 1.2, "lines.markersize": 4, "axes.linewidth": 0.6, "grid.linewidth": 0.4,
       "legend.frameon": False, "pdf.fonttype": 42, "svg.fonttype": "none"}
 
-# Okabe & Ito's colour-blind-safe palette: plain nets warm, residual nets cool.
-ARCH_STYLE = {
-    "plain": {"label": "plain", "color": "#D55E00", "marker": "o"},
-    "resnet": {"label": "residual (resnet)", "color": "#0072B2", "marker": "s"},
-    "preact_resnet": {"label": "residual (preact_resnet)", "color": "#009E73", "marker": "D"},
-    "mlp_plain": {"label": "plain (mlp_plain)", "color": "#E69F00", "marker": "o"},
-    "mlp_resnet": {"label": "residual (mlp_resnet)", "color": "#56B4E9", "marker": "s"},
-}
+# Each arch's label, colour and marker, as registered with it (resexp/models/archs.py).
+ARCH_STYLE = {arch: {"label": info.label, "color": info.colour, "marker": info.marker}
+              for arch, info in ((a, arch_info(a)) for a in list_models())}
 # Depth's marker, by the depth's rank among a figure's depths (so plain-20 and resnet-20 share one).
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "p", "h", "<", ">")
 TRAIN_STYLE = {"linestyle": "--", "linewidth": 0.9}  # Fig. 6: dashed lines, training error
@@ -398,11 +394,11 @@ def _save_csv(table: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), runs: pd.DataFrame | None = None,
+def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Results | None = None,
                  train_error: str = "minibatch", zoom: float | None = None) -> dict:
     """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures),
     and the diagnostics figures where the runs hold diagnostics CSVs.
-    ``runs``: load_runs(results_dir), if the caller has it already.
+    ``results``: read_results(results_dir), if the caller has it already.
 
     ``train_error``: ``minibatch`` (Fig. 6's, the default) or ``clean`` (results.TRAIN_ERRORS).
     ``zoom``: the curves' error axis ends at this % (check_zoom); None: the full range.
@@ -411,8 +407,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), runs: pd.Dat
     depth_lost.csv (the crosses of the depth figure) is written when some run diverged or failed.
     """
     formats, zoom = check_formats(formats), check_zoom(zoom)
-    runs = load_runs(results_dir) if runs is None else runs
-    runs, metrics = pick_train_error(runs, load_metrics(results_dir), train_error)
+    results = read_results(results_dir) if results is None else results
+    runs, metrics = pick_train_error(results.runs, results.metrics, train_error)
     info = experiment_info(runs)
     depth, lost, curves = depth_data(runs), lost_data(runs), curves_data(metrics, runs)
     if curves.empty:

@@ -18,8 +18,8 @@ from resexp.analysis.results import (
     aggregate,
     dataset_label,
     experiment_info,
-    load_metrics,
-    load_runs,
+    Results,
+    read_results,
     pick_train_error,
     status_tally,
 )
@@ -239,17 +239,18 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = 
     return "\n".join(lines) + "\n"
 
 
-def make_report(results_dir, out_dir=None, runs: pd.DataFrame | None = None,
+def make_report(results_dir, out_dir=None, results: Results | None = None,
                 train_error: str = "minibatch") -> tuple[pd.DataFrame, str]:
     """Write report.md and report.csv into out_dir (default results_dir); return both.
-    ``runs``: load_runs(results_dir), if the caller has it already; ``train_error``:
+    ``results``: read_results(results_dir), if the caller has it already; ``train_error``:
     ``minibatch`` (Fig. 6's) or ``clean`` (results.TRAIN_ERRORS).
 
     The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err.
     """
-    runs = load_runs(results_dir) if runs is None else runs
+    results = read_results(results_dir) if results is None else results
+    runs = results.runs
     if train_error != "minibatch":
-        runs, _ = pick_train_error(runs, load_metrics(results_dir), train_error)
+        runs, _ = pick_train_error(runs, results.metrics, train_error)
     table = report_table(runs)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
     markdown = render_markdown(table, runs, train_error, figure_links(Path(results_dir) / "figures", out))

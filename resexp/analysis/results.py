@@ -7,6 +7,7 @@ config.yaml), never its log output. docs/results-format.md describes the files.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -14,12 +15,10 @@ import yaml
 
 from resexp.analysis.text import printable
 from resexp.errors import UserError
-from resexp.run.folder import DamagedFile, RunDir, parse_run_name
+from resexp.models.registry import arch_info, list_models
+from resexp.run.folder import DamagedFile, RunDir, RunState, parse_run_name
 from resexp.run.state import ORDER, UNFINISHED, Status
 from resexp.train.environment import hardware_of
-
-# Plain nets first, then their residual twins: the order of legends and tables.
-ARCH_ORDER = ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
@@ -29,16 +28,22 @@ RUN_COLUMNS = [
 ]
 
 
-def find_run_dirs(results_dir) -> list[Path]:
-    """The run folders under results_dir (RunDir.is_run: config.yaml names a registered
-    architecture); UserError if there is none."""
+def read_states(results_dir) -> list[tuple[Path, RunState]]:
+    """Each run folder under results_dir with its state, every folder read once
+    (RunDir.is_run: config.yaml names a registered architecture); UserError if there is none."""
     root = Path(results_dir)
     if not root.is_dir():
         raise UserError(f"results directory not found: {root}")
-    dirs = [path for path in sorted(root.iterdir()) if path.is_dir() and RunDir(path).is_run()]
-    if not dirs:
+    found = []
+    for path in sorted(p for p in root.iterdir() if p.is_dir()):
+        run = RunDir(path)
+        if run.could_be_run():
+            state = run.state()
+            if run.is_run(state):
+                found.append((path, state))
+    if not found:
         raise UserError(f"no runs in {root} (expected folders named <arch>-<depth>-s<seed>)")
-    return dirs
+    return found
 
 
 def _section(config: dict, key: str) -> dict:
@@ -46,11 +51,10 @@ def _section(config: dict, key: str) -> dict:
     return section if isinstance(section, dict) else {}
 
 
-def run_record(run_dir: Path) -> dict:
-    """One row of load_runs, from RunDir.state(): the last metrics row's numbers (the log
+def run_record(run_dir: Path, state: RunState) -> dict:
+    """One row of load_runs, from the run's state: the last metrics row's numbers (the log
     is newer than summary.json after a kill between the two writes), the summary's for
     the rest. A damaged run gets what its readable files say, and its problem as error."""
-    state = RunDir(run_dir).state()
     summary, last = state.summary, state.last or {}
 
     def pick(key, fallback=math.nan):
@@ -122,32 +126,44 @@ def _augmented(dataset: dict) -> bool | None:
 
 def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
     """Rows in legend order: plain archs before residual ones, then by depth, seed, epoch."""
-    rank = {arch: i for i, arch in enumerate(ARCH_ORDER)}
+    rank = {arch: arch_info(arch).order for arch in list_models()}  # as registered: plain nets first
     ordered = table.assign(_rank=table["arch"].map(lambda arch: rank.get(arch, len(rank))))
     by = ["_rank"] + [c for c in ("arch", "depth", "seed", "epoch") if c in table.columns]
     return ordered.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
+@dataclass
+class Results:
+    """A results folder read once: one row per run, and one row per epoch of every run."""
+    runs: pd.DataFrame
+    metrics: pd.DataFrame
+
+
+def read_results(results_dir) -> Results:
+    """load_runs and load_metrics of results_dir from one read of each run folder."""
+    records, frames = [], []
+    for path, state in read_states(results_dir):
+        records.append(run_record(path, state))
+        if state.rows:
+            arch, depth, seed = _identity(path, state)
+            frames.append(pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed))
+    runs = sort_runs(pd.DataFrame.from_records(records, columns=RUN_COLUMNS))
+    if not frames:
+        return Results(runs, pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"]))
+    table = pd.concat(frames, ignore_index=True)
+    front = ["run", "arch", "depth", "seed"]
+    return Results(runs, sort_runs(table[front + [c for c in table.columns if c not in front]]))
+
+
 def load_runs(results_dir) -> pd.DataFrame:
     """One row per run folder in results_dir, with its status as RunDir.state() sees it."""
-    records = [run_record(path) for path in find_run_dirs(results_dir)]
-    return sort_runs(pd.DataFrame.from_records(records, columns=RUN_COLUMNS))
+    return read_results(results_dir).runs
 
 
 def load_metrics(results_dir) -> pd.DataFrame:
     """All epochs of all runs as one long table: run, arch, depth, seed, then metrics.csv's
     columns. Runs whose metrics.csv is damaged have none."""
-    frames = []
-    for path in find_run_dirs(results_dir):
-        state = RunDir(path).state()
-        if state.rows:
-            arch, depth, seed = _identity(path, state)
-            frames.append(pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed))
-    if not frames:
-        return pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"])
-    table = pd.concat(frames, ignore_index=True)
-    front = ["run", "arch", "depth", "seed"]
-    return sort_runs(table[front + [c for c in table.columns if c not in front]])
+    return read_results(results_dir).metrics
 
 
 def runs_to_average(runs: pd.DataFrame) -> pd.DataFrame:

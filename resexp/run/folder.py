@@ -197,15 +197,24 @@ class RunDir:
     def name(self) -> str:
         return self.path.name
 
-    def is_run(self) -> bool:
+    def could_be_run(self) -> bool:
+        """Worth reading: named like a run, or holding a config.yaml."""
+        return parse_run_name(self.name) is not None or self.config.exists()
+
+    def is_run(self, state: RunState | None = None) -> bool:
         """A run folder: its config.yaml names a registered architecture, or (a damaged run,
         whose config.yaml is missing, unreadable or names something else) its folder name
-        does and it holds a run file. A folder merely named like a run is not one."""
-        try:
-            config = self.read_config()
-        except DamagedFile:
-            config = None
-        if config is not None and config["model"]["arch"] in list_models():
+        does and it holds a run file. A folder merely named like a run is not one.
+        ``state``: this folder's state(), if the caller has read it."""
+        if state is None:
+            try:
+                config = self.read_config()
+            except DamagedFile:
+                config = None
+        else:
+            config = state.config
+        model = config.get("model") if isinstance(config, dict) else None
+        if isinstance(model, dict) and model.get("arch") in list_models():
             return True
         names = parse_run_name(self.name)
         files = (self.config, self.metrics, self.summary_file, self.checkpoint, self.lock_file)
