@@ -22,7 +22,6 @@ from resexp.settings.compose import load_config
 from resexp.sweep import plan as sw
 from resexp.sweep.gpus import visible_gpus
 from resexp.sweep.local import gpu_slots
-from resexp.sweep.task import with_threads
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 
@@ -395,19 +394,6 @@ def test_a_worker_dies_with_the_sweep_that_started_it(tmp_path, how):
         for pid in (worker, parent if how == "die_with" else None):
             if pid and pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def test_parallel_workers_split_the_cpu_cores(monkeypatch):
-    cfg = load_config([*[o for o in TINY if not o.startswith("train.threads")]])
-    monkeypatch.setattr("resexp.sweep.task.usable_cores", lambda: 8)
-    monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    assert with_threads(cfg, jobs=2).train.threads == 4
-    assert with_threads(cfg, jobs=16).train.threads == 1
-    assert with_threads(cfg, jobs=1).train.threads is None  # one run alone: torch's own default
-    pinned = load_config(TINY)  # train.threads=1 set by the user: kept
-    assert with_threads(pinned, jobs=2).train.threads == 1
-    monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")  # a SLURM job: its own cores
-    assert with_threads(cfg).train.threads == 3 and with_threads(pinned).train.threads == 1
 
 
 def test_a_setting_that_cannot_be_used_is_a_failed_run_not_damage(tmp_path, monkeypatch, capsys):

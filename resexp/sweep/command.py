@@ -54,8 +54,7 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     if todo:
         on_gpu = how.type == "local" and device_of(todo[0].cfg.train.device).type == "cuda"
         jobs = min(how.jobs, len(todo))
-        deepest = max(todo, key=lambda r: r.depth).cfg  # its probe shows what the load allows now
-        console.print(planned_threads(deepest, how.type, jobs, on_gpu, probe_now=dry_run and how.type == "local"))
+        console.print(planned_threads(todo[0].cfg, how.type, jobs, on_gpu))
     if dry_run:
         console.print(launcher.dry_run(how, runs, out) or "")
         return SweepOutcome(out, runs, None)

@@ -1,16 +1,14 @@
 """The run task: how every launcher trains one run of a sweep.
 
 The local launcher (in this process or in a ``--jobs`` worker) and a SLURM job all call
-``train_run``, so the thread count, the lock, a run another trainer holds and how a run
-that stopped is named are decided here once.
+``train_run``, so how many runs share the cores (for the thread count), the lock, a run
+another trainer holds and how a run that stopped is named are decided here once.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -26,62 +24,19 @@ def usable_cores() -> int:
     return threads.usable_cores()
 
 
-def with_threads(cfg, jobs: int = 1):
-    """``cfg`` with train.threads decided where the user left it null and a launcher knows
-    better than a probe: a SLURM job's own cores, and in each of ``jobs`` local workers its
-    share of the usable cores (workers that each took every core would fight: 3.4x slower
-    on 2 cores). Otherwise it stays null and setup() measures (resexp/train/threads.py). A
-    value the user set always wins. Only CPU training reads it; the thread count changes
-    the CPU's floating-point sums, so summary.json records it and what chose it."""
-    threads.set_for_next_run(None)
-    if cfg.train.threads is not None:
-        return cfg
-    slurm_cpus = os.environ.get("SLURM_CPUS_PER_TASK")
-    if slurm_cpus and slurm_cpus.isdigit():
-        choice = threads.Choice(int(slurm_cpus), "slurm", f"SLURM_CPUS_PER_TASK={slurm_cpus}: the job's own cores")
-    elif jobs > 1:
-        cores = usable_cores()
-        share = max(1, cores // jobs)
-        choice = threads.Choice(share, "workers", f"{jobs} runs at once share {cores} usable cores")
-    else:
-        return cfg
-    threads.set_for_next_run(choice)
-    return OmegaConf.merge(cfg, {"train": {"threads": choice.threads}})
-
-
-def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool, probe_now: bool = False) -> str:
-    """The plan's line on CPU threads: what with_threads and setup() will do for these runs;
-    with ``probe_now``, also what the probe picks for ``cfg``'s run at this moment."""
-    if on_gpu and launcher_type == "local":
-        return "CPU threads: torch's default (the runs train on the GPU)"
+def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool) -> str:
+    """The plan's line on CPU threads: the rule setup() applies to these runs (resexp/train/threads.py)."""
+    cores = usable_cores()
     if cfg.train.threads is not None:
         return f"CPU threads: {cfg.train.threads} per run (train.threads, as set)"
     if launcher_type == "slurm":
         return f"CPU threads: each job's own cores (launcher.cpus_per_run={cfg.launcher.cpus_per_run})"
-    cores = usable_cores()
     if jobs > 1:
         return f"CPU threads: {max(1, cores // jobs)} per run ({jobs} runs at once on {cores} usable cores)"
-    line = (f"CPU threads: measured at each run's start, 1 to {cores} (the fewest within 10% of the fastest: "
-            f"on cores others are using, fewer threads are often many times faster); train.threads=N fixes it")
-    if probe_now:
-        choice = probe_here(cfg)
-        line += f"\n  now, for {run_name(cfg.model.arch, cfg.model.depth, cfg.seed)}: {choice.threads} ({choice.why})"
-    return line
-
-
-def probe_here(cfg) -> threads.Choice:
-    """The probe of setup() for ``cfg``'s model on one random batch, torch's count left as it was."""
-    import torch
-
-    from resexp.data import random_data
-    from resexp.train.loop import pick_device, setup
-
-    before = torch.get_num_threads()
-    try:
-        setup(cfg, random_data(cfg.dataset, cfg.train.batch_size, pick_device(cfg.train.device)))
-        return threads.current()
-    finally:
-        torch.set_num_threads(before)
+    if on_gpu:
+        return "CPU threads: torch's default (the runs train on the GPU)"
+    return (f"CPU threads: the {cores} usable cores less those others keep busy at each run's start, "
+            f"kept for the whole run; train.threads=N fixes it")
 
 
 def train_run(cfg, out: Path, console: Console, progress: Progress | None = None, on_epoch=None,
@@ -98,8 +53,8 @@ def train_run(cfg, out: Path, console: Console, progress: Progress | None = None
 
     name = run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
     try:
-        summary = fit(with_threads(cfg, jobs), Path(out), progress=progress or Progress(disable=True),
-                      console=console, on_epoch=on_epoch)
+        summary = fit(cfg, Path(out), progress=progress or Progress(disable=True), console=console,
+                      on_epoch=on_epoch, jobs=jobs)
         return Status(summary["status"])
     except RunBusy as err:
         console.print(f"{name} skipped: {err}")

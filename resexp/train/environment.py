@@ -16,8 +16,6 @@ from importlib import metadata
 
 import torch
 
-from resexp.train import threads
-
 LIBRARIES = ("torch", "torchvision", "numpy", "hydra-core", "omegaconf")
 
 
@@ -58,7 +56,6 @@ def describe(device: torch.device, amp: bool) -> dict:
         "cpu_model": cpu_model(),
         "cpu_bf16": cpu_bf16_features(),
         "precision": "bf16 autocast" if amp else "fp32",
-        **threads.recorded(),  # torch_threads, and the rule that chose them and why
         "cuda_version": torch.version.cuda if cuda else None,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),

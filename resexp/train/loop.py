@@ -87,7 +87,8 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
     make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
     step = make_step(t, model, device, graphed)
-    chosen = threads.apply(threads.decide(t.threads, jobs, device.type))  # once: it never changes mid-run
+    chosen = threads.decide(t.threads, jobs, device.type)  # once: the count never changes mid-run
+    torch.set_num_threads(chosen.count)
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
     return Setup(data, step.model, step, make_schedule(t, ipe, cfg.model.depth), chosen)
 
