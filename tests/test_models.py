@@ -1,13 +1,23 @@
 import math
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
+from helpers.cli import TINY, cli
+from matplotlib.colors import to_rgb
 
 from resexp.errors import UserError
-from resexp.models import count_params, get_model, list_models, register_model
+from resexp.models import arch_info, count_params, get_model, list_models, register_model
+from resexp.models.archs import cifar_blocks
 from resexp.models.cifar import BasicBlock, PreActBlock
+from resexp.models.footprint import check_fits
 from resexp.models.mlp import DenseBlock
+from resexp.models.registry import option_defaults
+from resexp.settings import schema
+from resexp.settings.compose import load_config
 
 # He et al. 2016, Table 6: parameters of the CIFAR-10 ResNets (option A).
 TABLE6_PARAMS_M = {20: 0.27, 32: 0.46, 44: 0.66, 56: 0.85, 110: 1.7, 1202: 19.4}
@@ -54,9 +64,36 @@ def test_invalid_depth_names_nearest_valid(arch, depth, message):
         get_model(arch, depth=depth, in_channels=1, num_classes=10, bottleneck=arch == "preact_resnet")
 
 
+def _register(fn):
+    return register_model(label=fn.__name__, colour="#000000", residual=False, depth_rule=cifar_blocks)(fn)
+
+
 def test_duplicate_registration_is_rejected():
-    with pytest.raises(ValueError, match="registered twice"):
-        register_model("resnet")(lambda depth: None)
+    def resnet(depth: int, in_channels: int, num_classes: int):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="'resnet' is registered twice"):
+        _register(resnet)
+
+
+def test_an_option_without_a_default_is_rejected():
+    def odd_arch(depth: int, in_channels: int, num_classes: int, blocks: int):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match="option blocks needs a default"):
+        _register(odd_arch)
+    assert "odd_arch" not in list_models()
+
+
+def test_an_option_whose_default_differs_from_another_archs_is_rejected():
+    """One default per option, whichever arch takes it: an unused option is compared with
+    it, so two defaults would refuse a value under one arch and not another."""
+    def odd_arch(depth: int, in_channels: int, num_classes: int, widths=(1, 2, 3)):
+        raise AssertionError("never built")
+
+    with pytest.raises(ValueError, match=re.escape("widths=(1, 2, 3), but another arch has widths=(16, 32, 64)")):
+        _register(odd_arch)
+    assert "odd_arch" not in list_models()
 
 
 DEPTHS = {"plain": [8, 20], "resnet": [8, 20], "preact_resnet": [8, 11], "mlp_plain": [4, 10],
@@ -157,3 +194,123 @@ def test_more_checkpoint_segments_than_blocks_is_one_clear_error():
     with pytest.raises(UserError, match=r"model.checkpoint_segments=8 is more than the 6 blocks"):
         cifar("resnet", 14, checkpoint_segments=8)
     assert cifar("resnet", 14, checkpoint_segments=6).checkpoint_segments == 6
+
+
+# --------------------------------------------------------------------------- options: used or refused
+# A value other than the default for every option some arch takes.
+NON_DEFAULT = {"shortcut": "B", "widths": [8, 16, 32], "bottleneck": True, "checkpoint_segments": 2,
+               "mlp_widths": [64], "mlp_batch_norm": False}
+REFUSED = [(arch, option) for arch in list_models() for option in NON_DEFAULT
+           if option not in arch_info(arch).options]
+
+
+def _override(option: str, value) -> str:
+    """``model.OPTION=VALUE`` as typed on a command line."""
+    if isinstance(value, (list, tuple)):
+        value = f"[{','.join(map(str, value))}]"
+    return f"model.{option}={str(value).lower() if isinstance(value, bool) else value}"
+
+
+def test_every_model_option_has_a_non_default_value_here_and_the_schema_default():
+    """The builders' defaults are the schema's (resexp/settings/schema.py), so an unused
+    option left at its default is never refused."""
+    model_keys = {k.split(".", 1)[1] for k in schema.leaf_fields() if k.startswith("model.")}
+    assert set(option_defaults()) == set(NON_DEFAULT) == model_keys - {"arch", "depth"}
+    for option, default in option_defaults().items():
+        assert schema.default_of(f"model.{option}") == (list(default) if isinstance(default, tuple) else default)
+        assert NON_DEFAULT[option] != schema.default_of(f"model.{option}")
+
+
+@pytest.mark.parametrize("arch, option", REFUSED, ids=[f"{a}-{o}" for a, o in REFUSED])
+def test_an_option_the_arch_does_not_take_is_refused(arch, option):
+    takes = ", ".join(arch_info(arch).options)
+    says = f"model.{option} is not an option of arch {arch} (its options: {takes})"
+    with pytest.raises(UserError) as info:
+        load_config([f"model.arch={arch}", _override(option, NON_DEFAULT[option])])
+    assert str(info.value) == says
+    with pytest.raises(UserError, match=re.escape(says)):
+        get_model(arch, depth=20, in_channels=1, num_classes=10, image_size=8, **{option: NON_DEFAULT[option]})
+
+
+def test_the_refused_table_covers_each_family():
+    assert {("plain", "shortcut"), ("resnet", "mlp_widths"), ("mlp_resnet", "checkpoint_segments"),
+            ("mlp_plain", "bottleneck"), ("preact_resnet", "mlp_batch_norm")} <= set(REFUSED)
+    assert ("resnet", "shortcut") not in REFUSED and ("mlp_plain", "mlp_widths") not in REFUSED
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_an_unused_option_at_its_default_is_accepted(arch):
+    unused = {o: v for o, v in option_defaults().items() if o not in arch_info(arch).options}
+    assert unused  # every arch leaves some option unused
+    cfg = load_config([f"model.arch={arch}", *(_override(o, v) for o, v in unused.items())])
+    assert cfg.model.arch == arch
+
+
+def _fingerprint(model) -> tuple:
+    return repr(model), [p.shape for p in model.parameters()], getattr(model, "checkpoint_segments", 0)
+
+
+@pytest.mark.parametrize("arch", list_models())
+def test_every_option_an_arch_takes_changes_the_net(arch):
+    """A setting that is accepted is used: each option away from its default builds another net."""
+    def build(**options):
+        return get_model(arch, depth=20, in_channels=3, num_classes=10, image_size=8, **options)
+
+    default = _fingerprint(build())
+    for option in arch_info(arch).options:
+        assert _fingerprint(build(**{option: NON_DEFAULT[option]})) != default, option
+
+
+def test_a_refused_option_through_the_cli_is_one_line_exit_2_and_writes_nothing(monkeypatch, capsys):
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *TINY, "model.arch=plain",
+                               "model.shortcut=B")
+    assert (code, stdout) == (2, "")
+    assert stderr.strip().splitlines() == [
+        "error: model.shortcut is not an option of arch plain (its options: widths, bottleneck, checkpoint_segments)"]
+    assert not Path("out").exists()
+
+
+def test_a_model_too_big_for_the_device_is_one_line():
+    cfg = load_config(["model.depth=999999998"])  # a valid config; it fails only where it would train
+    with pytest.raises(UserError) as info:
+        check_fits(cfg, torch.device("cpu"))
+    assert str(info.value).startswith("resnet-999999998 needs about ") and "\n" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- torch-free, and how archs are shown
+def test_the_registry_and_config_checks_import_no_torch():
+    code = ("import sys, resexp.models.registry\n"
+            "assert 'torch' not in sys.modules, 'registry'\n"
+            "from resexp.settings.compose import load_config\n"
+            "load_config(['model.arch=plain', 'model.depth=20'])\n"
+            "assert 'torch' not in sys.modules, 'load_config'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def _contrast_on_white(colour: str) -> float:
+    """WCAG contrast ratio of ``colour`` against white (1: invisible, 21: black)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(colour)]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return 1.05 / (luminance + 0.05)
+
+
+def test_each_arch_has_its_own_visible_colour_and_a_label():
+    infos = [arch_info(a) for a in list_models()]
+    assert len({to_rgb(i.colour) for i in infos}) == len(infos)
+    assert len({i.label for i in infos}) == len(infos)
+    # Okabe & Ito's yellow (#F0E442) is 1.3:1 on white; the palette's orange and sky blue about 2.2:1.
+    assert all(_contrast_on_white(i.colour) >= 2 for i in infos), [(i.name, i.colour) for i in infos]
+
+
+def test_plain_nets_come_before_their_residual_twins():
+    order = sorted(list_models(), key=lambda a: arch_info(a).order)
+    assert sorted(arch_info(a).order for a in order) == list(range(len(order)))
+    assert order.index("plain") < order.index("resnet") and order.index("mlp_plain") < order.index("mlp_resnet")
+    assert [arch_info(a).residual for a in ("plain", "resnet", "preact_resnet", "mlp_plain", "mlp_resnet")] == \
+        [False, True, True, False, True]
+
+
+def test_an_unknown_arch_names_the_registered_ones():
+    with pytest.raises(UserError, match=re.escape("unknown model.arch 'vgg' (available: mlp_plain, mlp_resnet,")):
+        arch_info("vgg")

@@ -139,7 +139,7 @@ def test_a_sweep_composes_once_and_each_run_config_is_what_hydra_would_compose(t
     for arch, depth, seed in [("plain", 8, 0), ("resnet", 14, 3), ("plain", 14, 3)]:
         once = spec.run_config(arch, depth, seed)
         each = load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}", f"seed={seed}"],
-                           [str(tmp_path)], check_memory=False)
+                           [str(tmp_path)])
         assert OmegaConf.to_yaml(once) == OmegaConf.to_yaml(each)
         assert (once.train.warmup_iters, once.name) == (depth, f"d{depth}_s{seed}")
     with pytest.raises(UserError, match="depth 7 is too small"):

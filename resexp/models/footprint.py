@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from resexp.errors import UserError
-from resexp.models import get_model
-from resexp.models.registry import get_builder
+from resexp.models.registry import arch_info, get_model
 
 
 def device_of(spec: str) -> torch.device:
@@ -54,11 +53,10 @@ class Footprint:
 
 def _small_depths(arch: str, options: dict) -> tuple[int, int]:
     """The two smallest depths the arch accepts (its n = 1 and n = 2)."""
-    valid, found = get_builder(arch).valid_depth, []
-    accepted = {k: v for k, v in options.items() if k in valid.__code__.co_varnames}
+    info, found = arch_info(arch), []
     for depth in range(1, 64):
         try:
-            valid(depth, **accepted)
+            info.blocks(depth, options)
         except UserError:
             continue
         found.append(depth)
@@ -123,7 +121,9 @@ def _gb(n: float) -> str:
 
 
 def check_fits(cfg, device: torch.device) -> Footprint:
-    """UserError, with the figures, if training ``cfg`` cannot fit ``device``'s memory."""
+    """UserError, with the figures, if training ``cfg`` cannot fit ``device``'s memory. Checked
+    where a run trains (train.loop.setup) and where a sweep plans its local runs, not when a
+    config loads: the device is the training host's, and loading a config needs no torch."""
     fp = estimate(cfg)
     need, have = fp.train_bytes(cfg.train.batch_size, cfg.model.checkpoint_segments), memory_of(device)
     if need > have:

@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from resexp.errors import UserError
-from resexp.models import check_depth
+from resexp.models.registry import check_model
 from resexp.settings import schema, trust
 
 # train.yaml's default experiment (experiment=NAME picks another, experiment=null none).
@@ -174,12 +174,10 @@ def one_line(err: Exception) -> str:
         ln for ln in text.splitlines()[:2] if ln.strip() and not ln.startswith("See https"))
 
 
-def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = (),
-                check_memory: bool = True) -> DictConfig:
-    """The resolved, validated run config for ``train.yaml`` + ``overrides``.
-    ``check_memory=False`` skips the device and does-it-fit checks (a submitting host
-    is not the host that trains)."""
-    return finish_config(compose_config(overrides, config_dirs), check_memory)
+def load_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()) -> DictConfig:
+    """The resolved, validated run config for ``train.yaml`` + ``overrides``. Whether the
+    model fits a device is checked where it trains (resexp/models/footprint.py check_fits)."""
+    return finish_config(compose_config(overrides, config_dirs))
 
 
 def compose_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Path] = ()) -> DictConfig:
@@ -201,13 +199,13 @@ def compose_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Pa
         raise UserError(one_line(err)) from None
 
 
-def finish_config(cfg: DictConfig, check_memory: bool = True) -> DictConfig:
+def finish_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` (from compose_config) resolved in place and validated."""
     try:
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException, ValueError) as err:
         raise UserError(one_line(err)) from None
-    validate(cfg, check_memory)
+    validate(cfg)
     return cfg
 
 
@@ -279,7 +277,7 @@ def _require(ok: bool, message: str) -> None:
         raise UserError(message)
 
 
-def validate(cfg: DictConfig, check_memory: bool = True) -> None:
+def validate(cfg: DictConfig) -> None:
     """Every rule of a run config; the first one broken is one UserError line."""
     missing = sorted(OmegaConf.missing_keys(cfg))
     _require(not missing, f"{missing[0] if missing else ''} has no value: set it in the YAML "
@@ -289,7 +287,7 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
     _require(not unknown, f"unknown config key '{unknown[0] if unknown else ''}'")
     schema.check_values(cfg)
     t, ds = cfg.train, cfg.dataset
-    check_depth(**cfg.model)
+    check_model(cfg.model)
     _require((t.epochs is None) != (t.iterations is None),
              "set exactly one of train.epochs and train.iterations (the other null)")
     _require(not t.tensorboard or importlib.util.find_spec("tensorboard") is not None,
@@ -305,6 +303,3 @@ def validate(cfg: DictConfig, check_memory: bool = True) -> None:
              f"dataset.train_subset={ds.train_subset} is more than the {usable} training images of {ds.name}")
     _require(ds.test_subset is None or ds.test_subset <= ds.test_size,
              f"dataset.test_subset={ds.test_subset} is more than the {ds.test_size} test images of {ds.name}")
-    if check_memory:  # the device is this host's: a host that only submits the run has none to check
-        from resexp.models.footprint import check_fits, device_of  # torch: imported only when validating
-        check_fits(cfg, device_of(t.device))
