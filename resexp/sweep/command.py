@@ -44,11 +44,11 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     its estimate and what the launcher would do. Ctrl-C raises Interrupted."""
     console = console or Console(stderr=True, soft_wrap=True)
     spec, out = sw.resolve_spec(archs, depths, seeds, list(overrides), out, list(config_dirs))
-    runs = sw.plan(spec, out)
+    found = sw.survey(out)  # every run folder read once; the plan hands each state on
+    runs = sw.plan(spec, out, found)
     how = launchers.pick(runs, jobs, wait, spec.config_dirs)
-    launcher = launchers.module(how)
     # Steps are timed here only for runs trained here: a login node says nothing of a GPU node.
-    basis = sw.estimate_costs(runs, out, time_here=dry_run and how.type == "local")
+    basis = sw.estimate_costs(runs, out, found, time_here=dry_run and how.type == "local")
     console.print(sw.format_plan(runs, basis))
     todo = [r for r in runs if r.to_train]
     if todo:
@@ -56,14 +56,14 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
         jobs = min(how.jobs, len(todo))
         console.print(planned_threads(todo[0].cfg, how.type, jobs, on_gpu))
     if dry_run:
-        console.print(launcher.dry_run(how, runs, out) or "")
+        console.print(how.dry_run(runs, out) or "")
         return SweepOutcome(out, runs, None)
     sw.check_data(runs)
     sw.save_spec(spec, out)
     try:
-        return SweepOutcome(out, runs, launcher.launch(how, runs, out, console))
+        return SweepOutcome(out, runs, how.launch(runs, out, console))
     except KeyboardInterrupt:
-        raise Interrupted(launcher.INTERRUPTED.format(out=out)) from None
+        raise Interrupted(how.interrupted.format(out=out)) from None
 
 
 class Interrupted(KeyboardInterrupt):

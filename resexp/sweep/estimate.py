@@ -19,10 +19,10 @@ timings it came from and how far to trust it, and the plan prints that.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 
-from resexp.run.folder import RunDir
+from resexp.run.folder import RunState
 
 
 @dataclass(frozen=True)
@@ -48,11 +48,11 @@ def fit_line(points: list[tuple[int, float]]) -> Line:
     return Line(my - b * mx, b)
 
 
-def measured_points(folder: Path, batch_size: int) -> dict[str, list[tuple[int, float]]]:
-    """arch -> [(depth, seconds per step)] from the epochs runs in ``folder`` logged."""
+def measured_points(states: Iterable[RunState], batch_size: int) -> dict[str, list[tuple[int, float]]]:
+    """arch -> [(depth, seconds per step)] from the epochs the runs of ``states`` logged (a
+    damaged file reads as missing here)."""
     points: dict[str, list[tuple[int, float]]] = {}
-    for run_dir in sorted(p for p in Path(folder).glob("*-*-s*") if p.is_dir()):
-        state = RunDir(run_dir).state()  # a damaged file reads as missing here, never raises
+    for state in states:
         summary, rows = state.summary, state.rows
         rates = [r["images_per_s"] for r in rows if r.get("images_per_s") and math.isfinite(r["images_per_s"])]
         if not rates or "arch" not in summary or "depth" not in summary:

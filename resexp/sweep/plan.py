@@ -27,7 +27,7 @@ from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
 from resexp.run import safeio
-from resexp.run.folder import DamagedFile, RunDir, RunState, run_name
+from resexp.run.folder import RUN_NAME, DamagedFile, RunDir, RunState, run_name
 from resexp.run.state import Status
 from resexp.settings import trust
 from resexp.settings.compose import (
@@ -35,11 +35,11 @@ from resexp.settings.compose import (
     config_groups,
     extra_config_dirs,
     finish_config,
+    is_launcher_override,
     merge_overrides,
     one_line,
     parse_overrides,
 )
-from resexp.sweep.launch import is_launcher_override
 from resexp.sweep.saved import SWEEP_FILE, saved_spec
 from resexp.sweep.estimate import (
     TIMED_STEPS,
@@ -238,9 +238,19 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
     return spec, out
 
 
-def plan(spec: SweepSpec, out: Path) -> list[PlannedRun]:
-    """Every run of the sweep with its config and state; validates all configs first."""
-    runs = [_planned(spec.run_config(arch, depth, seed), out)
+def survey(out: Path) -> dict[str, RunState]:
+    """The state of every run folder in ``out``, each read once: the plan takes its runs'
+    states from here, the estimate the speeds of all of them, and the trainer the state
+    its run was planned in."""
+    folders = sorted(p for p in Path(out).glob("*-*-s*") if p.is_dir()) if Path(out).is_dir() else []
+    return {p.name: RunDir(p).state() for p in folders if RUN_NAME.match(p.name)}
+
+
+def plan(spec: SweepSpec, out: Path, found: dict[str, RunState] | None = None) -> list[PlannedRun]:
+    """Every run of the sweep with its config and state (from ``found``, survey(out));
+    validates all configs first."""
+    found = survey(out) if found is None else found
+    runs = [_planned(spec.run_config(arch, depth, seed), out, found)
             for arch in spec.archs for depth in spec.depths for seed in spec.seeds]
     _check_same_configs(runs)
     return runs
@@ -262,41 +272,49 @@ def _conflicts(r: PlannedRun) -> list[str]:
         return []  # its state says damaged: the sweep reports it and leaves it alone
 
 
-def _planned(cfg, out: Path) -> PlannedRun:
+def _planned(cfg, out: Path, found: dict[str, RunState]) -> PlannedRun:
     run = RunDir(out / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
     ds, t = cfg.dataset, cfg.train
     n_train = ds.train_subset or ds.train_size - ds.val_size
     sched = make_schedule(t, iters_per_epoch(n_train, t.batch_size, t.drop_last), cfg.model.depth)
-    return PlannedRun(cfg, run, run.state(), sched.epochs, sched.total_iters)
+    state = found[run.name] if run.name in found else run.state()
+    return PlannedRun(cfg, run, state, sched.epochs, sched.total_iters)
 
 
-def estimate_costs(runs: list[PlannedRun], out: Path, time_here: bool = False,
-                   clock=time.perf_counter) -> str | None:
+def estimate_costs(runs: list[PlannedRun], out: Path, found: dict[str, RunState] | None = None,
+                   time_here: bool = False, clock=time.perf_counter) -> str | None:
     """Set each run's ``cost_s`` (seconds still to train) and return what the figures
-    rest on and how far to trust them. Speeds: runs already in ``out``; else, with
-    ``time_here``, a few steps timed here on one thread while the time budget lasts
+    rest on and how far to trust them. Speeds: the runs of ``out`` (``found``: survey(out));
+    an arch with no run of its own there takes the other archs' (a plain and a residual net
+    of one depth cost the same: the shortcut is an addition); with none at all and
+    ``time_here``, a few steps are timed here on one thread while the time budget lasts
     (estimate.py). An arch with neither is not estimated
     (``estimated`` False): its cost_s only weighs it on a progress bar, never printed."""
     todo = [r for r in runs if r.to_train]
     if not todo:
         return None
     batch = todo[0].cfg.train.batch_size
-    points, timed, start = measured_points(out, batch), [], clock()
+    found = survey(out) if found is None else found
+    points, timed, start = measured_points(found.values(), batch), [], clock()
     for arch in dict.fromkeys(r.arch for r in todo):
-        if arch not in points and time_here and clock() - start < TIMING_BUDGET_S:
+        if not points and time_here and clock() - start < TIMING_BUDGET_S:
             points[arch] = timed_points({r.depth: r.cfg for r in todo if r.arch == arch})
             timed.append(arch)
     lines = {arch: fit_line(p) for arch, p in points.items()}
+    borrowed = [a for a in dict.fromkeys(r.arch for r in todo) if a not in lines and points]
+    if borrowed:
+        pooled = fit_line([p for arch_points in points.values() for p in arch_points])
+        lines.update({arch: pooled for arch in borrowed})
     stand_in = mean_line(list(lines.values())) if lines else fit_line([(1, 1.0)])  # a weight, not seconds
     for r in todo:
         eval_images = evaluated_per_epoch(r.cfg.dataset)
         r.estimated = r.arch in lines
         r.cost_s = run_seconds(lines.get(r.arch, stand_in), r.depth, r.iterations - r.iterations_done,
                                r.epochs_planned - r.epochs_done, batch, eval_images)
-    return _basis(out, points, timed, clock() - start)
+    return _basis(out, points, timed, borrowed, clock() - start)
 
 
-def _basis(out: Path, points: dict, timed: list[str], timing_s: float) -> str | None:
+def _basis(out: Path, points: dict, timed: list[str], borrowed: list[str], timing_s: float) -> str | None:
     """Where the estimate comes from, and how sure it is."""
     measured = sorted(set(points) - set(timed))
     parts = []
@@ -307,6 +325,9 @@ def _basis(out: Path, points: dict, timed: list[str], timing_s: float) -> str | 
     if timed:
         parts.append(f"{', '.join(timed)} timed here for {TIMED_STEPS} steps on 1 thread in {timing_s:.0f} s"
                      f"{_load_note()}: a rough guess, within about 2x on an idle machine")
+    if borrowed:
+        parts.append(f"{', '.join(borrowed)} at the speed of {', '.join(sorted(points))} of equal depth "
+                     f"(the shortcut adds no measurable cost)")
     return "; ".join(parts) or None
 
 
