@@ -18,7 +18,6 @@ from resexp.errors import UserError
 from resexp.models.registry import arch_info, list_models
 from resexp.run.folder import DamagedFile, RunDir, RunState, parse_run_name
 from resexp.run.state import ORDER, UNFINISHED, Status
-from resexp.train.environment import hardware_of
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
@@ -88,8 +87,8 @@ def run_record(run_dir: Path, state: RunState) -> dict:
         "display_name": dataset.get("display_name") or _shipped_display_name(pick("dataset", dataset.get("name"))),
         "augmented": _augmented(dataset),
         "hardware": hardware_of(summary),
-        # who holds the lock of a running (or stale) run, and when it was last heard from
-        "owner": state.owner.who() if state.owner else None,
+        # who holds the lock of a running (or stale) run and when it was last heard from, or that it ended
+        "owner": state.owner.describe() if state.owner else None,
         "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
         "advice": state.advice if state.status == Status.DAMAGED else None,
     }
@@ -104,6 +103,19 @@ def _identity(run_dir: Path, state) -> tuple[str, int, int]:
         return state.summary["arch"], state.summary["depth"], state.summary["seed"]
     names = parse_run_name(run_dir.name)  # RunDir.is_run() made sure it parses
     return names["arch"], names["depth"], names["seed"]
+
+
+def hardware_of(summary: dict) -> str | None:
+    """One label for the machine a run computed on (what report compares); None when the
+    summary does not say (no device, or a CPU run from before the CPU was recorded). The
+    thread count is not part of it: runs of one machine with 1 and 2 threads are one machine."""
+    device = summary.get("device")
+    if device != "cpu":
+        return str(device) if device else None
+    if not summary.get("cpu_model"):
+        return None
+    bf16 = "+".join(summary.get("cpu_bf16") or []) or "no native bf16"
+    return f"{summary['cpu_model']} ({bf16})"
 
 
 def _shipped_display_name(name):
@@ -269,14 +281,13 @@ def status_table(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     (of a failed run; what is wrong with a damaged one). ``runs``: load_runs(results_dir)."""
     runs = load_runs(results_dir) if runs is None else runs
     planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
-    beat = runs["heartbeat_age"].map(lambda age: "" if pd.isna(age) else f", heartbeat {age:.0f}s ago")
     return pd.DataFrame({
         "run": runs["run"],
         "status": runs["status"],
         "progress": "epoch " + runs["epochs"].astype(str) + "/" + planned,
         "train_err": runs["final_train_err"],
         "test_err": runs["final_test_err"],
-        "owner": runs["owner"].fillna("") + beat,
+        "owner": runs["owner"].fillna(""),
         "error": runs["error"],
     })
 
@@ -335,7 +346,7 @@ def _checked_diagnostics(path: Path, table: pd.DataFrame, kind: str) -> pd.DataF
 
 
 def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -> pd.DataFrame | None:
-    """One diagnostics file (responses, gradients or identity; resexp/monitor.py) of every
+    """One diagnostics file (responses, gradients or identity; resexp/inside/diagnostics.py) of every
     run that the figures average (runs_to_average), as one table with a ``point`` column:
     ``init`` for epoch 0, ``end`` for each run's last measured epoch, else ``epoch``.
     None when no such run has the file."""
