@@ -4,7 +4,7 @@ typer parses the command line; the trailing ``key=value`` arguments go to Hydra'
 compose API, so the two never both parse argv. The overrides are read with Hydra's
 own parser first: sweep syntax, deletions and added keys are refused here with a
 clear line, and a run length given in one unit clears the other (schema.py).
-Composition against the typed schema (resexp/schema.py) rejects unknown keys and
+Composition against the typed schema (resexp/settings/schema.py) rejects unknown keys and
 wrong types; ``validate`` then checks ranges and the rules that span several keys.
 """
 
@@ -303,3 +303,8 @@ def validate(cfg: DictConfig) -> None:
              f"dataset.train_subset={ds.train_subset} is more than the {usable} training images of {ds.name}")
     _require(ds.test_subset is None or ds.test_subset <= ds.test_size,
              f"dataset.test_subset={ds.test_subset} is more than the {ds.test_size} test images of {ds.name}")
+
+
+def is_launcher_override(override: str) -> bool:
+    """launcher=NAME or launcher.KEY=...: how a sweep trains its runs, never what they are."""
+    return override.split("=")[0].lstrip("+~").split(".")[0] == "launcher"

@@ -4,17 +4,20 @@ The launcher is a config group (configs/launcher/NAME.yaml, chosen with
 ``launcher=NAME`` or ``--launcher NAME``); its ``type`` says which of the two it is, so
 a site can keep its own launcher/mycluster.yaml of type slurm. How runs are launched
 never changes what they compute: launcher keys are not result-affecting settings.
+Each type is one class behind the small interface a sweep uses (Launcher), as submitit
+has one Executor per backend: LocalLauncher (local.py) and SlurmLauncher (slurm.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Protocol, Sequence
 
 from omegaconf import OmegaConf
+from rich.console import Console
 
 from resexp.errors import UserError
+from resexp.run.state import Status
 from resexp.settings import schema
 from resexp.settings.compose import extra_config_dirs, shipped_config_dir
 
@@ -24,12 +27,19 @@ USES = {"local": ("type", "jobs"),
                   "array_parallelism", "signal_delay_s", "max_requeues", "log_folder", "sbatch")}
 
 
-@dataclass
-class Launcher:
-    type: str      # local | slurm
-    cfg: object    # the launcher section of the run config
-    jobs: int      # local: runs at once
-    wait: bool     # slurm: follow the jobs until they end
+class Launcher(Protocol):
+    """What a sweep asks of a launcher."""
+
+    type: str         # its config's type: local | slurm
+    jobs: int         # runs at once on this machine (slurm: 1, its jobs run elsewhere)
+    interrupted: str  # what Ctrl-C during launch() leaves, with {out} for the sweep's folder
+
+    def dry_run(self, runs, out: Path) -> str | None:
+        """What --dry-run shows beyond the plan, if anything."""
+
+    def launch(self, runs, out: Path, console: Console) -> dict[str, Status] | None:
+        """Train (or submit) the runs still to train: {run name: final status}, the runs
+        left alone included, or None where they were only submitted."""
 
 
 def pick(runs, jobs: int | None, wait: bool, config_dirs: Sequence[str | Path] = ()) -> Launcher:
@@ -40,14 +50,16 @@ def pick(runs, jobs: int | None, wait: bool, config_dirs: Sequence[str | Path] =
     if cfg.type == "local":
         if wait:
             raise UserError("--wait is for the slurm launcher (a local sweep always waits for its runs)")
-        return Launcher("local", cfg, jobs if jobs is not None else cfg.jobs, False)
+        from resexp.sweep.local import LocalLauncher
+
+        return LocalLauncher(jobs if jobs is not None else cfg.jobs)
     if jobs is not None:
         raise UserError("--jobs is for the local launcher; SLURM runs jobs side by side "
                         "(at most launcher.array_parallelism of one sweep)")
-    from resexp.sweep.slurm import check_settings
+    from resexp.sweep.slurm import SlurmLauncher, check_settings
 
     check_settings(cfg)
-    return Launcher("slurm", cfg, 1, wait)
+    return SlurmLauncher(cfg, wait)
 
 
 def _check_used(cfg) -> None:
@@ -74,20 +86,3 @@ def _check_site_names(config_dirs) -> None:
                 raise UserError(f"{path} has the name of a shipped launcher and would be ignored; "
                                 f"rename it (e.g. launcher/mycluster.yaml with defaults: [slurm, _self_]) "
                                 f"and use --launcher mycluster")
-
-
-def module(launcher: Launcher):
-    """The launcher's module (local.py or slurm.py): each has launch(), dry_run() and
-    INTERRUPTED, the one small interface a sweep uses."""
-    if launcher.type == "local":
-        from resexp.sweep import local
-
-        return local
-    from resexp.sweep import slurm
-
-    return slurm
-
-
-def is_launcher_override(override: str) -> bool:
-    """launcher=NAME or launcher.KEY=...: how a sweep trains its runs, never what they are."""
-    return override.split("=")[0].lstrip("+~").split(".")[0] == "launcher"

@@ -40,8 +40,7 @@ def train(overrides: Sequence[str] = (), out: Path | None = None, config_dirs: S
           console: Console | None = None) -> TrainOutcome:
     """Train (or resume, or skip if finished) the one run the overrides describe, into
     ``out`` (default results/<name>). Launchers are a sweep's: one here is a UserError."""
-    from resexp.settings.compose import load_config
-    from resexp.sweep.launch import is_launcher_override
+    from resexp.settings.compose import is_launcher_override, load_config
     from resexp.train.loop import fit
 
     launcher = next((o for o in overrides if is_launcher_override(o)), None)
