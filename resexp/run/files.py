@@ -28,7 +28,7 @@ COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "
            "seconds", "images_per_s", "elapsed"]
 VAL_COLUMNS = ["val_loss", "val_err"]
 CLEAN_TRAIN_COLUMNS = ["clean_train_loss", "clean_train_err"]  # with train.eval_train=true
-# Written by resexp/monitor.py (train.diagnostics); readers: results.load_diagnostics.
+# Written by resexp/inside/diagnostics.py (train.diagnostics); readers: results.load_diagnostics.
 DIAGNOSTIC_FILES = ("responses.csv", "gradients.csv", "identity.csv")
 # With train.wandb=true: the id of the W&B run this folder logs to (resexp/inside/wandb_log.py).
 WANDB_ID_FILE = "wandb-id.txt"
