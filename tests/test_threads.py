@@ -111,18 +111,22 @@ def test_the_plan_states_the_rule(monkeypatch, free_cfg):
     assert "GPU" in task.planned_threads(free_cfg, "local", 1, True)
 
 
+def short(cfg, epochs: int):
+    return OmegaConf.merge(cfg, {"train": {"epochs": epochs, "milestones": [], "diagnostics": "off"}})
+
+
 def test_the_count_is_decided_once_and_recorded(tmp_path, monkeypatch, free_cfg):
-    """Through fit: others keep one of 2 CPUs busy at the start, then leave. The run trains
-    every epoch on the one thread chosen at its start, and summary.json says so and why."""
+    """Through fit: others keep one of 2 CPUs busy at the start, then leave (a second
+    reading would give 2 threads). Every epoch trains on the one thread chosen at the
+    start, and summary.json says so and why."""
     from resexp.train import loop
 
-    readings, decide = [], threads.decide
+    loads, decide = [1.0, 0.0], threads.decide
     monkeypatch.setattr(threads, "decide", lambda *a: decide(*a, environ={}, affinity={0, 1}, cgroup=tmp_path,
-                                                              others=lambda c: readings.append(1) or 1.0))
+                                                              others=lambda c: loads.pop(0)))
     counts = []
-    summary = loop.fit(OmegaConf.merge(free_cfg, {"train": {"epochs": 2}}), tmp_path / "out",
-                       on_epoch=lambda _: counts.append(torch.get_num_threads()))
-    assert summary["status"] == "done" and counts == [1, 1] and readings == [1]
+    summary = loop.fit(short(free_cfg, 2), tmp_path / "out", on_epoch=lambda _: counts.append(torch.get_num_threads()))
+    assert summary["status"] == "done" and counts == [1, 1] and loads == [0.0]
     run = next((tmp_path / "out").iterdir())
     saved = json.loads((run / "summary.json").read_text())
     assert (saved["torch_threads"], saved["threads_policy"]) == (1, "cores")
@@ -133,8 +137,6 @@ def test_the_count_is_decided_once_and_recorded(tmp_path, monkeypatch, free_cfg)
 def test_a_jobs_worker_records_its_share(tmp_path, monkeypatch, free_cfg):
     """The run task hands --jobs to the rule: a worker of 2 takes half the usable cores."""
     monkeypatch.delenv("SLURM_CPUS_PER_TASK", raising=False)
-    status = task.train_run(OmegaConf.merge(free_cfg, {"train": {"epochs": 1}}), tmp_path / "out",
-                            Console(quiet=True), jobs=2)
+    assert task.train_run(short(free_cfg, 1), tmp_path / "out", Console(quiet=True), jobs=2) == Status.DONE
     saved = json.loads(next((tmp_path / "out").iterdir()).joinpath("summary.json").read_text())
-    assert status == Status.DONE
     assert (saved["torch_threads"], saved["threads_policy"]) == (max(1, threads.usable_cores() // 2), "workers")
