@@ -4,7 +4,9 @@ train, sweep and status do with a run another process trains."""
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -13,9 +15,12 @@ from pathlib import Path
 
 import pytest
 from helpers.cli import SWEEP_TINY, TINY, cli, rows
-from helpers.runs import dead_pid, write_lock
+from helpers.runs import dead_pid, make_run, write_lock
 
-from resexp.run.lock import RunBusy, acquire, read_owner
+from resexp.errors import UserError
+from resexp.run.files import DamagedFile
+from resexp.run.lock import GUARD_STALE_AFTER, RunBusy, acquire, read_owner
+from resexp.run.text import inert
 
 
 def lock_record(path: Path) -> dict:
@@ -130,6 +135,20 @@ def test_of_four_takers_of_a_stale_lock_exactly_one_wins(tmp_path):
     assert not (tmp_path / "run.lock.takeover").exists()
 
 
+def test_a_takeover_in_progress_leaves_the_run_busy_and_one_cut_short_is_cleared(tmp_path, frozen_clock):
+    lock, guard = write_lock(tmp_path, pid=dead_pid()), tmp_path / "run.lock.takeover"
+    guard.write_text("{}")  # another taker is removing the stale lock right now
+    with pytest.raises(RunBusy, match="is being taken over by another trainer"):
+        acquire(lock)
+    beat = frozen_clock - GUARD_STALE_AFTER - 1  # that taker was killed in between, long ago
+    os.utime(guard, (beat, beat))
+    held = acquire(lock)
+    try:
+        assert lock_record(lock)["token"] == held.token and not guard.exists()
+    finally:
+        held.release()
+
+
 def test_the_lock_names_the_slurm_job(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "4200")
@@ -179,18 +198,18 @@ def test_sweep_leaves_a_run_trained_elsewhere_and_status_names_its_owner(tmp_pat
     assert "(SLURM job 991_0), heartbeat 2s ago" in line, line  # exactly: the clock is frozen
 
 
-def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys):
+def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys, frozen_clock):
     out = tmp_path / "out"
     assert cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=1")[0] == 0
     run = out / "resnet-8-s0"
     summary = (run / "summary.json").read_text()
     (run / "summary.json").write_text(summary.replace('"status": "done"', '"status": "running"'))
-    pid = dead_pid()
-    write_lock(run, pid=pid)  # as a trainer killed with -9 after its last epoch leaves it
-    (run / ".summary.json.123.tmp").write_text("half a file")  # and its half-written file
+    # a trainer on a node that froze after its last epoch, and its half-written file
+    write_lock(run, pid=4711, host="gpu-node-3", age=301, stale_after=300)
+    (run / ".summary.json.123.tmp").write_text("half a file")
     code, stdout, _ = cli(monkeypatch, capsys, "status", out)
     line = stdout.splitlines()[1].strip()
-    assert line.split()[:2] == ["resnet-8-s0", "stale"] and f"pid {pid}" in line
+    assert line.split()[:2] == ["resnet-8-s0", "stale"] and "host gpu-node-3 pid 4711, heartbeat 301s ago" in line
     code, _, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=2")
     assert code == 2 and "train.epochs: 1 -> 2" in stderr  # settings are checked before the lock
     code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=1")
@@ -199,3 +218,103 @@ def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys)
     assert [int(r["epoch"]) for r in rows(run)] == [1]
     assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "gradients.csv", "identity.csv",
                                                      "metrics.csv", "responses.csv", "summary.json"]
+
+
+HOLDER = """
+import sys, threading
+from pathlib import Path
+from resexp.run.lock import acquire
+acquire(Path(sys.argv[1]))
+print("held", flush=True)
+threading.Event().wait()
+"""
+
+
+def test_a_run_whose_trainer_was_killed_on_this_host_reads_as_stopped(tmp_path, monkeypatch, capsys, frozen_clock):
+    """kill PID of a trainer leaves its lock with a fresh heartbeat: that owner is known to be
+    gone, so the run is partial (the next train or sweep resumes it), not stale."""
+    out = tmp_path / "out"
+    run = make_run(out, "plain", 8, 0, [50.0], status="running", epochs_planned=3)
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(run / "run.lock")], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    try:
+        assert holder.stdout.readline() == "held\n"  # it holds the lock
+        code, stdout, _ = cli(monkeypatch, capsys, "status", out)
+        assert stdout.splitlines()[1].split()[:2] == ["plain-8-s0", "running"] and f"pid {holder.pid}" in stdout
+        holder.kill()
+        holder.wait()
+    finally:
+        holder.kill()
+    assert (run / "run.lock").exists()
+    code, stdout, _ = cli(monkeypatch, capsys, "status", out)
+    line = stdout.splitlines()[1]
+    assert code == 0 and line.split()[:2] == ["plain-8-s0", "partial"], stdout
+    assert f"its trainer (pid {holder.pid}) has ended" in line and "stale" not in stdout and "heartbeat" not in line
+
+
+# --------------------------------------------------------------------------- a lock that could never go stale
+def test_inert_escapes_what_would_drive_a_terminal_or_reorder_text():
+    shown = inert("node\x1b[2J\x07\n\u202eevil\u2066x\u2069 é 漢")
+    assert shown == "node\\x1b[2J\\x07\\n\\u202eevil\\u2066x\\u2069 é 漢"
+    assert shown.isprintable()
+
+
+# stale_after values no lock may hold, as they read in the file
+BAD_STALE_AFTER = {"Infinity": math.inf, "NaN": math.nan, "-5": -5, "1e+300": 1e300, '"300"': "300"}
+
+
+def plant(run: Path, how: str) -> Path:
+    """A run.lock a received folder may hold, each written by a live process on another host."""
+    lock = run / "run.lock"
+    if how == "future":
+        return write_lock(run, pid=os.getppid(), host="other-node", age=-3600)
+    if how == "symlink":
+        target = write_lock(run.parent / "elsewhere", pid=os.getppid(), host="other-node")
+        run.mkdir(parents=True, exist_ok=True)
+        lock.symlink_to(target)
+        return lock
+    if how == "directory":
+        (lock / "x").mkdir(parents=True)
+        return lock
+    return write_lock(run, pid=os.getppid(), host="other-node", age=10 ** 6, stale_after=BAD_STALE_AFTER[how])
+
+
+NEVER_STALE = {**{how: f"has stale_after {how}, not a number of seconds in (0, 86400]" for how in BAD_STALE_AFTER},
+               "future": "has its heartbeat 3600s in the future", "symlink": "is a symbolic link",
+               "directory": "is not a regular file"}
+
+
+@pytest.mark.parametrize("how", NEVER_STALE)
+def test_a_lock_that_could_never_go_stale_is_damage_never_taken_over(tmp_path, frozen_clock, how):
+    lock = plant(tmp_path / "run", how)
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    with pytest.raises(DamagedFile, match=re.escape(f"{NEVER_STALE[how]}; remove it if no trainer is running")):
+        acquire(lock)
+    owner = read_owner(lock)
+    assert (owner.live, owner.stale, owner.damage) == (False, False, NEVER_STALE[how])
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before and (lock.is_symlink() or lock.exists())
+
+
+def test_status_and_sweep_say_how_to_clear_a_lock_that_could_never_go_stale(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    lock = write_lock(out / "plain-8-s0", pid=os.getppid(), host="node\x1b]0;owned\x07\u202eevil\n", age=10 ** 6,
+                      stale_after=math.inf)
+    code, stdout, stderr = cli(monkeypatch, capsys, "status", out)
+    assert code == 0 and stdout.splitlines()[1].split()[:2] == ["plain-8-s0", "damaged"], stdout
+    assert f"remove {lock} if no trainer is running" in stderr
+    assert "host node\\x1b]0;owned\\x07\\u202eevil\\n pid" in stdout  # the owner, inert
+    assert not any(c in stdout + stderr for c in "\x1b\x07\u202e")
+
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", "--out", out,
+                               *SWEEP_TINY)
+    assert code == 2 and stdout.strip() == f"sweep {out}: 1 damaged", stdout + stderr
+    said = [line for line in stderr.splitlines() if "run.lock" in line]
+    assert said == [f"plain-8-s0 is damaged: run.lock has stale_after Infinity, not a number of seconds in "
+                    f"(0, 86400]; remove {lock} if no trainer is running"], stderr
+    assert "elsewhere" not in stdout + stderr and lock.exists()
+
+
+def test_a_stale_after_no_lock_could_hold_is_refused(tiny_cfg):
+    for value in ("inf", "1e9"):
+        with pytest.raises(UserError, match="train.stale_after must be > 0 and <= 86400"):
+            tiny_cfg(f"train.stale_after={value}")

@@ -40,17 +40,17 @@ def test_run_without_summary_is_partial_and_named_from_folder(tmp_path):
     assert run["dataset"] == "fashion_mnist"  # from config.yaml
 
 
-def test_running_needs_a_live_lock_and_a_lock_left_by_a_dead_owner_is_stale(tmp_path, frozen_clock):
+def test_running_needs_a_live_lock_and_a_silent_one_is_stale(tmp_path, frozen_clock):
     for seed in range(5):
         make_run(tmp_path, "plain", 20, seed, [50.0], status="running")
     run = lambda seed: tmp_path / f"plain-20-s{seed}"  # noqa: E731
     write_lock(run(0), pid=os.getppid())  # this host, pid alive, fresh heartbeat
-    write_lock(run(1), pid=dead_pid())  # this host, its process is gone
+    write_lock(run(1), pid=dead_pid())  # this host, its process is gone: stopped
     write_lock(run(2), pid=os.getppid(), host="some-other-node", age=10)  # another host, heard from lately
     write_lock(run(3), pid=os.getppid(), host="some-other-node", age=400, stale_after=300)  # silent too long
     # run 4: "running" in its summary but no lock: its trainer was killed
     status = load_runs(tmp_path).set_index("seed")["status"]
-    assert status.to_dict() == {0: "running", 1: "stale", 2: "running", 3: "stale", 4: "partial"}
+    assert status.to_dict() == {0: "running", 1: "partial", 2: "running", 3: "stale", 4: "partial"}
     owners = status_table(tmp_path).set_index("run")["owner"]
     assert owners["plain-20-s0"] == f"host {socket.gethostname()} pid {os.getppid()}, heartbeat 0s ago"
     assert owners["plain-20-s3"] == f"host some-other-node pid {os.getppid()}, heartbeat 400s ago"

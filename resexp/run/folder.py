@@ -143,7 +143,8 @@ class RunState:
     status: a folder state of resexp.run.state.Status (new, partial, running, stale, done,
     diverged, failed, damaged).
     ``running``: a live process holds the run's lock (``owner`` names it); ``stale``:
-    a lock left by a process that is gone, which the next trainer takes over;
+    a lock silent for longer than its stale_after, which the next trainer takes over (a
+    lock whose process has ended on this host leaves the run partial, new or failed);
     ``damaged``: a file is unreadable or contradicts the others (``problem`` says
     which and why; ``repair`` says what the next train or sweep does about it, None
     when it needs the user). ``epochs`` counts the complete rows of metrics.csv and
@@ -180,6 +181,8 @@ class RunState:
     @property
     def advice(self) -> str:
         """What happens to a damaged run, or what the user can do."""
+        if self.owner is not None and self.owner.damage:
+            return f"remove {self.owner.path} if no trainer is running"
         return self.repair or "restore the file, or move the run folder aside to train the run again"
 
 
@@ -234,6 +237,8 @@ class RunDir:
             found.owner = read_owner(self.lock_file)
         except OSError:
             found.owner = None
+        if found.owner is not None and found.owner.damage:  # a lock that could never go stale
+            problems.append((LOCK_FILE, found.owner.damage))
         problems += self._contradictions(config, summary, log, found)
         found.status, found.problem, found.repair = self._status(found, problems)
         return found
@@ -268,22 +273,24 @@ class RunDir:
 
     def _status(self, found: RunState, problems: list[tuple[str, str]]) -> tuple[Status, str | None, str | None]:
         problem = "; ".join(f"{file} {reason}" for file, reason in problems) or None
-        if found.owner is not None and not found.owner.stale:
+        if found.owner is not None and found.owner.live:
             return Status.RUNNING, problem, None
         if problems:
             return Status.DAMAGED, problem, self._repair(found, {file for file, _ in problems})
         status = found.summary.get("status")
         if status in FINISHED:
             return Status(status), None, None
-        if found.owner is not None:
+        if found.owner is not None and not found.owner.ended:
             return Status.STALE, None, None
         if status == Status.FAILED:
             return Status.FAILED, found.summary.get("error"), None
-        # "running" in a summary with no lock beside it: its trainer was killed.
+        # "running" in a summary with no lock beside it, or its process ended: its trainer was killed.
         return (Status.PARTIAL if found.last or self.checkpoint.exists() else Status.NEW), None, None
 
     def _repair(self, found: RunState, files: set[str]) -> str | None:
         """What the next trainer does about damage in ``files``; None when the user must act."""
+        if LOCK_FILE in files:
+            return None  # only the user can tell that no trainer holds it
         if self.config.name in files:
             return None  # the settings it was trained with are unknown: nothing to check a resume against
         if files == {self.summary_file.name}:
@@ -381,7 +388,7 @@ class RunDir:
             self.record_failure(summary, why)
         with contextlib.suppress(OSError):
             owner = read_owner(self.lock_file)
-            if owner is not None and owner.pid == pid and owner.pid_dead:
+            if owner is not None and owner.pid == pid and owner.ended:
                 self.lock_file.unlink()
 
     # ---- metrics.csv

@@ -3,8 +3,9 @@
 A run folder is in one of the folder states (``RunDir.state()`` decides which). A launcher
 adds the outcomes it sees from outside the folder: a run another live trainer holds
 (``BUSY``), a SLURM job still waiting (``QUEUED``), or a job that ended while its run did
-not (``UNFINISHED``). Only a file that is unreadable or contradicts the others is
-``DAMAGED``; a setting that cannot be used is a failed run, not a damaged one.
+not (``UNFINISHED``). Only a file that is unreadable or contradicts the others (or a
+run.lock that could never go stale) is ``DAMAGED``; a setting that cannot be used is a
+failed run, not a damaged one.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ class Status(str, Enum):
     NEW = "new"              # nothing trained yet
     PARTIAL = "partial"      # some epochs, no live trainer: the next train or sweep resumes it
     RUNNING = "running"      # a live process holds the run's lock
-    STALE = "stale"          # a lock whose owner is gone: the next trainer takes it over
+    STALE = "stale"          # a lock silent for longer than its stale_after: the next trainer takes it over
     DONE = "done"
     DIVERGED = "diverged"    # the loss became NaN/inf: finished, never retrained
     FAILED = "failed"        # the trainer stopped on an error (summary.json says which)
-    DAMAGED = "damaged"      # a file is unreadable or contradicts the others
+    DAMAGED = "damaged"      # a file is unreadable or contradicts the others, or a lock could never go stale
     # What a launcher sees from outside the folder.
     BUSY = "running elsewhere"  # another live trainer has the run: this launcher left it alone
     QUEUED = "queued"           # a SLURM job for it waits in the queue

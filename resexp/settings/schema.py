@@ -91,7 +91,7 @@ class TrainConfig:
     # A trainer refreshes its run's lock every stale_after/10 s; a lock not refreshed for
     # stale_after seconds was left by a dead process, and the next trainer takes the run
     # over (resexp/run/lock.py). Hosts sharing a results folder keep their clocks in step.
-    stale_after: float = key(300.0, check="positive", result=False)
+    stale_after: float = key(300.0, check="stale_after", result=False)
     # Clean training error: also evaluate the whole training set (eval-mode BN, no
     # augmentation) after each epoch, as clean_train_loss/clean_train_err columns; train_err
     # stays the mean minibatch error with augmentation (He et al. Fig. 6). Changes
@@ -214,6 +214,9 @@ MAX_SEED = 2**32 - 1
 # SGD's step size (the paper's is 0.1). At 1e6 every net here already diverges, which a run
 # records as such; far larger values overflow float32 (1e308 is inf there) and are typos.
 MAX_LR = 1e6
+# The longest a trainer may stay silent (train.stale_after): a run.lock that claims longer
+# is read as damage, since a received one could otherwise hold its run for ever.
+MAX_STALE_AFTER = 86400.0
 
 # rule -> (test, what the value must be, or a function that says it). Types are already enforced by the dataclasses.
 RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
@@ -225,6 +228,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "seed_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 <= x <= MAX_SEED for x in v),
                   f"a non-empty list of integers in [0, {MAX_SEED}]"),
     "learning_rate": (lambda v: _is_number(v) and 0 < v <= MAX_LR, f"in (0, {MAX_LR:g}]"),
+    "stale_after": (lambda v: _is_number(v) and 0 < v <= MAX_STALE_AFTER, f"> 0 and <= {MAX_STALE_AFTER:g}"),
     "unit_interval": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
     "positive_list": (lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
                       "a non-empty list of positive integers"),
