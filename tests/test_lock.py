@@ -210,14 +210,13 @@ def test_a_stale_run_is_shown_and_then_taken_over(tmp_path, monkeypatch, capsys,
     code, stdout, _ = cli(monkeypatch, capsys, "status", out)
     line = stdout.splitlines()[1].strip()
     assert line.split()[:2] == ["resnet-8-s0", "stale"] and "host gpu-node-3 pid 4711, heartbeat 301s ago" in line
-    code, _, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=2")
-    assert code == 2 and "train.epochs: 1 -> 2" in stderr  # settings are checked before the lock
+    code, _, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=1", "train.lr=0.05")
+    assert code == 2 and "train.lr: 0.1 -> 0.05" in stderr  # settings are checked before the lock
     code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", out, *TINY, "train.epochs=1")
     assert code == 0, stderr
     assert stdout.startswith("done: ")
     assert [int(r["epoch"]) for r in rows(run)] == [1]
-    assert sorted(p.name for p in run.iterdir()) == ["checkpoint.pt", "config.yaml", "gradients.csv", "identity.csv",
-                                                     "metrics.csv", "responses.csv", "summary.json"]
+    assert not (run / ".summary.json.123.tmp").exists() and not (run / "run.lock").exists()
 
 
 HOLDER = """
