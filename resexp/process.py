@@ -17,6 +17,7 @@ def exit_quickly(code, quick: bool | None = None) -> None:
     if code is not None and not isinstance(code, int):  # sys.exit("text") prints it, exit 1
         print(code, file=sys.stderr)
         code = 1
+    # Kept: `resexp sweep --dry-run` ends 0.10-0.18 s after main() with it, 1.16-2.41 s without (3 trials, 2026-12-06).
     if not (("torch" in sys.modules) if quick is None else quick):
         sys.exit(code)
     for thread in threading.enumerate():

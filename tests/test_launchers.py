@@ -1,4 +1,5 @@
-"""Launchers without a cluster: settings, --dry-run's sbatch lines, errors, job records, status.
+"""Launchers without a cluster: settings, --dry-run's sbatch lines, errors, job records, status;
+the local launcher's --jobs workers under real signals.
 
 The tests that submit to a real SLURM are in test_slurm.py.
 """
@@ -7,6 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +24,7 @@ from resexp.settings.compose import list_group
 from resexp.sweep import launch as launchers
 from resexp.sweep import plan as sw
 from resexp.sweep.jobs import read_records
+from resexp.sweep.local import LocalLauncher
 from resexp.sweep.slurm import TrainJob
 from resexp.sweep.status import status_with_jobs
 
@@ -312,3 +318,116 @@ def test_the_documented_site_launcher_works_as_shown(tmp_path, monkeypatch, caps
                      "--constraint=a100", "--mail-type=FAIL", "--gpus-per-node=1"]:
         assert f"#SBATCH {expected}" in lines, expected
     assert not any("wckey" in line for line in lines)
+
+
+# --------------------------------------------------------------------------- local --jobs workers
+# `resexp sweep` in a fresh interpreter; its first argument "spawn" makes it count two GPUs,
+# so its workers are spawned (their start where there are GPUs) while they train on the CPU.
+SWEEP = """
+import sys
+if sys.argv.pop(1) == "spawn":
+    import torch
+    torch.cuda.device_count = lambda: 2
+sys.argv[0] = "resexp"
+from resexp.cli import entry
+entry()
+"""
+
+
+def start_sweep(out: Path, start: str) -> subprocess.Popen:
+    """Two long runs, two at a time, in a session of their own; returns once both workers
+    train (each holds its run's lock and has written its summary.json)."""
+    sweep = subprocess.Popen([sys.executable, "-c", SWEEP, start, "sweep", "--archs", "plain,resnet", "--depths", "8",
+                              "--jobs", "2", "--out", str(out), *TINY, "train.epochs=400", "train.milestones=[200]"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not all((out / name / "run.lock").exists() and (out / name / "summary.json").exists()
+                  for name in ("plain-8-s0", "resnet-8-s0")):
+        if sweep.poll() is not None or time.monotonic() > deadline:
+            sweep.kill()
+            raise AssertionError(f"the workers never started: {sweep.communicate()}")
+        time.sleep(0.05)
+    return sweep
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` (children, their children, ...), from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # ended meanwhile
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = set(), [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found.update(kids)
+        todo += kids
+    return found
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (one that has ended but is not yet reaped by init)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
+def ended(pids, within_s: float) -> set[int]:
+    """The pids still running once ``within_s`` has passed (checked until then)."""
+    deadline = time.monotonic() + within_s
+    while (left := {p for p in pids if running(p)}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+# What a run killed in its first epochs is left as: the next sweep resumes or starts it.
+RESUMABLE = {"new", "partial", "stale"}
+
+
+def lock_owners(out: Path) -> set[int]:
+    return {RunDir(out / name).state().owner.pid for name in ("plain-8-s0", "resnet-8-s0")}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+@pytest.mark.parametrize("start", ["forkserver", "spawn"])
+def test_kill_9_of_a_parallel_sweep_ends_all_its_processes(tmp_path, start):
+    """No handler sees SIGKILL: each worker (a fork server's child on the CPU, the sweep's
+    own where there are GPUs), the fork server and multiprocessing's resource tracker end
+    within 5 s all the same, and the runs are left to resume."""
+    out = tmp_path / "out"
+    sweep = start_sweep(out, start)
+    try:
+        below = descendants(sweep.pid)
+        assert lock_owners(out) <= below and len(below) >= (4 if start == "forkserver" else 3)
+        sweep.kill()
+        sweep.wait()
+        assert ended(below, within_s=5) == set()
+    finally:
+        sweep.kill()
+        for pid in below:
+            if running(pid):
+                os.kill(pid, signal.SIGKILL)
+    assert {RunDir(out / n).state().status for n in ("plain-8-s0", "resnet-8-s0")} <= RESUMABLE
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc")
+def test_ctrl_c_to_a_parallel_sweep_alone_ends_it_and_every_worker(tmp_path):
+    """SIGINT to the sweep's process only (not its group, as `kill -INT` does): exit 130 with
+    the one interrupted line, and nothing of it left running."""
+    out = tmp_path / "out"
+    sweep = start_sweep(out, "forkserver")
+    try:
+        below = descendants(sweep.pid)
+        os.kill(sweep.pid, signal.SIGINT)
+        _, stderr = sweep.communicate(timeout=120)
+        assert ended(below, within_s=5) == set()
+    finally:
+        sweep.kill()
+    assert sweep.returncode == 130, stderr
+    assert stderr.strip().splitlines()[-1] == LocalLauncher.interrupted
+    assert {RunDir(out / n).state().status for n in ("plain-8-s0", "resnet-8-s0")} <= RESUMABLE

@@ -20,8 +20,7 @@ import resexp.train.loop as train_module
 from resexp.run.folder import RunDir
 from resexp.settings.compose import load_config
 from resexp.sweep import plan as sw
-from resexp.sweep.gpus import visible_gpus
-from resexp.sweep.local import gpu_slots
+from resexp.sweep.local import gpu_slots, visible_gpus
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
 
@@ -344,56 +343,6 @@ def test_workers_fork_from_a_server_with_torch_loaded_on_the_cpu_and_spawn_where
     assert worker_context(0).get_start_method() == "forkserver"
     assert worker_context(2).get_start_method() == "spawn"
     assert {"torch", "torch._dynamo", "resexp.train.loop"} <= set(PRELOAD)
-
-
-# A process that starts a worker (its own child, or a grandchild through a middle process
-# that lives on, as a fork server does) and a readiness file once the worker's lifeline is
-# armed: "worker-pid parent-pid". The middle process waits on the worker, so it is reaped.
-LIFELINE = """
-import os, subprocess, sys, time
-ready, how = sys.argv[1], sys.argv[2]
-tmp = ready + ".tmp"
-arm = (f"import os; from resexp.sweep.lifeline import {how}; {how}({os.getpid()}); "
-       f"open({tmp!r}, 'w').write(f'{{os.getpid()}} {{os.getppid()}}'); os.rename({tmp!r}, {ready!r})")
-worker = arm + "; import time; time.sleep(300)"
-if how == "die_with":
-    middle = (f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]).wait(); "
-              "time.sleep(300)")
-    subprocess.Popen([sys.executable, "-c", middle], start_new_session=True)
-else:
-    subprocess.Popen([sys.executable, "-c", worker])
-time.sleep(300)
-"""
-
-
-@pytest.mark.parametrize("how", ["die_with_parent", "die_with"])
-def test_a_worker_dies_with_the_sweep_that_started_it(tmp_path, how):
-    """SIGKILL to the sweep, which no handler sees: its worker ends too, whether it is the
-    sweep's child (spawned) or a fork server's (the CPU's --jobs), whose server lives on."""
-    import os
-
-    from helpers.runs import gone
-
-    from resexp.run.lock import pid_alive
-    ready = tmp_path / "ready"
-    sweep = subprocess.Popen([sys.executable, "-c", LIFELINE, str(ready), how])
-    worker = parent = None
-    try:
-        deadline = time.monotonic() + 60
-        while not ready.exists():
-            assert time.monotonic() < deadline and sweep.poll() is None, "the worker never armed its lifeline"
-            time.sleep(0.02)
-        worker, parent = map(int, ready.read_text().split())
-        assert pid_alive(worker) and (parent == sweep.pid) == (how == "die_with_parent")
-        sweep.kill()
-        sweep.wait()
-        assert gone([worker], within_s=20)
-        assert how == "die_with_parent" or pid_alive(parent)  # the middle process lives on
-    finally:
-        sweep.kill()
-        for pid in (worker, parent if how == "die_with" else None):
-            if pid and pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
 
 
 def test_a_setting_that_cannot_be_used_is_a_failed_run_not_damage(tmp_path, monkeypatch, capsys):

@@ -1,19 +1,23 @@
 """The local launcher: a sweep's runs trained on this machine, one after another in this
 process, or ``jobs`` at a time, each in a worker process of its own.
 
-Every run goes through the run task (task.py). Workers are processes of their own, one per
-run (forked from a fork server on the CPU, spawned where there are GPUs: worker_context),
-watched through their sentinels rather than a pool: a worker
-that dies (kill -9, the OOM killer, a segfault in a kernel) ends as a failed, resumable run
-while the others go on, and Ctrl-C stops every worker as it stops a serial sweep.
+Every run goes through the run task (task.py). Workers are multiprocessing Processes, one
+per run, watched through their sentinels: a worker that dies (kill -9, the OOM killer, a
+segfault in a kernel) ends as a failed, resumable run while the others go on, where one
+dead worker of a Pool or a ProcessPoolExecutor would break the whole pool. On the CPU they
+fork from multiprocessing's fork server, which imported torch once (worker_context); where
+there are GPUs they are spawned. A worker ends with the sweep, Ctrl-C and kill -9 included.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
+from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
+from typing import ClassVar, Mapping
 
 from omegaconf import OmegaConf
 from rich.console import Console, Group
@@ -22,31 +26,34 @@ from rich.progress import Progress
 
 from resexp.process import exit_quickly
 from resexp.run.state import Status
-from resexp.sweep.gpus import round_robin, start_worker, visible_gpus
 from resexp.sweep.task import sweep_progress, train_run
 
 
-INTERRUPTED = "interrupted: finished epochs are saved; rerun the same command to continue"
+@dataclass
+class LocalLauncher:
+    """The launcher (launch.Launcher) that trains on this machine, ``jobs`` runs at a time."""
 
+    jobs: int
+    type: ClassVar[str] = "local"
+    interrupted: ClassVar[str] = "interrupted: finished epochs are saved; rerun the same command to continue"
 
-def dry_run(launcher, runs, out: Path) -> None:
-    """Nothing to show beyond the plan: the runs train here."""
-    return None
+    def dry_run(self, runs, out: Path) -> None:
+        """Nothing to show beyond the plan: the runs train here."""
+        return None
 
-
-def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status]:
-    """Train every run still to train; a failed run is recorded and the sweep goes on.
-    Returns {run name: final status}, the runs left alone included."""
-    statuses = {r.name: r.status for r in runs if not r.to_train}  # damaged ones: the plan says why
-    todo = [r for r in runs if r.to_train]
-    overall = sweep_progress(console)
-    task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
-    jobs = min(launcher.jobs, len(todo))
-    if jobs > 1:
-        statuses.update(_parallel(todo, out, console, overall, task, jobs))
-    else:
-        statuses.update(_serial(todo, out, console, overall, task))
-    return statuses
+    def launch(self, runs, out: Path, console: Console) -> dict[str, Status]:
+        """Train every run still to train; a failed run is recorded and the sweep goes on.
+        Returns {run name: final status}, the runs left alone included."""
+        statuses = {r.name: r.status for r in runs if not r.to_train}  # damaged ones: the plan says why
+        todo = [r for r in runs if r.to_train]
+        overall = sweep_progress(console)
+        task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
+        jobs = min(self.jobs, len(todo))
+        if jobs > 1:
+            statuses.update(_parallel(todo, out, console, overall, task, jobs))
+        else:
+            statuses.update(_serial(todo, out, console, overall, task))
+        return statuses
 
 
 def _serial(todo, out: Path, console: Console, overall: Progress, task) -> dict[str, Status]:
@@ -60,25 +67,35 @@ def _serial(todo, out: Path, console: Console, overall: Progress, task) -> dict[
             per_iter = r.cost_s / max(r.iterations - r.iterations_done, 1)
             tick = lambda it, r=r, base=spent, per_iter=per_iter: overall.update(  # noqa: E731
                 task, completed=base + per_iter * (it - r.iterations_done))
-            statuses[r.name] = train_run(r.cfg, out, console, progress, tick)
+            statuses[r.name] = train_run(r.cfg, out, console, progress, tick, origin=r.origin)
             spent += r.cost_s
             overall.update(task, completed=spent)
     return statuses
 
 
+def visible_gpus(environ: Mapping[str, str], count: int) -> list[str]:
+    """The GPUs this process may use, as CUDA_VISIBLE_DEVICES entries: the entries of its
+    own CUDA_VISIBLE_DEVICES (indices or UUIDs) if set, else 0 .. count-1."""
+    listed = environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is None:
+        return [str(i) for i in range(count)]
+    return [d.strip() for d in listed.split(",") if d.strip()][:count]
+
+
 def gpu_slots(cfgs, jobs: int, count: int) -> list[str] | None:
     """The CUDA_VISIBLE_DEVICES of each of ``jobs`` worker slots (the ``count`` visible GPUs
-    in turn), or None where no run picks its GPU itself (train.device auto or cuda): CPU
-    runs, and runs the user pinned to one device (cuda:N)."""
+    in turn: --jobs 8 on 4 GPUs puts two workers on each), or None where no run picks its
+    GPU itself (train.device auto or cuda): CPU runs, and runs the user pinned to one device (cuda:N)."""
     devices = {c.train.device for c in cfgs}
     if count == 0 or not devices & {"auto", "cuda"} or any(d.startswith("cuda:") for d in devices):
         return None
-    return round_robin(visible_gpus(os.environ, count), jobs)
+    gpus = visible_gpus(os.environ, count)
+    return [gpus[k % len(gpus)] for k in range(jobs)]
 
 
 def _parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: int) -> dict[str, Status]:
-    """``jobs`` runs at a time, each in its own spawned worker. On CUDA a worker takes a
-    free slot's GPU (gpu_slots); on the CPU each gets its share of the cores (task.py)."""
+    """``jobs`` runs at a time, each in its own worker. On CUDA a worker takes a free
+    slot's GPU (gpu_slots); on the CPU each gets its share of the cores (task.py)."""
     import torch  # only to count GPUs; the workers import it themselves
 
     gpus = torch.cuda.device_count()
@@ -119,7 +136,7 @@ def worker_context(gpus: int):
     where a spawned one spent about 5 s on those imports (docs/benchmarks.md). Where there
     are GPUs, spawned, the start CUDA documents: each worker sets CUDA_VISIBLE_DEVICES before
     CUDA starts. Either way a worker runs in the sweep's current folder, sys.path and
-    environment (_worker sets the last; a fork server's would be its own)."""
+    environment (_worker sets the last)."""
     if gpus or "forkserver" not in multiprocessing.get_all_start_methods():  # (Windows has none)
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
@@ -129,34 +146,46 @@ def worker_context(gpus: int):
 
 def _start(ctx, r, out: Path, jobs: int, gpu: str | None):
     receive, send = ctx.Pipe(duplex=False)
-    forked = ctx.get_start_method() == "forkserver"  # the fork server's child, not this process's
-    proc = ctx.Process(target=_worker, args=(OmegaConf.to_yaml(r.cfg), str(out), jobs, gpu, os.getpid(), send,
-                                             dict(os.environ), forked),
-                       name=f"resexp {r.name}", daemon=False)
+    proc = ctx.Process(target=_worker, args=(OmegaConf.to_yaml(r.cfg), str(out), jobs, gpu, dict(os.environ), send,
+                                             r.origin),
+                       name=f"resexp {r.name}")
     proc.start()
     send.close()  # the worker holds the only sending end: a dead worker reads as EOF here
     return proc, receive
 
 
-def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, parent_pid: int, conn,
-            environ: dict, forked: bool) -> None:
+def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, conn, origin=None) -> None:
     """One run in a worker process: no progress bars (they would interleave), only the
     per-epoch lines, each a whole line on stderr. Hands back its status through ``conn``."""
-    os.environ.clear()  # the sweep's environment now, not a fork server's from its start
+    threading.Thread(target=_end_with_sweep, name="sweep watch", daemon=True).start()
+    # multiprocessing passes no environment: a forked worker would have its fork server's, from its start.
+    os.environ.clear()
     os.environ.update(environ)
-    start_worker(parent_pid, gpu, forked)  # before torch is imported: CUDA_VISIBLE_DEVICES must be set first
+    if gpu is not None:  # before torch starts CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = gpu
     console = Console(stderr=True, soft_wrap=True)
     cfg = OmegaConf.create(cfg_yaml)
     if gpu is not None:
-        console.print(f"{cfg.model.arch}-{cfg.model.depth}-s{cfg.seed}: GPU {gpu}")
+        console.print(f"{origin.name if origin else f'{cfg.model.arch}-{cfg.model.depth}-s{cfg.seed}'}: GPU {gpu}")
     try:
-        conn.send(str(train_run(cfg, Path(out), console, jobs=jobs)))
+        conn.send(str(train_run(cfg, Path(out), console, jobs=jobs, origin=origin)))
     except KeyboardInterrupt:
         pass  # the sweep was interrupted: it stops every worker and says so once
     except BaseException as err:  # CannotWrite (a full disk) included: the sweep reports it
         conn.send(err)
     conn.close()
-    exit_quickly(0, quick=True)  # its status is sent: skip tearing down torch (about 1.2 s)
+    # Its status is sent: run the atexit functions (multiprocessing's forked child skips them) and skip
+    # torch's teardown (a spawned one's would take about 1.2 s).
+    exit_quickly(0, quick=True)
+
+
+def _end_with_sweep() -> None:
+    """End this worker as soon as the sweep has ended (kill -9 included), so that no run
+    goes on training unseen and a rerun of the sweep finds it free to resume."""
+    # No standard part ends a child with its parent, and Linux's PR_SET_PDEATHSIG would watch the
+    # fork server, which outlives the sweep while any worker lives: wait on the sweep's sentinel.
+    multiprocessing.parent_process().join()
+    os._exit(1)
 
 
 def _outcome(r, proc, conn, console: Console) -> Status:

@@ -235,6 +235,22 @@ def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status] | N
             **{name: Status.BUSY for name in elsewhere}, **states}
 
 
+class SlurmLauncher:
+    """The launcher (launch.Launcher) that submits one job per run; with ``wait`` it
+    follows them until they end. ``cfg``: the launcher section of the run config."""
+
+    type, jobs, interrupted = "slurm", 1, INTERRUPTED
+
+    def __init__(self, cfg, wait: bool):
+        self.cfg, self.wait = cfg, wait
+
+    def dry_run(self, runs, out: Path) -> str:
+        return dry_run(self, runs, out)
+
+    def launch(self, runs, out: Path, console: Console) -> dict[str, Status] | None:
+        return launch(self, runs, out, console)
+
+
 # ---- following a sweep (--wait)
 
 
