@@ -2,10 +2,11 @@ import numpy as np
 import pytest
 import torch
 import torchvision
+from torch.utils._python_dispatch import TorchDispatchMode
 from helpers.formats import write_cifar10_tarball, write_mnist_source
 from helpers.markers import need_fashion_mnist, need_mnist
 
-from resexp.data import load_data, on_disk, random_crop, random_flip, train_batches
+from resexp.data import SyntheticImages, load_data, on_disk, random_data, train_batches
 from resexp.errors import UserError
 from resexp.settings.compose import load_config
 
@@ -70,7 +71,8 @@ synthetic: false
 """)
     from helpers.cli import TINY
     tiny = [o for o in TINY if not o.startswith("dataset")]
-    cfg = load_config([*tiny, "dataset=kmnist", "train.epochs=1"], config_dirs=[tmp_path / "myconf"])
+    cfg = load_config([*tiny, "dataset=kmnist", "train.epochs=1", "train.milestones=[]"],
+                      config_dirs=[tmp_path / "myconf"])
     data = load_data(cfg.dataset, torch.device("cpu"))
     assert np.array_equal(data.train.x[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
     from resexp.train.loop import fit
@@ -102,26 +104,97 @@ def test_subsets_take_the_first_images(tmp_path):
     assert torch.equal(b.train.x, a.train.x[:7]) and torch.equal(b.test.y, a.test.y[:3])
 
 
-def test_random_crop_is_a_shifted_window():
-    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8)
-    out = random_crop(x, 2, torch.Generator().manual_seed(0))
-    padded = torch.nn.functional.pad(x, (2, 2, 2, 2))
-    offsets = set()
-    for i in range(len(x)):
-        found = [(dy, dx) for dy in range(5) for dx in range(5)
-                 if torch.equal(out[i], padded[i, :, dy:dy + 8, dx:dx + 8])]
-        assert found, f"image {i} is not a window of its padded input"
-        offsets.add(found[0])
-    assert len(offsets) > 10  # offsets really are random, not one fixed shift
+def old_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The order an epoch's images have always come in: a permutation seeded by (seed, epoch)."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
 
 
-def test_random_flip_flips_about_half():
-    x = torch.randint(0, 256, (400, 1, 4, 4), dtype=torch.uint8)
-    out = random_flip(x, torch.Generator().manual_seed(0))
-    flipped = torch.tensor([torch.equal(o, xi.flip(2)) and not torch.equal(o, xi) for o, xi in zip(out, x)])
-    same = torch.tensor([torch.equal(o, xi) for o, xi in zip(out, x)])
-    assert bool((flipped | same).all())
-    assert 150 < int(flipped.sum()) < 250
+def test_unaugmented_batches_are_the_old_ones_bit_for_bit(tiny_cfg):
+    """Without augmentation an epoch is what it always was: the images in the same order,
+    normalised to exactly the float32 values of (x / 255 - mean) / std."""
+    cfg = tiny_cfg("dataset.mean=[0.2860]", "dataset.std=[0.3530]")
+    data = load_data(cfg.dataset, torch.device("cpu"))
+    order = old_order(len(data.train), seed=3, epoch=2)
+    batches = list(train_batches(data, 64, seed=3, epoch=2))
+    x, y = torch.cat([b for b, _ in batches]), torch.cat([labels for _, labels in batches])
+    assert torch.equal(y, data.train.y[order])
+    assert torch.equal(x, (data.train.x[order].float().div_(255) - 0.2860) / 0.3530)
+
+
+def test_augmented_images_are_padded_windows_flipped_about_half_the_time(tiny_cfg):
+    """Each image of an epoch (still in the old order) is a window of itself zero-padded by 2,
+    mirrored or not; the windows and flips vary from image to image."""
+    cfg = tiny_cfg("dataset.augment.pad=2", "dataset.augment.hflip=true")
+    data = load_data(cfg.dataset, torch.device("cpu"))
+    out = torch.cat([x for x, _ in train_batches(data, 64, seed=0, epoch=1)])
+    found = []
+    for k, i in enumerate(old_order(len(data.train), seed=0, epoch=1)[:128].tolist()):
+        padded = torch.nn.functional.pad(data.train.x[i], (2, 2, 2, 2))
+        windows = padded.unfold(1, 28, 1).unfold(2, 28, 1).permute(1, 2, 0, 3, 4).reshape(25, 1, 28, 28)
+        same = (data.normalize(torch.cat([windows, windows.flip(3)])) == out[k]).flatten(1).all(1)
+        assert same.any(), f"image {k} is no window of its padded source"
+        found.append(int(same.nonzero()[0]))  # window dy * 5 + dx, plus 25 if flipped
+    assert len({w % 25 for w in found}) > 20  # of 25
+    assert 0.35 < sum(w >= 25 for w in found) / len(found) < 0.65
+
+
+def test_an_epochs_crops_and_flips_are_drawn_once_for_all_its_batches(tiny_cfg):
+    """Every image's window and flip are drawn per epoch, not per batch: the epoch's images
+    are the same in batches of 64 and of 48 (and its last, partial batch is no exception)."""
+    cfg = tiny_cfg("dataset.augment.pad=4", "dataset.augment.hflip=true")
+    data = load_data(cfg.dataset, torch.device("cpu"))
+    a, b = (torch.cat([x for x, _ in train_batches(data, size, seed=1, epoch=5)]) for size in (64, 48))
+    assert torch.equal(a, b)
+
+
+class Kernels(TorchDispatchMode):
+    """The torch operations that compute something (views left out), as they run."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if not func.is_view:
+            self.ops.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize(("augment", "most"), [([], 3), (["dataset.augment.pad=4", "dataset.augment.hflip=true"], 5)])
+def test_a_batch_takes_a_handful_of_kernels(tiny_cfg, augment, most):
+    """A graphed step is a few milliseconds on a GPU: making its batch must not take twenty
+    launches. After the epoch's own draws, a batch is a gather, with augmentation a zero pad
+    and one crop-and-flip gather, and the normalising lookup (its index, then the lookup)."""
+    data = load_data(tiny_cfg(*augment).dataset, torch.device("cpu"))
+    batches = train_batches(data, 64, seed=0, epoch=1)
+    next(batches)
+    with Kernels() as counted:
+        next(batches)
+    assert len(counted.ops) <= most, counted.ops
+
+
+def test_random_data_has_the_datasets_shape_and_none_of_its_split_sizes():
+    """Timings need images of the right shape, not the dataset's split: 32 random images of a
+    dataset that holds out 5,000 for validation are 32 images to train on."""
+    cfg = load_config(["dataset=cifar10", "dataset.val_size=5000", "dataset.train_subset=8000",
+                       "dataset.test_subset=100"])
+    data = random_data(cfg.dataset, 32, torch.device("cpu"))
+    assert data.train.x.shape == (32, 3, 32, 32) and data.val is None and len(data.test) == 32
+    assert (data.pad, data.hflip) == (4, True)
+
+
+def test_synthetic_images_are_their_class_patterns_at_their_shifts():
+    """The generated images, built in one gather, are each class pattern's window at the
+    image's shift plus noise: the definition, image by image."""
+    ds = SyntheticImages(size=40, num_classes=3, channels=2, image_size=9, noise=0.0, seed=4)
+    g = torch.Generator().manual_seed(4)
+    protos = torch.nn.functional.interpolate(torch.rand(3, 2, 7, 7, generator=g), size=13, mode="bilinear",
+                                             align_corners=False)
+    g = torch.Generator().manual_seed(5)
+    labels, shifts = torch.randint(0, 3, (40,), generator=g), torch.randint(0, 5, (40, 2), generator=g)
+    by_hand = torch.stack([protos[c, :, i:i + 9, j:j + 9] for c, (i, j) in zip(labels.tolist(), shifts.tolist())])
+    assert ds.targets == labels.tolist()
+    assert np.array_equal(ds.data, (by_hand.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy())
 
 
 def test_batches_are_seeded_per_epoch_and_cover_the_data(tiny_cfg):

@@ -11,8 +11,10 @@ CIFAR's binary version, which torchvision cannot read, is read in place instead
 (cifar_binary.py).
 
 Hot path (airbench-style): the whole training set is one uint8 tensor on the
-training device; each epoch shuffles indices and each batch is cropped, flipped
-and normalised there, with no DataLoader workers and no host round trips.
+training device; each epoch draws its order and every image's crop and flip at once,
+and each batch is then gathered, cropped, flipped and normalised there in a handful of
+kernels (a CUDA-graphed step replays in milliseconds, so each small launch around it
+shows), with no DataLoader workers and no host round trips.
 """
 
 from __future__ import annotations
@@ -166,8 +168,8 @@ class Data:
     train: Split
     test: Split
     val: Split | None
-    mean: torch.Tensor  # 1 x C x 1 x 1, on the device
-    std: torch.Tensor
+    levels: torch.Tensor  # C x 256 float32: what each pixel value of each channel normalises to
+    channel: torch.Tensor  # 1 x C x 1 x 1 channel indices, for the lookup
     pad: int
     hflip: bool
     num_classes: int
@@ -175,7 +177,17 @@ class Data:
     image_size: int
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
-        return (x.float().div_(255) - self.mean) / self.std
+        """uint8 images as float32 ``(x / 255 - mean) / std``, in one lookup."""
+        return self.levels[self.channel, x.long()]
+
+
+def pixel_levels(mean, std, device: torch.device) -> torch.Tensor:
+    """C x 256: ``(v / 255 - mean) / std`` for every pixel value v, computed with the very
+    float32 operations a batch would take, so a lookup gives the arithmetic's result bit
+    for bit in two kernels instead of four."""
+    v = torch.arange(256, dtype=torch.float32, device=device).div_(255)
+    column = lambda t: torch.tensor(list(t), dtype=torch.float32, device=device)[:, None]  # noqa: E731
+    return (v - column(mean)) / column(std)
 
 
 def load_data(ds_cfg, device: torch.device) -> Data:
@@ -201,12 +213,14 @@ def open_test(ds_cfg) -> tuple[torch.Tensor, torch.Tensor] | None:
 
 
 def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
-    """Random images of the dataset's shape (for benchmarks: speed, not learning)."""
+    """``n`` random training images of the dataset's shape and up to 1,000 of them as the
+    test split (timings: speed, not learning). Nothing of the dataset's split sizes applies:
+    val_size and the subsets count the dataset's own images, not these."""
     g = torch.Generator().manual_seed(seed)
     shape = (n, ds_cfg.channels, ds_cfg.image_size, ds_cfg.image_size)
-    x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8)
-    y = torch.randint(0, ds_cfg.num_classes, (n,), generator=g)
-    return make_data(ds_cfg, (x, y), (x[: min(n, 1000)], y[: min(n, 1000)]), device)
+    x = torch.randint(0, 256, shape, generator=g, dtype=torch.uint8).to(device)
+    y = torch.randint(0, ds_cfg.num_classes, (n,), generator=g).to(device)
+    return assemble(ds_cfg, Split(x, y), Split(x[:1000], y[:1000]), None, device)
 
 
 def make_data(ds_cfg, train, test, device: torch.device) -> Data:
@@ -223,10 +237,15 @@ def make_data(ds_cfg, train, test, device: torch.device) -> Data:
     xt, yt = test if test is not None else (val.x, val.y)
     val = val if test is not None else None
     n, nt = ds_cfg.train_subset or len(y), ds_cfg.test_subset or len(yt)
-    shape = lambda t: torch.tensor(t, dtype=torch.float32, device=device).view(1, -1, 1, 1)  # noqa: E731
+    return assemble(ds_cfg, Split(x[:n].to(device), y[:n].to(device)), Split(xt[:nt].to(device), yt[:nt].to(device)),
+                    val, device)
+
+
+def assemble(ds_cfg, train: Split, test: Split, val: Split | None, device: torch.device) -> Data:
+    """Data of splits already on ``device``, with the dataset's normalisation and augmentation."""
     return Data(
-        train=Split(x[:n].to(device), y[:n].to(device)), test=Split(xt[:nt].to(device), yt[:nt].to(device)),
-        val=val, mean=shape(list(ds_cfg.mean)), std=shape(list(ds_cfg.std)),
+        train=train, test=test, val=val, levels=pixel_levels(ds_cfg.mean, ds_cfg.std, device),
+        channel=torch.arange(int(ds_cfg.channels), device=device).view(1, -1, 1, 1),
         pad=int(ds_cfg.augment.pad), hflip=bool(ds_cfg.augment.hflip),
         num_classes=int(ds_cfg.num_classes), channels=int(ds_cfg.channels),
         image_size=int(ds_cfg.image_size),
@@ -234,24 +253,6 @@ def make_data(ds_cfg, train, test, device: torch.device) -> Data:
 
 
 # --------------------------------------------------------------------------- batches
-def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
-    """Zero-pad by ``pad`` and cut a random HxW window per image, in one gather."""
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device, generator=gen)
-    dx = torch.randint(0, 2 * pad + 1, (b, 1), device=x.device, generator=gen)
-    rows = (dy + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    chan = torch.arange(c, device=x.device)[None, :, None, None]
-    return padded[batch, chan, rows, cols]
-
-
-def random_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    flip = torch.rand(x.shape[0], device=x.device, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
 def epoch_generators(seed: int, epoch: int, device: torch.device) -> tuple[torch.Generator, torch.Generator]:
     """Shuffling (CPU) and augmentation (device) generators that depend only on
     (seed, epoch): a resumed run replays exactly the batches it would have seen."""
@@ -261,21 +262,43 @@ def epoch_generators(seed: int, epoch: int, device: torch.device) -> tuple[torch
     return shuffle, augment
 
 
+def crop_windows(n: int, size: int, pad: int, hflip: bool, gen: torch.Generator,
+                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The crop window and flip of each of an epoch's ``n`` images, drawn in one call: the
+    rows (n x size) and columns (n x size) of its zero-padded copy that the augmented image
+    takes, the columns reversed where it is flipped. One draw per image codes both offsets
+    and the flip, each uniform and independent of the others (§4.2: a random crop of the
+    image padded by 4 pixels on each side, a random horizontal flip)."""
+    k = 2 * pad + 1
+    code = torch.randint(0, k * k * (2 if hflip else 1), (n,), generator=gen, device=device)
+    steps = torch.arange(size, device=device)
+    rows = (code % k)[:, None] + steps
+    cols = (code // k % k)[:, None] + torch.where((code >= k * k)[:, None], size - 1 - steps, steps)
+    return rows, cols
+
+
 def train_batches(data: Data, batch_size: int, seed: int, epoch: int,
                   drop_last: bool = False) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One epoch of shuffled, augmented, normalised batches on the data's device."""
+    """One epoch of shuffled, augmented, normalised batches on the data's device. The order,
+    the labels in that order and every image's crop and flip are made once per epoch; a
+    batch is then a gather, a zero pad, one crop-and-flip gather and the normalising lookup."""
     n, device = len(data.train), data.train.y.device
     shuffle, gen = epoch_generators(seed, epoch, device)
     order = torch.randperm(n, generator=shuffle).to(device)
+    labels = data.train.y[order]
+    augment = bool(data.pad or data.hflip)
+    if augment:
+        rows, cols = crop_windows(n, data.image_size, data.pad, data.hflip, gen, device)
+        rows, cols = rows[:, None, :, None], cols[:, None, None, :]
+        images = torch.arange(batch_size, device=device).view(-1, 1, 1, 1)
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        idx = order[start: start + batch_size]
-        x = data.train.x[idx]
-        if data.pad:
-            x = random_crop(x, data.pad, gen)
-        if data.hflip:
-            x = random_flip(x, gen)
-        yield data.normalize(x), data.train.y[idx]
+        end = start + batch_size
+        x = data.train.x[order[start:end]]
+        if augment:
+            padded = F.pad(x, (data.pad,) * 4) if data.pad else x
+            x = padded[images[: len(x)], data.channel, rows[start:end], cols[start:end]]
+        yield data.normalize(x), labels[start:end]
 
 
 def iters_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
@@ -303,8 +326,10 @@ class SyntheticImages:
         g = torch.Generator().manual_seed(seed + (1 if train else 2))
         labels = torch.randint(0, num_classes, (size,), generator=g)
         shifts = torch.randint(0, 5, (size, 2), generator=g)
-        imgs = torch.stack([protos[c, :, i: i + image_size, j: j + image_size]
-                            for c, (i, j) in zip(labels.tolist(), shifts.tolist())])
+        # Each image is its class pattern's window at its shift: one gather from the view of
+        # every pattern's 5 x 5 windows (classes x 5 x 5 x C x H x W), no loop over images.
+        windows = protos.unfold(2, image_size, 1).unfold(3, image_size, 1).permute(0, 2, 3, 1, 4, 5)
+        imgs = windows[labels, shifts[:, 0], shifts[:, 1]]
         imgs = imgs + noise * torch.randn(imgs.shape, generator=g)
         self.data = (imgs.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
         self.targets = labels.tolist()
