@@ -90,7 +90,7 @@ def test_both_steps_hand_sgd_the_same_lr_value_and_train_bit_for_bit_alike():
     """The same float32 lr tensor and the same fused SGD in both steps: a graphed (here: its
     code without the capture) and an eager run agree exactly, BN statistics, momentum and
     eval-mode output included, so any difference on a GPU under deterministic kernels is a bug."""
-    cfg = cfg_of()
+    cfg = cfg_of("train.milestones=[2]")  # the lr changes inside the graph
     eager, graphed = setup(cfg, graphed=False), setup(cfg, graphed=True)
     assert (eager.step.kind, graphed.step.kind) == ("eager", "graphed (no capture)")
     reads = spy_lr(eager), spy_lr(graphed)
@@ -157,8 +157,23 @@ class EmptyReplay(GraphedStep):
         pass
 
 
+class StaleInput(GraphedStep):
+    """A "graph" that reads the batch it was recorded with, not what the static input holds
+    when it replays (as one recorded on a temporary copy of the batch would)."""
+
+    def _record(self):
+        self.recorded = self.x.clone(), self.y.clone()
+        return super()._record()
+
+    def _replay(self):
+        staged = self.x.clone(), self.y.clone()
+        self.x.copy_(self.recorded[0]), self.y.copy_(self.recorded[1])
+        super()._replay()
+        self.x.copy_(staged[0]), self.y.copy_(staged[1])
+
+
 @pytest.mark.parametrize(("broken", "named"), [(FrozenLr, "weight"), (StaleBatchNorm, "running_"),
-                                               (EmptyReplay, "")])
+                                               (EmptyReplay, ""), (StaleInput, "")])
 def test_self_check_catches_a_broken_graph_and_trains_eagerly(broken, named, capsys):
     cfg = cfg_of()
     eager, s = setup(cfg, graphed=False), with_step(cfg, broken, capture=False)
@@ -286,10 +301,49 @@ def test_cuda_index_and_binding_are_the_same_for_every_gpu(monkeypatch):
     assert isinstance(step_mod.bound(torch.device("cpu")), contextlib.nullcontext)
 
 
+def graph_stand_ins(monkeypatch, step, where=lambda: None) -> list:
+    """Stand-ins for torch.cuda's CUDAGraph and graph around ``step``: a "capture" runs the
+    step's code and puts the state back (a real one runs nothing of it), a "replay" runs it
+    on the static tensors. Returns the log they and the step's updates outside them write:
+    (event, sum of the input it reads, ``where()`` then)."""
+    log, inside = [], []
+    real = step._update
+
+    def update(x, y):
+        if not inside:
+            log.append(("step", x.sum().item(), where()))
+        real(x, y)
+
+    class Graph:
+        def replay(self):
+            log.append(("replay", step.x.sum().item(), where()))
+            inside.append(self)
+            real(step.x, step.y)
+            inside.pop()
+
+    class Capture:
+        def __init__(self, graph, stream=None):
+            pass
+
+        def __enter__(self):
+            log.append(("capture", step.x.sum().item(), where()))
+            inside.append(self)
+            self.before = Snapshot.of(step.state_tensors())
+
+        def __exit__(self, *exc):
+            self.before.restore(step.state_tensors())
+            inside.pop()
+
+    monkeypatch.setattr(step, "_update", update)
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", Capture)
+    return log
+
+
 def test_capture_and_replay_run_with_the_steps_device_current(monkeypatch):
     """Through stand-ins for the binding and for torch.cuda's graph: the capture and every
     replay happen while the step's own device is the current one."""
-    current, seen = [], []
+    current = []
 
     @contextlib.contextmanager
     def binding(device):
@@ -297,30 +351,33 @@ def test_capture_and_replay_run_with_the_steps_device_current(monkeypatch):
         yield
         current.pop()
 
-    class Graph:
-        def replay(self):
-            seen.append(("replay", list(current)))
-            s.step._update(s.step.x, s.step.y)
-
-    class Capture:
-        def __init__(self, graph, stream=None):
-            pass
-
-        def __enter__(self):
-            seen.append(("capture", list(current)))
-
-        def __exit__(self, *exc):
-            pass
-
     monkeypatch.setattr(step_mod, "bound", binding)
-    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
-    monkeypatch.setattr(torch.cuda, "graph", Capture)
     cfg = cfg_of()
     s = with_step(cfg, GraphedStep, capture=True)
+    log = graph_stand_ins(monkeypatch, s.step, lambda: list(current))
     epochs(cfg, s, 2)
+    seen = [(what, devices) for what, _, devices in log if what != "step"]
     assert [what for what, _ in seen] == ["capture"] + ["replay"] * (6 - WARMUP_STEPS)
     assert all(devices == [s.step.device] for _, devices in seen), seen
     assert s.step.kind == "graphed" and s.step.check["result"] == "passed"
+
+
+def test_the_check_steps_eagerly_then_captures_then_replays_a_batch_it_was_not_recorded_with(monkeypatch):
+    """The self-check's eager step runs before the capture: on a GPU its memory is then back in
+    the cache when torch.cuda.graph empties it, and the graph's pool takes its place instead
+    of coming on top of it. The graph is recorded while the static input holds the last
+    warm-up batch, and replayed on the checked batch staged there."""
+    cfg = cfg_of()
+    s = with_step(cfg, GraphedStep, capture=True)
+    log = graph_stand_ins(monkeypatch, s.step)
+    epochs(cfg, s, 2)
+    kinds = [what for what, _, _ in log]
+    at = kinds.index("capture")
+    # 3 warm-ups and the partial batch of epoch 1, then the first full batch of epoch 2
+    assert kinds[:at + 2] == ["step"] * (WARMUP_STEPS + 2) + ["capture", "replay"]
+    warm_up, checked, recorded, replayed = (log[i][1] for i in (WARMUP_STEPS - 1, at - 1, at, at + 1))
+    assert recorded == warm_up and replayed == checked != warm_up
+    assert s.step.check["result"] == "passed"
 
 
 # --------------------------------------------------------------------------- checkpoints and resume
@@ -411,3 +468,20 @@ def test_a_run_may_continue_with_or_without_cuda_graphs(tmp_path):
     fit(cfg_of("train.epochs=1"), tmp_path / "out")
     summary = fit(cfg_of("train.epochs=1", "train.cuda_graphs=false"), tmp_path / "out")
     assert summary["status"] == "done"  # accepted and skipped as finished, not refused
+
+
+@pytest.mark.slow  # tracing and compiling take seconds even for ResNet-8
+def test_compile_takes_the_checkpointed_net_and_counts_each_batch_once():
+    """train.compile=true with model.checkpoint_segments: dynamo and AOT autograd, the two
+    tracers of torch.compile, take the checkpointed segments and their BN guard, and the
+    compiled step trains as the plain one (the aot_eager backend runs the traced forward and
+    backward as they are: resexp compiles on CUDA only, where inductor generates kernels
+    from these very graphs)."""
+    cfg = cfg_of("model.checkpoint_segments=2", "dataset.train_args.size=128")  # 2 full batches: one shape
+    plain, compiled = setup(cfg), setup(cfg)
+    compiled.step.forward = torch.compile(compiled.model, backend="aot_eager")
+    a, b = epochs(cfg, plain, 1), epochs(cfg, compiled, 1)
+    counters = {int(t) for n, t in compiled.model.named_buffers() if n.endswith("num_batches_tracked")}
+    assert counters == {2}
+    gaps = state_gaps(state_of(plain), state_of(compiled))
+    assert max(gaps.values()) < 1e-5 and a == pytest.approx(b, rel=1e-6)

@@ -26,8 +26,10 @@ difference between them is a bug, not rounding.
   * the first steps run eagerly (cudnn.benchmark's search, lazy initialisation, the
     momentum buffers), on a side stream as torch's CUDA-graph docs ask. They are real
     training steps on real batches.
-  * the graph proves itself before it trains (``self_check``): the first replay is
-    compared with an eager step from the same state on the same batch; a graph that
+  * the graph proves itself before it trains (``_capture_and_check``): the batch after
+    the warm-up trains eagerly first, then the step is recorded (while the static input
+    still holds the previous batch), then the graph is replayed on that batch staged into
+    the static input and compared with the eager step from the same state; a graph that
     disagrees is dropped and the run goes on eagerly, with one warning line.
   * a batch of another size (an epoch's last, partial batch) runs eagerly on the same
     parameters, optimizer and lr tensor: one step in hundreds, no second graph.
@@ -69,6 +71,13 @@ def check_torch(version: str | None = None) -> None:
 def wants_graphs(train_cfg, device: torch.device) -> bool:
     """CUDA graphs are used on CUDA only, where ``train.cuda_graphs`` is on."""
     return bool(train_cfg.cuda_graphs) and device.type == "cuda"
+
+
+def settling_steps(train_cfg, device: torch.device) -> int:
+    """Full batches a run trains before its steps take the time every later one takes: the
+    graphed step's eager warm-ups and the batch of its capture and self-check; else the
+    first step (cuDNN's algorithm search, torch.compile, the first allocations)."""
+    return WARMUP_STEPS + 1 if wants_graphs(train_cfg, device) else 1
 
 
 def resolved(device: torch.device) -> torch.device:
@@ -245,17 +254,36 @@ class GraphedStep(Step):
             self.counts["eager"] += 1
             self._update(self.layout(x), y)
             return
+        if self.check["result"] == "not reached" and self.counts["warm-up"] == WARMUP_STEPS:
+            self.counts["graph" if self._capture_and_check(x, y) else "eager"] += 1
+            return
         self._stage(x, y)
         if self.counts["warm-up"] < WARMUP_STEPS:
             self.counts["warm-up"] += 1
             self._warm_up()
             return
-        if self.check["result"] == "not reached":
-            trained_eagerly = not self._capture() or not self._self_check()
-            self.counts["eager" if trained_eagerly else "graph"] += 1
-            return
         self.counts["graph"] += 1
         self._replay()
+
+    def _capture_and_check(self, x: torch.Tensor, y: torch.Tensor) -> bool:
+        """The first batch after the warm-up: its eager step, the capture, then the self-check
+        (the graph replayed on this batch, staged into the static input, against that eager
+        step); True if the graph is used. The eager step comes first so that its memory is
+        back in the allocator's cache when torch.cuda.graph empties the cache before it
+        records: the graph's private pool then takes that memory's place instead of coming
+        on top of it. The static input still holds the last warm-up batch while the graph is
+        recorded, so a graph that reads anything but the static input when it replays (its
+        recording batch, say) fails the check."""
+        before = Snapshot.of(self.state_tensors())
+        self._update(self.layout(x), y)
+        eager = Snapshot.of(self.state_tensors())
+        before.restore(self.state_tensors())
+        if not self._capture():
+            eager.restore(self.state_tensors())  # the batch's eager step: the failed capture applied nothing
+            return False
+        self._stage(x, y)
+        self._replay()
+        return self._self_check(before, eager)
 
     def _stage(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Copy the batch into the static tensors the graph reads (channels_last on copy)."""
@@ -291,7 +319,6 @@ class GraphedStep(Step):
         if failure is not None:
             self._give_up(f"capture failed: {failure}")
             self.optimizer.zero_grad(set_to_none=True)
-            self._update(self.x, self.y)  # this batch, eagerly: nothing of it was applied
             return False
         self.keep_grads = self.graph is not None  # the replayed backward writes the graph's gradients
         return True
@@ -334,16 +361,11 @@ class GraphedStep(Step):
         with bound(self.device):
             self.graph.replay()
 
-    def _self_check(self) -> bool:
-        """Before the graph trains: one eager step and one replay from the same state on the
-        same batch must agree (parameters, buffers, momentum, meters). Agreed: the replay was
-        this batch's step. Not: one warning line, the eager result is kept, and the run goes
-        on eagerly. True if the graph is used."""
-        before = Snapshot.of(self.state_tensors())
-        self._update(self.x, self.y)
-        eager = Snapshot.of(self.state_tensors())
-        before.restore(self.state_tensors())
-        self._replay()
+    def _self_check(self, before: Snapshot, eager: Snapshot) -> bool:
+        """The replay just run against the eager step from the same state on the same batch
+        (parameters, buffers, momentum, meters). Agreed: the replay was this batch's step. Not:
+        one warning line, the eager result is kept, and the run goes on eagerly. True if the
+        graph is used."""
         self.check = compare(before, eager, self.state_tensors(), self.tolerance)
         if self.check["result"] == "passed":
             return True
