@@ -78,3 +78,51 @@ def test_the_device_column_counts_threads_in_english(threads, shown):
 
     torch.set_num_threads(threads)  # the conftest fixture gives the count back after the test
     assert describe(load_config(TINY), torch.device("cpu"))["device"] == shown
+
+
+def spy_epochs(monkeypatch) -> list[dict]:
+    """Each epoch bench trains: its number, images, batch sizes, and the step's counts after it."""
+    import resexp.tools.bench as bench
+    from resexp.data import train_batches
+
+    seen, real = [], bench.train_epoch
+
+    def spy(cfg, s, epoch, iteration, *args, **kwargs):
+        sizes = [len(y) for _, y in train_batches(s.data, cfg.train.batch_size, cfg.seed, epoch)]
+        stats = real(cfg, s, epoch, iteration, *args, **kwargs)
+        seen.append({"epoch": epoch, "batches": sizes, "counts": dict(getattr(s.step, "counts", {})),
+                     "seconds": stats["train_seconds"], "images": sum(sizes)})
+        return stats
+
+    monkeypatch.setattr(bench, "train_epoch", spy)
+    return seen
+
+
+def test_bench_times_full_batches_and_the_partial_batch_on_its_own(monkeypatch):
+    """The speed compared with the conventional trainer (which drops the last batch) counts
+    full batches only; the partial batch that ends a real epoch (256 % 96 = 64 images, trained
+    eagerly beside a graph) is timed on its own, after the warm-up trained one."""
+    from resexp.tools.bench import bench_config, bench_one
+
+    epochs = spy_epochs(monkeypatch)
+    row = bench_one(bench_config("resnet", 8, [*TINY, "train.batch_size=96"]), 2, extras=True)
+    warm_up, timed, partial = epochs
+    assert warm_up["batches"] == [96, 96, 64] and timed["batches"] == [96, 96] and partial["batches"] == [64]
+    assert row["images_per_s"] == pytest.approx(192 / timed["seconds"], rel=1e-3)
+    assert row["ms_per_step"] == pytest.approx(1000 * timed["seconds"] / 2, abs=0.01)
+    assert (row["partial_batch"], row["partial_batch_ms"]) == (64, pytest.approx(1000 * partial["seconds"], abs=0.01))
+
+
+def test_a_graphed_step_is_timed_only_once_it_replays(monkeypatch):
+    """The dry run's estimate times 3 steps after 1 untimed one; a graphed step's first 4
+    batches are 3 eager warm-ups and the capture with its self-check, so bench trains those
+    untimed first and times replays only (here the graphed step's code without the capture)."""
+    import resexp.train.step as step_mod
+    from resexp.tools.bench import bench_one
+
+    monkeypatch.setattr(step_mod, "wants_graphs", lambda train_cfg, device: True)
+    epochs = spy_epochs(monkeypatch)
+    bench_one(load_config(TINY), 3, warmup=1)
+    warm_up, timed = epochs
+    assert warm_up["counts"] == {"warm-up": 3, "graph": 1, "eager": 0}
+    assert timed["counts"] == {"warm-up": 3, "graph": 4, "eager": 0} and timed["batches"] == [64] * 3

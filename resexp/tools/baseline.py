@@ -7,7 +7,8 @@ Normalize) in DataLoader worker processes, pinned memory, an fp32 NCHW model wit
 cudnn.benchmark, torch's default SGD, and per-step meters read with ``.item()`` (a
 host sync per step). Same network, batch size and SGD settings as resexp; the lr stays
 at ``train.lr`` (a schedule changes nothing of the speed). Images are random, of the
-dataset's shape, as in the rest of ``resexp bench``.
+dataset's shape, as in the rest of ``resexp bench``; its loader drops the last, partial
+batch, and resexp's own speed beside it counts full batches too.
 """
 
 from __future__ import annotations

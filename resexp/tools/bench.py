@@ -2,29 +2,35 @@
 
 It times train.train_epoch() itself on random images of the dataset's shape, so
 the number includes batch gathering, augmentation, the optimiser step and the
-lr update exactly as a run does. One untimed warm-up epoch first absorbs
-cudnn.benchmark's search, torch.compile and the CUDA graph capture.
+lr update exactly as a run does. Untimed steps come first: as many as are timed, and
+at least those a run takes before its steps settle (cudnn.benchmark's search,
+torch.compile, the CUDA graph's warm-up, capture and self-check). The timed steps are
+full batches only, as the conventional trainer's are; the partial batch that ends a real
+epoch (an eager step beside the graph) is timed on its own, in its own column.
 
 ``--eager`` adds the eager step (train.cuda_graphs=false) where the default is
-graphed, and ``--baseline`` the conventional trainer of resexp/baseline.py, timed in
+graphed, and ``--baseline`` the conventional trainer of resexp/tools/baseline.py, timed in
 the same process on the same models, with each row's speed relative to it.
 ``--compare-steps`` checks instead that the graphed step trains the eager run.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import platform
 import time
 
 import pandas as pd
 import torch
+from omegaconf import OmegaConf
 
-from resexp.data import load_data, random_data, train_batches
+from resexp.data import Split, load_data, random_data, train_batches
 from resexp.models import count_params
 from resexp.settings.compose import load_config
 from resexp.tools.baseline import bench_baseline
 from resexp.train.loop import evaluate, pick_device, setup, train_epoch
+from resexp.train.step import settling_steps
 
 
 def describe(cfg, device: torch.device) -> dict:
@@ -40,41 +46,64 @@ def describe(cfg, device: torch.device) -> dict:
 
 def partial_batch(cfg) -> int:
     """The size of the last, smaller batch of a real epoch of the dataset (CIFAR-10 at batch
-    128: 50,000 % 128 = 80), which a run trains eagerly beside the graph; 0 if none."""
+    128: 50,000 % 128 = 80), which a run trains eagerly beside the graph; 0 if none. A run's
+    epoch is ``dataset.train_subset`` images, else those ``dataset.val_size`` leaves."""
     ds, t = cfg.dataset, cfg.train
     size = ds.get("train_size")
     if not size or t.drop_last:
         return 0
-    return (min(size, ds.train_subset or size) - (ds.val_size or 0)) % t.batch_size
+    return (ds.train_subset or size - (ds.val_size or 0)) % t.batch_size
 
 
-def bench_one(cfg, steps: int, time_eval: bool = False, warmup: int | None = None) -> dict:
-    """One row: ``steps`` timed training steps of ``cfg``'s model on random images, after
-    ``warmup`` untimed ones (default: as many; on CUDA the graph is captured there)."""
+def steady(cfg):
+    """``cfg`` with an lr that stays ``train.lr`` for as long as bench trains: its epochs of a
+    few random batches are not the run's, so the run's warm-up and milestones (sized in its
+    own epochs) do not apply to them; a schedule costs nothing of a step's time anyway."""
+    return OmegaConf.merge(cfg, {"train": {"iterations": 2**62, "epochs": None, "warmup_iters": 0,
+                                           "milestones": []}})
+
+
+def first(s, n: int):
+    """The run set up in ``s``, training on only its first ``n`` images."""
+    train = s.data.train
+    return dataclasses.replace(s, data=dataclasses.replace(s.data, train=Split(train.x[:n], train.y[:n])))
+
+
+def bench_one(cfg, steps: int, extras: bool = False, warmup: int | None = None) -> dict:
+    """One row: ``steps`` timed full training steps of ``cfg``'s model on random images, after
+    ``warmup`` untimed ones (default: as many), never fewer than the step needs to settle (on
+    CUDA: its warm-up, the capture and the self-check). With ``extras`` (a row of `resexp
+    bench`'s table) the epoch's partial batch and the evaluation pass are timed too, each
+    on its own, and the partial batch is inside the peak memory."""
     device = pick_device(cfg.train.device)
-    partial = partial_batch(cfg)
-    data = random_data(cfg.dataset, steps * cfg.train.batch_size + partial, device)
+    batch, partial = cfg.train.batch_size, partial_batch(cfg) if extras else 0
+    cfg = steady(cfg)
+    warm = max(steps if warmup is None else warmup, settling_steps(cfg.train, device))
     cuda = device.type == "cuda"
     if cuda:  # what earlier rows left cached would count as this row's reserved memory
         gc.collect()
         torch.cuda.empty_cache()
-    s = setup(cfg, data)
+    s = setup(cfg, random_data(cfg.dataset, max(steps, warm) * batch + partial, device))
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
-    # warm-up (and capture), untimed: the epoch stops at the schedule's end, ``warmup`` steps on
-    train_epoch(cfg, s, epoch=1, iteration=0 if warmup is None else max(0, s.schedule.total_iters - warmup))
-    stats = train_epoch(cfg, s, epoch=2, iteration=0)   # timed: `steps` iterations and the partial one
+    train_epoch(cfg, first(s, warm * batch + partial), epoch=1, iteration=0)  # untimed, the partial batch last
+    timed = train_epoch(cfg, first(s, steps * batch), epoch=2, iteration=0)   # full batches only
     row = {
         **describe(cfg, device), "params": count_params(s.model), "step": s.step.kind, "amp": s.step.amp,
-        "compile": bool(cfg.train.compile and cuda), "partial_batch": partial,
-        "images_per_s": round(stats["images_per_s"], 1),
-        "ms_per_step": round(1000 * stats["train_seconds"] / (steps + bool(partial)), 2),
+        "compile": bool(cfg.train.compile and cuda),
+        "images_per_s": round(timed["images_per_s"], 1),
+        "ms_per_step": round(1000 * timed["train_seconds"] / max(timed["iteration"], 1), 2),
+    }
+    if extras:
+        seconds = train_epoch(cfg, first(s, partial), epoch=3, iteration=0)["train_seconds"] if partial else None
+        row.update(partial_batch=partial, partial_batch_ms=None if seconds is None else round(1000 * seconds, 2))
+    row.update({
         "peak_mem_mb": round(torch.cuda.max_memory_allocated(device) / 2**20) if cuda else None,
         # Reserved, not only allocated: a CUDA graph's private memory pool stays reserved
         # between replays, and max_memory_allocated does not count it.
         "peak_reserved_mb": round(torch.cuda.max_memory_reserved(device) / 2**20) if cuda else None,
-    }
-    if time_eval:  # after the training peak was read
+    })
+    if extras:  # after the training peak was read
         row["eval_images_per_s"] = round(eval_speed(cfg, s), 1)
     return row
 
@@ -97,7 +126,7 @@ def _model_rows(cfg_for, steps: int, compile: bool, eager: bool, baseline: bool,
         for graphs in ([True, False] if eager else [None]):
             if graphs is False and rows[-1]["step"] == "eager":
                 break  # the graph setting gave the eager step already (the CPU): nothing else to time
-            rows.append(bench_one(cfg_for(compiled, graphs), steps, time_eval=True))
+            rows.append(bench_one(cfg_for(compiled, graphs), steps, extras=True))
     if baseline:
         cfg = cfg_for(False, None)
         device = pick_device(cfg.train.device)
