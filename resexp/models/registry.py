@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from resexp.errors import UserError
+from resexp.models.depth import BadDepth
 
 # The input's shape, passed to a builder that names it in its signature: not options.
 SHAPE = ("in_channels", "num_classes", "image_size")
@@ -108,6 +109,33 @@ def check_model(model: Mapping) -> ArchInfo:
             raise UserError(f"model.{k} is not an option of arch {info.name} (its options: {has})")
     info.blocks(model["depth"], options)
     return info
+
+
+def check_depths(model: Mapping, archs: Sequence[str], depths: Sequence[int]) -> None:
+    """UserError naming every depth of ``depths`` that an arch of ``archs`` does not accept
+    (``model``: the options the depth rules read, e.g. bottleneck), all in one line: a sweep
+    list with two bad depths is fixed in one go, not one rerun per depth."""
+    options = {k: v for k, v in model.items() if k not in ("arch", "depth")}
+    groups: dict[tuple, list[str]] = {}  # (bad depths, rule, nearest) -> the archs it holds for
+    every = []
+    for arch in archs:
+        bad = []
+        for depth in depths:
+            try:
+                arch_info(arch).blocks(depth, options)
+            except BadDepth as err:
+                bad.append(err)
+        every += bad
+        if bad:
+            nearest = tuple(sorted({n for e in bad for n in e.nearest}))
+            groups.setdefault((tuple(e.depth for e in bad), bad[0].what, nearest), []).append(arch)
+    if len({(e.depth, e.what) for e in every}) == 1:
+        raise every[0]  # one bad depth: its own message, as a single run gets it
+    parts = [f"{'depths' if len(bad) > 1 else 'depth'} {', '.join(map(str, bad))} "
+             f"{'are' if len(bad) > 1 else 'is'} not {what} for {', '.join(names)}: nearest {', '.join(map(str, near))}"
+             for (bad, what, near), names in groups.items()]
+    if parts:
+        raise UserError("; ".join(parts))
 
 
 def get_model(arch: str, depth: int, **options):

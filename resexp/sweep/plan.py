@@ -26,6 +26,7 @@ from resexp.data import iters_per_epoch, open_dataset
 from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
+from resexp.models.registry import check_depths
 from resexp.run import safeio
 from resexp.run.folder import RUN_NAME, DamagedFile, RunDir, RunState, run_name
 from resexp.run.state import Status
@@ -234,6 +235,7 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
         merged, dirs = _merged(saved, rest, config_dirs)
     pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
     spec = SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher)
+    check_depths(base.model, spec.archs, spec.depths)  # every bad depth in one line, before any run
     spec._base = (composed_for, composed)  # the plan's runs start from it (recomposed if the folder's sweep changed it)
     return spec, out
 
