@@ -29,10 +29,22 @@ def test_every_experiment_composes_for_each_of_its_runs(name):
             assert (run.model.arch, run.model.depth) == (arch, depth)
 
 
+@pytest.mark.parametrize("name", list_group("model"))
+def test_every_model_option_composes_and_picks_its_network(name):
+    """model=NAME picks the network for train and, through sweep.archs, for a sweep: the
+    model it sets is the one each sweep run trains."""
+    cfg = load_config([f"model={name}"])
+    assert list(cfg.sweep.archs) == [cfg.model.arch]
+    assert cfg.model.shortcut == ("B" if name.endswith("_b") else "A")
+    for depth in cfg.sweep.depths:
+        assert load_config([f"model={name}", f"model.depth={depth}"]).model.depth == depth
+
+
 def test_config_files_are_all_covered():
     files = {p.relative_to(CONFIGS).as_posix() for p in CONFIGS.rglob("*.yaml")}
     covered = {"train.yaml"} | {f"dataset/{n}.yaml" for n in list_group("dataset")} | \
         {f"experiment/{n}.yaml" for n in list_group("experiment")} | \
+        {f"model/{n}.yaml" for n in list_group("model")} | \
         {f"launcher/{n}.yaml" for n in list_group("launcher")}  # test_launchers.py composes each
     assert files == covered
 
@@ -64,13 +76,16 @@ def _leaves(node, prefix=""):
 
 
 def _second_copies(path, base) -> list[str]:
-    """Keys a YAML file sets to the value they already have without it (a group's file,
-    dataset/ or launcher/, sets the keys under its group's name)."""
-    doc = yaml.safe_load(path.read_text()) or {}
+    """Keys a YAML file sets to the value they already have without it (a group's file
+    sets the keys under its group's name unless its header says `# @package _global_`)."""
+    text = path.read_text()
+    doc = yaml.safe_load(text) or {}
     group = path.parent.name
-    prefix = f"{group}." if group in ("dataset", "launcher") else ""
-    # a launcher file names its type: the group's choice, not a repeated default
-    return [f"{key}: {value!r}" for key, value in _leaves(doc, prefix) if base(key) == value and key != "launcher.type"]
+    in_group = group in ("dataset", "launcher", "model") and not text.startswith("# @package _global_")
+    prefix = f"{group}." if in_group else ""
+    # a launcher file names its type and a model file its arch: the group's choice, not a repeated default
+    return [f"{key}: {value!r}" for key, value in _leaves(doc, prefix)
+            if base(key) == value and key not in ("launcher.type", "model.arch")]
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -78,14 +93,12 @@ def _second_copies(path, base) -> list[str]:
      "unknown dataset 'nope' (available datasets: cifar10, cifar100, fashion_mnist, mnist, synthetic)"),
     (["experiment=nope"], "unknown experiment 'nope'"),
     (["train.nope=1"], "unknown config key 'train.nope'"),
-    (["+nope=1"], "unknown config key 'nope'"),
+    (["+nope=1"], "unknown config group or key 'nope' (groups: dataset, experiment, launcher, model)"),
     (["+train.optimizer=adam"], "unknown config key 'train.optimizer'"),
     (["++train.optimizer=adam"], "unknown config key 'train.optimizer'"),
     (["+model.dpeth=56"], "unknown config key 'model.dpeth'"),
     (["model.depth"], "Error parsing override 'model.depth'"),
     (["=3"], "'=3': an override is key=value and needs a key"),
-    (["model=null"], "model=null: field 'model' is not Optional"),
-    (["~model"], "~model: model cannot be removed"),
     (["dataset=null"], "dataset=null: dataset cannot be removed"),
     (["model.depth=20,56"], "sweep syntax (several values) is for `resexp sweep`"),
     (["model.depth=1000"], "depth 1000 is not 6n+2: nearest valid depths are 998 and 1004"),
@@ -128,7 +141,8 @@ def test_mistakes_are_one_clear_line(overrides, message):
 
 
 @pytest.mark.parametrize("path", sorted([CONFIGS / "train.yaml", *CONFIGS.glob("launcher/*.yaml"),
-                                         *CONFIGS.glob("dataset/*.yaml")]), ids=lambda p: p.name)
+                                         *CONFIGS.glob("dataset/*.yaml"), *CONFIGS.glob("model/*.yaml")]),
+                         ids=lambda p: p.name)
 def test_no_yaml_repeats_a_schema_default(path):
     """resexp/settings/schema.py is the one source of defaults: a YAML file that writes a
     default again would drift from it unseen."""
@@ -163,3 +177,6 @@ def test_the_second_copy_check_finds_a_repeated_default(tmp_path):
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "copy.yaml").write_text("val_size: 0\nchannels: 3\n")
     assert _second_copies(tmp_path / "dataset" / "copy.yaml", default_of) == ["dataset.val_size: 0"]
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "copy.yaml").write_text("# @package _global_\nmodel:\n  arch: plain\n  shortcut: A\n")
+    assert _second_copies(tmp_path / "model" / "copy.yaml", default_of) == ["model.shortcut: 'A'"]

@@ -33,8 +33,8 @@ def test_an_added_key_is_one_line_and_writes_nothing(monkeypatch, capsys):
     code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", *TINY, "+train.optimizer=adam")
     assert code == 2 and stdout == ""
     assert stderr.strip().splitlines() == [
-        "error: unknown config key 'train.optimizer' ('+' adds keys only under dataset.train_args "
-        "and dataset.test_args and launcher.sbatch)"]
+        "error: unknown config key 'train.optimizer' ('+' adds keys only under dataset.train_args, "
+        "dataset.test_args and launcher.sbatch)"]
     assert not Path("out").exists()
 
 
@@ -42,7 +42,7 @@ def test_an_added_key_is_one_line_and_writes_nothing(monkeypatch, capsys):
     ["seed=-1"], ["dataset.val_size=-5"], ["+model.dpeth=56"], ["dataset.train_subset=100000"],
     ["train.momentum=-5"], ["train.gamma=abc"], ["train.milestones=abc"], ["train.weight_decay=abc"],
     ["train.warmup_iters=abc"], ["model.widths=[]"], ["model.widths=[0,0,0]"], ["train.eval_batch_size=0"],
-    ["train.log_every=0"], ["train.threads=-3"], ["train.device=tpu"], ["=3"], ["model=null"], ["~model"],
+    ["train.log_every=0"], ["train.threads=-3"], ["train.device=tpu"], ["=3"], ["~dataset"], ["+train.lr=0.5"],
     ["model.depth=999999998"],
 ])
 def test_each_bad_value_is_one_line_exit_2_with_nothing_written(monkeypatch, capsys, args):

@@ -271,7 +271,7 @@ def non_result_keys() -> tuple[str, ...]:
     return tuple(dict.fromkeys(top + leaves))
 
 
-_NO_DEFAULT = object()
+NO_DEFAULT = object()
 
 
 def default_of(dotted: str):
@@ -279,10 +279,10 @@ def default_of(dotted: str):
     had this value then); a sentinel when the key has none."""
     f = leaf_fields().get(dotted)
     if f is None:
-        return _NO_DEFAULT
+        return NO_DEFAULT
     if f.default_factory is not MISSING:  # type: ignore[misc]
         return f.default_factory()  # type: ignore[misc]
-    return _NO_DEFAULT if f.default in (MISSING, "???") else f.default
+    return NO_DEFAULT if f.default in (MISSING, "???") else f.default
 
 
 def exclusive_partner(dotted: str) -> str | None:

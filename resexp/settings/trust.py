@@ -8,6 +8,8 @@ command line and config folders only (docs/security.md):
 
 - a saved sweep's override of a path or code key, or of the launcher, is refused
   unless the command line gives that key again (then the user's value is the one used);
+  so is one holding an interpolation ``${...}``, which would read the user's environment
+  (``${oc.env:TOKEN}``) or other keys into the results;
 - a saved sweep's config folders are used only when the command line (or
   $RESEXP_CONFIG_DIR) names them again;
 - a saved run config's dataset paths and class are replaced by those of the user's own
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Sequence
 
 from resexp.errors import UserError
+from resexp.settings import schema
 
 # Keys whose value is a path or names code (section names stand for every key below).
 PATH_OR_CODE = ("dataset.root", "dataset.source", "dataset.stage_dir", "dataset._target_", "launcher", "hydra")
@@ -42,7 +45,8 @@ def is_path_or_code(key: str) -> bool:
 def check_saved_overrides(path: Path, saved: Sequence, given_keys: set[str], groups: Sequence[str]) -> None:
     """UserError if the saved overrides (Hydra Override objects) set a path or code key
     that the command line (``given_keys``) does not set again, or pick an option of a
-    config group (``groups``) by anything but its name."""
+    config group by anything but its name: a group of ``groups``, or any top-level name
+    that is no key (a group of the user's own config folders, ``+optim=fast``)."""
     for o in saved:
         key = o.key_or_group
         if key.split(".")[0] == "launcher":
@@ -51,8 +55,13 @@ def check_saved_overrides(path: Path, saved: Sequence, given_keys: set[str], gro
         if is_path_or_code(key) and key not in given_keys:
             raise UserError(f"{path} sets {o.input_line}: a saved sweep does not choose paths or code; "
                             f"give {key}=... on the command line to keep it")
-        if key in groups and o.value() is not None and not is_option_name(o.value()):
-            raise UserError(f"{path} sets {o.input_line}: a {key} is named by its file name in a config folder")
+        if "${" in o.input_line and key not in given_keys:  # never resolved: ${oc.env:TOKEN} reads the environment
+            raise UserError(f"{path} sets {o.input_line}: a saved sweep's values are never resolved; "
+                            f"give {key}=... on the command line to set it")
+        is_group = key in groups or "." not in key and key not in schema.leaf_fields()
+        if is_group and o.value() is not None and not is_option_name(o.value()):
+            raise UserError(f"{path} sets {o.input_line}: an option of {key} is named by its file name "
+                            f"in a config folder")
 
 
 def check_saved_dirs(path: Path, saved_dirs: Sequence[str], given_dirs: Sequence[Path]) -> None:
