@@ -11,8 +11,9 @@ under ``train.deterministic=true`` nothing at all may differ.
 from __future__ import annotations
 
 import os
-import sys
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -133,7 +134,8 @@ def write_gpu_results(folder: Path, **broken) -> None:
         bench.loc[0, "vs_baseline"] = 3.9
     bench.to_csv(folder / "bench.csv", index=False)
     pd.DataFrame([{"arch": "resnet", "depth": 1202, "step": "graphed", "checkpoint_segments": segments,
-                   "partial_batch": 80, "peak_reserved_mb": mb + 4000 * ("memory" in broken)}
+                   "partial_batch": 80, "partial_batch_ms": None if "untimed" in broken else 300.0,
+                   "peak_reserved_mb": mb + 4000 * ("memory" in broken)}
                   for segments, mb in ((0, 7800), (8, 2900))]).to_csv(folder / "deep.csv", index=False)
     steps = range(20)
     pd.DataFrame({"step": steps, "graphed_vs_eager": [0.01 + 0.2 * ("drift" in broken)] * 20,
@@ -149,7 +151,7 @@ def test_gpu_check_verdict_passes_only_when_every_check_holds(tmp_path):
     good, bad = tmp_path / "good", tmp_path / "bad"
     good.mkdir(), bad.mkdir()
     write_gpu_results(good)
-    write_gpu_results(bad, fallback=1, slow=1, memory=1, drift=1, inexact=1, jobs=1)
+    write_gpu_results(bad, fallback=1, slow=1, memory=1, drift=1, inexact=1, jobs=1, untimed=1)
     passed = gpu_check("--verdict", good)
     assert passed.returncode == 0, passed.stdout + passed.stderr
     lines = passed.stdout.splitlines()
@@ -161,16 +163,29 @@ def test_gpu_check_verdict_passes_only_when_every_check_holds(tmp_path):
     for expected in ("bench resnet-56: step is 'eager (self-check failed)'", "resnet-56: no graphed row",
                      "resnet-20: graphed 3.90x the conventional trainer (target >= 4x)",
                      "resnet-1202: 6900 MB reserved", "mean per-step loss gap 0.21",
-                     "max per-step loss gap 1e-07", "sweep --jobs 2"):
+                     "max per-step loss gap 1e-07", "sweep --jobs 2", "resnet-1202: the partial batch timed"):
         assert any(expected in line for line in fails), (expected, fails)
-    assert len(fails) == 7, fails
+    assert len(fails) == 8, fails
     (bad / "compare_det.csv").unlink()
     assert "FAIL  compare_det.csv missing" in gpu_check("--verdict", bad).stdout
 
 
 def test_gpu_check_refuses_step_caps_beyond_its_deadline():
     run = gpu_check(DEADLINE="400")
-    assert run.returncode == 2 and run.stdout.startswith("gpu_check: the step caps and kill graces add up to 440s")
+    assert run.returncode == 2 and run.stdout.startswith("gpu_check: the step caps and kill graces add up to 445s")
+
+
+def test_gpu_check_caps_each_step_at_twice_its_estimated_work_or_more():
+    """A step's cap is no guess of its own: each step the script runs has an estimate of its
+    work on the GPU beside its cap (the arithmetic in the script's comments), and the cap is at
+    least twice that, so a slow start reads as slow, not as FAIL. The script refuses to run
+    otherwise; this checks the numbers it ships with."""
+    text = SCRIPT.read_text()
+    caps, work = ({k: int(v) for k, v in re.findall(r"\[(\w+)\]=(\d+)", re.search(rf"declare -A {name}=\(([^)]*)\)",
+                                                                                text).group(1))}
+                  for name in ("CAP", "EST"))
+    assert caps.keys() == work.keys() == set(re.findall(r"^\s*step (\w+) ", text, re.M))
+    assert {k: (caps[k], work[k]) for k in caps if caps[k] < 2 * work[k]} == {}
 
 
 @pytest.mark.slow
