@@ -7,6 +7,16 @@ turns them into its own records:
   run folder, plus an hparams record for TensorBoard's HParams view;
 - Weights & Biases (``train.wandb``, resexp/inside/wandb_log.py): one W&B run per run folder.
 
+After any stop, each metrics.csv row is in a logger's files once, with the CSV's values:
+
+- a row reaches the loggers only once checkpoint.pt covers it (Monitor holds it back until
+  then), so no logger ever holds a row that a resume drops and trains again;
+- each logger, when it opens, reads back with its own reader what its earlier files hold
+  and never writes a record again that they hold; Monitor then hands it every kept row,
+  so a row a killed start (SIGKILL) had not got onto disk is written now;
+- a stop the process sees (Ctrl-C, SIGTERM, SIGUSR2) unwinds as an exception, and fit
+  finishes the loggers on the way out.
+
 docs/logging.md says what each one records and where.
 """
 
@@ -51,28 +61,30 @@ class Logger:
         the rows just appended to their CSVs; ``loss``: the fixed batch's loss."""
 
     def close(self, failed: bool = False) -> None:
-        """At the end of this process's training (``failed``: it ended in an error)."""
+        """At the end of this process's training (``failed``: it ended in an error or a stop)."""
+
+    def discard(self) -> None:
+        """The run did not start (another logger could not): close, and remove what this
+        start created."""
 
 
-def open_loggers(cfg, run: RunDir, epoch: int, iteration: int) -> list[Logger]:
-    """The loggers ``cfg`` switches on, opened for a run that goes on after ``epoch``
-    (0: a fresh run) at ``iteration``."""
+def open_loggers(cfg, run: RunDir) -> list[Logger]:
+    """The loggers ``cfg`` switches on. One that cannot start (W&B without an API key, say)
+    raises, and every one opened so far removes what it created: the run folder is as it was."""
     loggers: list[Logger] = []
     try:
-        if cfg.train.tensorboard:
-            from resexp.inside.tensorboard import TBLog, hparams_of
-
-            tb = TBLog(run.path, purge_step=iteration or None)
-            loggers.append(tb)
-            if epoch == 0:  # a resumed run has its record from its first start
-                tb.hparams(hparams_of(cfg))
-        if cfg.train.wandb:
+        if cfg.train.wandb:  # first: the one a user's setup can refuse
             from resexp.inside.wandb_log import WandbLog
 
             loggers.append(WandbLog(cfg, run))
+        if cfg.train.tensorboard:
+            from resexp.inside.tensorboard import TBLog, hparams_of
+
+            loggers.append(TBLog(run.path))
+            loggers[-1].hparams(hparams_of(cfg))  # unless an earlier start wrote it
     except BaseException:
         for logger in loggers:  # the error that stopped the opening is the one to report
             with contextlib.suppress(Exception):
-                logger.close(failed=True)
+                logger.discard()
         raise
     return loggers

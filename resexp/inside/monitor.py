@@ -1,7 +1,19 @@
 """What a run records besides metrics.csv: diagnostics CSVs and, optionally, the experiment loggers.
 
-``fit`` makes one Monitor per run and calls it at iteration 0, after each epoch's
-metrics row and at the end; every row is written through the run's RunDir.
+``fit`` makes one Monitor per run and calls, in this order:
+
+- ``begin(epoch, iteration)`` once, after resume() and before this start writes anything
+  else (config.yaml, summary.json): it opens the loggers, and one that cannot start
+  raises having removed what it created, so the run folder is as it was;
+- ``live(iteration, scalars)`` every ``train.log_every`` steps;
+- ``epoch(row, last)`` right after each metrics.csv row is appended;
+- ``saved()`` right after the checkpoint of that epoch is saved: only now do the loggers
+  get the row (and its measurement), so they never hold a row a resume trains again;
+- ``finish()`` at the end, and ``finish(failed=True)`` on any exception, a stop (Ctrl-C,
+  SIGTERM, SIGUSR2 as KeyboardInterrupt or SystemExit) included: the loggers write their
+  last records and close.
+
+Every diagnostics row is written through the run's RunDir.
 Settings (resexp/settings/schema.py):
 
 - ``train.diagnostics``: ``end`` (default) measures at iteration 0 and after the last
@@ -26,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+from functools import partial
 
 import torch
 
@@ -47,36 +60,60 @@ class Monitor:
         self.images, self.batch_size = int(t.diagnostics_images), int(t.batch_size)
         self.eval_batch_size, self.seconds = int(t.eval_batch_size), 0.0
         self.loggers: list[Logger] = []
+        self.pending: list = []  # the loggers' calls for an epoch whose checkpoint is not saved yet
         self.layout = None
 
     # ---- the calls fit() makes
     def begin(self, epoch: int, iteration: int) -> None:
         """Before the first epoch to train: ``epoch`` 0 is a fresh run (measured at
-        iteration 0), a larger one a resumed run."""
-        self.loggers = open_loggers(self.cfg, self.run, epoch, iteration)
-        if epoch == 0 and self.when != "off":
-            self.measure(epoch=0, iteration=0)
+        iteration 0), a larger one a run resumed at ``iteration``. Each logger is handed
+        every kept metrics.csv row again and writes those its earlier files lack."""
+        self.loggers = open_loggers(self.cfg, self.run)
+        try:
+            for row in self.run.read_rows() if epoch else []:
+                self.pending.append(partial(self._each, "epoch", row, row["iteration"] >= self.s.schedule.total_iters))
+            if epoch == 0 and self.when != "off":
+                self.measure(epoch=0, iteration=0)
+            self.saved()
+        except BaseException:
+            self.finish(failed=True)
+            raise
 
     def epoch(self, row: dict, last: bool) -> None:
-        """After epoch ``row['epoch']``'s metrics row; ``last``: the run's final epoch."""
-        for logger in self.loggers:
-            logger.epoch(row, last)
+        """After epoch ``row['epoch']``'s metrics row (``last``: the run's final epoch): the
+        diagnostics are measured now, and the loggers get both at ``saved()``."""
+        self.pending.append(partial(self._each, "epoch", row, last))
         if math.isfinite(row["train_loss"]) and (self.when == "epoch" or (self.when == "end" and last)):
             self.measure(epoch=int(row["epoch"]), iteration=int(row["iteration"]))
 
+    def saved(self) -> None:
+        """Right after the checkpoint is saved: what it now covers goes to the loggers."""
+        pending, self.pending = self.pending, []
+        for call in pending:
+            call()
+
     def live(self, iteration: int, scalars: dict) -> None:
         """Every ``train.log_every`` steps: running loss, error, lr, images/s."""
-        for logger in self.loggers:
-            logger.live(iteration, scalars)
+        self._each("live", iteration, scalars)
 
     def finish(self, failed: bool = False) -> dict:
-        """At the end (``failed``: in an error): the summary's extra keys (seconds the
-        diagnostics took). Every logger is closed, even when one of them fails to."""
-        loggers, self.loggers = self.loggers, []
-        with contextlib.ExitStack() as closing:
-            for logger in loggers:
-                closing.callback(logger.close, failed)
+        """At the end (``failed``: in an error or a stop): the summary's extra keys (seconds
+        the diagnostics took). A diverged run's last row, which has no checkpoint, goes to
+        the loggers now; after a failure, what no checkpoint covers does not (a resume
+        trains it again). Every logger is closed, even when one of them fails to."""
+        try:
+            with contextlib.ExitStack() as closing:
+                for logger in self.loggers:
+                    closing.callback(logger.close, failed)
+                if not failed:
+                    self.saved()
+        finally:
+            self.loggers, self.pending = [], []
         return {"diagnostics_seconds": round(self.seconds, 3)} if self.when != "off" else {}
+
+    def _each(self, method: str, *args) -> None:
+        for logger in self.loggers:
+            getattr(logger, method)(*args)
 
     # ---- measuring
     def _inputs(self):
@@ -103,8 +140,7 @@ class Monitor:
                                   ("gradients", gradients, {})):
             tables[kind] = [{**tagged, **row, **extra, **self.ids} for row in rows]
             self.run.append_rows(self.path / FILES[kind], tables[kind])
-        for logger in self.loggers:
-            logger.diagnostics(epoch, iteration, tables, loss)
+        self.pending.append(partial(self._each, "diagnostics", epoch, iteration, tables, loss))
         if self.s.step.device.type == "cuda":
             torch.cuda.synchronize()
         self.seconds += time.perf_counter() - start

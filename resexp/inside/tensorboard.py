@@ -11,15 +11,23 @@ Tags:
   diagnostics measurement as a curve over the layer (or block) index, the x axis of Fig. 7;
 - ``final/train_err``, ``final/test_err``: the last epoch's errors, once the run is done.
 
-For TensorBoard's HParams view, a fresh run also writes one hparams record into its own
-event file: the settings that change what it computes, flattened (``model.depth``,
-``train.lr``, ``dataset.name``, ...; scalars only, null ones left out) and the
-experiment's ``name``, with the two ``final/`` tags as its metrics. A resumed run writes
-none (its first start did), and the status ``success`` comes with the final errors.
+For TensorBoard's HParams view, the run's first start with TensorBoard on also writes one
+hparams record into its own event file: the settings that change what it computes,
+flattened (``model.depth``, ``train.lr``, ``dataset.name``, ...; scalars only, null ones
+left out) and the experiment's ``name``, with the two ``final/`` tags as its metrics; the
+status ``success`` comes with the final errors.
+
+Resumes and stops: each start opens a new event file in the run folder and first reads,
+with TensorBoard's own reader (EventAccumulator), what the earlier files hold. It writes
+no scalar at a (tag, step) they hold, nor a second hparams record, so every point is in
+the folder once; Monitor hands it every kept metrics.csv row again, so a row a killed
+start never flushed is written now. No ``purge_step``: TensorBoard purges by step across
+all tags, which would also cut the diagnostics curves, whose x axis is the layer index.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -65,63 +73,77 @@ def hparams_of(cfg) -> dict:
     return flat
 
 
-def _holds_hparams(files: list[Path]) -> bool:
-    """Whether any of these event files already holds an hparams record."""
-    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
-    from tensorboard.plugins.hparams.metadata import SESSION_START_INFO_TAG
+def held(run_dir: Path) -> tuple[dict[str, set[int]], set[str]]:
+    """What TensorBoard shows of the event files in ``run_dir``: each scalar tag's steps, and
+    the hparams tags present."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+    from tensorboard.plugins.hparams.metadata import PLUGIN_NAME
 
-    for file in files:
-        for event in EventFileLoader(str(file)).Load():
-            if any(value.tag == SESSION_START_INFO_TAG for value in event.summary.value):
-                return True
-    return False
+    events = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})  # 0: every point, no sampling
+    events.Reload()  # a file a killed start left cut short is read up to its last whole record
+    steps = {tag: {e.step for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+    try:
+        return steps, set(events.PluginTagToContent(PLUGIN_NAME))
+    except KeyError:  # no hparams record
+        return steps, set()
 
 
 class TBLog(Logger):
-    def __init__(self, run_dir: Path, purge_step: int | None = None):
+    def __init__(self, run_dir: Path):
         from torch.utils.tensorboard import SummaryWriter
 
         self.path = Path(run_dir)
         self.writes_to = self.path / EVENTS
-        self.earlier = sorted(self.path.glob(EVENTS))  # a start that failed before its first epoch left some
+        earlier = set(self.path.glob(EVENTS))  # an earlier start's, or one that failed before its first epoch
+        self.steps, self.summaries = held(self.path) if earlier else ({}, set())
         threading.excepthook = _quiet_writer_thread
         with writing(self.writes_to):
-            # purge_step: a resumed run drops the events it logged after its checkpoint.
-            self.writer = SummaryWriter(log_dir=str(run_dir), purge_step=purge_step)
+            self.writer = SummaryWriter(log_dir=str(run_dir))
+        self.own = set(self.path.glob(EVENTS)) - earlier
+
+    def scalar(self, tag: str, value, step: int) -> None:
+        """One point, unless an earlier event file holds this tag at this step."""
+        if step not in self.steps.get(tag, ()):
+            self.writer.add_scalar(tag, value, step)
+
+    def summary(self, tag: str, summary) -> None:
+        """An hparams summary (tag ``tag``), unless an earlier event file holds one."""
+        if tag not in self.summaries:
+            self.writer._get_file_writer().add_summary(summary)
 
     @disk_errors
     def live(self, iteration: int, scalars: dict) -> None:
         for key, value in scalars.items():
-            self.writer.add_scalar(f"live/{key}", value, iteration)
+            self.scalar(f"live/{key}", value, iteration)
 
     @disk_errors
     def hparams(self, settings: dict) -> None:
         """The run's hparams record (``hparams_of``), unless an earlier start wrote one."""
+        from tensorboard.plugins.hparams.metadata import EXPERIMENT_TAG, SESSION_START_INFO_TAG
         from torch.utils.tensorboard.summary import hparams
 
-        if _holds_hparams(self.earlier):
-            return
         experiment, start, _ = hparams(settings, dict.fromkeys(FINAL, 0.0))  # metrics: only their names
-        for summary in (experiment, start):
-            self.writer._get_file_writer().add_summary(summary)
+        self.summary(EXPERIMENT_TAG, experiment)
+        self.summary(SESSION_START_INFO_TAG, start)
         self.writer.flush()
 
     @disk_errors
     def epoch(self, row: dict, last: bool = False) -> None:
         for key, value in row.items():
             if key not in ("epoch", "iteration"):
-                self.writer.add_scalar(f"epoch/{key}", value, int(row["iteration"]))
+                self.scalar(f"epoch/{key}", value, int(row["iteration"]))
         if last:
+            from tensorboard.plugins.hparams.metadata import SESSION_END_INFO_TAG
             from torch.utils.tensorboard.summary import hparams
 
             for tag, column in FINAL.items():
-                self.writer.add_scalar(tag, row[column], int(row["iteration"]))
-            self.writer._get_file_writer().add_summary(hparams({}, {})[2])  # the session's end: success
+                self.scalar(tag, row[column], int(row["iteration"]))
+            self.summary(SESSION_END_INFO_TAG, hparams({}, {})[2])  # the session's end: success
         self.writer.flush()
 
     def curve(self, tag: str, rows: list[dict], x: str, y: str) -> None:
         for row in rows:
-            self.writer.add_scalar(tag, row[y], int(row[x]))
+            self.scalar(tag, row[y], int(row[x]))
 
     @disk_errors
     def diagnostics(self, epoch: int, iteration: int, tables: dict[str, list[dict]], loss: float) -> None:
@@ -131,9 +153,16 @@ class TBLog(Logger):
             rows = [r for r in tables["gradients"] if r["kind"] == kind]
             self.curve(f"gradients/{kind}_{suffix}", rows, "index", "norm")
         self.curve(f"identity/branch_ratio_{suffix}", tables["identity"], "block", "branch_ratio")
-        self.writer.add_scalar("diagnostics/fixed_batch_loss", loss, iteration)
+        self.scalar("diagnostics/fixed_batch_loss", loss, iteration)
         self.writer.flush()
 
     @disk_errors
     def close(self, failed: bool = False) -> None:
         self.writer.close()
+
+    def discard(self) -> None:
+        """This start did not get going: its event file goes."""
+        with contextlib.suppress(Exception):
+            self.writer.close()
+        for file in self.own:
+            file.unlink(missing_ok=True)
