@@ -7,6 +7,7 @@ compose() untouched. A mistake the user can fix prints one line and exits 2.
 from __future__ import annotations
 
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -116,7 +117,16 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
         from resexp.settings.compose import load_config
 
         return _print_cfg(load_config(overrides, config_dir or []), cfg_part)
+    signal.signal(signal.SIGTERM, _terminated)
     print(_interruptible(run, overrides, out, config_dir or [], console()).summary_line())
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (kill's default) stops `resexp train` as Ctrl-C does: it unwinds, so the run's
+    loggers write their last records and close on the way out; exit 128 + 15."""
+    print(f"\nresexp: {signal.Signals(signum).name} received: finished epochs are saved; rerun the same "
+          f"command to continue", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
 
 
 @app.command(short_help="Train every (arch, depth, seed) of a sweep; rerun to resume.")

@@ -106,11 +106,12 @@ class TrainConfig:
     # Weights & Biases (pip install 'resexp[wandb]', docs/logging.md): one W&B run per run
     # folder, resumed with it. The wandb_* keys only mean something with wandb=true.
     wandb: bool = key(False, result=False)
-    wandb_project: str = key("resexp", result=False, needs="wandb")
+    wandb_project: Optional[str] = key(None, result=False, needs="wandb")  # null: $WANDB_PROJECT, else resexp
     wandb_entity: Optional[str] = key(None, result=False, needs="wandb")  # null: your default entity
     wandb_tags: List[str] = key(result=False, needs="wandb", factory=list)
-    # offline: no network, `wandb sync` uploads later; disabled: W&B's calls do nothing
-    wandb_mode: str = key("online", check=("online", "offline", "disabled"), result=False, needs="wandb")
+    # offline: no network, `wandb sync` uploads later; disabled: W&B's calls do nothing;
+    # null: $WANDB_MODE, else online
+    wandb_mode: Optional[str] = key(None, check="wandb_mode", result=False, needs="wandb")
 
 
 @dataclass
@@ -223,6 +224,7 @@ RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "positive": (lambda v: _is_number(v) and v > 0, "> 0"),
     "non_negative": (lambda v: _is_number(v) and v >= 0, ">= 0"),
     "positive_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive integer or null"),
+    "wandb_mode": (lambda v: v in (None, "online", "offline", "disabled"), "online, offline, disabled or null"),
     "positive_number_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
     "seed": (lambda v: _is_number(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
     "seed_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 <= x <= MAX_SEED for x in v),
