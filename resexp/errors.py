@@ -7,3 +7,7 @@ else is a bug and keeps its traceback.
 
 class UserError(Exception):
     """A problem the user can fix: bad depth, unknown dataset, missing data, ..."""
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython (a notebook cell) shows in place of the traceback: the one line."""
+        return [f"{type(self).__name__}: {self}"]

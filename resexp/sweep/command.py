@@ -15,11 +15,14 @@ from resexp.sweep import plan as sw
 from resexp.sweep.task import planned_threads
 
 
-@dataclass
+@dataclass(repr=False)
 class SweepOutcome:
+    """What a sweep did: its runs as planned, and how each ended. A notebook shows it as a
+    table of the runs (the plan's columns, then each run's status)."""
     out: Path
     runs: list            # the PlannedRuns, as planned
     statuses: dict | None  # {run name: Status} once trained; None for a dry run or jobs only submitted
+    dry_run: bool = False
 
     @property
     def exit_code(self) -> int:
@@ -30,10 +33,50 @@ class SweepOutcome:
             return 2
         return 1 if found & {Status.FAILED, Status.UNFINISHED} else 0
 
+    @property
+    def plan(self):
+        """The plan as a pandas DataFrame, one row per run: run, arch, depth, seed, state (what
+        the sweep found in its folder), epochs_done, epochs_planned, to_train and est_seconds
+        (seconds still to train; NaN where there was nothing to estimate from)."""
+        import pandas as pd
+
+        return pd.DataFrame([{"run": r.name, "arch": r.arch, "depth": r.depth, "seed": r.seed, "state": str(r.status),
+                              "epochs_done": r.epochs_done, "epochs_planned": r.epochs_planned, "to_train": r.to_train,
+                              "est_seconds": r.cost_s if r.estimated or not r.to_train else float("nan")}
+                             for r in self.runs])
+
     def summary_line(self) -> str:
-        values = list((self.statuses or {}).values())
+        if self.statuses is None:
+            return self._plan_line()
+        values = list(self.statuses.values())
         counts = {s: values.count(s) for s in sorted(set(values), key=str)}
         return f"sweep {self.out}: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+    def _plan_line(self) -> str:
+        """What a dry run found, or what was submitted: 'sweep demo, dry run: 4 runs (2 new,
+        2 done), 2 to train, about 1m 20s'."""
+        from resexp.analysis.report import format_seconds
+
+        states = [str(r.status) for r in self.runs]
+        found = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
+        todo = [r for r in self.runs if r.to_train]
+        known = [r.cost_s for r in todo if r.estimated]
+        cost = f", about {format_seconds(sum(known))}" if known else ""
+        if known and len(known) < len(todo):
+            cost += f" for {len(known)} of them"
+        what = "dry run" if self.dry_run else "submitted, not followed"
+        return f"sweep {self.out}, {what}: {len(self.runs)} runs ({found}), {len(todo)} to train{cost}"
+
+    def __repr__(self) -> str:
+        return f"<SweepOutcome {self.summary_line()}; exit code {self.exit_code}>"
+
+    def _repr_html_(self) -> str:
+        import html
+
+        table = self.plan
+        if self.statuses is not None:
+            table["status"] = [str(self.statuses.get(name, "")) for name in table["run"]]
+        return f"<p>{html.escape(self.summary_line())}</p>" + table.to_html(index=False)
 
 
 def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), out: Path | None = None,
@@ -57,7 +100,7 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
         console.print(planned_threads(todo[0].cfg, how.type, jobs, on_gpu))
     if dry_run:
         console.print(how.dry_run(runs, out) or "")
-        return SweepOutcome(out, runs, None)
+        return SweepOutcome(out, runs, None, dry_run=True)
     sw.check_data(runs)
     sw.save_spec(spec, out)
     try:

@@ -13,8 +13,9 @@ from resexp.run.folder import run_name
 from resexp.run.state import Status
 
 
-@dataclass
+@dataclass(repr=False)
 class TrainOutcome:
+    """What a run's training ended with (resexp.train); its repr is the command's one line."""
     out: Path       # the results folder; the run's own is run_dir
     summary: dict   # the run's summary.json as fit() left it
 
@@ -30,6 +31,9 @@ class TrainOutcome:
         s = self.summary
         return (f"{s['status']}: {self.run_dir} train err {_pct(s.get('final_train_err'))}, "
                 f"test err {_pct(s.get('final_test_err'))}")
+
+    def __repr__(self) -> str:
+        return f"<TrainOutcome {self.summary_line()}>"
 
 
 def _pct(value) -> str:
