@@ -275,10 +275,10 @@ class NotebookConsole(Console):
         self._lives, self._handle, self._stop = [], None, threading.Event()
         self._thread: threading.Thread | None = None
 
-    def set_live(self, live) -> bool:
-        first = super().set_live(live)
+    def set_live(self, live):
+        top = super().set_live(live)  # rich 14 nests live displays (and says whether this is the first), 13 does not
         self._lives.append(live)
-        if first:  # rich draws nested live displays as part of the first one
+        if len(self._lives) == 1:  # rich draws nested live displays as part of the first one
             from IPython.display import display
 
             self._handle = display({"text/plain": self._text()}, raw=True, display_id=True)
@@ -287,7 +287,7 @@ class NotebookConsole(Console):
             self._thread = threading.Thread(target=contextvars.copy_context().run, args=(self._refresh,),
                                             daemon=True)
             self._thread.start()
-        return first
+        return top
 
     def clear_live(self) -> None:
         if len(self._lives) == 1 and self._thread is not None:
