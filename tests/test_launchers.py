@@ -227,7 +227,8 @@ def test_train_job_uses_the_job_cores_and_resumes_like_a_rerun(tmp_path, tiny_cf
     assert job() == "done"
     assert torch.get_num_threads() == 1
     assert job() == "done" and len((tmp_path / "out" / "resnet-8-s0" / "metrics.csv").read_text().splitlines()) == 4
-    assert yaml.safe_load((tmp_path / "out" / "resnet-8-s0" / "config.yaml").read_text())["train"]["threads"] == 1
+    summary = json.loads((tmp_path / "out" / "resnet-8-s0" / "summary.json").read_text())
+    assert (summary["torch_threads"], summary["threads_policy"]) == (1, "slurm")
 
 
 # --------------------------------------------------------------------------- the run lock in a job
