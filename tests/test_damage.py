@@ -344,7 +344,7 @@ def start_parallel_sweep(out: Path, epochs: int, *extra: str) -> tuple[subproces
     """`resexp sweep --jobs 2` of two tiny runs in its own process group; returns it and the
     pids of its two workers once both have started their run (the readiness signal)."""
     args = [sys.executable, "-m", "resexp", *sweep_args(out, archs="plain,resnet"), "--jobs", "2",
-            f"train.epochs={epochs}", f"train.milestones=[{epochs}]", *extra]
+            f"train.epochs={epochs}", *extra]
     sweep = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     locks = [out / name / "run.lock" for name in ("plain-8-s0", "resnet-8-s0")]
@@ -389,8 +389,7 @@ def test_a_worker_killed_hard_is_a_failed_run_and_the_sweep_goes_on(tmp_path, mo
     assert status == {"plain-8-s0": "failed", "resnet-8-s0": "done"}
     assert not (out / "plain-8-s0" / "run.lock").exists()  # the dead worker's lock went with it
     # the same command resumes the lost run from its last epoch: every epoch once
-    code, stdout, _ = cli(monkeypatch, capsys, *sweep_args(out, archs="plain,resnet"), "train.epochs=6",
-                          "train.milestones=[6]")
+    code, stdout, _ = cli(monkeypatch, capsys, *sweep_args(out, archs="plain,resnet"), "train.epochs=6")
     assert code == 0 and stdout.strip() == f"sweep {out}: 2 done"
     assert [int(r["epoch"]) for r in rows(out / "plain-8-s0")] == list(range(1, 7))
 

@@ -262,11 +262,11 @@ def test_changed_result_setting_is_one_clear_error(tmp_path, monkeypatch, capsys
     before = snapshot(out)
 
     depths = "8,14" if extra_depth else "8"
-    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--depths", depths, *TINY, "train.epochs=4")
+    code, stdout, stderr = cli(monkeypatch, capsys, *args, "--depths", depths, *TINY, "train.lr=0.05")
     assert code == 2 and stdout == ""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     assert len(lines) == 1, stderr  # before the plan, before any training
-    assert lines[0].startswith("error: ") and "resnet-8-s0" in lines[0] and "train.epochs: 3 -> 4" in lines[0]
+    assert lines[0].startswith("error: ") and "resnet-8-s0" in lines[0] and "train.lr: 0.1 -> 0.05" in lines[0]
     assert snapshot(out) == before  # nothing trained, nothing rewritten
     assert not (out / "resnet-14-s0").exists()
 
@@ -315,7 +315,7 @@ def test_forked_workers_see_the_sweeps_environment_not_the_fork_servers(tmp_path
         monkeypatch.setenv("RESEXP_PROBE", value)
         code, _, err = cli(monkeypatch, capsys, "sweep", "--archs", "plain,resnet", "--depths", "8", "--jobs", "2",
                            "--config-dir", conf, "--out", tmp_path / value, *TINY, "dataset=probe",
-                           "train.epochs=1", "train.milestones=[1]")
+                           "train.epochs=1")
         assert code == 0, err
     seen = [line.split() for line in (tmp_path / "seen.txt").read_text().splitlines()]
     workers = {}  # each worker's pid -> what it saw (it opens the train and the test split)

@@ -39,7 +39,9 @@ from resexp.analysis.results import (
     read_results,
     pick_train_error,
     runs_to_average,
+    setting_text,
     sort_runs,
+    swept_settings,
 )
 from resexp.errors import UserError
 from resexp.models.registry import arch_info, list_models
@@ -239,11 +241,13 @@ def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = 
     lost = lost if lost is not None else pd.DataFrame(columns=["arch", "depth", "train_err", "test_err"])
     figure = _new_figure(COLUMN_WIDTH, 3.0)
     axes = figure.subplots(1, 2)
+    settings = [c for c in data.columns if "." in c]  # swept besides depth: a line per (arch, their values)
+    styles = _setting_styles(data, settings)
     for ax, metric, name in zip(axes, ("train_err", "test_err"), ("training error", "test error")):
-        for arch, rows in data.groupby("arch", sort=False):
+        for line, rows in data.groupby(["arch", *settings], sort=False, dropna=False):
             points = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
             if not points.empty:
-                _depth_line(ax, arch, points, metric)
+                _depth_line(ax, line[0], points, metric, styles[tuple(map(str, line))])
         _lost_marks(ax, lost, metric)
         _depth_axis(ax, list(data["depth"]) + list(lost["depth"]))
         ax.set_ylabel(f"{name} (%)")
@@ -276,12 +280,31 @@ def _depth_note(data: pd.DataFrame, lost: pd.DataFrame) -> str:
     return note
 
 
-def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str) -> None:
-    style = arch_style(arch)
+def _setting_styles(data: pd.DataFrame, settings: list[str]) -> dict:
+    """str of (arch, *setting values) -> the depth figure's style of that line: the arch's own, or,
+    where settings were swept, a shade of its colour and a marker per value, named in the
+    legend (ResNet lr=0.05)."""
+    lines = list(dict.fromkeys(tuple(k) for k in data[["arch", *settings]].itertuples(index=False)))
+    styles = {}
+    for line in lines:
+        arch, values = line[0], line[1:]
+        style = arch_style(arch)
+        if settings:
+            own = [other for other in lines if other[0] == arch]
+            i = own.index(line)
+            named = " ".join(setting_text(k, v) for k, v in zip(settings, values))
+            style = {**style, "label": f"{style['label']} {named}", "color": shade(style["color"], i, len(own)),
+                     "marker": DEPTH_MARKERS[i % len(DEPTH_MARKERS)], "gid": f"{arch} {named}"}
+        styles[tuple(map(str, line))] = style  # as text: a null setting is NaN, which equals nothing
+    return styles
+
+
+def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str, style: dict | None = None) -> None:
+    style = style or arch_style(arch)
     ax.errorbar(
         rows["depth"], rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0.0),
         color=style["color"], marker=style["marker"], label=style["label"],
-        capsize=2, linewidth=1.4, markersize=4.5, gid=f"{arch}:{metric}",
+        capsize=2, linewidth=1.4, markersize=4.5, gid=f"{style.get('gid', arch)}:{metric}",
     )
     unfinished = rows[~rows["finished"]]
     if not unfinished.empty:
@@ -374,7 +397,7 @@ def _writable_dir(out_dir: Path) -> Path:
 
 
 def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
-    paths = [stem.with_suffix(f".{fmt}") for fmt in formats]
+    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]  # a stem may hold a dot: curves-lr=0.05
     try:
         with matplotlib.rc_context(RC):  # the font embedding of pdf and svg is read when saving
             for path in paths:
@@ -420,18 +443,38 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     paths.append(_save_csv(depth, out / "depth.csv"))
     if not lost.empty:
         paths.append(_save_csv(lost, out / "depth_lost.csv"))
-    curves_title = title_of(info, "training error (dashed) and test error (bold)" + which)
-    paths += _save(plot_curves(curves, curves_title, zoom), out / "curves", formats)
-    paths.append(_save_csv(curves, out / "curves.csv"))
-    made = {"depth": depth, "lost": lost, "curves": curves}
-    for kind, (prepare, draw, what) in DIAGNOSTIC_FIGURES.items():
-        table = load_diagnostics(results_dir, kind, runs)
-        data = prepare(table) if table is not None else None
-        if data is not None and not data.empty:  # e.g. Fig. 7 before any run measured past epoch 0
-            made[kind] = data
-            paths += _save(draw(data, title_of(info, what)), out / kind, formats)
-            paths.append(_save_csv(data, out / f"{kind}.csv"))
+    made = {"depth": depth, "lost": lost}
+    # One line per (arch, depth) in the figures below: where the sweep varied other settings,
+    # one figure of each per value (curves-lr=0.05.png), never a mean over different settings.
+    for suffix, named, part in _by_setting(runs):
+        curves = curves_data(metrics[metrics["run"].isin(part["run"])], part)
+        if curves.empty:
+            continue
+        curves_title = title_of(info, "training error (dashed) and test error (bold)" + which + named)
+        paths += _save(plot_curves(curves, curves_title, zoom), out / f"curves{suffix}", formats)
+        paths.append(_save_csv(curves, out / f"curves{suffix}.csv"))
+        made[f"curves{suffix}"] = curves
+        for kind, (prepare, draw, what) in DIAGNOSTIC_FIGURES.items():
+            table = load_diagnostics(results_dir, kind, part)
+            data = prepare(table) if table is not None else None
+            if data is not None and not data.empty:  # e.g. Fig. 7 before any run measured past epoch 0
+                made[f"{kind}{suffix}"] = data
+                paths += _save(draw(data, title_of(info, what + named)), out / f"{kind}{suffix}", formats)
+                paths.append(_save_csv(data, out / f"{kind}{suffix}.csv"))
     return {"paths": paths, **made}
+
+
+def _by_setting(runs: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:
+    """(file name suffix, title suffix, runs) per value of the swept settings (results.swept_settings):
+    ("-lr=0.05", " (lr=0.05)", its runs); one ("", "", all runs) where only arch, depth and seed vary."""
+    settings = swept_settings(runs)
+    if not settings:
+        return [("", "", runs)]
+    parts = []
+    for values, part in runs.groupby(settings, sort=False, dropna=False):
+        texts = [setting_text(k, v) for k, v in zip(settings, values)]
+        parts.append(("-" + "-".join(texts), f" ({', '.join(texts)})", part))
+    return parts
 
 
 # --------------------------------------------------------------------------- inside the networks

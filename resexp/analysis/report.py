@@ -21,6 +21,8 @@ from resexp.analysis.results import (
     Results,
     read_results,
     pick_train_error,
+    setting_name,
+    setting_value,
     status_tally,
 )
 from resexp.errors import UserError
@@ -124,14 +126,16 @@ def _epochs_cell(row) -> str:
 
 def markdown_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells; the paper column only when some row has a value."""
-    header = ["arch", "depth", "params (M)", "seeds", "train err (%)", "test err (%)"]
+    settings = [c for c in table.columns if "." in c]  # swept besides depth (results.swept_settings)
+    header = ["arch", "depth", *map(setting_name, settings), "params (M)", "seeds", "train err (%)", "test err (%)"]
     with_paper = table["paper_test_err"].notna().any()
     if with_paper:
         header.append("paper test err (%)")
     header += ["epochs", "wall time"]
     rows = []
-    for row in table.itertuples(index=False):
-        cells = [row.arch, str(row.depth), format_params(row.params), _seeds_cell(row),
+    for row in table.itertuples():
+        cells = [row.arch, str(row.depth), *map(setting_value, table.loc[row.Index, settings]),
+                 format_params(row.params), _seeds_cell(row),
                  format_error(row.train_err_mean, row.train_err_std),
                  format_error(row.test_err_mean, row.test_err_std)]
         if with_paper:

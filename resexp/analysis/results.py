@@ -24,6 +24,7 @@ RUN_COLUMNS = [
     "epochs", "epochs_planned", "iterations", "iterations_planned",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
     "device", "error", "display_name", "augmented", "hardware", "owner", "heartbeat_age", "advice",
+    "train.lr", "train.batch_size",  # then one column per other setting the runs' sweep varies (swept_settings)
 ]
 
 
@@ -91,7 +92,51 @@ def run_record(run_dir: Path, state: RunState) -> dict:
         "owner": state.owner.describe() if state.owner else None,
         "heartbeat_age": state.owner.heartbeat_age if state.owner else math.nan,
         "advice": state.advice if state.status == Status.DAMAGED else None,
+        **_settings(run_dir, state),
     }
+
+
+def _settings(run_dir: Path, state) -> dict:
+    """train.lr, train.batch_size and the settings the run's folder name says its sweep
+    varied (resexp.run.folder.run_name), as its config.yaml holds them, else as the name does."""
+    named = {k: v for k, v in (parse_run_name(run_dir.name) or {}).items() if "." in k}
+    found = {}
+    for key in dict.fromkeys(["train.lr", "train.batch_size", *named]):
+        node = state.config
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        value = named.get(key) if node is None and key in named else node
+        found[key] = tuple(value) if isinstance(value, list) else value  # a list as a groupby key
+    return found
+
+
+def setting_name(key: str) -> str:
+    """A swept setting's key as folder names, legends and tables show it: the train
+    section's without "train." (lr), any other in full (dataset.train_subset)."""
+    return key[len("train."):] if key.startswith("train.") and key.count(".") == 1 else key
+
+
+def setting_value(value) -> str:
+    """One value of a swept setting as legends and tables show it: 0.05, 1024, null, [16,32,64]."""
+    if value is None or isinstance(value, float) and math.isnan(value):
+        return "null"
+    if isinstance(value, float):  # a groupby may have made a float of an int beside a null
+        return str(int(value)) if value.is_integer() else repr(float(value))
+    if isinstance(value, (tuple, list)):
+        return "[" + ",".join(map(str, value)) + "]"
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def setting_text(key: str, value) -> str:
+    """'lr=0.05', 'dataset.train_subset=null'."""
+    return f"{setting_name(key)}={setting_value(value)}"
+
+
+def swept_settings(runs: pd.DataFrame) -> list[str]:
+    """The config keys the runs' sweeps varied besides arch, depth and seed (their folder
+    names say which: plain-20-s0-lr=0.05), in the order of the names."""
+    named = (parse_run_name(str(name)) or {} for name in runs["run"])
+    return sorted({key for parsed in named for key in parsed if "." in key})
 
 
 def _identity(run_dir: Path, state) -> tuple[str, int, int]:
@@ -137,10 +182,12 @@ def _augmented(dataset: dict) -> bool | None:
 
 
 def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
-    """Rows in legend order: plain archs before residual ones, then by depth, seed, epoch."""
+    """Rows in legend order: plain archs before residual ones, then by the swept settings,
+    depth, seed, epoch."""
     rank = {arch: arch_info(arch).order for arch in list_models()}  # as registered: plain nets first
     ordered = table.assign(_rank=table["arch"].map(lambda arch: rank.get(arch, len(rank))))
-    by = ["_rank"] + [c for c in ("arch", "depth", "seed", "epoch") if c in table.columns]
+    swept = swept_settings(table) if "run" in table.columns else [c for c in table.columns if "." in c]
+    by = ["_rank", *[c for c in ["arch", *swept, "depth", "seed", "epoch"] if c in table.columns]]
     return ordered.sort_values(by, kind="stable").drop(columns="_rank").reset_index(drop=True)
 
 
@@ -159,7 +206,11 @@ def read_results(results_dir) -> Results:
         if state.rows:
             arch, depth, seed = _identity(path, state)
             frames.append(pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed))
-    runs = sort_runs(pd.DataFrame.from_records(records, columns=RUN_COLUMNS))
+    columns = RUN_COLUMNS + sorted({k for r in records for k in r} - set(RUN_COLUMNS))
+    table = pd.DataFrame.from_records(records, columns=columns)
+    for key in columns[len(RUN_COLUMNS):]:  # as the configs hold them: 1024 stays an int beside a null
+        table[key] = pd.Series([r.get(key) for r in records], dtype=object)
+    runs = sort_runs(table)
     if not frames:
         return Results(runs, pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"]))
     table = pd.concat(frames, ignore_index=True)
@@ -191,23 +242,25 @@ def runs_to_average(runs: pd.DataFrame) -> pd.DataFrame:
     has_value = runs["final_train_err"].notna()
     finished = runs["status"].eq(Status.DONE) & has_value
     unfinished = runs["status"].isin(list(UNFINISHED)) & has_value
-    point_has_finished = finished.groupby([runs["arch"], runs["depth"]]).transform("any")
+    point = [runs[k] for k in ["arch", "depth", *swept_settings(runs)]]
+    point_has_finished = finished.groupby(point, dropna=False).transform("any")
     return runs[finished | (unfinished & ~point_has_finished)]
 
 
 def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per (arch, depth): seeds averaged, mean and std of the final errors, cost.
+    """Per (arch, depth) and value of each swept setting (swept_settings): seeds averaged,
+    mean and std of the final errors, cost.
 
-    Columns: arch, depth, n (runs in the mean), finished (they are done runs),
+    Columns: arch, depth, the swept settings, n (runs in the mean), finished (they are done runs),
     diverged, failed, damaged and unfinished (counts; diverged and damaged runs are
     never in the mean, unfinished ones only where no run is done), params,
     train_err_mean/std, test_err_mean/std, epochs (fewest among the runs in the
     mean), epochs_planned, wall_seconds (mean). std uses ddof=1 and is NaN for a
     single seed: a spread of 0 would claim a certainty one run cannot give.
     """
-    keys = ["arch", "depth"]
+    keys = ["arch", "depth", *swept_settings(runs)]  # a point per swept setting too (plain-20-s0-lr=0.05)
     used = runs_to_average(runs).assign(finished=lambda t: t["status"].eq(Status.DONE))
-    stats = used.groupby(keys).agg(
+    stats = used.groupby(keys, dropna=False).agg(
         n=("seed", "size"),
         finished=("finished", "all"),
         train_err_mean=("final_train_err", "mean"),
@@ -217,7 +270,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
         epochs=("epochs", "min"),
         wall_seconds=("wall_seconds", "mean"),
     )
-    counts = runs.groupby(keys).agg(
+    counts = runs.groupby(keys, dropna=False).agg(
         diverged=("status", lambda s: int(s.eq(Status.DIVERGED).sum())),
         failed=("status", lambda s: int(s.eq(Status.FAILED).sum())),
         damaged=("status", lambda s: int(s.eq(Status.DAMAGED).sum())),

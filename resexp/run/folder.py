@@ -24,18 +24,20 @@ import errno
 import io
 import json
 import os
-import re
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
+import yaml
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
 from resexp.models.registry import list_models
+from resexp.run import bounded_yaml
 from resexp.run.files import (
     COLUMNS,
     DIAGNOSTIC_FILES,
@@ -50,19 +52,18 @@ from resexp.run.files import (
     read_bytes,
 )
 from resexp.run.safeio import append, atomic_write, overwrite, real_dir
+from resexp.run.names import RUN_NAME, parse_run_name, run_name
 from resexp.run.lock import DEFAULT_STALE_AFTER, LOCK_FILE, Lock, Owner, RunBusy, acquire, read_owner
 from resexp.run.state import FINISHED, Status
 from resexp.settings.schema import default_of, non_result_keys
 
 __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotWrite", "DamagedFile", "Lock", "Log",
-           "NOT_RESULT_KEYS", "Owner", "RunBusy", "RunDir", "RunState", "Status", "run_name", "parse_run_name"]
+           "NOT_RESULT_KEYS", "Origin", "Owner", "RUN_NAME", "RunBusy", "RunDir", "RunState", "Status", "run_name",
+           "parse_run_name"]
 
 # Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
 # a run may resume under new values.
 NOT_RESULT_KEYS = non_result_keys()
-
-# <arch>-<depth>-s<seed>; an arch may hold underscores (mlp_plain-30-s0) but no dash.
-RUN_NAME = re.compile(r"^(?P<arch>[A-Za-z0-9_]+)-(?P<depth>\d+)-s(?P<seed>\d+)$")
 
 NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
@@ -93,16 +94,25 @@ def writing(path: Path):
         raise CannotWrite(f"cannot write to {path}: {err.strerror or err}{hint}", no_space, Path(path).name) from err
 
 
-def run_name(arch: str, depth: int, seed: int) -> str:
-    return f"{arch}-{depth}-s{seed}"
+COMMAND_FILE = "command.yaml"
 
 
-def parse_run_name(name: str) -> dict | None:
-    """arch, depth and seed from a run folder's name, or None if it is not named like a run."""
-    match = RUN_NAME.match(name)
-    if match is None:
-        return None
-    return {"arch": match["arch"], "depth": int(match["depth"]), "seed": int(match["seed"])}
+@dataclass(frozen=True)
+class Origin:
+    """How a run was asked for, as its command.yaml records it: the overrides and config
+    folders that compose its config.yaml (``resexp train`` with them makes the same config),
+    the command line and the folder it ran in, and the name of the run's folder (None:
+    <arch>-<depth>-s<seed>). Made where the command runs: a sweep's worker or SLURM job
+    gets it from the sweep, whose command line it records."""
+    overrides: tuple[str, ...] = ()
+    config_dirs: tuple[str, ...] = ()
+    argv: tuple[str, ...] = field(default_factory=lambda: tuple(sys.argv))
+    cwd: str = field(default_factory=os.getcwd)
+    name: str | None = None
+
+    def record(self) -> dict:
+        return {"argv": list(self.argv), "overrides": list(self.overrides), "config_dirs": list(self.config_dirs),
+                "cwd": self.cwd}
 
 
 def now() -> str:
@@ -348,6 +358,34 @@ class RunDir:
             more = f" (and {others} more run{'s' if others > 1 else ''})" if others else ""
             raise UserError(f"{self.path} was started with another config ({'; '.join(conflicts[:3])}){more}; "
                             f"use another --out or delete that run")
+
+    def replace_config(self, cfg) -> None:
+        """config.yaml rewritten: only for a run that goes on under a longer length
+        (resexp/train/extend.py), whose other settings are those it was started with."""
+        with writing(self.config):
+            atomic_write(self.config, OmegaConf.to_yaml(cfg, resolve=True).encode())
+
+    # ---- command.yaml: how the run was asked for (Origin), and how it was extended
+    @property
+    def command_file(self) -> Path:
+        return self.path / COMMAND_FILE
+
+    def read_command(self) -> dict | None:
+        """command.yaml; None if missing; DamagedFile if it is not a YAML mapping."""
+        data = read_bytes(self.command_file)
+        if data is None:
+            return None
+        try:
+            command = bounded_yaml.load(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, yaml.YAMLError):
+            command = None
+        if not isinstance(command, dict):
+            raise DamagedFile(self.command_file, "is not a YAML mapping")
+        return command
+
+    def write_command(self, command: dict) -> None:
+        with writing(self.command_file):
+            atomic_write(self.command_file, yaml.safe_dump(command, sort_keys=False).encode())
 
     # ---- summary.json
     def read_summary(self) -> dict | None:

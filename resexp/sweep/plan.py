@@ -1,7 +1,9 @@
-"""Planning a sweep (arch x depth x seed): one run folder each; what to train, at what cost.
+"""Planning a sweep (arch x depth x seed, times any other settings it varies): one run
+folder each; what to train, at what cost.
 
 A sweep is idempotent: finished runs are skipped, unfinished ones resume from
-their checkpoints, so the same command can be stopped and rerun at any time.
+their checkpoints, so the same command can be stopped and rerun at any time; a
+longer train.epochs or train.iterations extends the finished ones (resexp/train/extend.py).
 Its settings are saved as ``<out>/sweep.yaml`` so ``resexp sweep --out DIR``
 alone continues it.
 """
@@ -9,6 +11,7 @@ alone continues it.
 from __future__ import annotations
 
 import copy
+import itertools
 import numbers
 import os
 import time
@@ -22,15 +25,16 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resexp.data import iters_per_epoch, open_dataset
+from resexp.data import open_dataset
 from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
 from resexp.models.registry import check_depths
 from resexp.run import safeio
-from resexp.run.folder import RUN_NAME, DamagedFile, RunDir, RunState, run_name
+from resexp.run.folder import RUN_NAME, DamagedFile, Origin, RunDir, RunState, run_name
+from resexp.run.names import value_text
 from resexp.run.state import Status
-from resexp.settings import trust
+from resexp.settings import schema, trust
 from resexp.settings.compose import (
     compose_config,
     config_groups,
@@ -41,10 +45,11 @@ from resexp.settings.compose import (
     one_line,
     parse_overrides,
 )
-from resexp.sweep.saved import SWEEP_FILE, saved_spec
+from resexp.sweep.saved import GRID, SWEEP_FILE, axis_problem, saved_spec
 from resexp.sweep.estimate import (
     TIMED_STEPS,
     TIMING_BUDGET_S,
+    Line,
     fit_line,
     mean_line,
     measured_points,
@@ -52,10 +57,8 @@ from resexp.sweep.estimate import (
     timed_points,
 )
 from resexp.sweep.task import usable_cores
-from resexp.train.schedule import make_schedule
-
-# The sweep's axes: each combination is one run folder <arch>-<depth>-s<seed>.
-GRID = {"model.arch": "archs", "model.depth": "depths", "seed": "seeds"}
+from resexp.train import extend
+from resexp.train.schedule import planned_schedule
 
 
 @dataclass
@@ -68,20 +71,31 @@ class SweepSpec:
     # launcher=... / launcher.KEY=...: how this invocation trains the runs, not what the
     # sweep is, so they are not saved in sweep.yaml.
     launcher: list[str] = field(default_factory=list)
+    # The other settings it varies, {config key: [values]} (each as its config holds it);
+    # each run's folder name carries its values (resexp.run.folder.run_name).
+    axes: dict[str, list] = field(default_factory=dict)
     _base: tuple | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_yaml(self) -> str:
-        return yaml.safe_dump({"archs": self.archs, "depths": self.depths, "seeds": self.seeds,
-                               "overrides": self.overrides, "config_dirs": self.config_dirs},
-                              sort_keys=False)
+        spec = {"archs": self.archs, "depths": self.depths, "seeds": self.seeds, "overrides": self.overrides,
+                "config_dirs": self.config_dirs}
+        return yaml.safe_dump({**spec, **({"axes": self.axes} if self.axes else {})}, sort_keys=False)
 
-    def run_config(self, arch: str, depth: int, seed: int | None = None):
-        """The validated config of one run of this sweep. Whether it fits this host's
-        device is checked only where it trains here (not for SLURM jobs)."""
+    def settings(self) -> list[dict]:
+        """Each combination of the extra axes' values ([{}] with none), keys in order."""
+        keys = sorted(self.axes)
+        return [dict(zip(keys, values)) for values in itertools.product(*(self.axes[k] for k in keys))]
+
+    def run_config(self, arch: str, depth: int, seed: int | None = None, setting: dict | None = None):
+        """The validated config of one run of this sweep (``setting``: its values of the
+        extra axes). Whether it fits this host's device is checked only where it trains
+        here (not for SLURM jobs)."""
         seed = self.seeds[0] if seed is None else seed
         cfg = copy.deepcopy(self._composed())
-        try:  # what the overrides model.arch=, model.depth= and seed= would do, applied last
+        try:  # what the overrides model.arch=, model.depth=, seed= and the axes' would do, applied last
             cfg.model.arch, cfg.model.depth, cfg.seed = arch, depth, seed
+            for key, value in (setting or {}).items():
+                _set(cfg, key, value)
         except OmegaConfBaseException as err:
             raise UserError(one_line(err)) from None
         cfg = finish_config(cfg)
@@ -99,6 +113,23 @@ class SweepSpec:
     def _key(self) -> tuple:
         return tuple(self.overrides), tuple(self.launcher), tuple(self.config_dirs)
 
+    def origin(self, arch: str, depth: int, seed: int, setting: dict) -> Origin:
+        """How one run was asked for (its command.yaml): this command, and the overrides
+        that compose its config alone (the launcher's left out: ``resexp train`` takes none)."""
+        own = [f"model.arch={arch}", f"model.depth={depth}", f"seed={seed}",
+               *(f"{key}={value_text(value)}" for key, value in setting.items())]
+        return Origin(tuple([*self.overrides, *own]), tuple(self.config_dirs),
+                      name=run_name(arch, depth, seed, setting))
+
+
+def _set(cfg, key: str, value) -> None:
+    """``key=value`` on a composed config, as a command-line override would set it: a run
+    length given in one unit clears the other (resexp/settings/schema.py, ``excludes``)."""
+    OmegaConf.update(cfg, key, value, merge=False)
+    partner = schema.exclusive_partner(key)
+    if partner and value is not None:
+        OmegaConf.update(cfg, partner, None, merge=False)
+
 
 @dataclass
 class PlannedRun:
@@ -111,6 +142,8 @@ class PlannedRun:
     iterations: int      # planned total
     cost_s: float = 0.0  # estimated seconds still to train (estimate.py); a weight only unless estimated
     estimated: bool = False  # cost_s is in seconds, from measured or timed speeds
+    origin: Origin | None = None  # how it was asked for: its command.yaml, and its folder's name
+    extends: dict | None = None  # the length it is extended from (resexp/train/extend.py), or None
 
     arch = property(lambda self: self.cfg.model.arch)
     depth = property(lambda self: self.cfg.model.depth)
@@ -125,15 +158,15 @@ class PlannedRun:
 
     @property
     def to_train(self) -> bool:
-        return self.state.trainable
+        return self.state.trainable or self.extends is not None
 
 
 def _check_items(values: list, what: str) -> list:
     if not values:
         raise UserError(f"{what} is empty")
-    dupes = sorted({v for v in values if values.count(v) > 1}, key=str)
+    dupes = sorted({str(v) for v in values if values.count(v) > 1})  # str: a list value is not hashable
     if dupes:
-        raise UserError(f"{what} lists {', '.join(map(str, dupes))} more than once")
+        raise UserError(f"{what} lists {', '.join(dupes)} more than once")
     return values
 
 
@@ -169,29 +202,40 @@ def _as_kind(value, kind):
     return None
 
 
-def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], list[str]]:
-    """The sweep axes given as Hydra overrides (``model.depth=20,56,110``,
-    ``seed=range(0,3)``, or a single value) apart from the other overrides.
-    Read by Hydra's own parser; sweeping any other key is an error, since a run
-    folder is named by (arch, depth, seed) only."""
-    grid, rest = {}, []
+def split_grid(overrides: Sequence[str]) -> tuple[dict[str, list], dict[str, list], list[str]]:
+    """The sweep axes given as Hydra overrides apart from the other overrides:
+    (arch/depth/seed axes by name, ``model.depth=20,56,110`` or a single value; the extra
+    axes by config key, any setting given several values (``train.lr=0.1,0.05``,
+    ``range()``, ``choice()``); the rest). Read by Hydra's own parser; a key that cannot
+    be an axis (saved.axis_problem) is one line."""
+    grid, axes, rest = {}, {}, []
     for o in parse_overrides(overrides):
-        name = GRID.get(o.key_or_group)
-        if name is None:
-            if o.is_sweep_override():
-                raise UserError(f"{o.input_line}: only model.arch, model.depth and seed can take several "
-                                f"values (run folders are <arch>-<depth>-s<seed>); use one --out per value")
+        key = o.key_or_group
+        name = GRID.get(key)
+        if name is None and not o.is_sweep_override():
             rest.append(o.input_line)
             continue
-        try:
-            values = list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
-        except HydraException:  # interval(a,b): a range of numbers, not a list of runs
-            raise UserError(f"{o.input_line}: {o.key_or_group} takes a list or range(), not an interval") from None
+        problem = None if name else axis_problem(key)
+        if problem:
+            raise UserError(f"{o.input_line}: {key} cannot take several values: {problem}")
+        values = _check_items(_values(o), key)
+        if name is None:
+            axes[key] = values
+            continue
         kind = str if name == "archs" else int
         if not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-            raise UserError(f"{o.input_line}: {o.key_or_group} takes {kind.__name__}s")
-        grid[name] = _check_items(values, o.key_or_group)
-    return grid, rest
+            raise UserError(f"{o.input_line}: {key} takes {kind.__name__}s")
+        grid[name] = values
+    return grid, axes, rest
+
+
+def _values(o) -> list:
+    """An override's values: each of its sweep, or its one value."""
+    try:
+        return list(o.sweep_iterator()) if o.is_sweep_override() else [o.value()]
+    except HydraException:  # interval(a,b): a range of numbers, not a list of runs
+        raise UserError(f"{o.input_line}: {o.key_or_group} takes a list, range() or choice(), "
+                        f"not an interval") from None
 
 
 def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], list[str]]:
@@ -206,17 +250,45 @@ def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], 
     return merge_overrides(saved.get("overrides", []), overrides), list(dict.fromkeys(dirs))
 
 
+def _extra_axes(saved: dict, given: dict[str, list], rest: list[str]) -> tuple[dict[str, list], list[str]]:
+    """The extra axes of a saved sweep, each replaced by the same key given again: with
+    several values, or with one (``train.lr=0.02`` on a sweep of lrs sweeps that one lr);
+    and the overrides that are not axes."""
+    saved_axes = saved.get("axes") or {}
+    singles = [o for o in parse_overrides(rest) if o.key_or_group in saved_axes]
+    axes = {**saved_axes, **{o.key_or_group: _values(o) for o in singles}, **given}
+    return axes, [o for o in rest if o not in {s.input_line for s in singles}]
+
+
+def _canonical(composed, axes: dict[str, list]) -> dict[str, list]:
+    """Each axis value as a run's config holds it (train.lr=1 is 1.0), so that the folder
+    names saved and planned from them agree; a value of the wrong type is one line."""
+    out = {}
+    for key, values in sorted(axes.items()):
+        cfg, kept = copy.deepcopy(composed), []
+        for value in values:
+            try:
+                _set(cfg, key, value)
+            except OmegaConfBaseException as err:
+                raise UserError(one_line(err)) from None
+            got = OmegaConf.select(cfg, key)
+            kept.append(OmegaConf.to_container(got) if OmegaConf.is_config(got) else got)
+        out[key] = _check_items(kept, key)
+    return out
+
+
 def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | None,
                  config_dirs=()) -> tuple[SweepSpec, Path]:
     """What to sweep and where. A folder's saved sweep.yaml is extended, never
     replaced: new overrides apply on top of the saved ones (a result-affecting
-    change then stops at the clash check), and --config-dir folders are kept.
-    Axes come from --archs/--depths/--seeds or sweep syntax, else the saved
-    sweep, else the experiment's ``sweep:`` defaults. archs, depths and seeds are lists or
+    change then stops at the clash check; a longer run extends the finished ones), and
+    --config-dir folders are kept. Axes come from --archs/--depths/--seeds or sweep
+    syntax, else the saved sweep, else the experiment's ``sweep:`` defaults; any other
+    setting given several values is an extra axis. archs, depths and seeds are lists or
     comma-separated strings (parse_list)."""
     archs = parse_list(archs, str, "archs")
     depths, seeds = parse_list(depths, int, "depths"), parse_list(seeds, int, "seeds")
-    grid, rest = split_grid(overrides)
+    grid, given_axes, rest = split_grid(overrides)
     flags = {"archs": archs, "depths": depths, "seeds": seeds}
     for name, values in grid.items():
         if flags[name] is not None:
@@ -225,16 +297,20 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
     launcher = [o for o in rest if is_launcher_override(o)]
     rest = [o for o in rest if not is_launcher_override(o)]
     saved = saved_spec(out)
-    merged, dirs = _merged(saved, rest, config_dirs)
+    axes, rest_here = _extra_axes(saved, given_axes, rest)
+    merged, dirs = _merged(saved, rest_here, config_dirs)
     composed = compose_config([*merged, *launcher], dirs)
     base = finish_config(copy.deepcopy(composed))
     composed_for = (tuple(merged), tuple(launcher), tuple(dirs))
     if out is None:
         out = Path("results") / base.name
         saved = saved_spec(out)
-        merged, dirs = _merged(saved, rest, config_dirs)
+        axes, rest_here = _extra_axes(saved, given_axes, rest)
+        merged, dirs = _merged(saved, rest_here, config_dirs)
+    merged = [o for o in merged if parse_overrides([o])[0].key_or_group not in axes]
     pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
-    spec = SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher)
+    spec = SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher,
+                     _canonical(composed, axes))
     check_depths(base.model, spec.archs, spec.depths)  # every bad depth in one line, before any run
     spec._base = (composed_for, composed)  # the plan's runs start from it (recomposed if the folder's sweep changed it)
     return spec, out
@@ -252,35 +328,57 @@ def plan(spec: SweepSpec, out: Path, found: dict[str, RunState] | None = None) -
     """Every run of the sweep with its config and state (from ``found``, survey(out));
     validates all configs first."""
     found = survey(out) if found is None else found
-    runs = [_planned(spec.run_config(arch, depth, seed), out, found)
-            for arch in spec.archs for depth in spec.depths for seed in spec.seeds]
+    runs = [_planned(spec, arch, depth, seed, setting, out, found)
+            for arch in spec.archs for depth in spec.depths for seed in spec.seeds for setting in spec.settings()]
+    _check_names(runs)
     _check_same_configs(runs)
     return runs
+
+
+def _check_names(runs: list[PlannedRun]) -> None:
+    """Two runs whose folder names differ only in case would share one folder where file
+    names ignore case (macOS, Windows): one line before anything trains."""
+    seen = {}
+    for r in runs:
+        other = seen.setdefault(r.name.lower(), r.name)
+        if other != r.name:
+            raise UserError(f"runs {other} and {r.name} would share one folder on a file system that ignores case; "
+                            f"sweep values that differ in more than case")
 
 
 def _check_same_configs(runs: list[PlannedRun]) -> None:
     """A run folder started under other result-affecting settings must not join this sweep:
     a finished one would be skipped as if it matched, an unfinished one would fail alone.
-    One error before anything trains instead."""
-    clashes = [r for r in runs if _conflicts(r)]
+    One error before anything trains instead. A longer run length is no clash: it extends
+    the run (resexp/train/extend.py), so long as its checkpoint is there to go on from."""
+    clashes = [r for r in runs if _clashes(r)]
     if clashes:
         clashes[0].run.check_config(clashes[0].cfg, others=len(clashes) - 1)
+    for r in runs:
+        try:
+            r.extends = extend.lengthening(r.run, r.cfg, r.state)
+        except DamagedFile:
+            pass  # its state says damaged: the sweep reports it and leaves it alone
 
 
-def _conflicts(r: PlannedRun) -> list[str]:
+def _clashes(r: PlannedRun) -> bool:
     try:
-        return r.run.config_conflicts(r.cfg)
+        extend.longer(r.run, r.cfg)
     except DamagedFile:
-        return []  # its state says damaged: the sweep reports it and leaves it alone
+        return False  # as above
+    except UserError:
+        return True
+    return False
 
 
-def _planned(cfg, out: Path, found: dict[str, RunState]) -> PlannedRun:
-    run = RunDir(out / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
-    ds, t = cfg.dataset, cfg.train
-    n_train = ds.train_subset or ds.train_size - ds.val_size
-    sched = make_schedule(t, iters_per_epoch(n_train, t.batch_size, t.drop_last), cfg.model.depth)
+def _planned(spec: SweepSpec, arch: str, depth: int, seed: int, setting: dict, out: Path,
+             found: dict[str, RunState]) -> PlannedRun:
+    cfg = spec.run_config(arch, depth, seed, setting)
+    origin = spec.origin(arch, depth, seed, setting)
+    run = RunDir(out / origin.name)
+    sched = planned_schedule(cfg)  # a warm-up or milestone past its end: one line before anything trains
     state = found[run.name] if run.name in found else run.state()
-    return PlannedRun(cfg, run, state, sched.epochs, sched.total_iters)
+    return PlannedRun(cfg, run, state, sched.epochs, sched.total_iters, origin=origin)
 
 
 def estimate_costs(runs: list[PlannedRun], out: Path, found: dict[str, RunState] | None = None,
@@ -311,8 +409,10 @@ def estimate_costs(runs: list[PlannedRun], out: Path, found: dict[str, RunState]
     for r in todo:
         eval_images = evaluated_per_epoch(r.cfg.dataset)
         r.estimated = r.arch in lines
-        r.cost_s = run_seconds(lines.get(r.arch, stand_in), r.depth, r.iterations - r.iterations_done,
-                               r.epochs_planned - r.epochs_done, batch, eval_images)
+        line = lines.get(r.arch, stand_in)
+        per_image = r.cfg.train.batch_size / batch  # a step costs about its images (a batch-size axis)
+        r.cost_s = run_seconds(Line(line.a * per_image, line.b * per_image), r.depth, r.iterations - r.iterations_done,
+                               r.epochs_planned - r.epochs_done, r.cfg.train.batch_size, eval_images)
     return _basis(out, points, timed, borrowed, clock() - start)
 
 
@@ -344,11 +444,18 @@ def _load_note() -> str:
 
 
 def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
-    lines = [f"{'run':<22} {'state':<9} {'epochs':>9} {'iters':>7} {'est.':>8}"]
+    width = max([22, *(len(r.name) for r in runs)])
+    lines = [f"{'run':<{width}} {'state':<9} {'epochs':>9} {'iters':>7} {'est.':>8}"]
     for r in runs:
         est = _hms(r.cost_s) if r.estimated or not r.to_train and basis else ("?" if basis else "-")
-        lines.append(f"{r.name:<22} {r.status:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
+        lines.append(f"{r.name:<{width}} {r.status:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
                      f"{r.iterations:>7} {est:>8}")
+    extended = [r for r in runs if r.extends is not None and r.state.finished]
+    if extended:
+        froms = ", ".join(dict.fromkeys(f"{r.extends['epochs']} epochs ({r.extends['iterations']} it)"
+                                        for r in extended))
+        lines.append(f"{len(extended)} finished run{'s' * (len(extended) > 1)} extended from {froms}: "
+                     f"each goes on from its checkpoint")
     for r in runs:
         if r.status == Status.DAMAGED:
             lines.append(f"{r.name} is damaged: {r.state.problem}; {r.state.advice}")

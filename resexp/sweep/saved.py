@@ -3,6 +3,7 @@ decides what a saved file may set). Light: `resexp status` reads it without torc
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import yaml
@@ -10,11 +11,37 @@ import yaml
 from resexp.errors import UserError
 from resexp.run import bounded_yaml
 from resexp.run.folder import RUN_NAME, run_name
-from resexp.settings.compose import parse_overrides
+from resexp.settings import schema, trust
+from resexp.settings.compose import FREE_DICTS, config_groups, parse_overrides
 
 SWEEP_FILE = "sweep.yaml"
 
 SAVED_TYPES = {"archs": str, "depths": int, "seeds": int, "overrides": str, "config_dirs": str}
+# Newer keys: a sweep.yaml of an older resexp lacks them.
+OPTIONAL = {"config_dirs", "axes"}
+# The sweep axes every run folder is named by (<arch>-<depth>-s<seed>); any other setting
+# that changes results may be an axis too (axis_problem), and adds -KEY=VALUE to the names.
+GRID = {"model.arch": "archs", "model.depth": "depths", "seed": "seeds"}
+
+
+def axis_problem(key: str) -> str | None:
+    """Why the config key ``key`` cannot be an extra sweep axis (one line), or None."""
+    group = key.split(".")[0]
+    if key in config_groups():
+        return f"a results folder holds one {key}; use one --out per {key}"
+    if group == "launcher":
+        return "how a sweep trains its runs is one choice per command, not a sweep axis"
+    if trust.is_path_or_code(key):
+        return "a path or code cannot be a sweep axis; give one value"
+    if any(key.startswith(d + ".") for d in FREE_DICTS):
+        return "the dataset class's own arguments cannot be a sweep axis; give one value"
+    if key not in schema.leaf_fields():
+        return f"unknown config key '{key}'"
+    if key == "dataset.name":
+        return "a results folder holds one dataset; use one --out per dataset"
+    if any(key == k or key.startswith(k + ".") for k in schema.non_result_keys()):
+        return "it does not change what a run computes, so every value would train the same runs"
+    return None
 
 
 def saved_spec(out: Path | None) -> dict:
@@ -45,8 +72,15 @@ def planned_names(out: Path) -> list[str]:
         saved = saved_spec(out)
     except UserError:
         return []
-    names = [run_name(a, d, s) for a in saved.get("archs", []) for d in saved.get("depths", [])
-             for s in saved.get("seeds", [])]
+    axes = saved.get("axes") or {}
+    settings = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+    names = []
+    for a, d, s, setting in itertools.product(saved.get("archs", []), saved.get("depths", []),
+                                              saved.get("seeds", []), settings):
+        try:
+            names.append(run_name(a, d, s, setting))
+        except UserError:  # a value no folder name holds: resexp sweep says so
+            continue
     return [n for n in names if RUN_NAME.match(n)]
 
 
@@ -55,10 +89,16 @@ def _saved_problem(saved) -> str | None:
     newer, so an older file may lack it), or None."""
     if not isinstance(saved, dict):
         return "it is empty" if saved is None else f"it holds a {type(saved).__name__}, not a mapping"
-    keys, needed = set(saved), set(SAVED_TYPES) - {"config_dirs"}
-    if not needed <= keys <= set(SAVED_TYPES):
-        return f"it holds {', '.join(map(str, saved)) or 'no keys'}, not {', '.join(SAVED_TYPES)}"
+    keys, needed = set(saved), set(SAVED_TYPES) - OPTIONAL
+    if not needed <= keys <= set(SAVED_TYPES) | OPTIONAL:
+        return f"it holds {', '.join(map(str, saved)) or 'no keys'}, not {', '.join([*SAVED_TYPES, 'axes'])}"
+    if "axes" in saved:
+        problem = _axes_problem(saved["axes"])
+        if problem:
+            return problem
     for key, value in saved.items():
+        if key == "axes":
+            continue
         kind = SAVED_TYPES[key]
         if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
             return f"{key} is not a list of {kind.__name__}s"
@@ -69,3 +109,16 @@ def _saved_problem(saved) -> str | None:
     return None
 
 
+
+
+def _axes_problem(axes) -> str | None:
+    """What is wrong with a saved sweep's ``axes`` ({config key: [values]}), or None."""
+    if not isinstance(axes, dict):
+        return "axes is not a mapping of config keys to lists"
+    for key, values in axes.items():
+        if not isinstance(key, str) or not isinstance(values, list) or not values:
+            return f"axes: {key!s:.40} does not map to a list of values"
+        problem = GRID.get(key) and "it is an axis of its own" or axis_problem(key)
+        if problem:
+            return f"axes: {key} cannot be a sweep axis ({problem})"
+    return None

@@ -121,10 +121,11 @@ class TrainJob(Checkpointable):
     resubmits the same call at the time limit or on preemption: all the state a resumed
     run needs is in its folder (checkpoint.pt), none in this object."""
 
-    def __init__(self, cfg_yaml: str, out: str, code_dirs: Sequence[str] = ()):
+    def __init__(self, cfg_yaml: str, out: str, code_dirs: Sequence[str] = (), origin=None):
         self.cfg_yaml = cfg_yaml
         self.out = out
         self.code_dirs = list(code_dirs)  # --config-dir folders, for a dataset class defined there
+        self.origin = origin  # the run's folder name and the sweep's command (resexp.run.folder.Origin)
 
     def __call__(self) -> str:
         # SLURM sends SIGTERM when it is about to kill the job anyway (scancel, scontrol
@@ -134,7 +135,8 @@ class TrainJob(Checkpointable):
         signal.signal(signal.SIGTERM, _exit_now)
         make_importable(getattr(self, "code_dirs", ()))  # a job pickled before code_dirs existed has none
         console = Console(stderr=True, soft_wrap=True)
-        return str(train_run(OmegaConf.create(self.cfg_yaml), Path(self.out), console))
+        return str(train_run(OmegaConf.create(self.cfg_yaml), Path(self.out), console,
+                             origin=getattr(self, "origin", None)))  # a job pickled before origin existed has none
 
 
 def _exit_now(signum, frame) -> None:
@@ -171,7 +173,7 @@ def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
         # submitit prints sbatch's complaint before raising it: keep it for the one error line
         with contextlib.redirect_stderr(io.StringIO()), executor.batch():
             for r in runs:
-                jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out), importable_dirs())))
+                jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out), importable_dirs(), r.origin)))
     except Exception as err:  # sbatch refused (partition, account, ...): its message, one line
         raise UserError(f"sbatch failed: {_first_line(err)} (--dry-run shows the #SBATCH lines)") from err
     records = [{"run": r.run.path.name, "job_id": str(job.job_id), "submitted": now(),

@@ -9,7 +9,7 @@ from typing import Sequence
 from rich.console import Console
 
 from resexp.errors import UserError
-from resexp.run.folder import run_name
+from resexp.run.folder import Origin, run_name
 from resexp.run.state import Status
 
 
@@ -46,10 +46,13 @@ def train(overrides: Sequence[str] = (), out: Path | None = None, config_dirs: S
     ``out`` (default results/<name>). Launchers are a sweep's: one here is a UserError."""
     from resexp.settings.compose import is_launcher_override, load_config
     from resexp.train.loop import fit
+    from resexp.train.schedule import planned_schedule
 
     launcher = next((o for o in overrides if is_launcher_override(o)), None)
     if launcher is not None:
         raise UserError(f"{launcher}: launchers are for resexp sweep; train runs here, in this process")
     cfg = load_config(list(overrides), list(config_dirs))
+    planned_schedule(cfg)  # a warm-up or milestone past the run's end: one line, before any data loads
     out = Path(out) if out is not None else Path("results") / cfg.name
-    return TrainOutcome(out, fit(cfg, out, console=console))
+    origin = Origin(tuple(overrides), tuple(str(Path(d).expanduser().resolve()) for d in config_dirs))  # command.yaml
+    return TrainOutcome(out, fit(cfg, out, console=console, origin=origin))

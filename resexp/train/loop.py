@@ -38,10 +38,11 @@ from resexp.run.folder import (
     RunDir,
     git_commit,
     now,
+    Origin,
     run_name,
     writing,
 )
-from resexp.train import checkpoint, threads
+from resexp.train import checkpoint, extend, threads
 from resexp.train.environment import describe, make_deterministic
 from resexp.train.schedule import Schedule, make_schedule
 from resexp.train.step import Step, make_step
@@ -94,12 +95,13 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
 
 
 def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
-        on_epoch: Callable[[int], None] | None = None, jobs: int = 1) -> dict:
+        on_epoch: Callable[[int], None] | None = None, jobs: int = 1, origin: Origin | None = None) -> dict:
     """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
     RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
     every finished epoch (a sweep's ETA uses it); ``jobs`` runs train at once here (a sweep's --jobs)."""
     console = console or Console(stderr=True, soft_wrap=True)
-    run = RunDir(Path(out_dir) / run_name(cfg.model.arch, cfg.model.depth, cfg.seed))
+    # origin: how it was asked for (command.yaml) and its folder's name, which a sweep's extra axes lengthen
+    run = RunDir(Path(out_dir) / (origin and origin.name or run_name(cfg.model.arch, cfg.model.depth, cfg.seed)))
     if (finished := _finished(run, cfg, console, busy_check=True)) is not None:
         return finished
     s = setup(cfg, jobs=jobs)  # data and model first: a run that cannot start leaves no folder behind
@@ -107,10 +109,11 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
         if (finished := _finished(run, cfg, console)) is not None:  # finished while the data loaded?
             return finished
         run.create(cfg)
+        extended = extend.record(run, cfg, origin)  # command.yaml; a longer run's config.yaml (resexp/train/extend.py)
         at = resume(run, s, console)
         if at.epoch:
             console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
-        summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields()}
+        summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields(), **extended}
         monitor = Monitor(cfg, run, s)  # diagnostics and loggers (resexp/inside/monitor.py)
         with _failures_recorded(run, summary, monitor):
             run.write_summary(summary)
@@ -329,8 +332,8 @@ def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> d
     state = run.state()
     if not state.trainable and not state.finished:
         raise UserError(f"{run.path} is damaged: {state.problem}; {state.advice}")
-    run.check_config(cfg)
-    if state.finished:
+    extends = extend.lengthening(run, cfg, state)  # UserError for other settings (resexp/train/extend.py)
+    if state.finished and extends is None:
         console.print(f"{run.name}: already {state.status}, skipped")
         return state.summary
     if busy_check and state.status == "running":
