@@ -425,7 +425,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
 
     ``train_error``: ``minibatch`` (Fig. 6's, the default) or ``clean`` (results.TRAIN_ERRORS).
     ``zoom``: the curves' error axis ends at this % (check_zoom); None: the full range.
-    Returns {"paths": [every file written], "depth": depth_data, "lost": lost_data,
+    Returns {"paths": [every file written], "figures": {name: the Figure drawn, e.g. "depth",
+    "curves"}, "depth": depth_data, "lost": lost_data,
     "curves": curves_data, and "responses"/"gradients"/"identity" data where drawn}.
     depth_lost.csv (the crosses of the depth figure) is written when some run diverged or failed.
     """
@@ -439,7 +440,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
     # results.TRAIN_ERRORS says it in full; a title has room for this much
     which = "" if train_error == "minibatch" else " (clean training error)"
-    paths = _save(plot_depth(depth, title_of(info, "final error vs depth" + which), lost), out / "depth", formats)
+    figures = {"depth": plot_depth(depth, title_of(info, "final error vs depth" + which), lost)}
+    paths = _save(figures["depth"], out / "depth", formats)
     paths.append(_save_csv(depth, out / "depth.csv"))
     if not lost.empty:
         paths.append(_save_csv(lost, out / "depth_lost.csv"))
@@ -451,7 +453,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
         if curves.empty:
             continue
         curves_title = title_of(info, "training error (dashed) and test error (bold)" + which + named)
-        paths += _save(plot_curves(curves, curves_title, zoom), out / f"curves{suffix}", formats)
+        figures[f"curves{suffix}"] = plot_curves(curves, curves_title, zoom)
+        paths += _save(figures[f"curves{suffix}"], out / f"curves{suffix}", formats)
         paths.append(_save_csv(curves, out / f"curves{suffix}.csv"))
         made[f"curves{suffix}"] = curves
         for kind, (prepare, draw, what) in DIAGNOSTIC_FIGURES.items():
@@ -459,9 +462,10 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
             data = prepare(table) if table is not None else None
             if data is not None and not data.empty:  # e.g. Fig. 7 before any run measured past epoch 0
                 made[f"{kind}{suffix}"] = data
-                paths += _save(draw(data, title_of(info, what + named)), out / f"{kind}{suffix}", formats)
+                figures[f"{kind}{suffix}"] = draw(data, title_of(info, what + named))
+                paths += _save(figures[f"{kind}{suffix}"], out / f"{kind}{suffix}", formats)
                 paths.append(_save_csv(data, out / f"{kind}{suffix}.csv"))
-    return {"paths": paths, **made}
+    return {"paths": paths, "figures": figures, **made}
 
 
 def _by_setting(runs: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:

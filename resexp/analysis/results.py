@@ -96,12 +96,21 @@ def run_record(run_dir: Path, state: RunState) -> dict:
     }
 
 
+# Columns of load_runs and load_metrics besides the swept settings: what shapes a result (the
+# optimiser, the batch, the length and schedule), then the model options of the run's arch.
+RESULT_SETTINGS = ("train.lr", "train.batch_size", "train.epochs", "train.iterations", "train.milestones",
+                   "train.weight_decay")
+
+
 def _settings(run_dir: Path, state) -> dict:
-    """train.lr, train.batch_size and the settings the run's folder name says its sweep
-    varied (resexp.run.folder.run_name), as its config.yaml holds them, else as the name does."""
+    """RESULT_SETTINGS, the model.* options the run's arch takes (resexp/models/archs.py) and the
+    settings the run's folder name says its sweep varied (resexp.run.folder.run_name), as its
+    config.yaml holds them, else as the name does."""
     named = {k: v for k, v in (parse_run_name(run_dir.name) or {}).items() if "." in k}
+    arch = _identity(run_dir, state)[0]
+    options = [f"model.{k}" for k in arch_info(arch).options] if arch in list_models() else []
     found = {}
-    for key in dict.fromkeys(["train.lr", "train.batch_size", *named]):
+    for key in dict.fromkeys([*RESULT_SETTINGS, *options, *named]):
         node = state.config
         for part in key.split("."):
             node = node.get(part) if isinstance(node, dict) else None
@@ -205,7 +214,10 @@ def read_results(results_dir) -> Results:
         records.append(run_record(path, state))
         if state.rows:
             arch, depth, seed = _identity(path, state)
-            frames.append(pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed))
+            frame = pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed)
+            for key in (k for k in records[-1] if "." in k):  # its settings (_settings) on each of its epochs
+                frame[key] = pd.Series([records[-1][key]] * len(frame), dtype=object)
+            frames.append(frame)
     columns = RUN_COLUMNS + sorted({k for r in records for k in r} - set(RUN_COLUMNS))
     table = pd.DataFrame.from_records(records, columns=columns)
     for key in columns[len(RUN_COLUMNS):]:  # as the configs hold them: 1024 stays an int beside a null
@@ -215,7 +227,9 @@ def read_results(results_dir) -> Results:
         return Results(runs, pd.DataFrame(columns=["run", "arch", "depth", "seed", "epoch"]))
     table = pd.concat(frames, ignore_index=True)
     front = ["run", "arch", "depth", "seed"]
-    return Results(runs, sort_runs(table[front + [c for c in table.columns if c not in front]]))
+    settings = [c for c in runs.columns if c in table.columns and "." in c]  # last, in load_runs' order
+    rest = [c for c in table.columns if c not in front and c not in settings]
+    return Results(runs, sort_runs(table[front + rest + settings]))
 
 
 def load_runs(results_dir) -> pd.DataFrame:
