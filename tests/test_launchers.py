@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 from helpers.cli import SWEEP_TINY as TINY
 from helpers.cli import cli
 
