@@ -189,3 +189,46 @@ def test_bad_diagnostics_setting_is_a_user_error():
     with pytest.raises(UserError, match='quote "off"'):  # what YAML makes of a bare off
         load_config(["train.diagnostics=false"])
     assert load_config(["train.diagnostics=off"]).train.diagnostics == "off"
+
+
+@pytest.mark.parametrize("dies_in", [1, 3])
+def test_diagnostics_are_exact_after_a_stop_and_resume(tmp_path, tiny_cfg, monkeypatch, dies_in):
+    """Every per-epoch file equals an uninterrupted run's after a stop: in epoch 1 (the
+    diagnostics of iteration 0 are written, no checkpoint yet: they were written twice) and
+    in epoch 3 (after epoch 2's rows and checkpoint: rows past the checkpoint go)."""
+    import resexp.train.loop as loop
+
+    cfg = tiny_cfg("train.diagnostics=epoch")
+    fit(cfg, tmp_path / "full")
+    real = loop.train_epoch
+
+    def dies(cfg, s, epoch, iteration, bar=None):
+        if epoch == dies_in:
+            raise KeyboardInterrupt
+        return real(cfg, s, epoch, iteration, bar)
+
+    monkeypatch.setattr(loop, "train_epoch", dies)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "cut")
+    monkeypatch.setattr(loop, "train_epoch", real)
+    fit(cfg, tmp_path / "cut")
+    full, cut = tmp_path / "full" / "resnet-8-s0", tmp_path / "cut" / "resnet-8-s0"
+    for name in ("metrics.csv", "responses.csv", "gradients.csv", "identity.csv"):
+        a, b = pd.read_csv(full / name), pd.read_csv(cut / name)
+        assert len(b) == len(a), name
+        assert b["epoch"].tolist() == a["epoch"].tolist(), name
+        pd.testing.assert_frame_equal(a.drop(columns=[c for c in TIMING if c in a]),
+                                      b.drop(columns=[c for c in TIMING if c in b]), check_exact=False)
+
+
+def test_rows_written_after_the_last_checkpoint_go_from_every_per_epoch_file(tmp_path, tiny_cfg):
+    """keep_rows_until trims the diagnostics as it trims metrics.csv; at epoch 0 they all go."""
+    from resexp.run.folder import RunDir
+
+    fit(tiny_cfg("train.diagnostics=epoch"), tmp_path / "out")
+    run = RunDir(tmp_path / "out" / "resnet-8-s0")
+    run.keep_rows_until(2)
+    for name in ("metrics.csv", "responses.csv", "gradients.csv", "identity.csv"):
+        assert pd.read_csv(run.path / name)["epoch"].max() == 2, name
+    run.keep_rows_until(0)
+    assert not any((run.path / name).exists() for name in ("metrics.csv", "responses.csv", "gradients.csv"))

@@ -61,7 +61,7 @@ __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotW
            "NOT_RESULT_KEYS", "Origin", "Owner", "RUN_NAME", "RunBusy", "RunDir", "RunState", "Status", "run_name",
            "parse_run_name"]
 
-# Keys that do not change what a run computes (``result=False`` in resexp/schema.py):
+# Keys that do not change what a run computes (``result=False`` in resexp/settings/schema.py):
 # a run may resume under new values.
 NOT_RESULT_KEYS = non_result_keys()
 
@@ -169,6 +169,8 @@ class RunState:
     problem: str | None = None
     repair: str | None = None
     torn: bool = False  # metrics.csv ends in a line cut short (redone on resume)
+    log: Log | None = None  # metrics.csv as read (None if unreadable), for the trainer's resume
+    unreadable: dict[str, str] = field(default_factory=dict)  # {file: why} for files that do not parse
 
     @property
     def epochs(self) -> int:
@@ -240,7 +242,8 @@ class RunDir:
         config = self._attempt(self.read_config, problems)
         summary = self._attempt(self.read_summary, problems)
         log = self._attempt(self.read_log, problems)
-        found.config, found.summary = config or {}, summary or {}
+        found.config, found.summary, found.log = config or {}, summary or {}, log
+        found.unreadable = dict(problems)
         if log is not None:
             found.rows, found.torn = log.rows, log.torn
         try:
@@ -454,18 +457,46 @@ class RunDir:
             writer.writerows(rows)
             append(path, buf.getvalue().encode())  # one write of whole lines, never through a link
 
-    def keep_rows_until(self, epoch: int) -> None:
-        """Keep the complete rows up to ``epoch`` and nothing after: rows written after the last
-        checkpoint (about to be redone) and a last line cut short go."""
-        log = self.read_log()
-        if not log.torn and all(r["epoch"] <= epoch for r in log.rows):
-            return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=log.columns)
-        writer.writeheader()
-        writer.writerows(r for r in log.rows if r["epoch"] <= epoch)
-        with writing(self.metrics):
-            atomic_write(self.metrics, buf.getvalue().encode())
+    def keep_rows_until(self, epoch: int, log: Log | None = None) -> None:
+        """Keep the complete rows up to ``epoch`` and nothing after, in metrics.csv (``log``: as
+        read already) and in each diagnostics file: rows written after the last checkpoint
+        (about to be redone) and a last line cut short go. With ``epoch`` 0 (nothing to go on
+        from) every row goes, the diagnostics of iteration 0 too, since the run measures
+        them again when it starts."""
+        log = self.read_log() if log is None else log
+        if log.torn or any(r["epoch"] > epoch for r in log.rows) or (epoch == 0 and self.metrics.exists()):
+            self._rewrite(self.metrics, log.columns, [r for r in log.rows if r["epoch"] <= epoch])
+        for path in (self.path / name for name in DIAGNOSTIC_FILES):
+            columns, rows = self._diagnostics_rows(path)
+            kept = [r for r in rows if epoch > 0 and _epoch_of(r) <= epoch]
+            if columns is not None and len(kept) < len(rows) or (epoch == 0 and path.exists()):
+                self._rewrite(path, columns or [], kept)
+
+    def _rewrite(self, path: Path, columns: list[str], rows: list[dict]) -> None:
+        """Replace ``path`` by these rows (atomically); remove it when none are left."""
+        with writing(path):
+            if not rows:
+                path.unlink(missing_ok=True)
+                return
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows(rows)
+            atomic_write(path, buf.getvalue().encode())
+
+    @staticmethod
+    def _diagnostics_rows(path: Path) -> tuple[list[str] | None, list[dict]]:
+        """A diagnostics file's header and its complete rows as text (a last line cut short
+        is left out); (None, []) if there is none or it cannot be read: its damage is the
+        analysis' to report, not the trainer's to repair."""
+        data = read_bytes(path)
+        if not data:
+            return None, []
+        text = data.decode("utf-8", errors="replace")
+        complete = text[: text.rfind("\n") + 1]
+        reader = csv.DictReader(io.StringIO(complete))
+        rows = [r for r in reader if None not in r and None not in r.values()]
+        return reader.fieldnames, rows
 
     # ---- checkpoint.pt: its bytes (torch's format is resexp/train/checkpoint.py's)
     def write_checkpoint(self, data: bytes) -> None:
@@ -497,6 +528,13 @@ class RunDir:
                 if file.exists():
                     file.rename(aside / file.name)
         return aside
+
+
+def _epoch_of(row: dict) -> float:
+    try:
+        return float(row.get("epoch"))
+    except (TypeError, ValueError):
+        return float("inf")  # unreadable: dropped with the rows past the checkpoint
 
 
 def _identity(record: dict | None, config: bool = False) -> tuple | None:

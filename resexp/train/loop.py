@@ -32,15 +32,15 @@ from resexp.run.folder import (
     COLUMNS,
     VAL_COLUMNS,
     CannotWrite,
-    DamagedFile,
+    Lock,
     Log,
     RunBusy,
     RunDir,
+    RunState,
     git_commit,
     now,
     Origin,
     run_name,
-    writing,
 )
 from resexp.train import checkpoint, extend, threads
 from resexp.train.environment import describe, make_deterministic
@@ -65,10 +65,13 @@ class Setup:
     one owner of device, forward, autocast, layout and optimizer: resexp/train/step.py) and
     the schedule that says for how long and at which lr; the CPU thread count and why."""
     data: Data
-    model: torch.nn.Module
     step: Step
     schedule: Schedule
     threads: threads.Threads
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.step.model
 
 
 def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int = 1) -> Setup:
@@ -81,7 +84,7 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
     check_fits(cfg, device)  # a model too big for this device is one line, before any data or folder
     if t.threads:
         torch.set_num_threads(int(t.threads))
-    torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch in data.py
+    torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch (resexp/data/load.py)
     data = data if data is not None else load_data(cfg.dataset, device)
     model = build_model(cfg, data).to(device)
     if device.type == "cuda":
@@ -91,58 +94,38 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
     chosen = threads.decide(t.threads, jobs, device.type)  # once: the count never changes mid-run
     torch.set_num_threads(chosen.count)
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
-    return Setup(data, step.model, step, make_schedule(t, ipe, cfg.model.depth), chosen)
+    return Setup(data, step, make_schedule(t, ipe, cfg.model.depth), chosen)
 
 
 def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console | None = None,
-        on_epoch: Callable[[int], None] | None = None, jobs: int = 1, origin: Origin | None = None) -> dict:
+        on_epoch: Callable[[int], None] | None = None, jobs: int = 1, planned: RunState | None = None,
+        origin: Origin | None = None) -> dict:
     """Train (or resume, or skip if finished) the run ``cfg`` describes; return its summary.
     RunBusy if another live process trains it. ``on_epoch(iteration)`` is called after
-    every finished epoch (a sweep's ETA uses it); ``jobs`` runs train at once here (a sweep's --jobs)."""
+    every finished epoch (a sweep's ETA uses it); ``jobs`` runs train at once here (a sweep's
+    --jobs); ``planned``: the run's state as a sweep's plan read it (else it is read here)."""
     console = console or Console(stderr=True, soft_wrap=True)
     # origin: how it was asked for (command.yaml) and its folder's name, which a sweep's extra axes lengthen
     run = RunDir(Path(out_dir) / (origin and origin.name or run_name(cfg.model.arch, cfg.model.depth, cfg.seed)))
-    if (finished := _finished(run, cfg, console, busy_check=True)) is not None:
+    if (finished := _finished(run, cfg, planned or run.state(), console, busy_check=True)) is not None:
         return finished
     s = setup(cfg, jobs=jobs)  # data and model first: a run that cannot start leaves no folder behind
     with run.claim(cfg.train.stale_after) as lock, _shown(progress, console) as progress:
-        if (finished := _finished(run, cfg, console)) is not None:  # finished while the data loaded?
+        found = run.state()  # again, under the lock: another trainer may have finished it while the data loaded
+        if (finished := _finished(run, cfg, found, console)) is not None:
             return finished
+        at = resume(run, s, found, console)
+        monitor = Monitor(cfg, run, s)  # diagnostics and loggers (resexp/inside/monitor.py)
+        monitor.begin(at.epoch, at.iteration)  # first: a logger that cannot start leaves the folder as it was
         run.create(cfg)
         extended = extend.record(run, cfg, origin)  # command.yaml; a longer run's config.yaml (resexp/train/extend.py)
-        at = resume(run, s, console)
-        if at.epoch:
-            console.print(f"{run.name}: resuming after epoch {at.epoch} (iteration {at.iteration})")
         summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields(), **extended}
-        monitor = Monitor(cfg, run, s)  # diagnostics and loggers (resexp/inside/monitor.py)
+        record = Recorder(run, s, lock, monitor, summary, console, on_epoch)
         with _failures_recorded(run, summary, monitor):
             run.write_summary(summary)
-            monitor.begin(at.epoch, at.iteration)
-            while at.iteration < s.schedule.total_iters and not diverged(at):
-                epoch = at.epoch + 1
-                task = progress.add_task(f"{run.name} epoch {epoch}/{s.schedule.epochs}", stats="",
-                                         total=min(s.schedule.iters_per_epoch, s.schedule.total_iters - at.iteration))
-                start = time.perf_counter()
-                trained = train_epoch(cfg, s, epoch, at.iteration, _bar(progress, task, at.iteration, monitor.live))
-                row = epoch_row(cfg, s, epoch, trained, started=start, at=at)
-                progress.remove_task(task)
-                lock.verify()  # never log an epoch of a run another process has taken over
-                run.append_row(row)
-                monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
-                at = Position(row["epoch"], row["iteration"], row["elapsed"], row)
-                console.print(epoch_line(run.name, s, row))
-                summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
-                if diverged(at):
-                    console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
-                    break
-                # The row goes first, then the checkpoint: a crash in between makes resume
-                # drop that row and redo the epoch, never skip one.
-                checkpoint.save(run, {"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
-                                     "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
-                run.write_summary(summary)
-                if on_epoch is not None:
-                    on_epoch(at.iteration)
-        summary.update(status="diverged" if diverged(at) else "done", finished=now(), error=None, **monitor.finish())
+            while not at.over(s.schedule.total_iters):
+                at = record.epoch(train_and_evaluate(cfg, s, at, progress, run.name, monitor.live))
+        summary.update(status="diverged" if at.diverged else "done", finished=now(), error=None, **monitor.finish())
         run.write_summary(summary)
         if summary["status"] == "done" and not cfg.train.keep_checkpoint:
             run.checkpoint.unlink(missing_ok=True)
@@ -150,6 +133,19 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
 
 
 # ---- the pieces of one epoch, in the order fit() uses them
+
+def train_and_evaluate(cfg, s: Setup, at: Position, progress: Progress, name: str, on_live=None) -> dict:
+    """The epoch after ``at``: its steps (with a progress bar), then its clean evaluations;
+    returns its metrics.csv row."""
+    epoch = at.epoch + 1
+    task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", stats="",
+                             total=min(s.schedule.iters_per_epoch, s.schedule.total_iters - at.iteration))
+    start = time.perf_counter()
+    trained = train_epoch(cfg, s, epoch, at.iteration, _bar(progress, task, at.iteration, on_live))
+    row = epoch_row(cfg, s, epoch, trained, started=start, at=at)
+    progress.remove_task(task)
+    return row
+
 
 def train_epoch(cfg, s: Setup, epoch: int, iteration: int, bar=None) -> dict:
     """One epoch of SGD from ``iteration``: the only loop over training batches (``resexp
@@ -239,7 +235,7 @@ def _failures_recorded(run: RunDir, summary: dict, monitor: Monitor):
     another process's now."""
     try:
         yield
-    except RunBusy:
+    except (RunBusy, KeyboardInterrupt, SystemExit):  # another process's run now, or a stop: SIGINT/TERM/USR2
         monitor.finish(failed=True)
         raise
     except Exception as err:
@@ -270,6 +266,18 @@ class Position:
     elapsed: float = 0.0
     row: dict | None = None
 
+    @classmethod
+    def after(cls, row: dict) -> Position:
+        return cls(row["epoch"], row["iteration"], row["elapsed"], row)
+
+    @property
+    def diverged(self) -> bool:
+        return self.row is not None and not math.isfinite(self.row["train_loss"])
+
+    def over(self, total_iters: int) -> bool:
+        """Nothing left to train: the schedule's last iteration is reached, or the loss blew up."""
+        return self.iteration >= total_iters or self.diverged
+
     def summary_fields(self) -> dict:
         """The summary.json keys that follow the log: always those of its last row."""
         row = self.row or {}
@@ -277,17 +285,51 @@ class Position:
                 "final_test_err": row.get("test_err"), "wall_seconds": self.elapsed}
 
 
-def resume(run: RunDir, s: Setup, console: Console) -> Position:
+@dataclass
+class Recorder:
+    """What a finished epoch leaves behind, in this order: the metrics row (only while this
+    process still holds the run), the loggers, the log line, then the checkpoint and the
+    summary. The row goes before the checkpoint: a crash in between makes resume drop that
+    row and redo the epoch, never skip one. A diverged epoch is logged but not checkpointed."""
+    run: RunDir
+    s: Setup
+    lock: Lock
+    monitor: Monitor
+    summary: dict
+    console: Console
+    on_epoch: Callable[[int], None] | None = None
+
+    def epoch(self, row: dict) -> Position:
+        run, s = self.run, self.s
+        self.lock.verify()  # never log an epoch of a run another process has taken over
+        run.append_row(row)
+        self.monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
+        at = Position.after(row)
+        self.console.print(epoch_line(run.name, s, row))
+        self.summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
+        if at.diverged:
+            self.console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
+            return at
+        checkpoint.save(run, {"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
+                              "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
+        self.monitor.saved()  # the loggers get the row once the checkpoint covers it
+        run.write_summary(self.summary)
+        if self.on_epoch is not None:
+            self.on_epoch(at.iteration)
+        return at
+
+
+def resume(run: RunDir, s: Setup, found: RunState, console: Console) -> Position:
     """Where to go on from, with the model and optimiser loaded: the checkpoint's epoch,
-    or the start. Rows after the checkpoint, and a last line cut short, are dropped:
-    that epoch is redone identically. A log that does not reach the checkpoint (or is
-    damaged) cannot be trusted: the run starts again with its old files set aside,
-    never with a hole in its log."""
+    or the start (``found``: the folder's state, read under the lock). Rows after the
+    checkpoint, in metrics.csv and in the diagnostics files, and a last line cut short, are
+    dropped: that epoch is redone identically. A log that does not reach the checkpoint (or
+    is damaged) cannot be trusted: the run starts again with its old files set aside, never
+    with a hole in its log."""
     state = checkpoint.load(run, map_location=s.step.device)  # UserError if unreadable, before any change
-    try:
-        log = run.read_log()
-    except DamagedFile as err:
-        return _start_again(run, console, f"metrics.csv {err.reason}")
+    if found.log is None:
+        return _start_again(run, console, f"metrics.csv {found.unreadable['metrics.csv']}")
+    log = found.log
     if state is None:
         return _without_checkpoint(run, s, log, console)
     row = next((r for r in log.rows if r["epoch"] == state["epoch"]), None)
@@ -301,21 +343,23 @@ def resume(run: RunDir, s: Setup, console: Console) -> Position:
                         f"delete it to restart the run") from err
     if log.torn:
         console.print(f"{run.name}: the last line of metrics.csv was cut short: removed, that epoch is redone")
-    run.keep_rows_until(state["epoch"])
+    run.keep_rows_until(state["epoch"], log)
+    console.print(f"{run.name}: resuming after epoch {state['epoch']} (iteration {state['iteration']})")
     return Position(state["epoch"], state["iteration"], state["elapsed"], row)
 
 
 def _without_checkpoint(run: RunDir, s: Setup, log: Log, console: Console) -> Position:
     """A log but no checkpoint: a run that finished and deleted its checkpoint
-    (train.keep_checkpoint=false) is taken as its log says; any other starts again."""
+    (train.keep_checkpoint=false) is taken as its log says; any other starts again. A run
+    with no epoch yet starts from nothing: what a killed start left (a header, the
+    diagnostics of iteration 0) goes."""
     last = log.rows[-1] if log.rows else None
     if last is None:
-        with writing(run.metrics):
-            run.metrics.unlink(missing_ok=True)  # at most a header: nothing to keep
+        run.keep_rows_until(0, log)
         return Position()
     if last["iteration"] >= s.schedule.total_iters or not math.isfinite(last["train_loss"]):
-        run.keep_rows_until(last["epoch"])
-        return Position(last["epoch"], last["iteration"], last["elapsed"], last)
+        run.keep_rows_until(last["epoch"], log)
+        return Position.after(last)
     return _start_again(run, console, "metrics.csv has rows but there is no checkpoint.pt to go on from")
 
 
@@ -325,11 +369,10 @@ def _start_again(run: RunDir, console: Console, why: str) -> Position:
     return Position()
 
 
-def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> dict | None:
-    """The summary of a finished run, which is skipped; None if the run is to be trained.
-    UserError if it is damaged beyond what resume repairs, or was started with other
-    settings; RunBusy (with ``busy_check``) while another live process trains it."""
-    state = run.state()
+def _finished(run: RunDir, cfg, state: RunState, console: Console, busy_check: bool = False) -> dict | None:
+    """The summary of a finished run (``state``), which is skipped; None if the run is to be
+    trained. UserError if it is damaged beyond what resume repairs, or was started with
+    other settings; RunBusy (with ``busy_check``) while another live process trains it."""
     if not state.trainable and not state.finished:
         raise UserError(f"{run.path} is damaged: {state.problem}; {state.advice}")
     extends = extend.lengthening(run, cfg, state)  # UserError for other settings (resexp/train/extend.py)
@@ -339,10 +382,6 @@ def _finished(run: RunDir, cfg, console: Console, busy_check: bool = False) -> d
     if busy_check and state.status == "running":
         raise RunBusy(f"{run.path} is being trained by {state.owner.describe()}", state.owner)
     return None
-
-
-def diverged(at: Position) -> bool:
-    return at.row is not None and not math.isfinite(at.row["train_loss"])
 
 
 def epoch_line(name: str, s: Setup, row: dict) -> str:
