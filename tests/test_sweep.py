@@ -106,6 +106,26 @@ def test_rerun_skips_finished_runs_without_touching_them(tmp_path, monkeypatch, 
     assert snapshot(out / "resnet-8-s0") == before
 
 
+def test_a_sweep_reads_each_run_folder_once_before_and_once_under_its_lock(tmp_path, monkeypatch, capsys):
+    """The plan hands each run's state to the trainer: a fresh sweep reads each run folder's
+    state twice (the plan, and the trainer under the run's lock), a rerun of the finished
+    sweep once (the plan: nothing to train)."""
+    out = tmp_path / "out"
+    args = ["sweep", "--archs", "plain,resnet", "--depths", "8", "--out", out, *TINY]
+    reads, real = [], RunDir.state
+
+    def counted(self):
+        reads.append(self.name)
+        return real(self)
+
+    monkeypatch.setattr(RunDir, "state", counted)
+    assert cli(monkeypatch, capsys, *args)[0] == 0
+    assert sorted(reads) == ["plain-8-s0", "plain-8-s0", "resnet-8-s0", "resnet-8-s0"]
+    reads.clear()
+    assert cli(monkeypatch, capsys, *args)[0] == 0
+    assert sorted(reads) == ["plain-8-s0", "resnet-8-s0"]
+
+
 # --------------------------------------------------------------------------- resuming
 def test_killed_sweep_resumes_to_the_results_of_an_uninterrupted_one(tmp_path):
     # Long enough (6 epochs) that the sweep is still in its first run when the kill comes,

@@ -67,7 +67,7 @@ def _serial(todo, out: Path, console: Console, overall: Progress, task) -> dict[
             per_iter = r.cost_s / max(r.iterations - r.iterations_done, 1)
             tick = lambda it, r=r, base=spent, per_iter=per_iter: overall.update(  # noqa: E731
                 task, completed=base + per_iter * (it - r.iterations_done))
-            statuses[r.name] = train_run(r.cfg, out, console, progress, tick, origin=r.origin)
+            statuses[r.name] = train_run(r.cfg, out, console, progress, tick, origin=r.origin, planned=r.state)
             spent += r.cost_s
             overall.update(task, completed=spent)
     return statuses
@@ -147,14 +147,15 @@ def worker_context(gpus: int):
 def _start(ctx, r, out: Path, jobs: int, gpu: str | None):
     receive, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_worker, args=(OmegaConf.to_yaml(r.cfg), str(out), jobs, gpu, dict(os.environ), send,
-                                             r.origin),
+                                             r.origin, r.state),
                        name=f"resexp {r.name}")
     proc.start()
     send.close()  # the worker holds the only sending end: a dead worker reads as EOF here
     return proc, receive
 
 
-def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, conn, origin=None) -> None:
+def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, conn, origin=None,
+            planned=None) -> None:
     """One run in a worker process: no progress bars (they would interleave), only the
     per-epoch lines, each a whole line on stderr. Hands back its status through ``conn``."""
     threading.Thread(target=_end_with_sweep, name="sweep watch", daemon=True).start()
@@ -168,7 +169,7 @@ def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, 
     if gpu is not None:
         console.print(f"{origin.name if origin else f'{cfg.model.arch}-{cfg.model.depth}-s{cfg.seed}'}: GPU {gpu}")
     try:
-        conn.send(str(train_run(cfg, Path(out), console, jobs=jobs, origin=origin)))
+        conn.send(str(train_run(cfg, Path(out), console, jobs=jobs, origin=origin, planned=planned)))
     except KeyboardInterrupt:
         pass  # the sweep was interrupted: it stops every worker and says so once
     except BaseException as err:  # CannotWrite (a full disk) included: the sweep reports it

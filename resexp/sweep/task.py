@@ -14,7 +14,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from resexp.errors import UserError
 from resexp.run.files import DamagedFile
-from resexp.run.folder import CannotWrite, Origin, RunBusy, run_name
+from resexp.run.folder import CannotWrite, Origin, RunBusy, RunState, run_name
 from resexp.run.state import Status
 from resexp.train import threads
 
@@ -40,7 +40,7 @@ def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool) -> str:
 
 
 def train_run(cfg, out: Path, console: Console, progress: Progress | None = None, on_epoch=None,
-              jobs: int = 1, origin: Origin | None = None) -> Status:
+              jobs: int = 1, origin: Origin | None = None, planned: RunState | None = None) -> Status:
     """fit() one run and return how it ended, so that a sweep goes on after any one run.
 
     A run another live process trains (here or on another host) is left to it: BUSY. A
@@ -48,26 +48,28 @@ def train_run(cfg, out: Path, console: Console, progress: Progress | None = None
     a setting that cannot be used included, is a FAILED run (recorded by fit in its
     summary.json where it got that far). A disk that refuses writes (full, read-only)
     raises CannotWrite and ends the sweep, since every other run would fail alike.
-    Ctrl-C is not caught. ``origin``: how the sweep asked for the run, and its folder's name."""
+    Ctrl-C is not caught. ``origin``: how the sweep asked for the run, and its folder's name;
+    ``planned``: the run folder's state as the plan read it (a SLURM job, which starts later,
+    reads it again)."""
     from resexp.train.loop import fit  # torch: imported only where a run trains
 
     name = origin.name if origin is not None and origin.name else run_name(cfg.model.arch, cfg.model.depth, cfg.seed)
     try:
         summary = fit(cfg, Path(out), progress=progress or Progress(disable=True), console=console,
-                      on_epoch=on_epoch, jobs=jobs, origin=origin)
+                      on_epoch=on_epoch, jobs=jobs, origin=origin, planned=planned)
         return Status(summary["status"])
     except RunBusy as err:
-        console.print(f"{name} skipped: {err}")
+        console.print(f"{name} skipped: {err}", markup=False)  # names the lock's owner: text from the folder
         return Status.BUSY
     except CannotWrite:
         raise
     except DamagedFile as err:
-        console.print(f"[red]error: {name}: {err}")
+        console.print(f"error: {name}: {err}", style="red", markup=False)
         return Status.DAMAGED
     except UserError as err:
-        console.print(f"[red]error: {name}: {err}")
+        console.print(f"error: {name}: {err}", style="red", markup=False)
     except Exception as err:
-        console.print(f"[red]{name} failed: {type(err).__name__}: {err}")
+        console.print(f"{name} failed: {type(err).__name__}: {err}", style="red", markup=False)
     return Status.FAILED
 
 
