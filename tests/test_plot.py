@@ -8,10 +8,16 @@ import pandas as pd
 import pytest
 from helpers.cli import cli
 from helpers.runs import make_run
+from matplotlib.collections import LineCollection, PolyCollection
 from matplotlib.colors import rgb_to_hsv, to_rgb
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
 
+from resexp.analysis.figstyle import MIN_CONTRAST, contrast_on_white
 from resexp.analysis.plot import (
     ARCH_STYLE,
+    DIAGNOSTIC_FIGURES,
+    MAX_DECADES,
     curves_data,
     depth_data,
     gradients_data,
@@ -71,14 +77,21 @@ def expected_points(root) -> pd.DataFrame:
     })
 
 
-def errorbars(ax) -> dict:
-    """label -> (x, y, lower ends, upper ends) of each errorbar drawn on ax."""
+def depth_lines(ax) -> dict:
+    """label -> (x, y, band's lower edge, band's upper edge) of each line of the depth figure;
+    the edges None where the line has no band."""
+    bands = {band.get_gid(): band for band in ax.collections if isinstance(band, PolyCollection)}
     found = {}
-    for container in ax.containers:
-        line, _, (bars,) = container.lines
-        segments = np.array(bars.get_segments())
-        found[container.get_label()] = (line.get_xdata(), line.get_ydata(),
-                                        segments[:, 0, 1], segments[:, 1, 1])
+    for line in ax.get_lines():
+        if not re.search(r":(train|test)_err$", line.get_gid() or ""):
+            continue
+        x, band = line.get_xdata(), bands.get(f"{line.get_gid()}:band")
+        low = high = None
+        if band is not None:
+            corners = band.get_paths()[0].vertices
+            low = [corners[np.isclose(corners[:, 0], at), 1].min() for at in x]
+            high = [corners[np.isclose(corners[:, 0], at), 1].max() for at in x]
+        found[line.get_label()] = (x, line.get_ydata(), low, high)
     return found
 
 
@@ -101,10 +114,10 @@ def test_depth_figure_draws_those_points(tmp_path):
     figure = plot_depth(make_figures(tmp_path, formats="png")["depth"], "title")
     train_ax, test_ax = figure.axes
     for ax, column in [(train_ax, "train"), (test_ax, "test")]:
-        bars = errorbars(ax)
-        assert set(bars) == {"plain", "residual (resnet)"}
+        lines = depth_lines(ax)
+        assert set(lines) == {"plain", "residual (resnet)"}
         for arch, label in [("plain", "plain"), ("resnet", "residual (resnet)")]:
-            x, y, low, high = bars[label]
+            x, y, low, high = lines[label]
             want = expected.loc[arch]
             assert list(x) == [8, 20]
             assert y == pytest.approx(want[f"{column}_mean"].to_numpy())
@@ -328,8 +341,8 @@ def test_colour_means_arch_and_shade_and_marker_mean_depth_in_every_figure(tmp_p
         assert all(f"{a}-{d}" in " ".join(legend_texts) for a, d in NETS), name  # the legend names each line
     depth_figure = plot_depth(depth_data(load_runs(tmp_path)))
     for ax in depth_figure.axes:
-        assert {hue(c.lines[0].get_color()) for c in ax.containers} == {hue(ARCH_STYLE[a]["color"]) for a in
-                                                                         ("plain", "resnet")}
+        drawn = [line.get_color() for line in ax.get_lines() if (line.get_gid() or "").endswith("_err")]
+        assert {hue(c) for c in drawn} == {hue(ARCH_STYLE[a]["color"]) for a in ("plain", "resnet")}
 
 
 def test_curves_ticks_are_whole_iterations_from_zero(tmp_path):
@@ -447,3 +460,154 @@ class _Spy:
     def __call__(self, *args, **kwargs):
         self.figure = self.draw(*args, **kwargs)
         return self.figure
+
+
+# --------------------------------------------------------------------------- what a reviewer checks
+def test_depth_legend_draws_what_the_panels_draw(tmp_path):
+    """One seed: lines alone, and line glyphs (the legend showed error bars beside "no error
+    bars"). Several: a band of ± std behind each line, and the band in its glyph."""
+    for arch, depth in [("plain", 8), ("plain", 20), ("resnet", 8), ("resnet", 20)]:
+        make_run(tmp_path / "one", arch, depth, 0, [30.0, 10.0])
+    single = plot_depth(depth_data(load_runs(tmp_path / "one")))
+    assert not any(ax.containers for ax in single.axes)  # no error bars
+    assert not any(isinstance(c, PolyCollection) for ax in single.axes for c in ax.collections)
+    legend = single.legends[0]
+    assert not legend.findobj(LineCollection)  # an error bar's glyph
+    assert all(isinstance(handle, Line2D) for handle in legend.legend_handles)
+    assert legend.get_title().get_text() == "one seed per point"
+
+    make_sweep(tmp_path / "three")
+    several = plot_depth(depth_data(load_runs(tmp_path / "three")))
+    for ax, metric in zip(several.axes, ("train_err", "test_err")):
+        assert sorted(c.get_gid() for c in ax.collections if isinstance(c, PolyCollection)) == [
+            f"{arch}:{metric}:band" for arch in ("plain", "resnet")]
+    legend = several.legends[0]
+    assert [type(handle) for handle in legend.legend_handles] == [Rectangle, Rectangle]  # band, line on it
+    assert not legend.findobj(LineCollection)
+    assert "mean ± std of 3 seeds" in legend.get_title().get_text()
+
+
+def test_curves_of_several_seeds_are_their_mean_in_a_band_of_std(tmp_path):
+    make_sweep(tmp_path)
+    metrics = pd.concat(pd.read_csv(d / "metrics.csv").assign(run=d.name) for d in tmp_path.glob("*-s*"))
+    figure = plot_curves(curves_data(load_metrics(tmp_path), load_runs(tmp_path)))
+    for ax, arch in zip(figure.axes, ("plain", "resnet")):
+        bands = {c.get_gid(): c for c in ax.collections if isinstance(c, PolyCollection)}
+        assert set(bands) == {f"{arch}-{d}:{part}:band" for d in (8, 20) for part in ("train", "test")}
+        seeds = metrics[metrics["run"].str.startswith(f"{arch}-20-")].groupby("epoch")["test_err"]
+        corners = bands[f"{arch}-20:test:band"].get_paths()[0].vertices[:, 1]
+        assert corners.max() == pytest.approx((seeds.mean() + seeds.std()).max())
+        assert corners.min() == pytest.approx((seeds.mean() - seeds.std()).min())
+    legend = figure.legends[0]
+    assert "± std over seeds" in [t.get_text() for t in legend.get_texts()]
+    assert "mean ± std of 3 seeds" in legend.get_title().get_text().replace("\n", " ")
+
+    make_run(tmp_path / "one", "plain", 8, 0, [30.0, 20.0])
+    single = plot_curves(curves_data(load_metrics(tmp_path / "one"), load_runs(tmp_path / "one")))
+    assert not any(isinstance(c, PolyCollection) for c in single.axes[0].collections)
+    assert "± std over seeds" not in [t.get_text() for t in single.legends[0].get_texts()]
+
+
+def test_titles_take_at_most_two_lines_at_the_default_size(tmp_path):
+    """The longest titles: an experiment run on another dataset, the clean training error,
+    swept settings, Fig. 7 at one column's width (they took 3 and 4 lines)."""
+    for arch in ("mlp_plain", "mlp_resnet"):
+        for depth in (10, 30, 100, 300):
+            make_run(tmp_path, arch, depth, 0, [50.0, 40.0], dataset="mnist", experiment="he2016_cifar10",
+                     iters_per_epoch=313)
+    runs = load_runs(tmp_path)
+    info = experiment_info(runs)
+    figures = [
+        plot_depth(depth_data(runs), title_of(info, "final error vs depth (clean training error)")),
+        plot_responses(diagnostics_tables()["responses"], title_of(info, DIAGNOSTIC_FIGURES["responses"][2])),
+        plot_curves(curves_data(load_metrics(tmp_path), runs),
+                    title_of(info, "clean training error (dashed) and test error (bold) (lr=0.05, batch_size=64)")),
+    ]
+    for figure in figures:
+        figure.canvas.draw()
+        title = figure._suptitle
+        assert len(title.get_text().splitlines()) <= 2, title.get_text()
+        assert title.get_window_extent().width <= figure.bbox.width
+        assert "he2016_cifar10 with dataset=mnist" in title.get_text().replace("\n", " ")  # nothing cut
+
+
+@pytest.mark.parametrize("bn, says", [("running", "running statistics (eval mode)"),
+                                      ("batch", "each batch's own statistics"), (None, "not recorded")])
+def test_fig7_caption_names_the_bn_statistics_it_was_measured_with(tmp_path, bn, says):
+    run = make_run(tmp_path, "plain", 20, 0, [10.0, 9.0])
+    write_responses(run, {0: [1.0, 1.0], 2: [2.0, 1.0]})
+    if bn:
+        table = pd.read_csv(run / "responses.csv")
+        table.assign(bn=["batch", "batch", bn, bn]).to_csv(run / "responses.csv", index=False)
+    figure = make_figures(tmp_path, formats=("png",))["figures"]["responses"]
+    assert says in figure.legends[0].get_title().get_text().replace("\n", " ")
+
+
+def test_identity_axes_label_their_top_and_show_a_lone_point():
+    """plain-8 has one block with a shortcut to compare: one point, between gaps."""
+    rows = []
+    for point in ("init", "end"):
+        net = {"seed": 0, "point": point}
+        rows += [{**net, "arch": "plain", "depth": 8, "block": b, "stage": b, "branch_ratio": r, "change": r}
+                 for b, r in ((1, 1.4), (2, np.nan), (3, np.nan))]
+        rows += [{**net, "arch": "resnet", "depth": 20, "block": b, "stage": 1, "branch_ratio": r, "change": r}
+                 for b, r in enumerate(np.geomspace(1.45, 0.27, 9), 1)]
+    figure = plot_identity(identity_data(pd.DataFrame(rows)))
+    figure.canvas.draw()
+    for ax in figure.axes[::2]:  # the left panels hold the labels of each row
+        low, high = np.log10(ax.get_ylim())
+        ticks = [np.log10(t) for t, label in zip(ax.get_yticks(), ax.get_yticklabels())
+                 if label.get_text() and low <= np.log10(t) <= high]
+        assert (high - max(ticks)) / (high - low) < 0.2 and (min(ticks) - low) / (high - low) < 0.2, ticks
+    lines = net_lines(figure)
+    lone = lines["plain-8:branch_ratio:init:lone"]
+    assert list(lone.get_xdata()) == [1]
+    assert lone.get_zorder() > lines["resnet-20:branch_ratio:init"].get_zorder()
+    assert lone.get_markersize() > lines["plain-8:branch_ratio:init"].get_markersize()
+    assert "plain-8" in figure.legends[0].get_title().get_text()
+
+
+def test_gradient_rows_share_one_range_that_an_exploding_net_cannot_stretch():
+    rows = []
+    for point in ("init", "end"):
+        for kind in ("weight", "block_output"):
+            net = {"seed": 0, "point": point, "kind": kind, "stage": 1}
+            rows += [{**net, "arch": "mlp_resnet", "depth": 30, "index": i,
+                      "norm": (2.0 if point == "init" else 0.05) * (1 + i / 10)} for i in range(1, 11)]
+            rows += [{**net, "arch": "mlp_plain", "depth": 10, "index": i,
+                      "norm": 10.0 ** (10 - i) if point == "init" else 0.01 * i} for i in range(1, 11)]
+    figure = plot_gradients(gradients_data(pd.DataFrame(rows)))
+    axes = figure.axes
+    assert axes[0].get_ylim() == axes[1].get_ylim() and axes[2].get_ylim() == axes[3].get_ylim()
+    low, high = np.log10(axes[0].get_ylim())
+    assert high - low <= MAX_DECADES * 1.1
+    lines = net_lines(figure)
+    for gid, line in lines.items():
+        if gid.startswith("mlp_resnet"):  # every other line in view, whole
+            assert all(low <= np.log10(y) <= high for y in line.get_ydata()), gid
+    assert lines["mlp_plain-10:weight:init:beyond"].get_marker() == "^"
+    assert "mlp_plain-10 (weight, at initialisation) up to" in figure.legends[0].get_title().get_text()
+
+
+def test_every_line_stands_out_on_white(tmp_path):
+    """Okabe and Ito's orange in its palest shade (mlp_plain-10) was 1.4:1 on white."""
+    for arch in ("mlp_plain", "mlp_resnet"):
+        for depth in (10, 30, 100, 300):
+            make_run(tmp_path, arch, depth, 0, [30.0, 10.0])
+    runs = load_runs(tmp_path)
+    for figure in (plot_depth(depth_data(runs)), plot_curves(curves_data(load_metrics(tmp_path), runs))):
+        for line in (line for ax in figure.axes for line in ax.get_lines()):
+            assert contrast_on_white(line.get_color()) >= MIN_CONTRAST, line.get_gid()
+
+
+def test_clean_figures_are_only_those_the_training_error_changes(tmp_path):
+    run = make_run(tmp_path, "plain", 20, 0, [30.0, 12.0])
+    metrics = pd.read_csv(run / "metrics.csv").assign(clean_train_loss=[1.0, 0.5], clean_train_err=[25.0, 7.5])
+    metrics.to_csv(run / "metrics.csv", index=False)
+    write_responses(run, {0: [1.0, 1.0], 2: [1.2, 0.9]})
+    result = make_figures(tmp_path, out_dir=tmp_path / "clean", formats=("png",), train_error="clean")
+    assert sorted(p.name for p in (tmp_path / "clean").iterdir()) == [
+        "curves.csv", "curves.png", "depth.csv", "depth.png"]  # Fig. 7 is the same with either error
+    title = result["figures"]["curves"].get_suptitle().replace("\n", " ")
+    assert "clean training error (dashed) and test error (bold)" in title and "(bold) (" not in title
+    assert "responses" in make_figures(tmp_path, formats=("png",))["figures"]

@@ -179,3 +179,31 @@ def test_schedule_line_lists_the_milestones_a_run_reaches(tmp_path, schedule, it
     _, markdown = make_report(tmp_path)
     assert f"Schedule: {shown}" in markdown
     assert markdown.startswith("# he2016_cifar10: plain vs residual networks on ")  # its own dataset: named
+
+
+def _table6_run(root, depth, seed, err, *, iterations, batch, test_images):
+    """A resnet run on real CIFAR-10 with its length, batch and test split as given."""
+    run = make_run(root, "resnet", depth, seed, [30.0, err - 2.0], [33.0, err], dataset="cifar10",
+                   iters_per_epoch=iterations // 2, test_images=test_images)
+    import yaml
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["train"]["batch_size"] = batch
+    config["model"]["shortcut"] = "A"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_paper_values_beside_runs_trained_or_tested_otherwise_are_marked(tmp_path):
+    """Table 6 is 64k iterations at batch 128 on the 10,000 test images: a 750-iteration run
+    scored on 5,000 held-out images stood beside it unmarked."""
+    _table6_run(tmp_path, 20, 0, 8.5, iterations=64_000, batch=128, test_images=10_000)
+    _table6_run(tmp_path, 56, 0, 40.0, iterations=750, batch=32, test_images=5_000)
+    table, markdown = make_report(tmp_path)
+    notes = table.set_index("depth")["paper_note"]
+    assert notes[20] == ""
+    assert "750 iterations at batch 32" in notes[56] and "5,000 images" in notes[56]
+    line20 = next(line for line in markdown.splitlines() if line.startswith("| resnet | 20 |"))
+    line56 = next(line for line in markdown.splitlines() if line.startswith("| resnet | 56 |"))
+    assert "| 8.75 |" in line20 and "| 6.97 ¹ |" in line56
+    footnote = next(line for line in markdown.splitlines() if line.startswith("¹"))
+    assert "Not comparable with Table 6" in footnote and notes[56] in footnote
+    assert pd.read_csv(tmp_path / "report.csv").set_index("depth")["paper_note"].fillna("")[56] == notes[56]

@@ -16,7 +16,6 @@ stopped. Sizes are for a two-column paper: 8 pt text at the width each figure is
 from __future__ import annotations
 
 import functools
-import textwrap
 import io
 from pathlib import Path
 
@@ -24,10 +23,12 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+from resexp.analysis.figstyle import fit_title, log_window, readable_log_ticks, shade, wrap
 
 from resexp.analysis.report import study_name
 from resexp.analysis.results import (
@@ -57,8 +58,9 @@ RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize
       "lines.linewidth": 1.2, "lines.markersize": 4, "axes.linewidth": 0.6, "grid.linewidth": 0.4,
       "legend.frameon": False, "pdf.fonttype": 42, "svg.fonttype": "none"}
 
-# Each arch's label, colour and marker, as registered with it (resexp/models/archs.py).
-ARCH_STYLE = {arch: {"label": info.label, "color": info.colour, "marker": info.marker}
+# Each arch's label, colour and marker, as registered with it (resexp/models/archs.py); the colour
+# darkened where it has less than 3:1 contrast on white (figstyle.shade).
+ARCH_STYLE = {arch: {"label": info.label, "color": shade(info.colour, 0, 1), "marker": info.marker}
               for arch, info in ((a, arch_info(a)) for a in list_models())}
 # Depth's marker, by the depth's rank among a figure's depths (so plain-20 and resnet-20 share one).
 DEPTH_MARKERS = ("o", "s", "^", "D", "v", "p", "h", "<", ">")
@@ -69,6 +71,11 @@ LOST_MARKER = "x"  # where a diverged (or failed) run stopped
 # axis the lines near the bottom would share a band a third of the height or less.
 WIDE_RANGE = 3.0
 MAX_MARKERS = 12  # markers along one line; more would hide the line
+# A row of log panels (gradients, identity) spans at most this many decades: a net whose gradients
+# explode to 1e10 would otherwise squeeze every other line into a sliver (figstyle.log_window).
+MAX_DECADES = 8
+FIG7_DECADES = 4  # the same for Fig. 7, whose stds lie near 1 (the paper's axis: 0 to 3)
+BAND_ALPHA = 0.2  # the seeds' ± std band behind a line of their mean
 
 
 def arch_style(arch: str) -> dict:
@@ -118,17 +125,6 @@ def net_styles(nets) -> dict:
     return styles
 
 
-def shade(colour, i: int, n: int) -> tuple:
-    """The i-th of n shades of ``colour``, from light to dark, same hue (a mix with white
-    or black keeps it); one shade alone is the colour itself."""
-    base = np.array(to_rgb(colour))
-    if n < 2:
-        return tuple(base)
-    t = 2 * i / (n - 1) - 1  # -1 (lightest) ... 1 (darkest)
-    target, amount = (np.ones(3), -0.55 * t) if t < 0 else (np.zeros(3), 0.4 * t)
-    return tuple(base + (target - base) * amount)
-
-
 def depth_data(runs: pd.DataFrame) -> pd.DataFrame:
     """The depth figure's points: aggregate() plus each arch's legend label."""
     table = aggregate(runs)
@@ -148,20 +144,21 @@ def lost_data(runs: pd.DataFrame) -> pd.DataFrame:
 
 def curves_data(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """The curves figure's lines, one point per metrics.csv row: per arch, depth and epoch,
-    the mean over the seeds the depth figure averages (results.runs_to_average; n: how
-    many reached that epoch), and each diverged run on its own (``diverged``, ``seed``),
-    up to the iteration where it stopped."""
+    the mean and std (ddof=1; NaN for one seed) over the seeds the depth figure averages
+    (results.runs_to_average; n: how many reached that epoch), and each diverged run on its
+    own (``diverged``, ``seed``), up to the iteration where it stopped."""
     keys = ["arch", "depth", "epoch"]
-    columns = keys + ["iteration", "train_err", "test_err", "n", "diverged", "seed"]
+    columns = keys + ["iteration", "train_err", "test_err", "train_err_std", "test_err_std", "n", "diverged", "seed"]
     used = metrics[metrics["run"].isin(runs_to_average(runs)["run"])]
     frames = []
     if not used.empty:
         means = used.groupby(keys).agg(iteration=("iteration", "mean"), train_err=("train_err", "mean"),
-                                       test_err=("test_err", "mean"), n=("seed", "size"))
+                                       test_err=("test_err", "mean"), train_err_std=("train_err", "std"),
+                                       test_err_std=("test_err", "std"), n=("seed", "size"))
         frames.append(means.reset_index().assign(diverged=False, seed=np.nan))
     diverged = metrics[metrics["run"].isin(runs.loc[runs["status"].eq("diverged"), "run"])]
     if not diverged.empty:
-        frames.append(diverged.assign(n=1, diverged=True)[columns])
+        frames.append(diverged.assign(train_err_std=np.nan, test_err_std=np.nan, n=1, diverged=True)[columns])
     if not frames:
         return pd.DataFrame(columns=columns)
     return sort_runs(pd.concat(frames, ignore_index=True)[columns])
@@ -193,15 +190,10 @@ def _styled(draw):
     return styled
 
 
-def _wrap(text: str, figure: Figure, points: float) -> str:
-    """``text`` broken into lines that fit the figure's width at ``points`` pt (a character
-    is at most about 0.6 times as wide as the font is high)."""
-    width = max(20, int(figure.get_figwidth() * 72 / (0.6 * points)))
-    return "\n".join(textwrap.fill(line, width) for line in text.splitlines())
-
-
 def _suptitle(figure: Figure, title: str) -> None:
-    figure.suptitle(_wrap(title, figure, RC["figure.titlesize"]))
+    """The title in at most two lines across the figure (figstyle.fit_title)."""
+    text, size = fit_title(figure, title, RC["figure.titlesize"])
+    figure.suptitle(text, fontsize=size)
 
 
 def _markevery(n: int) -> int:
@@ -212,8 +204,9 @@ def _bottom_legend(figure: Figure, handles: list, ncols: int, note: str = "") ->
     """The legend below the panels, where it can hide no data; ``note``, what else a reader
     must know to read the figure, as its title (a figure's supxlabel would overlap it)."""
     if handles or note:
-        figure.legend(handles=handles, loc="outside lower center", ncols=max(1, min(ncols, len(handles))),
-                      title=_wrap(note, figure, RC["legend.fontsize"]) or None,
+        figure.legend(handles=handles, labels=[_label_of(h) for h in handles], loc="outside lower center",
+                      ncols=max(1, min(ncols, len(handles))),
+                      title=wrap(note, figure, RC["legend.fontsize"]) or None,
                       title_fontsize=RC["legend.fontsize"])
 
 
@@ -234,7 +227,7 @@ def _depth_axis(ax, depths) -> None:
 def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = None) -> Figure:
     """Final training (left) and test (right) error vs depth, one line per arch.
 
-    Points are the mean over seeds with ±std error bars (none for one seed); hollow
+    Lines are the mean over seeds, bands ± their std (none for one seed); hollow
     markers flag points from unfinished runs. ``lost`` (lost_data): runs the mean leaves
     out, each a cross at its last recorded error, so no run disappears without a trace.
     """
@@ -243,17 +236,20 @@ def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = 
     axes = figure.subplots(1, 2)
     settings = [c for c in data.columns if "." in c]  # swept besides depth: a line per (arch, their values)
     styles = _setting_styles(data, settings)
+    entries = {}  # legend label -> handle; one with a band wins over one without
     for ax, metric, name in zip(axes, ("train_err", "test_err"), ("training error", "test error")):
         for line, rows in data.groupby(["arch", *settings], sort=False, dropna=False):
             points = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
             if not points.empty:
-                _depth_line(ax, line[0], points, metric, styles[tuple(map(str, line))])
+                handle = _depth_line(ax, line[0], points, metric, styles[tuple(map(str, line))])
+                label = _label_of(handle)
+                entries[label] = handle if isinstance(handle, tuple) else entries.get(label, handle)
         _lost_marks(ax, lost, metric)
         _depth_axis(ax, list(data["depth"]) + list(lost["depth"]))
         ax.set_ylabel(f"{name} (%)")
         ax.set_title(f"final {name}")
         ax.grid(alpha=0.3)
-    handles, _ = axes[0].get_legend_handles_labels()
+    handles = list(entries.values())
     if lost[["train_err", "test_err"]].notna().any(axis=None):
         statuses = " or ".join(dict.fromkeys(sorted(lost["status"]))) if "status" in lost else "diverged"
         handles.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
@@ -270,8 +266,7 @@ def _depth_note(data: pd.DataFrame, lost: pd.DataFrame) -> str:
         note = "no finished epoch yet"
     else:
         low, high = int(seeds.min()), int(seeds.max())
-        note = ("one seed per point (no error bars)" if high == 1 else
-                f"mean ± std over {low if low == high else f'{low}-{high}'} seeds")
+        note = "one seed per point" if high == 1 else _seeds_note(low, high)
     if (~data["finished"] & (data["n"] > 0)).any():
         note += "; hollow: unfinished runs, at their latest epoch"
     early = int(lost["train_err"].isna().sum()) if len(lost) else 0
@@ -299,18 +294,38 @@ def _setting_styles(data: pd.DataFrame, settings: list[str]) -> dict:
     return styles
 
 
-def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str, style: dict | None = None) -> None:
+def _seeds_note(low: int, high: int) -> str:
+    """What the lines and bands of a figure whose points average low to high seeds are."""
+    return f"mean ± std of {low if low == high else f'{low}-{high}'} seeds (line ± band)"
+
+
+def _band(ax, x, mean, std, colour, gid: str) -> bool:
+    """mean ± std as a pale band behind its line, where std is known (more than one seed)."""
+    if not std.notna().any():
+        return False
+    ax.fill_between(x, mean - std, mean + std, color=colour, alpha=BAND_ALPHA, linewidth=0, gid=gid)
+    return True
+
+
+def _label_of(handle) -> str:
+    return (handle[-1] if isinstance(handle, tuple) else handle).get_label()
+
+
+def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str, style: dict | None = None):
+    """One arch's points on one panel; its legend handle, as drawn: the line, over its band if it has one."""
     style = style or arch_style(arch)
-    ax.errorbar(
-        rows["depth"], rows[f"{metric}_mean"], yerr=rows[f"{metric}_std"].fillna(0.0),
-        color=style["color"], marker=style["marker"], label=style["label"],
-        capsize=2, linewidth=1.4, markersize=4.5, gid=f"{style.get('gid', arch)}:{metric}",
-    )
+    look = {"color": style["color"], "marker": style["marker"], "linewidth": 1.4, "markersize": 4.5}
+    gid = f"{style.get('gid', arch)}:{metric}"
+    ax.plot(rows["depth"], rows[f"{metric}_mean"], label=style["label"], gid=gid, **look)
+    handle = Line2D([], [], label=style["label"], **look)
+    if _band(ax, rows["depth"], rows[f"{metric}_mean"], rows[f"{metric}_std"], style["color"], f"{gid}:band"):
+        handle = (Patch(color=style["color"], alpha=BAND_ALPHA, linewidth=0), handle)
     unfinished = rows[~rows["finished"]]
     if not unfinished.empty:
         ax.plot(unfinished["depth"], unfinished[f"{metric}_mean"], linestyle="none",
                 marker=style["marker"], markersize=4.5, markerfacecolor="white",
                 markeredgecolor=style["color"], zorder=3)
+    return handle
 
 
 def _lost_marks(ax, lost: pd.DataFrame, metric: str) -> None:
@@ -338,19 +353,20 @@ def _iteration_axis(ax) -> None:
 @_styled
 def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) -> Figure:
     """One panel per arch, one line pair per depth: training error dashed, test error bold,
-    a point per metrics.csv row; a diverged run as its own line with a cross where it
-    stopped. ``zoom``: the error axis ends there (He et al. 2016, Fig. 6: 20 %)."""
+    a point per metrics.csv row, each the mean over seeds with a band of ± their std where
+    there are several; a diverged run as its own line with a cross where it stopped.
+    ``zoom``: the error axis ends there (He et al. 2016, Fig. 6: 20 %)."""
     archs = list(dict.fromkeys(data["arch"]))
     styles = net_styles(zip(data["arch"], data["depth"]))
     figure = _new_figure(PAGE_WIDTH, 3.1)
     axes = figure.subplots(1, max(len(archs), 1), sharey=True, squeeze=False)[0]
-    entries = []
+    entries, banded = [], False
     for ax, arch in zip(axes, archs):
         lines = data[data["arch"] == arch].groupby(["depth", "diverged", "seed"], sort=False, dropna=False)
         for (depth, diverged, seed), curve in lines:
             name = f"{arch}-{int(depth)}" + (f"-s{int(seed)}" if diverged else "")
             style = styles[(arch, int(depth))]
-            _curve_lines(ax, name, curve.sort_values("iteration"), style, bool(diverged), zoom)
+            banded |= _curve_lines(ax, name, curve.sort_values("iteration"), style, bool(diverged), zoom)
             end = int(curve["iteration"].max())
             label = f"{arch}-{int(depth)}" + (f" (seed {int(seed)}: diverged at it. {end:,})" if diverged else "")
             entries.append(Line2D([], [], color=style["color"], marker=style["marker"], label=label,
@@ -362,31 +378,41 @@ def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) 
     axes[0].set_ylabel("error (%)")
     entries += [Line2D([], [], color="0.3", label="training error (dashed)", **TRAIN_STYLE),
                 Line2D([], [], color="0.3", label="test error (bold)", **TEST_STYLE)]
+    seeds = data.loc[~data["diverged"].astype(bool), "n"]
+    if banded:
+        entries.append(Patch(color="0.3", alpha=BAND_ALPHA, linewidth=0, label="± std over seeds"))
     if data["diverged"].any():
         entries.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
                               label="where a diverged run stopped"))
     cut = zoom and (data[["train_err", "test_err"]] > zoom).any(axis=None)
-    note = (f"error axis cut at {zoom:g} % (--zoom): points above it are not shown, "
-            "crosses above it sit on the top edge") if cut else ""
-    _bottom_legend(figure, entries, 4, note)
+    notes = [_seeds_note(int(seeds.min()), int(seeds.max()))] if banded else []
+    if cut:
+        notes.append(f"error axis cut at {zoom:g} % (--zoom): points above it are not shown, "
+                     "crosses above it sit on the top edge")
+    _bottom_legend(figure, entries, 4, "; ".join(notes))
     _suptitle(figure, title)
     return figure
 
 
-def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom) -> None:
-    """The training (dashed, hollow markers) and test (bold) lines of one net; a cross at
-    the last point of a diverged run, on the top edge when that is above ``zoom``."""
+def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom) -> bool:
+    """The training (dashed, hollow markers) and test (bold) lines of one net, each over its
+    band of ± std where it averages several seeds; a cross at the last point of a diverged
+    run, on the top edge when that is above ``zoom``. Whether it drew a band."""
+    banded = False
     for column, line_style, part in (("train_err", TRAIN_STYLE, "train"), ("test_err", TEST_STYLE, "test")):
         points = curve.dropna(subset=[column])
         face = "white" if part == "train" else style["color"]
         ax.plot(points["iteration"], points[column], color=style["color"], marker=style["marker"],
                 markevery=_markevery(len(points)), markerfacecolor=face, markersize=3.5,
                 gid=f"{name}:{part}", **line_style)
+        std = points.get(f"{column}_std", pd.Series(np.nan, index=points.index))
+        banded |= _band(ax, points["iteration"], points[column], std, style["color"], f"{name}:{part}:band")
         if diverged and not points.empty:
             x, y = points["iteration"].iloc[-1], points[column].iloc[-1]
             ax.plot([x], [min(y, zoom) if zoom else y], linestyle="none", marker=LOST_MARKER, markersize=7,
                     markeredgewidth=1.5, color=style["color"], clip_on=False, zorder=4,
                     gid=f"{name}:{part}:lost")
+    return banded
 
 
 def _writable_dir(out_dir: Path) -> Path:
@@ -420,7 +446,8 @@ def _save_csv(table: pd.DataFrame, path: Path) -> Path:
 def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Results | None = None,
                  train_error: str = "minibatch", zoom: float | None = None) -> dict:
     """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures),
-    and the diagnostics figures where the runs hold diagnostics CSVs.
+    and the diagnostics figures where the runs hold diagnostics CSVs (with the default
+    training error only: they do not depend on it, and a copy would add nothing).
     ``results``: read_results(results_dir), if the caller has it already.
 
     ``train_error``: ``minibatch`` (Fig. 6's, the default) or ``clean`` (results.TRAIN_ERRORS).
@@ -440,6 +467,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
     # results.TRAIN_ERRORS says it in full; a title has room for this much
     which = "" if train_error == "minibatch" else " (clean training error)"
+    training = "training error" if train_error == "minibatch" else "clean training error"
+    diagnostics = DIAGNOSTIC_FIGURES if train_error == "minibatch" else {}
     figures = {"depth": plot_depth(depth, title_of(info, "final error vs depth" + which), lost)}
     paths = _save(figures["depth"], out / "depth", formats)
     paths.append(_save_csv(depth, out / "depth.csv"))
@@ -452,12 +481,12 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
         curves = curves_data(metrics[metrics["run"].isin(part["run"])], part)
         if curves.empty:
             continue
-        curves_title = title_of(info, "training error (dashed) and test error (bold)" + which + named)
+        curves_title = title_of(info, f"{training} (dashed) and test error (bold){named}")
         figures[f"curves{suffix}"] = plot_curves(curves, curves_title, zoom)
         paths += _save(figures[f"curves{suffix}"], out / f"curves{suffix}", formats)
         paths.append(_save_csv(curves, out / f"curves{suffix}.csv"))
         made[f"curves{suffix}"] = curves
-        for kind, (prepare, draw, what) in DIAGNOSTIC_FIGURES.items():
+        for kind, (prepare, draw, what) in diagnostics.items():
             table = load_diagnostics(results_dir, kind, part)
             data = prepare(table) if table is not None else None
             if data is not None and not data.empty:  # e.g. Fig. 7 before any run measured past epoch 0
@@ -487,23 +516,18 @@ def _seed_mean(table: pd.DataFrame, keys: list[str], values: list[str]) -> pd.Da
     return sort_runs(table.groupby(["arch", "depth", *keys], sort=False).agg(**agg).reset_index())
 
 
-def _readable_log_ticks(ax) -> None:
-    """Plain numbers (0.3, 0.5, 1, 2) on a log y axis that spans under two decades, where
-    matplotlib would label minor ticks 2×10^0; powers of ten alone on a wider one."""
-    low, high = ax.get_ylim()
-    if low <= 0 or high / low >= 100:
-        ax.yaxis.set_major_locator(LogLocator())
-        ax.yaxis.set_major_formatter(LogFormatterSciNotation())
-    else:
-        subs = (1.0, 2.0, 5.0) if high / low >= 10 else (1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-        ax.yaxis.set_major_locator(LogLocator(subs=subs))
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
-
-
-def _net_line(ax, lines: pd.DataFrame, x: str, y: str, style: dict, label: str, gid: str) -> None:
+def _net_line(ax, lines: pd.DataFrame, x: str, y: str, style: dict, label: str, gid: str) -> bool:
+    """One net's line. A point with no measured neighbour (alone, or between gaps) has no
+    segment to be seen by: it is drawn as a larger ring on top. Whether there was one."""
     ax.plot(lines[x], lines[y], color=style["color"], marker=style["marker"], markersize=3,
             markevery=_markevery(len(lines)), linewidth=1.1, label=label, gid=gid)
+    known = np.isfinite(lines[y].to_numpy(dtype=float))
+    lone = known & ~np.r_[False, known[:-1]] & ~np.r_[known[1:], False]
+    if lone.any():
+        ax.plot(lines[x][lone], lines[y][lone], linestyle="none", marker=style["marker"], markersize=6,
+                markerfacecolor="none", markeredgecolor=style["color"], markeredgewidth=1.4, zorder=3,
+                gid=f"{gid}:lone")
+    return bool(lone.any())
 
 
 def _net_handles(styles: dict) -> list:
@@ -513,36 +537,61 @@ def _net_handles(styles: dict) -> list:
 
 
 def responses_data(table: pd.DataFrame) -> pd.DataFrame:
-    """Fig. 7's lines: each layer's response std at the end of training, mean over seeds,
-    and ``rank``: the layer's place when a net's stds are sorted in descending order."""
-    end = _seed_mean(table[table["point"] == "end"], ["layer", "stage", "block"], ["std"])
+    """Fig. 7's lines: each layer's response std at the end of training, mean over seeds;
+    ``rank``: the layer's place when a net's stds are sorted in descending order; ``bn``:
+    the BN statistics the measurement used (responses.csv's column; "" where not recorded)."""
+    rows = table[table["point"] == "end"]
+    end = _seed_mean(rows, ["layer", "stage", "block"], ["std"])
     end["rank"] = end.groupby(["arch", "depth"])["std"].rank(ascending=False, method="first").astype(int)
-    return end
+    bn = rows["bn"].fillna("").astype(str) if "bn" in rows else pd.Series("", index=rows.index)
+    used = bn.groupby([rows["arch"], rows["depth"]]).agg(lambda s: "/".join(sorted(set(s))))
+    return end.merge(used.rename("bn").reset_index(), on=["arch", "depth"], how="left")
+
+
+# What Fig. 7's caption says of the BN statistics its responses were measured with (column bn)
+BN_NOTES = {"running": "Responses after BN with its running statistics (eval mode), as the trained net is tested.",
+            "batch": "Responses after BN with each batch's own statistics (train mode)."}
+
+
+def _bn_note(data: pd.DataFrame) -> str:
+    used = sorted(set("/".join(data["bn"].fillna("")).split("/")) - {""}) if "bn" in data else []
+    if not used:
+        return "Which BN statistics the responses were measured with is not recorded."
+    if len(used) > 1:
+        return "BN statistics differ between runs (" + " and ".join(used) + "; column bn of responses.csv)."
+    return BN_NOTES.get(used[0], f"Responses after BN with its {used[0]} statistics.")
 
 
 @_styled
 def plot_responses(data: pd.DataFrame, title: str = "") -> Figure:
     """He et al. 2016, Fig. 7: std of each 3x3 layer's response (after BN, before the ReLU or
-    the addition; eval mode) in layer order (top) and sorted by magnitude (bottom); log y
-    once the largest std is WIDE_RANGE times the smallest."""
+    the addition) in layer order (top) and sorted by magnitude (bottom); log y once the
+    largest std is WIDE_RANGE times the smallest. Its caption names the BN statistics used."""
     figure = _new_figure(COLUMN_WIDTH, 4.6)
     top, bottom = figure.subplots(2, 1)
     styles = net_styles(zip(data["arch"], data["depth"]))
-    for (arch, depth), lines in data.groupby(["arch", "depth"], sort=False):
-        label, style = f"{arch}-{depth}", styles[(arch, int(depth))]
-        _net_line(top, lines.sort_values("layer"), "layer", "std", style, label, f"{label}:layer")
-        _net_line(bottom, lines.sort_values("rank"), "rank", "std", style, label, f"{label}:sorted")
-    top.set_xlabel("layer index (forward order)")
-    bottom.set_xlabel("layer index (sorted by magnitude)")
     positive = data["std"][data["std"] > 0]
     wide = len(positive) > 0 and positive.max() / positive.min() > WIDE_RANGE
-    for ax in (top, bottom):
-        ax.set_ylabel("std" + (" (log scale)" if wide else ""))
-        ax.grid(alpha=0.3, which="both")
+    nets = data.groupby(["arch", "depth"], sort=False)
+    window = log_window([lines["std"] for _, lines in nets], FIG7_DECADES) if wide else None
+    beyond = []
+    for ax, x, part in ((top, "layer", "layer"), (bottom, "rank", "sorted")):
         if wide:
             ax.set_yscale("log")
-            _readable_log_ticks(ax)
-    _bottom_legend(figure, _net_handles(styles), 3)
+        for (arch, depth), lines in nets:
+            label, style = f"{arch}-{depth}", styles[(arch, int(depth))]
+            _net_line(ax, lines.sort_values(x), x, "std", style, label, f"{label}:{part}")
+            found = _off_scale(ax, lines.sort_values(x), x, "std", window, style["color"], f"{label}:{part}", label)
+            beyond += found if ax is top else []
+        if window:
+            ax.set_ylim(window)
+        ax.set_ylabel("std" + (" (log scale)" if wide else ""))
+        ax.grid(alpha=0.3)
+        if wide:
+            readable_log_ticks(ax)
+    top.set_xlabel("layer index (forward order)")
+    bottom.set_xlabel("layer index (sorted by magnitude)")
+    _bottom_legend(figure, _net_handles(styles), 3, "\n".join([_bn_note(data), *_beyond_note(beyond)]))
     _suptitle(figure, title)
     return figure
 
@@ -569,24 +618,67 @@ def identity_data(table: pd.DataFrame) -> pd.DataFrame:
 
 def _grid(rows: list[tuple], title: str, note: str = "") -> Figure:
     """One row of panels per (key, its data, x column, x label, y column, y label); columns:
-    at initialisation, at the end. One line per (arch, depth), log y."""
+    at initialisation, at the end, on one log y range per row so that the two compare. One
+    line per (arch, depth). A row spans at most MAX_DECADES (figstyle.log_window): a line
+    beyond it ends in a triangle on the edge, and the legend names its extreme."""
     figure = _new_figure(PAGE_WIDTH, 2.4 * len(rows) + 0.9)
-    axes = figure.subplots(len(rows), 2, squeeze=False)
+    axes = figure.subplots(len(rows), 2, squeeze=False, sharey="row")
     styles = net_styles([net for row in rows for net in zip(row[1]["arch"], row[1]["depth"])])
+    lone, beyond = [], []
     for panels, (key, part, x, xlabel, y, ylabel) in zip(axes, rows):
+        nets = {(point, arch, int(depth)): lines.sort_values(x) for point in ("init", "end")
+                for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False)}
+        window = log_window([lines[y] for lines in nets.values()], MAX_DECADES)
         for ax, point in zip(panels, ("init", "end")):
-            for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False):
-                _net_line(ax, lines.sort_values(x), x, y, styles[(arch, int(depth))], f"{arch}-{depth}",
-                          f"{arch}-{depth}:{key}:{point}")
             ax.set_yscale("log")
-            _readable_log_ticks(ax)
+            for (at, arch, depth), lines in nets.items():
+                if at == point:
+                    name, style = f"{arch}-{depth}", styles[(arch, depth)]
+                    when = "at initialisation" if point == "init" else "at the end"
+                    if _net_line(ax, lines, x, y, style, name, f"{name}:{key}:{point}"):
+                        lone.append(name)
+                    beyond += _off_scale(ax, lines, x, y, window, style["color"], f"{name}:{key}:{point}",
+                                         f"{name} ({key.replace('_', ' ')}, {when})")
             ax.set_title("at initialisation" if point == "init" else "at the end of training")
             ax.set_xlabel(xlabel)
-            ax.set_ylabel(ylabel)
-            ax.grid(alpha=0.3, which="both")
-    _bottom_legend(figure, _net_handles(styles), 6, note)
+            ax.grid(alpha=0.3)
+        if window:
+            panels[0].set_ylim(window)
+        readable_log_ticks(panels[0])
+        panels[0].set_ylabel(ylabel)
+    notes = [note] if note else []
+    notes += _beyond_note(beyond)
+    if lone:
+        notes.append(f"A ring: a point with no measured neighbour ({', '.join(dict.fromkeys(lone))}).")
+    _bottom_legend(figure, _net_handles(styles), 6, "\n".join(notes))
     _suptitle(figure, title)
     return figure
+
+
+def _power(value: float) -> str:
+    mantissa, exponent = f"{value:.1e}".split("e")
+    return rf"${mantissa}\times10^{{{int(exponent)}}}$"
+
+
+def _beyond_note(beyond: list[str]) -> list[str]:
+    return ["▲ / ▼ on an edge: a line beyond the scale, " + "; ".join(beyond)] if beyond else []
+
+
+def _off_scale(ax, lines: pd.DataFrame, x: str, y: str, window, colour, gid: str, what: str) -> list[str]:
+    """A triangle on the edge of ``window`` where the line goes beyond it, at its extreme;
+    ``what`` (the line's name) and that extreme, in a few words."""
+    if window is None:
+        return []
+    values = lines[y].to_numpy(dtype=float)
+    found = []
+    for edge, outside, marker, word in ((window[1], values > window[1], "^", "up to"),
+                                        (window[0], (values > 0) & (values < window[0]), "v", "down to")):
+        if outside.any():
+            i = int(np.flatnonzero(outside)[np.argmax(np.abs(np.log10(values[outside] / edge)))])
+            ax.plot([lines[x].iloc[i]], [edge], linestyle="none", marker=marker, markersize=6, color=colour,
+                    clip_on=False, zorder=4, gid=f"{gid}:beyond")
+            found.append(f"{what} {word} {_power(values[i])}")
+    return found
 
 
 @_styled
@@ -608,8 +700,7 @@ def plot_identity(data: pd.DataFrame, title: str = "") -> Figure:
 
 
 DIAGNOSTIC_FIGURES = {
-    "responses": (responses_data, plot_responses,
-                  "std of layer responses after BN (He et al. 2016, Fig. 7), end of training"),
+    "responses": (responses_data, plot_responses, "layer responses (He et al. 2016, Fig. 7), end of training"),
     "gradients": (gradients_data, plot_gradients, "gradient norms on a fixed batch"),
     "identity": (identity_data, plot_identity, "the identity test: how far each block is from the identity"),
 }

@@ -21,16 +21,22 @@ from resexp.analysis.results import (
     Results,
     read_results,
     pick_train_error,
+    runs_to_average,
     setting_name,
     setting_value,
     status_tally,
+    swept_settings,
 )
 from resexp.errors import UserError
 from resexp.run.safeio import atomic_write, real_dir
+from resexp.run.text import inert
 
 # He et al. 2016, Table 6: CIFAR-10 test error (%) of ResNet-n, option A shortcuts,
 # 64k iterations. The 110-layer value is the best of 5 runs (their mean: 6.61 ± 0.16).
 PAPER_TABLE6_TEST_ERR = {20: 8.75, 32: 7.51, 44: 7.17, 56: 6.97, 110: 6.43, 1202: 7.93}
+# How Table 6's nets were trained and tested (§4.2): a row run otherwise says so beside the value.
+PAPER_ITERATIONS, PAPER_BATCH, PAPER_TEST_IMAGES, PAPER_SHORTCUT = 64_000, 128, 10_000, "A"
+FOOTNOTE_MARKS = "¹²³⁴⁵⁶⁷⁸⁹"
 
 
 def training_error_note(augmented, train_error: str = "minibatch") -> str:
@@ -69,9 +75,37 @@ def paper_test_err(table: pd.DataFrame, info: dict) -> pd.Series:
 
 
 def report_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """aggregate() of the runs plus the paper's column (paper_test_err)."""
+    """aggregate() of the runs plus the paper's column (paper_test_err) and ``paper_note``: where
+    a row has a paper value, how its runs differ from Table 6's (paper_gaps); "" where they do not."""
     table = aggregate(runs)
-    return table.assign(paper_test_err=paper_test_err(table, experiment_info(runs)))
+    table = table.assign(paper_test_err=paper_test_err(table, experiment_info(runs)))
+    keys = ["arch", "depth", *swept_settings(runs)]
+    used = runs_to_average(runs)
+    notes = used.assign(paper_note=[paper_gaps(row) for _, row in used.iterrows()]) \
+        .groupby(keys, dropna=False)["paper_note"].agg(lambda s: "; ".join(dict.fromkeys(n for n in s if n)))
+    table = table.merge(notes.reset_index(), on=keys, how="left")
+    return table.assign(paper_note=table["paper_note"].fillna("").where(table["paper_test_err"].notna(), ""))
+
+
+def paper_gaps(run: pd.Series) -> str:
+    """How one run was trained or tested otherwise than Table 6's nets, in words; "" if it was not."""
+    def count(value) -> str:
+        return "?" if pd.isna(value) else f"{value:,.0f}"
+
+    gaps = []
+    iterations, batch = run.get("iterations"), run.get("train.batch_size")
+    if iterations != PAPER_ITERATIONS or batch != PAPER_BATCH:
+        gaps.append(f"{count(iterations)} iterations at batch {count(batch)} "
+                    f"(Table 6: {PAPER_ITERATIONS:,} at {PAPER_BATCH})")
+    images = run.get("test_images")
+    if pd.isna(images):
+        gaps.append("the size of its test split is not recorded")
+    elif images != PAPER_TEST_IMAGES:
+        gaps.append(f"test error on {images:,.0f} images, not the {PAPER_TEST_IMAGES:,} of the test set")
+    shortcut = run.get("model.shortcut")
+    if isinstance(shortcut, str) and shortcut != PAPER_SHORTCUT:
+        gaps.append(f"option {shortcut} shortcuts (Table 6: {PAPER_SHORTCUT})")
+    return "; ".join(gaps)
 
 
 def format_params(params: float) -> str:
@@ -125,9 +159,12 @@ def _epochs_cell(row) -> str:
 
 
 def markdown_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells; the paper column only when some row has a value."""
+    """Header and formatted cells; the paper column only when some row has a value, each
+    value that is not comparable marked (footnotes) with its note."""
     settings = [c for c in table.columns if "." in c]  # swept besides depth (results.swept_settings)
-    header = ["arch", "depth", *map(setting_name, settings), "params (M)", "seeds", "train err (%)", "test err (%)"]
+    marks = footnotes(table)
+    header = ["arch", "depth", *map(setting_name, settings),
+              "params (M)", "seeds", "train err (%)", "test err (%)"]
     with_paper = table["paper_test_err"].notna().any()
     if with_paper:
         header.append("paper test err (%)")
@@ -139,9 +176,16 @@ def markdown_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
                  format_error(row.train_err_mean, row.train_err_std),
                  format_error(row.test_err_mean, row.test_err_std)]
         if with_paper:
-            cells.append("" if pd.isna(row.paper_test_err) else f"{row.paper_test_err:.2f}")
+            note = marks.get(getattr(row, "paper_note", ""), "")
+            cells.append("" if pd.isna(row.paper_test_err) else f"{row.paper_test_err:.2f}{note and ' ' + note}")
         rows.append(cells + [_epochs_cell(row), format_seconds(row.wall_seconds)])
     return header, rows
+
+
+def footnotes(table: pd.DataFrame) -> dict[str, str]:
+    """paper_note -> its footnote mark (¹, ², ...; [10] on), one per different note."""
+    notes = dict.fromkeys(n for n in table.get("paper_note", pd.Series(dtype=str)) if isinstance(n, str) and n)
+    return {note: FOOTNOTE_MARKS[i] if i < len(FOOTNOTE_MARKS) else f"[{i + 1}]" for i, note in enumerate(notes)}
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -234,8 +278,14 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = 
     lines += hardware_note(info["hardware"])
     lines += [f"Runs: {len(runs)} ({tally})", "", training_error_note(info["augmented"], train_error), ""]
     if table["paper_test_err"].notna().any():
-        lines += ["Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs).", ""]
+        lines += [f"Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs), after "
+                  f"{PAPER_ITERATIONS:,} iterations at batch {PAPER_BATCH} on the {PAPER_TEST_IMAGES:,} "
+                  f"CIFAR-10 test images. A marked value stands beside runs trained or tested otherwise: "
+                  "it is not a comparison (notes under the table).", ""]
     lines.append(markdown_table(*markdown_rows(table)))
+    marks = footnotes(table)
+    if marks:
+        lines += [""] + [f"{mark} Not comparable with Table 6: {inert(note)}.  " for note, mark in marks.items()]
     if figures:
         lines += ["", "Figures (each with its numbers as CSV):", "", *figures]
     else:

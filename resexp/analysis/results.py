@@ -21,7 +21,7 @@ from resexp.run.state import ORDER, UNFINISHED, Status
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
-    "epochs", "epochs_planned", "iterations", "iterations_planned",
+    "epochs", "epochs_planned", "iterations", "iterations_planned", "test_images",
     "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
     "device", "error", "display_name", "augmented", "hardware", "owner", "heartbeat_age", "advice",
     "train.lr", "train.batch_size",  # then one column per other setting the runs' sweep varies (swept_settings)
@@ -78,6 +78,7 @@ def run_record(run_dir: Path, state: RunState) -> dict:
         "epochs_planned": float(pick("epochs_planned", train.get("epochs") or math.nan)),
         "iterations": float(last.get("iteration", pick("iterations"))),
         "iterations_planned": float(pick("iterations_planned", train.get("iterations") or math.nan)),
+        "test_images": float(pick("test_images")),  # the report: is it the paper's 10,000-image test set?
         "final_train_err": float(last.get("train_err", pick("final_train_err"))),
         "final_test_err": float(last.get("test_err", pick("final_test_err"))),
         "wall_seconds": float(last.get("elapsed", pick("wall_seconds"))),
