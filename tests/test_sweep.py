@@ -374,3 +374,55 @@ def test_a_setting_that_cannot_be_used_is_a_failed_run_not_damage(tmp_path, monk
     assert code == 1 and stdout.strip() == f"sweep {out}: 1 failed"
     errors = [ln for ln in stderr.splitlines() if ln.startswith("error")]
     assert len(errors) == 1 and errors[0].startswith("error: plain-8-s0: ") and "999" in errors[0]
+
+
+# --------------------------------------------------------------------------- one sweep's settings per folder
+def test_a_sweep_with_other_settings_is_refused_while_another_trains_in_the_folder(tmp_path, monkeypatch, capsys):
+    """While a sweep trains in a folder (its shared lock on .sweep.active, held here as
+    that sweep would), a second one with other settings is refused in one line and writes
+    nothing; one with the same settings joins it; once the first has ended, the changed
+    sweep goes on as usual."""
+    from resexp.sweep import claim
+
+    out = tmp_path / "C"
+    first = ["sweep", "--archs", "resnet", "--depths", "8", "--out", out, *TINY]
+    assert cli(monkeypatch, capsys, *first)[0] == 0
+    saved = (out / "sweep.yaml").read_text()
+    active = claim.training(out)
+    try:
+        code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "resnet", "--depths", "14",
+                                   "--out", out, *TINY)
+        assert code == 2 and stdout == ""
+        assert stderr.strip().splitlines() == [f"error: another sweep is training in {out} with other settings "
+                                               f"(its sweep.yaml); wait for it to end, run the same command as it, "
+                                               f"or use another --out"]
+        assert (out / "sweep.yaml").read_text() == saved and not (out / "resnet-14-s0").exists()
+        assert cli(monkeypatch, capsys, *first)[0] == 0  # the same sweep joins it
+    finally:
+        claim.release(active)
+    assert cli(monkeypatch, capsys, "sweep", "--archs", "resnet", "--depths", "14", "--out", out, *TINY)[0] == 0
+    assert (out / "resnet-14-s0" / "metrics.csv").exists()
+
+
+@pytest.mark.slow
+def test_two_sweeps_started_together_with_other_settings_never_share_a_folder(tmp_path):
+    """Two real sweeps started at once on one folder, one of 20 and one of 25 epochs (long
+    enough that the first still trains while the second plans): whichever saves its
+    sweep.yaml first trains; the other is refused in one line, so every run in the folder
+    has one length and sweep.yaml names the sweep that trained."""
+    out = tmp_path / "C"
+    base = [sys.executable, "-m", "resexp", "sweep", "--archs", "resnet", "--out", str(out), *TINY]
+    procs = [subprocess.Popen([*base, "--depths", "8", "train.epochs=20"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path),
+             subprocess.Popen([*base, "--depths", "14", "train.epochs=25"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, cwd=tmp_path)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], results
+    refused = next(err for code, err in results if code == 2)
+    assert "another sweep is training in" in refused
+    runs = [p for p in out.iterdir() if p.is_dir()]
+    assert len(runs) == 1
+    saved = yaml.safe_load((out / "sweep.yaml").read_text())
+    epochs = {20: [8], 25: [14]}[len(rows(runs[0]))]
+    assert saved["depths"] == epochs

@@ -10,6 +10,8 @@ from rich.console import Console
 
 from resexp.models.footprint import device_of
 from resexp.run.state import Status
+from resexp.errors import UserError
+from resexp.sweep import claim
 from resexp.sweep import launch as launchers
 from resexp.sweep import plan as sw
 from resexp.sweep.task import planned_threads
@@ -86,27 +88,48 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     sweep's or the experiment's), print the plan first; with ``dry_run`` only the plan,
     its estimate and what the launcher would do. Ctrl-C raises Interrupted."""
     console = console or Console(stderr=True, soft_wrap=True)
-    spec, out = sw.resolve_spec(archs, depths, seeds, list(overrides), out, list(config_dirs))
+    args = (archs, depths, seeds, list(overrides))
+    spec, out = sw.resolve_spec(*args, out, list(config_dirs))
+    if dry_run:
+        how, runs = _plan(spec, out, jobs, wait, True, console)
+        console.print(how.dry_run(runs, out) or "", markup=False)
+        for note in sw.check_data(runs, fetch=False):  # data on disk or obtainable; UserError where not
+            console.print(note, markup=False)
+        return SweepOutcome(out, runs, None, dry_run=True)
+    # The folder's saved sweep is checked and this one saved in one step (resexp/sweep/claim.py).
+    with claim.planning(out) as others_training:
+        saved = sw.saved_text(out)
+        spec, out = sw.resolve_spec(*args, out, list(config_dirs))  # again: sweep.yaml as it is now
+        if saved is not None and spec.to_yaml() != saved and others_training():
+            raise UserError(f"another sweep is training in {out} with other settings (its {sw.SWEEP_FILE}); "
+                            f"wait for it to end, run the same command as it, or use another --out")
+        how, runs = _plan(spec, out, jobs, wait, False, console)
+        sw.check_data(runs)
+        sw.save_spec(spec, out)
+        active = claim.training(out)
+    try:
+        return SweepOutcome(out, runs, how.launch(runs, out, console))
+    except KeyboardInterrupt:
+        raise Interrupted(how.interrupted.format(out=out)) from None
+    finally:
+        claim.release(active)
+
+
+def _plan(spec, out: Path, jobs: int | None, wait: bool, dry_run: bool, console: Console):
+    """Plan, estimate and print the sweep: (its launcher, its runs). ``dry_run``: steps may
+    be timed here for the estimate."""
     found = sw.survey(out)  # every run folder read once; the plan hands each state on
     runs = sw.plan(spec, out, found)
     how = launchers.pick(runs, jobs, wait, spec.config_dirs)
     # Steps are timed here only for runs trained here: a login node says nothing of a GPU node.
     basis = sw.estimate_costs(runs, out, found, time_here=dry_run and how.type == "local")
-    console.print(sw.format_plan(runs, basis))
+    console.print(sw.format_plan(runs, basis), markup=False)  # holds text from the run folders
     todo = [r for r in runs if r.to_train]
     if todo:
         on_gpu = how.type == "local" and device_of(todo[0].cfg.train.device).type == "cuda"
         jobs = min(how.jobs, len(todo))
         console.print(planned_threads(todo[0].cfg, how.type, jobs, on_gpu))
-    if dry_run:
-        console.print(how.dry_run(runs, out) or "")
-        return SweepOutcome(out, runs, None, dry_run=True)
-    sw.check_data(runs)
-    sw.save_spec(spec, out)
-    try:
-        return SweepOutcome(out, runs, how.launch(runs, out, console))
-    except KeyboardInterrupt:
-        raise Interrupted(how.interrupted.format(out=out)) from None
+    return how, runs
 
 
 class Interrupted(KeyboardInterrupt):

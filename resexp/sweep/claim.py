@@ -1,0 +1,91 @@
+"""One sweep's settings per results folder: the check of a folder's saved sweep and the
+save of this sweep's are one step, under an exclusive lock on <out>/.sweep.lock; a sweep
+that trains holds a shared lock on <out>/.sweep.active until it ends.
+
+So of two sweeps started at once on one folder with different settings, the second sees
+the first's sweep.yaml and that it is training, and is refused in one line; sweeps with
+the same settings share the folder (each run is still trained once: its own lock). Both
+are flock(2) locks, which the kernel releases when their process ends, however it ends,
+so a killed sweep never leaves one behind. Where flock does not exist (Windows), nothing
+is locked and the clash check alone guards the folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from pathlib import Path
+from typing import Callable, Iterator
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux or macOS
+    fcntl = None
+
+from resexp.errors import UserError
+
+SAVE_LOCK, ACTIVE_LOCK = ".sweep.lock", ".sweep.active"
+WAIT_S = 120.0  # the longest a sweep waits for another to finish planning (a plan takes seconds)
+
+
+def _open(path: Path) -> int:
+    """The lock file, never through a link planted in a received folder."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot lock {path}: {err.strerror or err} "
+                        f"(a link or a folder there is not a lock file)") from None
+
+
+@contextlib.contextmanager
+def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[], bool]]:
+    """Hold <out>/.sweep.lock while a sweep reads the folder's saved sweep and saves its own;
+    yields ``others_training()``: whether another sweep trains in this folder now."""
+    if fcntl is None:
+        yield lambda: False
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    fd, start = _open(out / SAVE_LOCK), clock()
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if clock() - start > WAIT_S:
+                    raise UserError(f"another sweep has been planning in {out} for {WAIT_S:.0f} s; "
+                                    f"try again once it has started") from None
+                time.sleep(0.2)
+        yield lambda: _held_by_others(out / ACTIVE_LOCK)
+    finally:
+        os.close(fd)
+
+
+def _held_by_others(path: Path) -> bool:
+    if not path.exists():
+        return False
+    fd = _open(path)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing drops the probe's lock
+
+
+def training(out: Path) -> int | None:
+    """Mark this process as a sweep training in ``out`` (a shared lock held until the process
+    ends or release()); returns the descriptor to release."""
+    if fcntl is None:
+        return None
+    fd = _open(out / ACTIVE_LOCK)
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+def release(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)
