@@ -490,6 +490,14 @@ def _hms(seconds: float) -> str:
     return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def saved_text(out: Path) -> str | None:
+    """<out>/sweep.yaml as saved (what save_spec would write again for the same sweep)."""
+    try:
+        return (out / SWEEP_FILE).read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
 def save_spec(spec: SweepSpec, out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
