@@ -16,10 +16,10 @@ import typer
 from rich.console import Console
 
 from resexp import __version__
-from resexp.analysis.text import printable
 from resexp.completion import complete_override
 from resexp.errors import UserError
 from resexp.process import exit_quickly
+from resexp.run.text import inert
 
 # rich_markup_mode=None: help texts are shown as written; in rich markup "[default: ...]" is a
 # style tag and would vanish from --help.
@@ -194,6 +194,8 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
     results = _load_and_warn(results_dir)
     made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), results=results,
                         train_error=train_error, zoom=zoom)
+    for line in made["warnings"]:
+        print(line, file=sys.stderr)
     for path in made["paths"]:
         print(path)
 
@@ -216,8 +218,10 @@ def status(results_dir: Path = typer.Argument(..., help="A sweep's results folde
     from resexp.analysis.results import format_status
     from resexp.sweep.status import status_with_jobs
 
-    results = _load_and_warn(results_dir, missing_ok=True)
-    table, logs = status_with_jobs(results_dir, results.runs if results is not None else None)
+    results, warnings = _load_and_warn(results_dir, missing_ok=True), []
+    table, logs = status_with_jobs(results_dir, results.runs if results is not None else None, warnings)
+    for line in warnings:
+        print(line, file=sys.stderr)
     print(format_status(table))
     if logs:
         print(logs)
@@ -278,7 +282,7 @@ def datasets(overrides: Optional[List[str]] = OVERRIDES, config_dir: Optional[Li
             (where, form), root = (("generated", "-"), "-") if ds.synthetic else (found(ds), data_root(ds))
         except UserError as err:  # one broken YAML or class: its line, and the others still listed
             broken += 1
-            print(f"{name:<16} {'error':<9} {printable(err)}")
+            print(f"{name:<16} {'error':<9} {inert(err)}")
             continue
         print(f"{name:<16} {where:<9} {ds['_target_']:<40} {form:<44} {root}")
     if broken:
@@ -347,7 +351,7 @@ def main() -> None:
     try:
         code = app(standalone_mode=False)
     except UserError as err:
-        print(f"error: {printable(err)}", file=sys.stderr)
+        print(f"error: {inert(err)}", file=sys.stderr)
         sys.exit(2)
     except click_errors.NoArgsIsHelpError as err:
         err.show()  # the help text, as for --help

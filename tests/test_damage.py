@@ -128,12 +128,24 @@ def test_a_torn_last_line_is_cut_back_and_its_epoch_redone(finished, tmp_path, m
 
 
 # --------------------------------------------------------------------------- 2. damaged files, one run
+def with_train_err(metrics: bytes, value: str) -> bytes:
+    """metrics.csv with the first row's train_err set to ``value``."""
+    lines = metrics.decode().split("\r\n")
+    column = lines[0].split(",").index("train_err")
+    fields = lines[1].split(",")
+    lines[1] = ",".join([*fields[:column], value, *fields[column + 1:]])
+    return "\r\n".join(lines).encode()
+
+
 DAMAGE = {
     "config-invalid-yaml": ("config.yaml", lambda b: b"model: [unclosed\n", 2),
     "config-binary": ("config.yaml", lambda b: b"\x89PNG\r\n\x1a\n\x00\xff\xfe", 2),
+    "config-cut-at-a-line": ("config.yaml", lambda b: b[:b.index(b"\ndataset:") + 1], 2),
     "summary-depth-abc": ("summary.json", lambda b: b.replace(b'"depth": 8', b'"depth": "abc"'), 0),
+    "summary-nested-deep": ("summary.json", lambda b: b"[" * 3000 + b"]" * 3000, 0),
     "metrics-binary": ("metrics.csv", lambda b: bytes(range(256)), 2),
     "metrics-glued-rows": ("metrics.csv", lambda b: b.replace(b"\r\n2,", b"2,", 1), 2),
+    "metrics-error-200": ("metrics.csv", lambda b: with_train_err(b, "200.0"), 2),
 }
 
 

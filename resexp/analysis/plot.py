@@ -35,6 +35,7 @@ from resexp.analysis.results import (
     aggregate,
     dataset_label,
     experiment_info,
+    file_warning,
     load_diagnostics,
     Results,
     read_results,
@@ -169,7 +170,8 @@ def title_of(info: dict, what: str) -> str:
     schedule is in report.md and every summary.json, too long for a title."""
     name, _ = study_name(info)
     length = f"\n{name}: {info['length']}" if info.get("length") else ""
-    return f"{dataset_label(info)}: {what}{length}"
+    # the names come from the runs' files (inert already); a '$' would start mathtext there
+    return f"{dataset_label(info)}: {what}{length}".replace("$", r"\$")
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -454,7 +456,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     ``zoom``: the curves' error axis ends at this % (check_zoom); None: the full range.
     Returns {"paths": [every file written], "figures": {name: the Figure drawn, e.g. "depth",
     "curves"}, "depth": depth_data, "lost": lost_data,
-    "curves": curves_data, and "responses"/"gradients"/"identity" data where drawn}.
+    "curves": curves_data, "warnings": [a line per damaged diagnostics file, left out], and
+    "responses"/"gradients"/"identity" data where drawn}.
     depth_lost.csv (the crosses of the depth figure) is written when some run diverged or failed.
     """
     formats, zoom = check_formats(formats), check_zoom(zoom)
@@ -474,7 +477,7 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     paths.append(_save_csv(depth, out / "depth.csv"))
     if not lost.empty:
         paths.append(_save_csv(lost, out / "depth_lost.csv"))
-    made = {"depth": depth, "lost": lost}
+    made, damaged = {"depth": depth, "lost": lost}, []
     # One line per (arch, depth) in the figures below: where the sweep varied other settings,
     # one figure of each per value (curves-lr=0.05.png), never a mean over different settings.
     for suffix, named, part in _by_setting(runs):
@@ -487,14 +490,15 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
         paths.append(_save_csv(curves, out / f"curves{suffix}.csv"))
         made[f"curves{suffix}"] = curves
         for kind, (prepare, draw, what) in diagnostics.items():
-            table = load_diagnostics(results_dir, kind, part)
+            table = load_diagnostics(results_dir, kind, part, damaged)  # a damaged file is left out
             data = prepare(table) if table is not None else None
             if data is not None and not data.empty:  # e.g. Fig. 7 before any run measured past epoch 0
                 made[f"{kind}{suffix}"] = data
                 figures[f"{kind}{suffix}"] = draw(data, title_of(info, what + named))
                 paths += _save(figures[f"{kind}{suffix}"], out / f"{kind}{suffix}", formats)
                 paths.append(_save_csv(data, out / f"{kind}{suffix}.csv"))
-    return {"paths": paths, "figures": figures, **made}
+    warnings = [file_warning(err, "that run is left out of its figure") for err in damaged]
+    return {"paths": paths, "figures": figures, "warnings": warnings, **made}
 
 
 def _by_setting(runs: pd.DataFrame) -> list[tuple[str, str, pd.DataFrame]]:

@@ -193,7 +193,7 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     left = {"arch", "seeds"}
     rule = [":---" if name in left else "---:" for name in header]
     lines = [header, rule] + rows
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+    return "\n".join("| " + " | ".join(map(inert, cells)) + " |" for cells in lines)
 
 
 def study_name(info: dict) -> tuple[str, bool]:
@@ -237,7 +237,7 @@ def reached_schedule(schedule: str, iterations: float) -> str:
 
 def schedule_line(runs: pd.DataFrame) -> str:
     """The runs' schedules (reached_schedule), each once, in the order of the table."""
-    lines = [reached_schedule(str(s), its) for s, its in zip(runs["schedule"], runs["iterations_planned"])
+    lines = [reached_schedule(inert(s), its) for s, its in zip(runs["schedule"], runs["iterations_planned"])
              if isinstance(s, str) and s]
     return "; ".join(dict.fromkeys(lines))
 

@@ -6,6 +6,7 @@ config.yaml), never its log output. docs/results-format.md describes the files.
 
 from __future__ import annotations
 
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,11 +14,12 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from resexp.analysis.text import printable
 from resexp.errors import UserError
 from resexp.models.registry import arch_info, list_models
+from resexp.run.files import read_bytes
 from resexp.run.folder import DamagedFile, RunDir, RunState, parse_run_name
 from resexp.run.state import ORDER, UNFINISHED, Status
+from resexp.run.text import inert
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
@@ -305,15 +307,15 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
 
 def experiment_info(runs: pd.DataFrame) -> dict:
     """What figure titles and report headers name: dataset, synthetic, schedule, experiment."""
-    datasets = sorted(printable(d) for d in runs["dataset"].dropna().unique())
+    datasets = sorted(inert(d) for d in runs["dataset"].dropna().unique())
     if len(datasets) > 1:
         raise UserError(
             f"runs of several datasets ({', '.join(datasets)}) in one results directory; "
             "keep one dataset per results directory"
         )
-    schedules = sorted(printable(s) for s in runs["schedule"].dropna().unique())
-    experiments = sorted(printable(e) for e in runs["experiment"].dropna().unique())
-    names = sorted(printable(d) for d in runs["display_name"].dropna().unique())
+    schedules = sorted(inert(s) for s in runs["schedule"].dropna().unique())
+    experiments = sorted(inert(e) for e in runs["experiment"].dropna().unique())
+    names = sorted(inert(d) for d in runs["display_name"].dropna().unique())
     augmented = set(runs["augmented"].dropna().astype(bool))
     return {
         "dataset": datasets[0] if datasets else "unknown dataset",
@@ -324,7 +326,7 @@ def experiment_info(runs: pd.DataFrame) -> dict:
         "experiment": ", ".join(experiments),
         # True / False when every run agrees, "mixed" when not, None when no config says
         "augmented": augmented.pop() if len(augmented) == 1 else ("mixed" if augmented else None),
-        "hardware": runs["hardware"].dropna().map(printable).value_counts().to_dict(),
+        "hardware": runs["hardware"].dropna().map(inert).value_counts().to_dict(),
     }
 
 
@@ -365,8 +367,10 @@ def format_status(table: pd.DataFrame) -> str:
     shown = table.copy()
     for column in ("train_err", "test_err"):
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
-    # Only the first line of an error message: one line per run.
-    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else printable(str(e).splitlines()[0])[:80])
+    # Only the first line of an error message: one line per run. Names and owners come from
+    # the folder too (a run folder is any folder whose config.yaml names an arch): inert.
+    shown["error"] = shown["error"].map(lambda e: "" if pd.isna(e) else inert(str(e).splitlines()[0])[:80])
+    shown["run"], shown["owner"] = shown["run"].map(inert), shown["owner"].map(inert)
     for column in ("owner", "error"):
         if not shown[column].astype(bool).any():
             shown = shown.drop(columns=column)
@@ -376,7 +380,14 @@ def format_status(table: pd.DataFrame) -> str:
 def damage_warnings(runs: pd.DataFrame) -> list[str]:
     """One line per damaged run: which file, what is wrong, what happens next."""
     damaged = runs[runs["status"].eq(Status.DAMAGED)]
-    return [f"warning: {r.run} is damaged: {printable(r.error)}; {r.advice}" for r in damaged.itertuples()]
+    return [inert(f"warning: {r.run} is damaged: {r.error}; {r.advice}") for r in damaged.itertuples()]
+
+
+def file_warning(err: UserError, then: str) -> str:
+    """One line for a damaged file that is not a run's own (a diagnostics CSV, the job
+    records, sweep.yaml): ``err`` names the file and what is wrong; ``then`` says what
+    the command did without it."""
+    return inert(f"warning: {err}; {then}")
 
 
 def status_tally(statuses: pd.Series) -> str:
@@ -398,37 +409,58 @@ MEASURED = ("std", "norm", "branch_ratio", "change")
 
 def _checked_diagnostics(path: Path, table: pd.DataFrame, kind: str) -> pd.DataFrame:
     """``table`` with its numeric columns as numbers; DamagedFile naming the file if a column
-    the figures read is missing or holds something else."""
+    the figures read is missing, holds something else, or a value out of its range (epochs
+    and indices are whole numbers from 0, a measured std, norm or ratio is not negative)."""
     missing = [c for c in ["epoch", *DIAGNOSTIC_KEYS[kind], *DIAGNOSTIC_NUMBERS[kind]] if c not in table.columns]
     if missing:
         raise DamagedFile(path, f"has no {missing[0]} column")
     for column in DIAGNOSTIC_NUMBERS[kind]:
         values = pd.to_numeric(table[column], errors="coerce")
+        measured = column in MEASURED
         # a measured value may be nan (written as such); a count or a word in its place may not
-        bad = values.isna() & (table[column].notna() | (column not in MEASURED))
+        bad = values.isna() & (table[column].notna() | (not measured))
+        what = "is not a number"
+        if not bad.any():
+            bad = values.lt(0) if measured else ~(values.ge(0) & values.mod(1).eq(0))
+            what = "is out of range"
         if bad.any():
             line = int(bad.to_numpy().argmax()) + 2
-            raise DamagedFile(path, f"line {line}: {column} is not a number")
+            raise DamagedFile(path, f"line {line}: {column} {what}")
         table[column] = values
     return table
 
 
-def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None) -> pd.DataFrame | None:
+def _read_diagnostics(path: Path, kind: str) -> pd.DataFrame | None:
+    """One run's diagnostics file, checked (None if there is none); DamagedFile."""
+    data = read_bytes(path)  # bounded: a file larger than a run writes is damage
+    if data is None:
+        return None
+    try:
+        table = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DamagedFile(path, f"is not a CSV table ({type(err).__name__})") from None
+    return _checked_diagnostics(path, table, kind)
+
+
+def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None,
+                     damaged: list | None = None) -> pd.DataFrame | None:
     """One diagnostics file (responses, gradients or identity; resexp/inside/diagnostics.py) of every
     run that the figures average (runs_to_average), as one table with a ``point`` column:
     ``init`` for epoch 0, ``end`` for each run's last measured epoch, else ``epoch``.
-    None when no such run has the file."""
+    None when no such run has the file. A damaged file is DamagedFile, or, given a
+    ``damaged`` list, appended to it and left out (the other runs' files still count)."""
     runs = load_runs(results_dir) if runs is None else runs
     frames = []
     for row in runs_to_average(runs).itertuples(index=False):
-        path = Path(row.path) / f"{kind}.csv"
         try:
-            table = pd.read_csv(path)
-        except FileNotFoundError:
+            table = _read_diagnostics(Path(row.path) / f"{kind}.csv", kind)
+        except DamagedFile as err:
+            if damaged is None:
+                raise
+            damaged.append(err)
             continue
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, OSError) as err:
-            raise DamagedFile(path, f"is not a CSV table ({type(err).__name__})") from None
-        table = _checked_diagnostics(path, table, kind)
+        if table is None:
+            continue
         # An epoch measured twice (redone after a crash) gives the same numbers; keep one.
         table = table.drop_duplicates(["epoch", *DIAGNOSTIC_KEYS[kind]], keep="last")
         last = table["epoch"].max()

@@ -4,7 +4,8 @@
 nested ``&a [*b, *b, ...]`` parse in microseconds into a value that, written out or
 walked key by key (as OmegaConf and the config checks do), has billions of nodes.
 resexp itself never writes anchors, so a file is refused unless its size and the
-size of its value with every alias expanded are small.
+size and nesting of its value with every alias expanded are small: whatever reads it
+next may walk it recursively.
 """
 
 from __future__ import annotations
@@ -13,14 +14,16 @@ import yaml
 
 MAX_BYTES = 1 << 20          # a run config is a few KB
 MAX_NODES = 100_000          # expanded; a run config has a few hundred
+MAX_DEPTH = 32               # nesting, aliases expanded; a run config nests 3 levels
 
 
 class TooLarge(ValueError):
     """The YAML is larger than a settings file can be."""
 
 
-def _expanded_size(node, memo: dict) -> int:
-    """Nodes of ``node`` with every alias expanded (a shared node counts at each use)."""
+def _expanded_size(node, memo: dict) -> tuple[int, int]:
+    """(nodes, nesting depth) of ``node`` with every alias expanded (a shared node counts
+    at each use, and a chain of aliases nests as deep as it expands)."""
     key = id(node)
     if key in memo:
         if memo[key] is None:  # a node inside itself (a recursive alias)
@@ -33,13 +36,16 @@ def _expanded_size(node, memo: dict) -> int:
         children = node.value
     else:
         children = []
-    total = 1
+    total, depth = 1, 1
     for child in children:
-        total += _expanded_size(child, memo)
+        size, below = _expanded_size(child, memo)
+        total, depth = total + size, max(depth, below + 1)
         if total > MAX_NODES:
             raise TooLarge(f"it expands to more than {MAX_NODES} values (YAML aliases)")
-    memo[key] = total
-    return total
+        if depth > MAX_DEPTH:
+            raise TooLarge(f"it is nested more than {MAX_DEPTH} levels deep")
+    memo[key] = total, depth
+    return total, depth
 
 
 def load(text: str):

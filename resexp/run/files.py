@@ -2,7 +2,11 @@
 
 Every reader here either returns what the file says or raises DamagedFile naming the
 file and what is wrong with it, so one damaged run is reported as such and never
-takes a command on the whole results folder down with a parser's traceback.
+takes a command on the whole results folder down with a parser's traceback. A file
+may come from someone else, so each is bounded before it is parsed: its size (a file
+larger than resexp ever writes is damage, read no further), its nesting (JSON and YAML
+deeper than resexp writes) and the range of every value a reader uses (an error is a
+percentage, a depth at least 1, a count not negative).
 
 One thing is not damage: a last line of metrics.csv without its newline. A row is
 appended in one write, but a full disk or a lost network mount can cut one short;
@@ -14,7 +18,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +41,53 @@ WANDB_ID_FILE = "wandb-id.txt"
 # What an id may be: W&B's own ids are 8 lowercase letters and digits; nothing else is used.
 _WANDB_ID = re.compile(r"^[A-Za-z0-9]{1,64}$")
 
+MB = 1 << 20
+# The most a file of a run or sweep folder may hold, far above what resexp writes: a
+# summary.json is about 2 KB, a metrics.csv row 200 bytes (300,000 epochs in 64 MB), a
+# diagnostics measurement of ResNet-1202 about 100 KB.
+MAX_BYTES = {"config.yaml": bounded_yaml.MAX_BYTES, "summary.json": MB, "metrics.csv": 64 * MB,
+             "jobs.jsonl": 64 * MB, WANDB_ID_FILE: 1024, **dict.fromkeys(DIAGNOSTIC_FILES, 256 * MB)}
+MAX_DEPTH = 16  # JSON nesting: resexp writes at most 2 levels (summary.json's libraries)
+
 # What a trainer writes into summary.json (the other states are decided from outside it).
 SUMMARY_STATUSES = tuple(str(s) for s in (Status.RUNNING, Status.DONE, Status.DIVERGED, Status.FAILED))
 _NUMBER = (int, float)
-# summary.json keys that readers use, with the types they may hold (None: null allowed).
-SUMMARY_TYPES = {
-    "arch": (str,), "depth": (int,), "seed": (int,), "status": (str,), "epochs": (int,),
-    "dataset": (str, None), "synthetic": (bool, None), "params": (*_NUMBER, None),
-    "epochs_planned": (*_NUMBER, None), "iterations": (*_NUMBER, None),
-    "iterations_planned": (*_NUMBER, None), "final_train_err": (*_NUMBER, None),
-    "final_test_err": (*_NUMBER, None), "wall_seconds": (*_NUMBER, None),
-    "schedule": (str, None), "experiment": (str, None), "device": (str, None), "error": (str, None),
-    "cpu_model": (str, None), "cpu_bf16": (list, None), "torch_threads": (int, None),
+# What a key that readers use may hold: its types (None: null allowed) and, for a number,
+# its closed range (None: unbounded on that side). NaN is in no range.
+TEXT, TEXT_OR_NULL = ((str,),), ((str, None),)
+COUNT, PERCENT = ((int,), 0, None), ((*_NUMBER, None), 0, 100)
+AMOUNT = ((*_NUMBER, None), 0, None)
+SUMMARY_FIELDS = {
+    "arch": TEXT, "depth": ((int,), 1, None), "seed": COUNT, "status": TEXT, "epochs": COUNT,
+    "dataset": TEXT_OR_NULL, "synthetic": ((bool, None),), "params": AMOUNT,
+    "epochs_planned": AMOUNT, "iterations": AMOUNT, "iterations_planned": AMOUNT,
+    "final_train_err": PERCENT, "final_test_err": PERCENT, "wall_seconds": AMOUNT,
+    "schedule": TEXT_OR_NULL, "experiment": TEXT_OR_NULL, "device": TEXT_OR_NULL, "error": TEXT_OR_NULL,
+    "cpu_model": TEXT_OR_NULL, "cpu_bf16": ((list, None),), "torch_threads": ((int, None), 1, None),
 }
+# config.yaml: what every run config holds (a file cut short at a line lacks its last
+# sections: name, seed and model come first, dataset after train), and the keys readers
+# use, dotted.
+CONFIG_REQUIRED = ("name", "seed", "model.arch", "model.depth", "train", "dataset", "dataset.name")
+CONFIG_FIELDS = {
+    "model.arch": TEXT, "model.depth": ((int,), 1, None), "seed": COUNT, "name": TEXT_OR_NULL,
+    "train": ((dict,),), "dataset": ((dict,),), "dataset.name": TEXT, "dataset.display_name": TEXT_OR_NULL,
+    "dataset.synthetic": ((bool, None),), "train.epochs": ((int, None), 1, None),
+    "train.iterations": ((int, None), 1, None),
+}
+
+
+def _metric_range(column: str) -> tuple[float, float, bool]:
+    """(low, high, whether NaN/inf are allowed) of a metrics.csv column: errors are
+    percentages, a loss is not negative (NaN or inf once a run diverges), times and
+    speeds not negative (a speed NaN when an epoch took no time)."""
+    if column.endswith("_err"):
+        return 0.0, 100.0, False
+    if column.endswith("_loss") or column == "images_per_s":
+        return 0.0, math.inf, True
+    if column in ("lr", "seconds", "elapsed") or column.endswith("_seconds"):
+        return 0.0, math.inf, False
+    return -math.inf, math.inf, True
 
 
 class DamagedFile(UserError):
@@ -69,14 +109,32 @@ class Log:
     torn: bool = False  # a last line without its newline was left out
 
 
-def read_bytes(path: Path) -> bytes | None:
-    """The file's bytes; None if it does not exist; DamagedFile if it cannot be read."""
+def read_bytes(path: Path, limit: int | None = None) -> bytes | None:
+    """The file's bytes; None if it does not exist; DamagedFile if it cannot be read, is
+    not a regular file (a FIFO would block the reader), or holds more than ``limit``
+    bytes (default: MAX_BYTES of its name)."""
+    path = Path(path)
+    limit = MAX_BYTES.get(path.name, MB) if limit is None else limit
     try:
-        return path.read_bytes()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as err:
         raise DamagedFile(path, f"cannot be read ({err.strerror or err})") from err
+    with open(fd, "rb") as file:
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise DamagedFile(path, "is not a regular file")
+            data = file.read(limit + 1)
+        except OSError as err:
+            raise DamagedFile(path, f"cannot be read ({err.strerror or err})") from err
+    if len(data) > limit:
+        raise DamagedFile(path, f"is larger than {_size(limit)}, more than resexp ever writes there")
+    return data
+
+
+def _size(n: int) -> str:
+    return f"{n // MB} MB" if n >= MB else f"{n // 1024} KB" if n >= 1024 else f"{n} bytes"
 
 
 def _text(path: Path, data: bytes) -> str:
@@ -87,6 +145,29 @@ def _text(path: Path, data: bytes) -> str:
     if "\x00" in text:
         raise DamagedFile(path, f"holds a NUL byte at offset {text.index(chr(0))}")
     return text
+
+
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def json_depth(text: str) -> int:
+    """How deeply the JSON ``text`` nests arrays and objects, counted without parsing it
+    (the parser itself recurses, and a few KB of '[' exhaust Python's stack)."""
+    depth = deepest = 0
+    for char in re.sub(r"[^\[\]{}]", "", _JSON_STRING.sub("", text)):
+        depth += 1 if char in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
+def parse_json(path: Path, text: str) -> object:
+    """JSON ``text`` -> its value; DamagedFile if it is not JSON or nests deeper than MAX_DEPTH."""
+    if json_depth(text) > MAX_DEPTH:
+        raise DamagedFile(path, f"is nested more than {MAX_DEPTH} levels deep, deeper than resexp writes")
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as err:
+        raise DamagedFile(path, f"is not valid JSON ({str(err).split(':')[0]})") from None
 
 
 def parse_log(path: Path, data: bytes) -> Log:
@@ -101,9 +182,10 @@ def parse_log(path: Path, data: bytes) -> Log:
     if missing or len(set(header)) != len(header):
         raise DamagedFile(path, f"line 1 is not a metrics header (missing {', '.join(missing) or 'nothing'}, "
                                 f"{len(header)} names)")
+    ranges = [_metric_range(column) for column in header]
     by_epoch = {}
     for number, line in enumerate(lines[1:], start=2):
-        row = _parse_row(path, number, header, line)
+        row = _parse_row(path, number, header, ranges, line)
         by_epoch[row["epoch"]] = row  # an epoch written twice (by an older resexp): the later row counts
     epochs = sorted(by_epoch)
     if epochs != list(range(1, len(epochs) + 1)):
@@ -112,7 +194,7 @@ def parse_log(path: Path, data: bytes) -> Log:
     return Log(header, [by_epoch[e] for e in epochs], torn)
 
 
-def _parse_row(path: Path, number: int, header: list[str], line: str) -> dict:
+def _parse_row(path: Path, number: int, header: list[str], ranges: list, line: str) -> dict:
     fields = line.split(",")
     if len(fields) != len(header):
         raise DamagedFile(path, f"line {number} has {len(fields)} fields, the header {len(header)}")
@@ -120,6 +202,9 @@ def _parse_row(path: Path, number: int, header: list[str], line: str) -> dict:
         row = {name: float(value) for name, value in zip(header, fields)}
     except ValueError:
         raise DamagedFile(path, f"line {number} holds a value that is not a number") from None
+    for (name, value), (low, high, odd) in zip(row.items(), ranges):
+        if not (low <= value <= high or odd and not math.isfinite(value) and value != -math.inf):
+            raise DamagedFile(path, f"line {number}: {name} {value:g} is out of range")
     for key in ("epoch", "iteration"):
         value = row[key]
         if not (math.isfinite(value) and value.is_integer() and value >= (1 if key == "epoch" else 0)):
@@ -130,24 +215,23 @@ def _parse_row(path: Path, number: int, header: list[str], line: str) -> dict:
 
 def parse_summary(path: Path, data: bytes) -> dict:
     """summary.json's bytes -> dict. DamagedFile unless it is a JSON object whose keys
-    that readers use hold values of their types."""
-    try:
-        summary = json.loads(_text(path, data))
-    except ValueError as err:
-        raise DamagedFile(path, f"is not valid JSON ({str(err).split(':')[0]})") from None
+    that readers use hold values of their types and ranges."""
+    summary = parse_json(path, _text(path, data))
     if not isinstance(summary, dict):
         raise DamagedFile(path, f"holds a JSON {type(summary).__name__}, not an object")
-    for key, kinds in SUMMARY_TYPES.items():
-        if key in summary and not _is(summary[key], kinds):
-            raise DamagedFile(path, f"{key} is {summary[key]!r}, not {_names(kinds)}")
+    check_fields(path, summary, SUMMARY_FIELDS)
     if "status" in summary and summary["status"] not in SUMMARY_STATUSES:
         raise DamagedFile(path, f"status {summary['status']!r} is none of {', '.join(SUMMARY_STATUSES)}")
+    if not all(isinstance(v, str) for v in summary.get("cpu_bf16") or []):
+        raise DamagedFile(path, "cpu_bf16 is not a list of names")
     return summary
 
 
 def parse_config(path: Path, data: bytes) -> dict:
-    """config.yaml's bytes -> dict. DamagedFile unless it is a mapping naming the model's
-    arch and depth and the seed."""
+    """config.yaml's bytes -> dict. DamagedFile unless it is a mapping with every key of a
+    run config in CONFIG_REQUIRED, whose keys that readers use hold values of their types
+    and ranges, and no ``${...}``: a run config is saved resolved, so an interpolation in
+    one was not written by resexp, and resolving it would read the environment."""
     try:
         config = bounded_yaml.load(_text(path, data))
     except bounded_yaml.TooLarge as err:
@@ -156,14 +240,62 @@ def parse_config(path: Path, data: bytes) -> dict:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise DamagedFile(path, f"is not valid YAML{line}") from None
-    model = config.get("model") if isinstance(config, dict) else None
-    if not isinstance(model, dict):
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise DamagedFile(path, "is not a run config (no model section)")
-    for key, value in (("model.arch", model.get("arch")), ("model.depth", model.get("depth")),
-                       ("seed", config.get("seed"))):
-        if not _is(value, (str,) if key == "model.arch" else (int,)):
-            raise DamagedFile(path, f"{key} is {value!r}")
+    missing = [key for key in CONFIG_REQUIRED if not _lookup(config, key)[0]]
+    if missing:
+        raise DamagedFile(path, f"lacks {', '.join(missing)} (a run config holds them all; cut short?)")
+    check_fields(path, config, CONFIG_FIELDS)
+    where = _interpolation(config)
+    if where is not None:
+        raise DamagedFile(path, f"{where} holds an interpolation ${{...}}, which resexp never saves in a run config")
     return config
+
+
+def _interpolation(node, prefix: str = "") -> str | None:
+    """The dotted key of the first string in ``node`` (keys included) holding '${', or None."""
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, value in items:
+        full = f"{prefix}{key}"
+        if "${" in str(key) or isinstance(value, str) and "${" in value:
+            return full
+        found = _interpolation(value, full + ".")
+        if found is not None:
+            return found
+    return None
+
+
+def check_fields(path: Path, record: dict, fields: dict) -> None:
+    """DamagedFile unless each dotted key of ``fields`` present in ``record`` holds one of
+    its types, within its range."""
+    for key, (kinds, *bounds) in fields.items():
+        found, value = _lookup(record, key)
+        if not found:
+            continue
+        if not _is(value, kinds):
+            raise DamagedFile(path, f"{key} is {_shown(value)}, not {_names(kinds)}")
+        if bounds and isinstance(value, _NUMBER) and not isinstance(value, bool) and not _within(value, *bounds):
+            low, high = ("" if b is None else f"{b:g}" for b in bounds)
+            raise DamagedFile(path, f"{key} is {value!r}, out of its range [{low or '-inf'}, {high or 'inf'}]")
+
+
+def _lookup(record: dict, key: str) -> tuple[bool, object]:
+    node = record
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _within(value, low, high) -> bool:
+    return (low is None or value >= low) and (high is None or value <= high)  # NaN: False
+
+
+def _shown(value) -> str:
+    """A value as a message shows it: repr (control characters escaped), at most 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_wandb_id(path: Path, data: bytes) -> str:

@@ -12,8 +12,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from resexp.errors import UserError
 from resexp.run import safeio
+from resexp.run.files import DamagedFile, parse_json, read_bytes
 from resexp.run.folder import RUN_NAME
 
 JOBS_FILE = "jobs.jsonl"
@@ -23,13 +23,31 @@ ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQU
           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
 
 
+# The one kind of link submitit leaves in its folder: the name its sbatch script had
+# before the job id was known, pointing at <job id>_submission.sh.
+SUBMITIT_LINK = re.compile(r"^\.submission_file_[0-9a-f]{32}\.sh$")
+
+
 def slurm_dir(out: Path) -> Path:
     return Path(out) / ".slurm"
 
 
+def real_slurm_dir(out: Path) -> Path:
+    """<out>/.slurm as a folder to write into, checked before anything is written or
+    submitted: created if missing; LinkRefused if it, or any entry in it but submitit's
+    own links, is a link. SLURM and submitit write a job's logs and result pickle to
+    names made of its job id, which the next job id may well be: a link received under
+    such a name would lead those writes out of the folder."""
+    folder = safeio.real_dir(slurm_dir(out))
+    for entry in folder.iterdir():
+        if entry.is_symlink() and not SUBMITIT_LINK.match(entry.name):
+            raise safeio.LinkRefused(entry)
+    return folder
+
+
 def append_records(out: Path, records: list[dict]) -> None:
     """One line per job, written in one append: two sweeps submitting at once keep whole lines."""
-    folder = safeio.real_dir(slurm_dir(out))
+    folder = real_slurm_dir(out)
     safeio.append(folder / JOBS_FILE, "".join(json.dumps(r) + "\n" for r in records).encode())
 
 
@@ -39,28 +57,27 @@ RECORD_TEXT = ("run", "job_id", "stdout", "stderr")
 
 def read_records(out: Path) -> dict[str, dict]:
     """The latest job record of each run of the sweep in ``out`` ({} when none). A last line
-    cut short is left out; any other line that is not a job record is UserError (one line)."""
+    cut short is left out; any other line that is not a job record, or a file larger than
+    any sweep writes, is DamagedFile (one line)."""
     path = slurm_dir(out) / JOBS_FILE
-    try:
-        lines = path.read_bytes().split(b"\n")
-    except OSError:
-        return {}
+    data = read_bytes(path)
+    lines = (data or b"").split(b"\n")
     lines.pop()  # after the last newline: empty, or a line cut short
     latest = {}
     for number, line in enumerate(lines, 1):
-        record = _record(line)
+        record = _record(path, line)
         if record is None:
-            raise UserError(f"{path} line {number} is not a job record; delete that line (or the file, "
-                            f"which only lists the sweep's jobs)")
+            raise DamagedFile(path, f"line {number} is not a job record; delete that line (or the file, "
+                                    f"which only lists the sweep's jobs)")
         latest[record["run"]] = record
     return latest
 
 
-def _record(line: bytes) -> dict | None:
+def _record(path: Path, line: bytes) -> dict | None:
     """One job record as append_records writes it, or None."""
     try:
-        record = json.loads(line.decode("utf-8"))
-    except ValueError:  # UnicodeDecodeError included
+        record = parse_json(path, line.decode("utf-8"))
+    except (DamagedFile, UnicodeDecodeError):
         return None
     if not isinstance(record, dict) or not all(isinstance(record.get(k), str) for k in RECORD_TEXT):
         return None

@@ -10,6 +10,7 @@ import yaml
 
 from resexp.errors import UserError
 from resexp.run import bounded_yaml
+from resexp.run.files import DamagedFile, read_bytes
 from resexp.run.folder import RUN_NAME, run_name
 from resexp.settings import schema, trust
 from resexp.settings.compose import FREE_DICTS, config_groups, parse_overrides
@@ -51,8 +52,10 @@ def saved_spec(out: Path | None) -> dict:
     path = out / SWEEP_FILE if out is not None else None
     if path is None or not path.exists():
         return {}
-    try:
-        saved = bounded_yaml.load(path.read_text())
+    try:  # read bounded: no more than a settings file holds, never from a FIFO
+        saved = bounded_yaml.load((read_bytes(path, bounded_yaml.MAX_BYTES) or b"").decode())
+    except DamagedFile as err:
+        reason = err.reason
     except (OSError, ValueError, yaml.YAMLError) as err:
         reason = f"not valid YAML ({type(err).__name__})" if not isinstance(err, bounded_yaml.TooLarge) else str(err)
     else:

@@ -32,8 +32,9 @@ from submitit.slurm.slurm import _convert_mem
 from resexp.errors import UserError
 from resexp.run.folder import now
 from resexp.run.state import Status
+from resexp.run.text import inert
 from resexp.settings.compose import importable_dirs, make_importable
-from resexp.sweep.jobs import append_records, ended_states, is_active, queue, read_records, slurm_dir
+from resexp.sweep.jobs import append_records, ended_states, is_active, queue, read_records, real_slurm_dir, slurm_dir
 from resexp.sweep.task import sweep_progress, train_run
 
 # --wait polls squeue every 1 s at first, then less often (never more than this):
@@ -94,8 +95,18 @@ def executor_parameters(launcher, job_name: str) -> dict:
 
 
 def log_folder(launcher, out: Path) -> Path:
-    folder = Path(launcher.log_folder).expanduser() if launcher.log_folder else slurm_dir(out)
-    return folder.resolve()
+    """Where submitit and SLURM write a job's script, pickles and logs: the user's own
+    launcher.log_folder, else <out>/.slurm (the results folder itself may be a link;
+    .slurm is not followed: real_log_folder checks it)."""
+    if launcher.log_folder:
+        return Path(launcher.log_folder).expanduser().resolve()
+    return slurm_dir(Path(out).resolve())
+
+
+def real_log_folder(launcher, out: Path) -> Path:
+    """log_folder, made ready before submitit writes anything: <out>/.slurm must be a real
+    folder holding no received link (jobs.real_slurm_dir)."""
+    return log_folder(launcher, out) if launcher.log_folder else real_slurm_dir(Path(out).resolve())
 
 
 def sbatch_preview(launcher, out: Path, runs) -> str:
@@ -152,7 +163,7 @@ def make_executor(launcher, out: Path, job_name: str):
     import submitit
 
     try:
-        executor = submitit.SlurmExecutor(folder=log_folder(launcher, out),
+        executor = submitit.SlurmExecutor(folder=real_log_folder(launcher, out),
                                           max_num_timeout=int(launcher.max_requeues))
     except RuntimeError as err:  # submitit: no srun on this machine
         raise UserError(f"cannot submit to SLURM here: {err}") from err
@@ -223,7 +234,7 @@ def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status] | N
     None once the jobs are submitted."""
     todo, waiting, elsewhere = to_submit([r for r in runs if r.to_train], out)
     for line in skipped_lines(waiting, elsewhere):
-        console.print(line)
+        console.print(line, markup=False)  # names the lock's owner: text from the run folder
     records = submit(todo, out, launcher.cfg, console) if todo else []
     print("\n".join(submitted_lines(records) or ["nothing to submit"]), flush=True)
     if not launcher.wait:
@@ -232,7 +243,7 @@ def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status] | N
     followed = {name: known[name] for name in [*waiting, *(r["run"] for r in records)]}
     states = follow([r for r in runs if r.run.name in followed], followed, console)
     for line in unfinished_lines(states, followed):
-        console.print(f"[red]{line}")
+        console.print(line, style="red", markup=False)
     return {**{r.name: r.status for r in runs if not r.to_train},
             **{name: Status.BUSY for name in elsewhere}, **states}
 
@@ -311,7 +322,7 @@ def unfinished_lines(states: dict[str, str], records: dict[str, dict]) -> list[s
     lost = (Status.UNFINISHED, Status.FAILED)
     ended = ended_states(records[n]["job_id"] for n, s in states.items() if s in lost)
     return [f"{name}: {s}, job {records[name]['job_id']} "
-            f"{ended.get(records[name]['job_id'], 'ended')}; log {records[name]['stderr']}"
+            f"{ended.get(records[name]['job_id'], 'ended')}; log {inert(records[name]['stderr'])}"
             for name, s in states.items() if s in lost]
 
 

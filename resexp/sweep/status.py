@@ -7,21 +7,25 @@ from pathlib import Path
 
 import pandas as pd
 
-from resexp.analysis.results import sort_runs, status_table
+from resexp.analysis.results import file_warning, sort_runs, status_table
 from resexp.errors import UserError
 from resexp.run.folder import parse_run_name
 from resexp.run.state import Status
+from resexp.run.text import inert
 from resexp.sweep.jobs import ended_states, is_active, queue, read_records
-from resexp.sweep.saved import planned_names
+from resexp.sweep.saved import planned_names, saved_spec
 
-def status_with_jobs(results_dir: Path, runs=None):
+def status_with_jobs(results_dir: Path, runs=None, warnings: list | None = None):
     """results.status_table with the runs the saved sweep plans but has not started ('new')
     and the sweep's SLURM jobs: a run whose job waits in the queue is 'queued' (listed even
     before its folder exists), one whose job runs is 'running',
     and a ``job`` column gives each run's latest job id, its state and node. Returns
     (table, a line saying where the job logs are, or None when no job was submitted).
-    ``runs``: results.load_runs(results_dir) when the caller has it."""
-    records = read_records(results_dir)
+    ``runs``: results.load_runs(results_dir) when the caller has it. A damaged job
+    records file or sweep.yaml is UserError or, given a ``warnings`` list, a line in it
+    (results.file_warning), and the table is shown without what the file holds."""
+    records = _read(read_records, results_dir, warnings, "the runs are shown without their SLURM jobs")
+    _read(saved_spec, results_dir, warnings, "the runs it plans are listed only where they have a folder")
     planned = planned_names(results_dir)
     try:
         table = status_table(results_dir, runs)
@@ -45,7 +49,18 @@ def status_with_jobs(results_dir: Path, runs=None):
     table["status"] = [_status(status, records.get(name), jobs)
                        for name, status in zip(table["run"], table["status"], strict=True)]
     folder = Path(next(iter(records.values()))["stderr"]).parent
-    return table, f"job logs: {folder}/<job id>_0_log.err (training lines) and .out (submitit)"
+    return table, inert(f"job logs: {folder}/<job id>_0_log.err (training lines) and .out (submitit)")
+
+
+def _read(read, results_dir: Path, warnings: list | None, then: str) -> dict:
+    """read(results_dir); {} if its file is damaged and ``warnings`` takes a line for it."""
+    try:
+        return read(results_dir)
+    except UserError as err:
+        if warnings is None:
+            raise
+        warnings.append(file_warning(err, then))
+        return {}
 
 
 def _job_text(record: dict | None, jobs: dict, ended: dict) -> str:
