@@ -66,20 +66,6 @@ def describe(device: torch.device, amp: bool) -> dict:
     }
 
 
-def hardware_of(summary: dict) -> str | None:
-    """One label for the hardware a run computed on (what report compares); None when
-    the summary does not say (no device, or a CPU run from before the CPU was recorded)."""
-    device = summary.get("device")
-    if device != "cpu":
-        return str(device) if device else None
-    if not summary.get("cpu_model"):
-        return None
-    bf16 = "+".join(summary.get("cpu_bf16") or []) or "no native bf16"
-    threads = summary.get("torch_threads")
-    count = f", {threads} thread{'s' if threads > 1 else ''}" if threads else ""
-    return f"{summary['cpu_model']} ({bf16}{count})"
-
-
 def make_deterministic(on: bool) -> None:
     """``train.deterministic``: deterministic kernels and cuDNN's fixed choices instead of
     its timed benchmark, for bit-identical reruns on the same machine (slower on GPUs).
