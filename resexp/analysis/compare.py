@@ -80,6 +80,9 @@ def choose(runs: pd.DataFrame, best_by: str = "val_err") -> pd.DataFrame:
     <best_by>_std (ddof=1), chosen. UserError when the runs vary no setting besides arch, depth
     and seed, or a run in a mean has no <best_by> (trained without a validation split)."""
     check_best_by(best_by)
+    if "evaluated_on" in runs and runs["evaluated_on"].eq("val").any():  # no test split: val is what is shown
+        raise UserError(f"--best-by {best_by}: these runs have no test split, so their val err is the error the "
+                        "table shows; chosen on it, each value shown would be the best of several draws")
     settings, score = swept_settings(runs), f"final_{best_by}"
     if not settings:
         raise UserError(f"--best-by {best_by} chooses between the values of a setting the sweep varies besides "

@@ -9,8 +9,10 @@ responses (He et al. 2016, Fig. 7), gradients and identity.
 
 One visual language in every figure (docs/figures.md): colour is the architecture;
 depth is the shade of that colour (light: shallow, dark: deep) and the marker; in the
-curves, dashed is training error and bold is test error; a cross is where a diverged run
-stopped. Sizes are for a two-column paper: 8 pt text at the width each figure is drawn.
+curves, dashed is training error and bold is test error (or, where the dataset has no test
+split, the error on images held out of the training split, named so: results.EVALUATED); a
+cross is where a diverged run stopped. Sizes are for a two-column paper: 8 pt text at the
+width each figure is drawn.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ from resexp.analysis.report import study_name
 from resexp.analysis.results import (
     aggregate,
     dataset_label,
+    EVALUATED,
+    evaluated_split,
     experiment_info,
+    held_out,
     file_warning,
     load_diagnostics,
     Results,
@@ -139,7 +144,8 @@ def lost_data(runs: pd.DataFrame) -> pd.DataFrame:
     averaged = runs["run"].isin(runs_to_average(runs)["run"])
     lost = runs[runs["status"].eq("diverged") | (runs["status"].eq("failed") & ~averaged)]
     columns = ["run", "arch", "depth", "seed", "status", "epochs", "iterations"]
-    return lost[columns].assign(train_err=lost["final_train_err"], test_err=lost["final_test_err"]) \
+    held = f"{evaluated_split(runs)}_err"
+    return lost[columns].assign(train_err=lost["final_train_err"], **{held: lost[f"final_{held}"]}) \
         .reset_index(drop=True)
 
 
@@ -148,18 +154,18 @@ def curves_data(metrics: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     the mean and std (ddof=1; NaN for one seed) over the seeds the depth figure averages
     (results.runs_to_average; n: how many reached that epoch), and each diverged run on its
     own (``diverged``, ``seed``), up to the iteration where it stopped."""
-    keys = ["arch", "depth", "epoch"]
-    columns = keys + ["iteration", "train_err", "test_err", "train_err_std", "test_err_std", "n", "diverged", "seed"]
+    keys, held = ["arch", "depth", "epoch"], f"{evaluated_split(runs)}_err"  # test_err, or val_err
+    columns = keys + ["iteration", "train_err", held, "train_err_std", f"{held}_std", "n", "diverged", "seed"]
     used = metrics[metrics["run"].isin(runs_to_average(runs)["run"])]
     frames = []
     if not used.empty:
         means = used.groupby(keys).agg(iteration=("iteration", "mean"), train_err=("train_err", "mean"),
-                                       test_err=("test_err", "mean"), train_err_std=("train_err", "std"),
-                                       test_err_std=("test_err", "std"), n=("seed", "size"))
+                                       **{held: (held, "mean")}, train_err_std=("train_err", "std"),
+                                       **{f"{held}_std": (held, "std")}, n=("seed", "size"))
         frames.append(means.reset_index().assign(diverged=False, seed=np.nan))
     diverged = metrics[metrics["run"].isin(runs.loc[runs["status"].eq("diverged"), "run"])]
     if not diverged.empty:
-        frames.append(diverged.assign(train_err_std=np.nan, test_err_std=np.nan, n=1, diverged=True)[columns])
+        frames.append(diverged.assign(train_err_std=np.nan, n=1, diverged=True, **{f"{held}_std": np.nan})[columns])
     if not frames:
         return pd.DataFrame(columns=columns)
     return sort_runs(pd.concat(frames, ignore_index=True)[columns])
@@ -227,19 +233,21 @@ def _depth_axis(ax, depths) -> None:
 
 @_styled
 def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = None) -> Figure:
-    """Final training (left) and test (right) error vs depth, one line per arch.
+    """Final training (left) and test (right) error vs depth, one line per arch; on the right
+    the val error instead where ``data`` has it in the test error's place (held_out).
 
     Lines are the mean over seeds, bands ± their std (none for one seed); hollow
     markers flag points from unfinished runs. ``lost`` (lost_data): runs the mean leaves
     out, each a cross at its last recorded error, so no run disappears without a trace.
     """
-    lost = lost if lost is not None else pd.DataFrame(columns=["arch", "depth", "train_err", "test_err"])
+    held = held_out(data)
+    lost = lost if lost is not None else pd.DataFrame(columns=["arch", "depth", "train_err", f"{held}_err"])
     figure = _new_figure(COLUMN_WIDTH, 3.0)
     axes = figure.subplots(1, 2)
     settings = [c for c in data.columns if "." in c]  # swept besides depth: a line per (arch, their values)
     styles = _setting_styles(data, settings)
     entries = {}  # legend label -> handle; one with a band wins over one without
-    for ax, metric, name in zip(axes, ("train_err", "test_err"), ("training error", "test error")):
+    for ax, metric, name in zip(axes, ("train_err", f"{held}_err"), ("training error", EVALUATED[held])):
         for line, rows in data.groupby(["arch", *settings], sort=False, dropna=False):
             points = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
             if not points.empty:
@@ -248,11 +256,11 @@ def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = 
                 entries[label] = handle if isinstance(handle, tuple) else entries.get(label, handle)
         _lost_marks(ax, lost, metric)
         _depth_axis(ax, list(data["depth"]) + list(lost["depth"]))
-        ax.set_ylabel(f"{name} (%)")
-        ax.set_title(f"final {name}")
+        ax.set_ylabel(f"{name.split(' (')[0]} (%)")  # the panel's title says the rest
+        ax.set_title(f"final {name}".replace(" (", "\n("))
         ax.grid(alpha=0.3)
     handles = list(entries.values())
-    if lost[["train_err", "test_err"]].notna().any(axis=None):
+    if lost[["train_err", f"{held}_err"]].notna().any(axis=None):
         statuses = " or ".join(dict.fromkeys(sorted(lost["status"]))) if "status" in lost else "diverged"
         handles.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
                               label=f"{statuses} run: its last\nerror (not in the mean)"))
@@ -354,11 +362,12 @@ def _iteration_axis(ax) -> None:
 
 @_styled
 def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) -> Figure:
-    """One panel per arch, one line pair per depth: training error dashed, test error bold,
-    a point per metrics.csv row, each the mean over seeds with a band of ± their std where
-    there are several; a diverged run as its own line with a cross where it stopped.
+    """One panel per arch, one line pair per depth: training error dashed, test error (val
+    error where ``data`` has it instead: held_out) bold, a point per metrics.csv row, each the
+    mean over seeds with a band of ± their std where there are several; a diverged run as its
+    own line with a cross where it stopped.
     ``zoom``: the error axis ends there (He et al. 2016, Fig. 6: 20 %)."""
-    archs = list(dict.fromkeys(data["arch"]))
+    archs, held = list(dict.fromkeys(data["arch"])), held_out(data)
     styles = net_styles(zip(data["arch"], data["depth"]))
     figure = _new_figure(PAGE_WIDTH, 3.1)
     axes = figure.subplots(1, max(len(archs), 1), sharey=True, squeeze=False)[0]
@@ -368,7 +377,7 @@ def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) 
         for (depth, diverged, seed), curve in lines:
             name = f"{arch}-{int(depth)}" + (f"-s{int(seed)}" if diverged else "")
             style = styles[(arch, int(depth))]
-            banded |= _curve_lines(ax, name, curve.sort_values("iteration"), style, bool(diverged), zoom)
+            banded |= _curve_lines(ax, name, curve.sort_values("iteration"), style, bool(diverged), zoom, held)
             end = int(curve["iteration"].max())
             label = f"{arch}-{int(depth)}" + (f" (seed {int(seed)}: diverged at it. {end:,})" if diverged else "")
             entries.append(Line2D([], [], color=style["color"], marker=style["marker"], label=label,
@@ -379,14 +388,14 @@ def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) 
     axes[0].set_ylim(0, zoom) if zoom else axes[0].set_ylim(bottom=0)
     axes[0].set_ylabel("error (%)")
     entries += [Line2D([], [], color="0.3", label="training error (dashed)", **TRAIN_STYLE),
-                Line2D([], [], color="0.3", label="test error (bold)", **TEST_STYLE)]
+                Line2D([], [], color="0.3", label=f"{EVALUATED[held]} (bold)", **TEST_STYLE)]
     seeds = data.loc[~data["diverged"].astype(bool), "n"]
     if banded:
         entries.append(Patch(color="0.3", alpha=BAND_ALPHA, linewidth=0, label="± std over seeds"))
     if data["diverged"].any():
         entries.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
                               label="where a diverged run stopped"))
-    cut = zoom and (data[["train_err", "test_err"]] > zoom).any(axis=None)
+    cut = zoom and (data[["train_err", f"{held}_err"]] > zoom).any(axis=None)
     notes = [_seeds_note(int(seeds.min()), int(seeds.max()))] if banded else []
     if cut:
         notes.append(f"error axis cut at {zoom:g} % (--zoom): points above it are not shown, "
@@ -396,12 +405,12 @@ def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) 
     return figure
 
 
-def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom) -> bool:
-    """The training (dashed, hollow markers) and test (bold) lines of one net, each over its
-    band of ± std where it averages several seeds; a cross at the last point of a diverged
-    run, on the top edge when that is above ``zoom``. Whether it drew a band."""
+def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom, held: str = "test") -> bool:
+    """The training (dashed, hollow markers) and test (bold; ``held``: val, see held_out) lines
+    of one net, each over its band of ± std where it averages several seeds; a cross at the last
+    point of a diverged run, on the top edge when that is above ``zoom``. Whether it drew a band."""
     banded = False
-    for column, line_style, part in (("train_err", TRAIN_STYLE, "train"), ("test_err", TEST_STYLE, "test")):
+    for column, line_style, part in (("train_err", TRAIN_STYLE, "train"), (f"{held}_err", TEST_STYLE, held)):
         points = curve.dropna(subset=[column])
         face = "white" if part == "train" else style["color"]
         ax.plot(points["iteration"], points[column], color=style["color"], marker=style["marker"],
@@ -484,7 +493,7 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
         curves = curves_data(metrics[metrics["run"].isin(part["run"])], part)
         if curves.empty:
             continue
-        curves_title = title_of(info, f"{training} (dashed) and test error (bold){named}")
+        curves_title = title_of(info, f"{training} (dashed) and {EVALUATED[info['evaluated_on']]} (bold){named}")
         figures[f"curves{suffix}"] = plot_curves(curves, curves_title, zoom)
         paths += _save(figures[f"curves{suffix}"], out / f"curves{suffix}", formats)
         paths.append(_save_csv(curves, out / f"curves{suffix}.csv"))

@@ -18,6 +18,7 @@ from resexp.analysis.results import (
     aggregate,
     dataset_label,
     experiment_info,
+    held_out,
     Results,
     read_results,
     pick_train_error,
@@ -98,7 +99,10 @@ def paper_gaps(run: pd.Series) -> str:
         gaps.append(f"{count(iterations)} iterations at batch {count(batch)} "
                     f"(Table 6: {PAPER_ITERATIONS:,} at {PAPER_BATCH})")
     images = run.get("test_images")
-    if pd.isna(images):
+    if run.get("evaluated_on") == "val":
+        gaps.append(f"val error on images held out of the training split, not on the {PAPER_TEST_IMAGES:,} "
+                    "of the test set")
+    elif pd.isna(images):
         gaps.append("the size of its test split is not recorded")
     elif images != PAPER_TEST_IMAGES:
         gaps.append(f"test error on {images:,.0f} images, not the {PAPER_TEST_IMAGES:,} of the test set")
@@ -158,13 +162,19 @@ def _epochs_cell(row) -> str:
     return f"{int(row.epochs)}/{int(planned)}"
 
 
+# The table's column of the held-out error (results.held_out), and what report.md says of a val one.
+HELD_OUT_HEADER = {"test": "test err (%)", "val": "val err (%, held-out training images)"}
+VAL_NOTE = ("Val err is the error on images held out of the training split (dataset.val_size), not a test "
+            "error: these runs had no test split (the dataset's files hold none).")
+
+
 def markdown_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells; the paper column only when some row has a value, each
     value that is not comparable marked (footnotes) with its note."""
     settings = [c for c in table.columns if "." in c]  # swept besides depth (results.swept_settings)
-    marks = footnotes(table)
+    marks, held = footnotes(table), held_out(table)
     header = ["arch", "depth", *map(setting_name, settings),
-              "params (M)", "seeds", "train err (%)", "test err (%)"]
+              "params (M)", "seeds", "train err (%)", HELD_OUT_HEADER[held]]
     with_paper = table["paper_test_err"].notna().any()
     if with_paper:
         header.append("paper test err (%)")
@@ -174,7 +184,7 @@ def markdown_rows(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         cells = [row.arch, str(row.depth), *map(setting_value, table.loc[row.Index, settings]),
                  format_params(row.params), _seeds_cell(row),
                  format_error(row.train_err_mean, row.train_err_std),
-                 format_error(row.test_err_mean, row.test_err_std)]
+                 format_error(getattr(row, f"{held}_err_mean"), getattr(row, f"{held}_err_std"))]
         if with_paper:
             note = marks.get(getattr(row, "paper_note", ""), "")
             cells.append("" if pd.isna(row.paper_test_err) else f"{row.paper_test_err:.2f}{note and ' ' + note}")
@@ -277,6 +287,7 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = 
         lines.append(f"Schedule: {schedule}  ")
     lines += hardware_note(info["hardware"])
     lines += [f"Runs: {len(runs)} ({tally})", "", training_error_note(info["augmented"], train_error), ""]
+    lines += [VAL_NOTE, ""] if info["evaluated_on"] == "val" else []
     if table["paper_test_err"].notna().any():
         lines += [f"Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs), after "
                   f"{PAPER_ITERATIONS:,} iterations at batch {PAPER_BATCH} on the {PAPER_TEST_IMAGES:,} "

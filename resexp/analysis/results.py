@@ -16,15 +16,15 @@ import yaml
 
 from resexp.errors import UserError
 from resexp.models.registry import arch_info, list_models
-from resexp.run.files import read_bytes
+from resexp.run.files import read_bytes, TEST_COLUMNS, VAL_COLUMNS
 from resexp.run.folder import DamagedFile, RunDir, RunState, parse_run_name
 from resexp.run.state import ORDER, UNFINISHED, Status
 from resexp.run.text import inert
 
 RUN_COLUMNS = [
     "run", "path", "arch", "depth", "seed", "dataset", "synthetic", "params", "status",
-    "epochs", "epochs_planned", "iterations", "iterations_planned", "test_images",
-    "final_train_err", "final_test_err", "wall_seconds", "schedule", "experiment",
+    "epochs", "epochs_planned", "iterations", "iterations_planned", "test_images", "evaluated_on",
+    "final_train_err", "final_test_err", "final_val_err", "wall_seconds", "schedule", "experiment",
     "device", "error", "display_name", "augmented", "hardware", "owner", "heartbeat_age", "advice",
     "train.lr", "train.batch_size",  # then one column per other setting the runs' sweep varies (swept_settings)
 ]
@@ -56,8 +56,13 @@ def _section(config: dict, key: str) -> dict:
 def run_record(run_dir: Path, state: RunState) -> dict:
     """One row of load_runs, from the run's state: the last metrics row's numbers (the log
     is newer than summary.json after a kill between the two writes), the summary's for
-    the rest. A damaged run gets what its readable files say, and its problem as error."""
-    summary, last = state.summary, state.last or {}
+    the rest. A damaged run gets what its readable files say, and its problem as error.
+    Each error under its true name (evaluated_on): a run evaluated on images held out of
+    the training split has final_val_err and no final_test_err, nor test_images."""
+    held = evaluated_on(state)
+    summary, last = state.summary, true_names(state.last or {}, held)
+    # a run that named its held-out images test (before evaluated_on was recorded)
+    old = "final_test_err" if held == "val" and "final_val_err" not in summary else "final_val_err"
 
     def pick(key, fallback=math.nan):
         value = summary.get(key)
@@ -80,9 +85,12 @@ def run_record(run_dir: Path, state: RunState) -> dict:
         "epochs_planned": float(pick("epochs_planned", train.get("epochs") or math.nan)),
         "iterations": float(last.get("iteration", pick("iterations"))),
         "iterations_planned": float(pick("iterations_planned", train.get("iterations") or math.nan)),
-        "test_images": float(pick("test_images")),  # the report: is it the paper's 10,000-image test set?
+        # the report: is it the paper's 10,000-image test set?
+        "test_images": float(pick("test_images")) if held == "test" else math.nan,
+        "evaluated_on": held,
         "final_train_err": float(last.get("train_err", pick("final_train_err"))),
-        "final_test_err": float(last.get("test_err", pick("final_test_err"))),
+        "final_test_err": float(last.get("test_err", pick("final_test_err"))) if held == "test" else math.nan,
+        "final_val_err": float(last.get("val_err", pick(old))),
         "wall_seconds": float(last.get("elapsed", pick("wall_seconds"))),
         "schedule": pick("schedule", None),
         "experiment": pick("experiment", state.config.get("name")),
@@ -97,6 +105,60 @@ def run_record(run_dir: Path, state: RunState) -> dict:
         "advice": state.advice if state.status == Status.DAMAGED else None,
         **_settings(run_dir, state),
     }
+
+
+# What each run's held-out evaluation is named in tables and figures: the dataset's test
+# split, or images held out of the training split (dataset.val_size) where it has none.
+EVALUATED = {"test": "test error", "val": "held-out error (val, training images)"}
+
+
+def evaluated_on(state: RunState) -> str:
+    """'test' or 'val': what the run evaluated after each epoch, as its summary.json says.
+    A run from before it said so, by its files: metrics.csv with the val pair and no test
+    pair, or with the test pair and no val pair while its config holds images out of the
+    training split (dataset.val_size) and its summary counts exactly those as test_images:
+    a dataset without a test split, whose held-out images were then logged as test."""
+    said = state.summary.get("evaluated_on")
+    if said in EVALUATED:
+        return said
+    columns = state.log.columns if state.log else []
+    if "val_err" in columns:
+        return "val" if "test_err" not in columns else "test"
+    dataset = _section(state.config, "dataset")
+    held, subset = dataset.get("val_size"), dataset.get("test_subset")
+    if not (isinstance(held, int) and held > 0 and "test_err" in columns):
+        return "test"
+    expected = min(subset, held) if isinstance(subset, int) and subset > 0 else held
+    return "val" if state.summary.get("test_images") == expected else "test"
+
+
+def true_names(row: dict, held: str) -> dict:
+    """A metrics row with the held-out pair under its true name: the val pair of a run
+    evaluated on held-out training images that logged them as test."""
+    if held != "val" or "val_err" in row:
+        return row
+    named = dict(zip(TEST_COLUMNS, VAL_COLUMNS))
+    return {named.get(key, key): value for key, value in row.items()}
+
+
+def evaluated_split(runs: pd.DataFrame) -> str:
+    """'test' or 'val' (EVALUATED): what the runs' held-out error was measured on; UserError
+    where they differ, since one column or line of a figure cannot mean both."""
+    if "evaluated_on" not in runs:  # a table made elsewhere, of test errors
+        return "test"
+    found = {on: runs.loc[runs["evaluated_on"].eq(on), "run"] for on in EVALUATED}
+    if len(found["test"]) and len(found["val"]):
+        raise UserError(f"runs evaluated on the test split ({inert(found['test'].iloc[0])}, ...) and on images "
+                        f"held out of the training split ({inert(found['val'].iloc[0])}, ...: the dataset had no "
+                        "test split) in one results directory; keep them in separate results directories")
+    return "val" if len(found["val"]) else "test"
+
+
+def held_out(table: pd.DataFrame) -> str:
+    """'test', or 'val' where a table made of the runs (aggregate, a figure's data) holds the val
+    error in the test error's place (evaluated_split). A table chosen on the val error
+    (compare.choose) has both, and shows the test error."""
+    return "test" if {"test_err", "test_err_mean"} & set(table.columns) else "val"
 
 
 # Columns of load_runs and load_metrics besides the swept settings: what shapes a result (the
@@ -217,7 +279,8 @@ def read_results(results_dir) -> Results:
         records.append(run_record(path, state))
         if state.rows:
             arch, depth, seed = _identity(path, state)
-            frame = pd.DataFrame(state.rows).assign(run=path.name, arch=arch, depth=depth, seed=seed)
+            rows = [true_names(row, records[-1]["evaluated_on"]) for row in state.rows]
+            frame = pd.DataFrame(rows).assign(run=path.name, arch=arch, depth=depth, seed=seed)
             for key in (k for k in records[-1] if "." in k):  # its settings (_settings) on each of its epochs
                 frame[key] = pd.Series([records[-1][key]] * len(frame), dtype=object)
             frames.append(frame)
@@ -271,19 +334,20 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     Columns: arch, depth, the swept settings, n (runs in the mean), finished (they are done runs),
     diverged, failed, damaged and unfinished (counts; diverged and damaged runs are
     never in the mean, unfinished ones only where no run is done), params,
-    train_err_mean/std, test_err_mean/std, epochs (fewest among the runs in the
-    mean), epochs_planned, wall_seconds (mean). std uses ddof=1 and is NaN for a
+    train_err_mean/std, test_err_mean/std (val_err_mean/std where the runs were evaluated on
+    images held out of the training split: evaluated_split), epochs (fewest among the runs
+    in the mean), epochs_planned, wall_seconds (mean). std uses ddof=1 and is NaN for a
     single seed: a spread of 0 would claim a certainty one run cannot give.
     """
     keys = ["arch", "depth", *swept_settings(runs)]  # a point per swept setting too (plain-20-s0-lr=0.05)
+    held = f"{evaluated_split(runs)}_err"
     used = runs_to_average(runs).assign(finished=lambda t: t["status"].eq(Status.DONE))
     stats = used.groupby(keys, dropna=False).agg(
         n=("seed", "size"),
         finished=("finished", "all"),
         train_err_mean=("final_train_err", "mean"),
         train_err_std=("final_train_err", "std"),
-        test_err_mean=("final_test_err", "mean"),
-        test_err_std=("final_test_err", "std"),
+        **{f"{held}_mean": (f"final_{held}", "mean"), f"{held}_std": (f"final_{held}", "std")},
         epochs=("epochs", "min"),
         wall_seconds=("wall_seconds", "mean"),
     )
@@ -300,7 +364,7 @@ def aggregate(runs: pd.DataFrame) -> pd.DataFrame:
     table["n"] = table["n"].fillna(0).astype(int)
     table["finished"] = table["finished"].astype("boolean").fillna(False).astype(bool)
     columns = keys + ["n", "finished", "diverged", "failed", "damaged", "unfinished", "params",
-                      "train_err_mean", "train_err_std", "test_err_mean", "test_err_std",
+                      "train_err_mean", "train_err_std", f"{held}_mean", f"{held}_std",
                       "epochs", "epochs_planned", "wall_seconds"]
     return sort_runs(table[columns])
 
@@ -327,6 +391,7 @@ def experiment_info(runs: pd.DataFrame) -> dict:
         # True / False when every run agrees, "mixed" when not, None when no config says
         "augmented": augmented.pop() if len(augmented) == 1 else ("mixed" if augmented else None),
         "hardware": runs["hardware"].dropna().map(inert).value_counts().to_dict(),
+        "evaluated_on": evaluated_split(runs),  # test, or val: what titles and headers call the held-out error
     }
 
 
@@ -348,24 +413,33 @@ def dataset_label(info: dict) -> str:
 def status_table(results_dir, runs: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per run: run, status, progress ('epoch k/K'), latest train_err and test_err,
     owner (who trains a running run, or left a stale lock, and its last heartbeat), error
-    (of a failed run; what is wrong with a damaged one). ``runs``: load_runs(results_dir)."""
+    (of a failed run; what is wrong with a damaged one). ``runs``: load_runs(results_dir).
+    val_err in place of test_err where the runs were evaluated on images held out of the
+    training split (beside it, where some were and some were not)."""
     runs = load_runs(results_dir) if runs is None else runs
     planned = runs["epochs_planned"].map(lambda k: "?" if pd.isna(k) else str(int(k)))
+    held = [on for on in EVALUATED if runs["evaluated_on"].eq(on).any()] or ["test"]
     return pd.DataFrame({
         "run": runs["run"],
         "status": runs["status"],
         "progress": "epoch " + runs["epochs"].astype(str) + "/" + planned,
         "train_err": runs["final_train_err"],
-        "test_err": runs["final_test_err"],
+        **{f"{on}_err": runs[f"final_{on}_err"] for on in held},
         "owner": runs["owner"].fillna(""),
         "error": runs["error"],
     })
 
 
+# What status says of a val_err column: it is no test error.
+VAL_NOTE = "val_err: the error on images held out of the training split (dataset.val_size), not on a test split"
+
+
 def format_status(table: pd.DataFrame) -> str:
-    """status_table as aligned text, errors with two decimals, then a count per status."""
+    """status_table as aligned text, errors with two decimals, then a count per status (and
+    VAL_NOTE where a val_err column is shown)."""
     shown = table.copy()
-    for column in ("train_err", "test_err"):
+    errors = [c for c in ("train_err", "test_err", "val_err") if c in shown]
+    for column in errors:
         shown[column] = shown[column].map(lambda v: "-" if pd.isna(v) else f"{v:.2f}")
     # Only the first line of an error message: one line per run. Names and owners come from
     # the folder too (a run folder is any folder whose config.yaml names an arch): inert.
@@ -374,7 +448,8 @@ def format_status(table: pd.DataFrame) -> str:
     for column in ("owner", "error"):
         if not shown[column].astype(bool).any():
             shown = shown.drop(columns=column)
-    return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}"
+    note = f"\n{VAL_NOTE}" if "val_err" in errors else ""
+    return f"{shown.to_string(index=False)}\n{len(table)} runs: {status_tally(table['status'])}{note}"
 
 
 def damage_warnings(runs: pd.DataFrame) -> list[str]:

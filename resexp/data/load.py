@@ -166,7 +166,7 @@ class Split:
 @dataclass
 class Data:
     train: Split
-    test: Split
+    test: Split  # what each epoch is evaluated on: the test split, or see evaluated_on
     val: Split | None
     levels: torch.Tensor  # C x 256 float32: what each pixel value of each channel normalises to
     channel: torch.Tensor  # 1 x C x 1 x 1 channel indices, for the lookup
@@ -175,6 +175,9 @@ class Data:
     num_classes: int
     channels: int
     image_size: int
+    # "test", or "val" where ``test`` holds images held out of the training split (the files
+    # have no test split, see make_data): what every file and line calls that evaluation
+    evaluated_on: str = "test"
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
         """uint8 images as float32 ``(x / 255 - mean) / std``, in one lookup."""
@@ -203,7 +206,7 @@ def load_data(ds_cfg, device: torch.device) -> Data:
 
 def open_test(ds_cfg) -> tuple[torch.Tensor, torch.Tensor] | None:
     """The test split, or None where the files hold only training images and
-    ``dataset.val_size`` holds some out: those then are the test split."""
+    ``dataset.val_size`` holds some out: those then take its place (named val, make_data)."""
     try:
         return to_tensors(open_dataset(ds_cfg, train=False), ds_cfg.channels)
     except cifar_binary.NoTestImages:
@@ -225,8 +228,9 @@ def random_data(ds_cfg, n: int, device: torch.device, seed: int = 0) -> Data:
 
 def make_data(ds_cfg, train, test, device: torch.device) -> Data:
     """Data from (images, labels) of both splits: validation split, subsets, device copy.
-    ``test`` None (no test images on disk, see open_test): the held-out images are the test
-    split instead of a validation split, so they are evaluated once per epoch, not twice."""
+    ``test`` None (no test images on disk, see open_test): the held-out images take the test
+    split's place instead of being a validation split beside it, so they are evaluated once
+    per epoch, not twice, and that evaluation is named val (``evaluated_on``), never test."""
     x, y = train
     val = None
     if ds_cfg.val_size:  # the last val_size training images, as in the paper's 45k/5k split
@@ -234,11 +238,14 @@ def make_data(ds_cfg, train, test, device: torch.device) -> Data:
             raise UserError(f"dataset.val_size={ds_cfg.val_size} leaves no training images")
         val = Split(x[-ds_cfg.val_size:].to(device), y[-ds_cfg.val_size:].to(device))
         x, y = x[: -ds_cfg.val_size], y[: -ds_cfg.val_size]
-    xt, yt = test if test is not None else (val.x, val.y)
-    val = val if test is not None else None
+    held_out = test is None
+    xt, yt = (val.x, val.y) if held_out else test
+    val = None if held_out else val
     n, nt = ds_cfg.train_subset or len(y), ds_cfg.test_subset or len(yt)
-    return assemble(ds_cfg, Split(x[:n].to(device), y[:n].to(device)), Split(xt[:nt].to(device), yt[:nt].to(device)),
+    data = assemble(ds_cfg, Split(x[:n].to(device), y[:n].to(device)), Split(xt[:nt].to(device), yt[:nt].to(device)),
                     val, device)
+    data.evaluated_on = "val" if held_out else "test"
+    return data
 
 
 def assemble(ds_cfg, train: Split, test: Split, val: Split | None, device: torch.device) -> Data:

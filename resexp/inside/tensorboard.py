@@ -9,7 +9,8 @@ Tags:
 - ``responses/epoch_NNNN``, ``gradients/weight_epoch_NNNN``,
   ``gradients/block_output_epoch_NNNN``, ``identity/branch_ratio_epoch_NNNN``: one
   diagnostics measurement as a curve over the layer (or block) index, the x axis of Fig. 7;
-- ``final/train_err``, ``final/test_err``: the last epoch's errors, once the run is done.
+- ``final/train_err``, ``final/test_err``: the last epoch's errors, once the run is done (no
+  ``final/test_err`` where the dataset has no test split: ``epoch/val_err`` is its held-out error).
 
 For TensorBoard's HParams view, the run's first start with TensorBoard on also writes one
 hparams record into its own event file: the settings that change what it computes,
@@ -137,7 +138,8 @@ class TBLog(Logger):
             from torch.utils.tensorboard.summary import hparams
 
             for tag, column in FINAL.items():
-                self.scalar(tag, row[column], int(row["iteration"]))
+                if column in row:  # no test_err where the evaluated images are held-out training images
+                    self.scalar(tag, row[column], int(row["iteration"]))
             self.summary(SESSION_END_INFO_TAG, hparams({}, {})[2])  # the session's end: success
         self.writer.flush()
 

@@ -32,7 +32,8 @@ from resexp.run.state import Status
 
 COLUMNS = ["epoch", "iteration", "lr", "train_loss", "train_err", "test_loss", "test_err",
            "seconds", "images_per_s", "elapsed"]
-VAL_COLUMNS = ["val_loss", "val_err"]
+TEST_COLUMNS = ["test_loss", "test_err"]  # the dataset's test split, and nothing else
+VAL_COLUMNS = ["val_loss", "val_err"]  # images held out of the training split (dataset.val_size)
 CLEAN_TRAIN_COLUMNS = ["clean_train_loss", "clean_train_err"]  # with train.eval_train=true
 # Written by resexp/inside/diagnostics.py (train.diagnostics); readers: results.load_diagnostics.
 DIAGNOSTIC_FILES = ("responses.csv", "gradients.csv", "identity.csv")
@@ -61,7 +62,8 @@ SUMMARY_FIELDS = {
     "arch": TEXT, "depth": ((int,), 1, None), "seed": COUNT, "status": TEXT, "epochs": COUNT,
     "dataset": TEXT_OR_NULL, "synthetic": ((bool, None),), "params": AMOUNT,
     "epochs_planned": AMOUNT, "iterations": AMOUNT, "iterations_planned": AMOUNT,
-    "final_train_err": PERCENT, "final_test_err": PERCENT, "wall_seconds": AMOUNT,
+    "final_train_err": PERCENT, "final_test_err": PERCENT, "final_val_err": PERCENT, "wall_seconds": AMOUNT,
+    "evaluated_on": TEXT_OR_NULL,
     "schedule": TEXT_OR_NULL, "experiment": TEXT_OR_NULL, "device": TEXT_OR_NULL, "error": TEXT_OR_NULL,
     "cpu_model": TEXT_OR_NULL, "cpu_bf16": ((list, None),), "torch_threads": ((int, None), 1, None),
 }
@@ -170,6 +172,14 @@ def parse_json(path: Path, text: str) -> object:
         raise DamagedFile(path, f"is not valid JSON ({str(err).split(':')[0]})") from None
 
 
+def log_columns(evaluated_on: str = "test") -> list[str]:
+    """metrics.csv's first columns: COLUMNS, with the val pair in the test pair's place where
+    the evaluated images are held out of the training split ("val": the dataset has no test
+    split), so that no column says test of images that are not the test split."""
+    named = dict(zip(TEST_COLUMNS, VAL_COLUMNS)) if evaluated_on == "val" else {}
+    return [named.get(column, column) for column in COLUMNS]
+
+
 def parse_log(path: Path, data: bytes) -> Log:
     """metrics.csv's bytes -> Log. DamagedFile for anything but a torn last line."""
     lines = _text(path, data).split("\n")
@@ -178,7 +188,8 @@ def parse_log(path: Path, data: bytes) -> Log:
     if not lines:
         return Log([], [], torn)
     header = lines[0].split(",")
-    missing = [c for c in COLUMNS if c not in header]
+    held_out = "test_err" not in header and "val_err" in header  # a run without a test split
+    missing = [c for c in log_columns("val" if held_out else "test") if c not in header]
     if missing or len(set(header)) != len(header):
         raise DamagedFile(path, f"line 1 is not a metrics header (missing {', '.join(missing) or 'nothing'}, "
                                 f"{len(header)} names)")

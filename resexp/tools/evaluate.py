@@ -84,7 +84,8 @@ def eval_config(run_dir: Path, overrides: Sequence[str] = (), config_dirs=()) ->
 
 
 def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, config_dirs=()) -> dict:
-    """Test error (and clean training error) of the run's checkpoint: a dict for printing."""
+    """Test error (and clean training error) of the run's checkpoint: a dict for printing. Where
+    the dataset has no test split, the held-out training images' error, as val (Data.evaluated_on)."""
     from resexp.train import checkpoint
     from resexp.train.loop import evaluate, setup
 
@@ -103,8 +104,8 @@ def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, con
                         f"({type(err).__name__})") from err
     result = {"run": run_dir.name, **(parse_run_name(run_dir.name) or {}), "dataset": cfg.dataset.name,
               "epoch": state.get("epoch"), "iteration": state.get("iteration"),
-              "test_images": len(s.data.test)}
-    result["test_loss"], result["test_err"] = evaluate(cfg, s, s.data.test)
+              "evaluated_on": s.data.evaluated_on, f"{s.data.evaluated_on}_images": len(s.data.test)}
+    result[f"{s.data.evaluated_on}_loss"], result[f"{s.data.evaluated_on}_err"] = evaluate(cfg, s, s.data.test)
     if train:
         result["train_images"] = len(s.data.train)
         result["clean_train_loss"], result["clean_train_err"] = evaluate(cfg, s, s.data.train)
@@ -112,8 +113,10 @@ def evaluate_run(run_dir, overrides: Sequence[str] = (), train: bool = True, con
 
 
 def format_result(r: dict) -> str:
-    line = (f"{r['run']} (epoch {r['epoch']}, {r['dataset']}): test err {r['test_err']:.2f}% "
-            f"loss {r['test_loss']:.4f} on {r['test_images']} images")
+    held = r["evaluated_on"]
+    where = " held-out training" if held == "val" else ""
+    line = (f"{r['run']} (epoch {r['epoch']}, {r['dataset']}): {held} err {r[f'{held}_err']:.2f}% "
+            f"loss {r[f'{held}_loss']:.4f} on {r[f'{held}_images']}{where} images")
     if "clean_train_err" in r:
         line += (f" | clean train err {r['clean_train_err']:.2f}% loss {r['clean_train_loss']:.4f} "
                  f"on {r['train_images']} images (eval mode, no augmentation)")

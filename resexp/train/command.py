@@ -29,8 +29,9 @@ class TrainOutcome:
 
     def summary_line(self) -> str:
         s = self.summary
+        held = "val" if s.get("evaluated_on") == "val" else "test"  # val: no test split, held-out images
         return (f"{s['status']}: {self.run_dir} train err {_pct(s.get('final_train_err'))}, "
-                f"test err {_pct(s.get('final_test_err'))}")
+                f"{held} err {_pct(s.get(f'final_{held}_err'))}")
 
     def __repr__(self) -> str:
         return f"<TrainOutcome {self.summary_line()}>"

@@ -27,9 +27,8 @@ from resexp.errors import UserError
 from resexp.inside.monitor import Monitor
 from resexp.models import count_params, get_model
 from resexp.models.footprint import check_fits, device_of as pick_device
-from resexp.run.files import CLEAN_TRAIN_COLUMNS
+from resexp.run.files import CLEAN_TRAIN_COLUMNS, log_columns
 from resexp.run.folder import (
-    COLUMNS,
     VAL_COLUMNS,
     CannotWrite,
     Lock,
@@ -119,7 +118,8 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
         monitor.begin(at.epoch, at.iteration)  # first: a logger that cannot start leaves the folder as it was
         run.create(cfg)
         extended = extend.record(run, cfg, origin)  # command.yaml; a longer run's config.yaml (resexp/train/extend.py)
-        summary = {**base_summary(cfg, s), "status": "running", "started": now(), **at.summary_fields(), **extended}
+        summary = {**base_summary(cfg, s), "status": "running", "started": now(),
+                   **at.summary_fields(s.data.evaluated_on), **extended}
         record = Recorder(run, s, lock, monitor, summary, console, on_epoch)
         with _failures_recorded(run, summary, monitor):
             run.write_summary(summary)
@@ -191,19 +191,20 @@ def evaluate(cfg, s: Setup, split) -> tuple[float, float]:
 
 def epoch_row(cfg, s: Setup, epoch: int, trained: dict, started: float, at: Position) -> dict:
     """The metrics.csv row of ``epoch``: what ``train_epoch`` returned, then the clean
-    evaluations (test; validation and the clean training set where asked for). The epoch's
-    seconds run from ``started`` (time.perf_counter) to the end of the evaluations."""
-    test_loss, test_err = evaluate(cfg, s, s.data.test)
+    evaluations (test, or val where the held-out images take the test split's place; validation
+    and the clean training set where asked for). The epoch's seconds run from ``started``
+    (time.perf_counter) to the end of the evaluations."""
+    held = s.data.evaluated_on
     row = {"epoch": epoch, "iteration": trained["iteration"], "lr": trained["lr"],
-           "train_loss": trained["train_loss"], "train_err": trained["train_err"],
-           "test_loss": test_loss, "test_err": test_err}
+           "train_loss": trained["train_loss"], "train_err": trained["train_err"]}
+    row[f"{held}_loss"], row[f"{held}_err"] = evaluate(cfg, s, s.data.test)
     if s.data.val is not None:
         row["val_loss"], row["val_err"] = evaluate(cfg, s, s.data.val)
     if cfg.train.eval_train:  # the clean training set in eval mode, beside Fig. 6's minibatch error
         row["clean_train_loss"], row["clean_train_err"] = evaluate(cfg, s, s.data.train)
     took = time.perf_counter() - started
     row.update(seconds=took, images_per_s=trained["images_per_s"], elapsed=at.elapsed + took)
-    return {k: row[k] for k in COLUMNS + (VAL_COLUMNS if s.data.val is not None else [])
+    return {k: row[k] for k in log_columns(held) + (VAL_COLUMNS if s.data.val is not None else [])
             + (CLEAN_TRAIN_COLUMNS if cfg.train.eval_train else [])}
 
 
@@ -251,7 +252,8 @@ def base_summary(cfg, s: Setup) -> dict:
         "dataset": cfg.dataset.name, "synthetic": bool(cfg.dataset.synthetic), "params": count_params(s.model),
         "experiment": cfg.name, "schedule": s.schedule.describe(),
         "epochs_planned": s.schedule.epochs, "iterations_planned": s.schedule.total_iters,
-        "image_size": s.data.image_size, "train_images": len(s.data.train), "test_images": len(s.data.test),
+        "image_size": s.data.image_size, "train_images": len(s.data.train),
+        f"{s.data.evaluated_on}_images": len(s.data.test), "evaluated_on": s.data.evaluated_on,
         **describe(s.step.device, s.step.amp), **s.threads.record(), **s.step.summary(),  # train_step, graph_check
         "torch_version": torch.__version__, "resexp_version": __version__, "git_commit": git_commit(),
     }
@@ -278,11 +280,13 @@ class Position:
         """Nothing left to train: the schedule's last iteration is reached, or the loss blew up."""
         return self.iteration >= total_iters or self.diverged
 
-    def summary_fields(self) -> dict:
-        """The summary.json keys that follow the log: always those of its last row."""
+    def summary_fields(self, evaluated_on: str) -> dict:
+        """The summary.json keys that follow the log: always those of its last row. The held-out
+        error is final_test_err, or final_val_err where ``evaluated_on`` says the evaluated
+        images were held out of the training split (Data.evaluated_on)."""
         row = self.row or {}
         return {"epochs": self.epoch, "iterations": self.iteration, "final_train_err": row.get("train_err"),
-                "final_test_err": row.get("test_err"), "wall_seconds": self.elapsed}
+                f"final_{evaluated_on}_err": row.get(f"{evaluated_on}_err"), "wall_seconds": self.elapsed}
 
 
 @dataclass
@@ -305,10 +309,11 @@ class Recorder:
         run.append_row(row)
         self.monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
         at = Position.after(row)
-        self.console.print(epoch_line(run.name, s, row))
-        self.summary.update(at.summary_fields(), **s.step.summary())  # graphed, or eager after a failed check
+        self.console.print(epoch_line(run.name, s, row), markup=False)
+        # train_step: graphed, or eager after a failed check
+        self.summary.update(at.summary_fields(s.data.evaluated_on), **s.step.summary())
         if at.diverged:
-            self.console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged")
+            self.console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged", markup=False)
             return at
         checkpoint.save(run, {"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
                               "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
@@ -342,9 +347,10 @@ def resume(run: RunDir, s: Setup, found: RunState, console: Console) -> Position
         raise UserError(f"checkpoint {run.checkpoint} does not match this model ({type(err).__name__}); "
                         f"delete it to restart the run") from err
     if log.torn:
-        console.print(f"{run.name}: the last line of metrics.csv was cut short: removed, that epoch is redone")
+        console.print(f"{run.name}: the last line of metrics.csv was cut short: removed, that epoch is redone",
+                      markup=False)
     run.keep_rows_until(state["epoch"], log)
-    console.print(f"{run.name}: resuming after epoch {state['epoch']} (iteration {state['iteration']})")
+    console.print(f"{run.name}: resuming after epoch {state['epoch']} (iteration {state['iteration']})", markup=False)
     return Position(state["epoch"], state["iteration"], state["elapsed"], row)
 
 
@@ -365,7 +371,8 @@ def _without_checkpoint(run: RunDir, s: Setup, log: Log, console: Console) -> Po
 
 def _start_again(run: RunDir, console: Console, why: str) -> Position:
     aside = run.set_aside()
-    console.print(f"{run.name}: {why}; training it again from epoch 1 (the old files are kept in {aside})")
+    console.print(f"{run.name}: {why}; training it again from epoch 1 (the old files are kept in {aside})",
+                  markup=False)  # the reason quotes a damaged file: text from the folder
     return Position()
 
 
@@ -377,14 +384,19 @@ def _finished(run: RunDir, cfg, state: RunState, console: Console, busy_check: b
         raise UserError(f"{run.path} is damaged: {state.problem}; {state.advice}")
     extends = extend.lengthening(run, cfg, state)  # UserError for other settings (resexp/train/extend.py)
     if state.finished and extends is None:
-        console.print(f"{run.name}: already {state.status}, skipped")
+        console.print(f"{run.name}: already {state.status}, skipped", markup=False)
         return state.summary
     if busy_check and state.status == "running":
         raise RunBusy(f"{run.path} is being trained by {state.owner.describe()}", state.owner)
     return None
 
 
+# How the log line names each held-out evaluation (Data.evaluated_on).
+EVALUATED_ON = {"test": "test err", "val": "val err (held-out training images)"}
+
+
 def epoch_line(name: str, s: Setup, row: dict) -> str:
+    held = s.data.evaluated_on
     return (f"{name} epoch {row['epoch']}/{s.schedule.epochs} it {row['iteration']} lr {row['lr']:g} "
             f"train loss {row['train_loss']:.4f} err {row['train_err']:.2f}% | "
-            f"test err {row['test_err']:.2f}% | {row['images_per_s']:.0f} img/s")
+            f"{EVALUATED_ON[held]} {row[f'{held}_err']:.2f}% | {row['images_per_s']:.0f} img/s")
