@@ -431,8 +431,8 @@ def test_two_sweeps_started_together_with_other_settings_never_share_a_folder(tm
 def test_a_link_planted_as_the_sweep_lock_is_one_line_and_never_followed(tmp_path, monkeypatch, capsys):
     out, target = tmp_path / "C", tmp_path / "elsewhere"
     out.mkdir()
-    (out / ".sweep.lock").symlink_to(target)
+    (out / ".sweep.active").symlink_to(target)
     code, _, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "resnet", "--depths", "8", "--out", out, *TINY)
     assert code == 2 and len(stderr.strip().splitlines()) == 1
-    assert f"cannot lock {out / '.sweep.lock'}" in stderr
+    assert f"cannot lock {out / '.sweep.active'}" in stderr
     assert not target.exists() and not (out / "resnet-8-s0").exists()

@@ -1,5 +1,5 @@
 """One sweep's settings per results folder: the check of a folder's saved sweep and the
-save of this sweep's are one step, under an exclusive lock on <out>/.sweep.lock; a sweep
+save of this sweep's are one step, under an exclusive lock on the folder itself; a sweep
 that trains holds a shared lock on <out>/.sweep.active until it ends.
 
 So of two sweeps started at once on one folder with different settings, the second sees
@@ -25,7 +25,7 @@ except ImportError:  # pragma: no cover - not on Linux or macOS
 
 from resexp.errors import UserError
 
-SAVE_LOCK, ACTIVE_LOCK = ".sweep.lock", ".sweep.active"
+ACTIVE_LOCK = ".sweep.active"
 WAIT_S = 120.0  # the longest a sweep waits for another to finish planning (a plan takes seconds)
 
 
@@ -41,13 +41,18 @@ def _open(path: Path) -> int:
 
 @contextlib.contextmanager
 def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[], bool]]:
-    """Hold <out>/.sweep.lock while a sweep reads the folder's saved sweep and saves its own;
-    yields ``others_training()``: whether another sweep trains in this folder now."""
+    """Hold a lock on the folder ``out`` itself (no file left behind by a sweep that stops at
+    a mistake) while a sweep reads the folder's saved sweep and saves its own; yields
+    ``others_training()``: whether another sweep trains in this folder now."""
     if fcntl is None:
         yield lambda: False
         return
-    out.mkdir(parents=True, exist_ok=True)
-    fd, start = _open(out / SAVE_LOCK), clock()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
+    start = clock()
     try:
         while True:
             try:
