@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers.cli import cli
-from helpers.formats import write_cifar_binary
+from helpers.formats import write_cifar10_tarball, write_cifar_binary
 from helpers.markers import need_cifar10
 
 from resexp.data import cifar_binary, load_data, open_dataset
@@ -141,21 +141,47 @@ def test_labels_out_of_range_are_a_damaged_file(tmp_path, monkeypatch):
 def test_datasets_shows_the_format_found(tmp_path, monkeypatch, capsys):
     write_cifar_binary(tmp_path / "folder", CIFAR10, 1, skip=("test_batch.bin",))
     write_cifar_binary(tmp_path / "tarball", CIFAR10, 1, archive=True)
-    lines = {}
-    for form in ("folder", "tarball", "empty"):
+    write_cifar10_tarball(tmp_path / "python", per_batch=1)
+    lines, codes = {}, {}
+    for form in ("folder", "tarball", "python", "empty"):
         (tmp_path / form).mkdir(exist_ok=True)
-        code, out, err = cli(monkeypatch, capsys, "datasets", "dataset=cifar10", f"dataset.source={tmp_path / form}")
-        assert code == 0, err
+        codes[form], out, err = cli(monkeypatch, capsys, "datasets", "dataset=cifar10",
+                                    f"dataset.source={tmp_path / form}")
         lines[form] = out.splitlines()[-1].split()  # after the header
+    assert codes == {"folder": 0, "tarball": 0, "python": 0, "empty": 2}
     assert lines["folder"][:4] == ["cifar10", "ready", "torchvision.datasets.CIFAR10",
                                    "binary(cifar-10-batches-bin/,no-test-file)"]
     assert lines["tarball"][1:4:2] == ["ready", "binary(cifar-10-binary.tar.gz)"]
-    assert lines["empty"][1:4:2] == ["source", "torchvision"]
+    assert lines["python"][1:4:2] == ["source", "torchvision"]  # staged when a run needs it
+    assert lines["empty"][1] == "error" and f"dataset.source={tmp_path / 'empty'} is empty" in " ".join(lines["empty"])
+
+
+def test_num_classes_below_the_labels_is_one_line_not_a_damaged_file(tmp_path, monkeypatch):
+    """The files' labels go up to 9: dataset.num_classes=3 is the setting's mistake, not the files'."""
+    written = write_cifar_binary(tmp_path / "src", CIFAR10, PER_FILE)
+    small(monkeypatch, CIFAR10, written, tmp_path / "src")
+    top = max(int(labels.max()) for _, labels in written.values())
+    with pytest.raises(UserError, match=rf"^dataset.num_classes=3, but the labels of dataset cifar10 go from 0 "
+                                        rf"to {top}: set dataset.num_classes={top + 1}$"):
+        load_data(cifar10_cfg(tmp_path / "src", "dataset.num_classes=3").dataset, torch.device("cpu"))
+
+
+def test_the_binary_version_given_for_another_dataset_is_named(tmp_path, monkeypatch, capsys):
+    write_cifar_binary(tmp_path / "src", CIFAR10, 1)
+    code, out, err = cli(monkeypatch, capsys, "train", "--out", "out", "dataset=mnist", "dataset.download=false",
+                         f"dataset.source={tmp_path / 'src'}", "model.depth=8", "train.device=cpu")
+    assert (code, out) == (2, "")
+    assert err.strip().splitlines() == [
+        f"error: dataset mnist: dataset.source={tmp_path / 'src'} holds the binary version of CIFAR10 "
+        f"(cifar-10-batches-bin), not the files MNIST reads (t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, "
+        f"train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz); put the four MNIST *-ubyte.gz files in a folder "
+        f"and pass dataset.source=FOLDER"]
+    assert not (tmp_path / "data").exists() and not (tmp_path / "out").exists()
 
 
 @pytest.mark.slow
 def test_real_cifar10_training_files():
-    """The 50,000 official training images (checks as listed in ../shared/data/cifar10/README.md)."""
+    """The 50,000 official training images (checks as listed in the README beside them)."""
     source = need_cifar10()
     cfg = load_config(["dataset=cifar10", f"dataset.source={source}", "dataset.download=false",
                        "dataset.val_size=5000"])

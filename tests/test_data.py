@@ -1,8 +1,12 @@
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 import torchvision
 from torch.utils._python_dispatch import TorchDispatchMode
+from helpers.cli import cli
 from helpers.formats import write_cifar10_tarball, write_mnist_source
 from helpers.markers import need_fashion_mnist, need_mnist
 
@@ -91,6 +95,119 @@ def test_missing_data_offline_says_what_to_do(tmp_path):
     cfg = load_config(["dataset=mnist", "dataset.download=false"])
     with pytest.raises(UserError, match=r"dataset mnist is not under .*data.*put the four MNIST"):
         load_data(cfg.dataset, torch.device("cpu"))
+
+
+def no_network(monkeypatch):
+    """torchvision's downloads fail here as they do offline (the URL error of a name that
+    does not resolve), and never reach the network."""
+    from urllib.error import URLError
+
+    def refused(url, *args, **kwargs):
+        raise URLError("[Errno -2] Name or service not known")
+
+    for module in (torchvision.datasets.mnist, torchvision.datasets.cifar):
+        monkeypatch.setattr(module, "download_and_extract_archive", refused)
+
+
+HINT = {"mnist": "put the four MNIST *-ubyte.gz files in a folder and pass dataset.source=FOLDER",
+        "cifar10": "put cifar-10-python.tar.gz or cifar-10-binary.tar.gz (or its extracted cifar-10-batches-bin/) "
+                   "in a folder and pass dataset.source=FOLDER"}
+MNIST_FILES = ("t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz, "
+               "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz")
+# A dataset.source (made in the test's folder) and the error line's words after "error: dataset NAME".
+WRONG_SOURCES = {
+    "missing": ("mnist", "nowhere", ["dataset.download=false"], ": dataset.source=nowhere does not exist "
+                "(download disabled)"),
+    "missing-and-no-network": ("mnist", "nowhere", [], ": dataset.source=nowhere does not exist (the download "
+                               "failed: Error downloading train-images-idx3-ubyte.gz: <urlopen error [Errno -2] Name "
+                               "or service not known>)"),
+    "no-source-no-network": ("cifar10", None, [], " is not under {root} (the download failed: <urlopen error "
+                             "[Errno -2] Name or service not known>)"),
+    "mnist-files-for-cifar10": ("cifar10", "mnist_files", [], ": dataset.source=mnist_files holds the files of "
+                                f"torchvision's MNIST/FashionMNIST/KMNIST ({MNIST_FILES}), not the files CIFAR10 "
+                                "reads (cifar-10-python.tar.gz or cifar-10-batches-py)"),
+    "cifar10-files-for-mnist": ("mnist", "cifar_files", [], ": dataset.source=cifar_files holds the files of "
+                                "torchvision's CIFAR10 (cifar-10-python.tar.gz), not the files MNIST reads "
+                                f"({MNIST_FILES})"),
+    "no-test-files": ("mnist", "train_only", [], ": dataset.source=train_only lacks t10k-images-idx3-ubyte.gz, "
+                      "t10k-labels-idx1-ubyte.gz"),
+    "empty": ("mnist", "empty", [], f": dataset.source=empty is empty (MNIST reads {MNIST_FILES})"),
+    "a-file": ("mnist", "mnist_files/train-images-idx3-ubyte.gz", [],
+               ": dataset.source=mnist_files/train-images-idx3-ubyte.gz is a file, not a folder"),
+}
+
+
+@pytest.mark.parametrize("name, source, extra, says", WRONG_SOURCES.values(), ids=WRONG_SOURCES.keys())
+def test_a_wrong_data_source_is_named_in_one_line_and_nothing_is_written(monkeypatch, capsys, name, source,
+                                                                         extra, says):
+    """The data folder passed is said to be missing, empty, short of files or another
+    dataset's, before anything is staged; a failed download says why. Nothing is written:
+    no run folder, no data root."""
+    no_network(monkeypatch)
+    write_mnist_source(Path("mnist_files"), n_train=2, n_test=2)
+    write_mnist_source(Path("train_only"), n_train=2, n_test=2)
+    for test_file in Path("train_only").glob("t10k-*"):
+        test_file.unlink()
+    write_cifar10_tarball(Path("cifar_files"), per_batch=1)
+    Path("empty").mkdir()
+    before = sorted(Path().rglob("*"))
+    root = Path(os.environ["RESEXP_DATA"])
+    code, stdout, stderr = cli(monkeypatch, capsys, "train", "--out", "out", f"dataset={name}", "model.depth=8",
+                               "train.device=cpu", *([f"dataset.source={source}"] if source else []), *extra)
+    assert (code, stdout) == (2, "")
+    assert stderr.strip().splitlines() == [f"error: dataset {name}{says.format(root=root)}; {HINT[name]}"]
+    assert sorted(Path().rglob("*")) == before and not root.exists()
+
+
+# A dry run's data: (dataset settings, its exit code, the line it ends with), with nothing
+# written or downloaded. The sweep's own lines (plan, threads) come first.
+DRY_RUNS = {
+    "source-ready": (["dataset=mnist", "dataset.source=mnist_files"], 0, "CPU threads: "),
+    "to-download": (["dataset=mnist"], 0, "data: dataset mnist is not under {root} and will be downloaded"),
+    "source-missing-to-download": (["dataset=mnist", "dataset.source=nowhere"], 0,
+                                   "data: dataset.source=nowhere does not exist: dataset mnist is not under {root} "
+                                   "and will be downloaded"),
+    "source-missing-offline": (["dataset=mnist", "dataset.source=nowhere", "dataset.download=false"], 2,
+                               "error: dataset mnist: dataset.source=nowhere does not exist (download disabled); "
+                               + HINT["mnist"]),
+    "another-datasets-files": (["dataset=cifar10", "dataset.source=mnist_files"], 2,
+                               "error: dataset cifar10: dataset.source=mnist_files holds the files of torchvision's "
+                               f"MNIST/FashionMNIST/KMNIST ({MNIST_FILES}), not the files CIFAR10 reads "
+                               f"(cifar-10-python.tar.gz or cifar-10-batches-py); {HINT['cifar10']}"),
+}
+
+
+@pytest.mark.parametrize("data, code, last", DRY_RUNS.values(), ids=DRY_RUNS.keys())
+def test_a_dry_run_says_whether_each_runs_data_can_be_had(monkeypatch, capsys, data, code, last):
+    monkeypatch.setattr(torchvision.datasets.mnist, "download_and_extract_archive",
+                        lambda *a, **k: pytest.fail("a dry run downloads nothing"))
+    write_mnist_source(Path("mnist_files"), n_train=2, n_test=2)
+    before, root = sorted(Path().rglob("*")), Path(os.environ["RESEXP_DATA"])
+    got, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--dry-run", "--depths", "8", "--out", "out",
+                              "train.device=cpu", "train.threads=1", *data)
+    assert (got, stdout) == (code, ""), stderr
+    assert stderr.strip().splitlines()[-1].startswith(last.format(root=root))
+    assert sorted(Path().rglob("*")) == before and not root.exists()
+
+
+def test_the_python_dry_run_checks_the_data_too():
+    import resexp
+
+    with pytest.raises(UserError, match=r"^dataset mnist: dataset.source=nowhere does not exist \(download disabled\)"):
+        resexp.sweep(depths=[8], out="out", dry_run=True, progress=False,
+                     overrides={"dataset": "mnist", "dataset.source": "nowhere", "dataset.download": False,
+                                "train.device": "cpu", "train.threads": 1})
+    assert not Path("out").exists()
+
+
+def test_files_staged_but_unusable_get_the_datasets_own_advice(tmp_path):
+    """torchvision's 'You can use download=True' is wrong offline: the line gives the dataset's hint."""
+    write_cifar10_tarball(tmp_path / "src", per_batch=2)  # not the official files: their MD5s do not match
+    cfg = load_config(["dataset=cifar10", f"dataset.source={tmp_path / 'src'}", "dataset.download=false"])
+    with pytest.raises(UserError) as info:
+        load_data(cfg.dataset, torch.device("cpu"))
+    assert str(info.value) == (f"dataset cifar10: the files staged from {tmp_path / 'src'} are not usable (Dataset "
+                               f"not found or corrupted.); {HINT['cifar10']}")
 
 
 def test_subsets_take_the_first_images(tmp_path):

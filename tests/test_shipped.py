@@ -68,8 +68,9 @@ def test_cfg_prints_the_composed_config_of_each_command(experiment, given, monke
 @pytest.mark.parametrize("experiment", CONFIGS)
 def test_a_dry_run_plans_and_times_steps_here(experiment, given, monkeypatch, capsys, tmp_path):
     code, _, err = cli(monkeypatch, capsys, "sweep", "--dry-run", "--out", tmp_path / "out", *given(experiment))
-    assert code == 0, err
+    assert code == 2, err  # the plan and its timing, then one line: the data are not in the empty source folder
     assert "timed here for 3 steps" in err and not (tmp_path / "out").exists()
+    assert err.strip().splitlines()[-1].startswith("error: dataset ") and "elsewhere is empty" in err
 
 
 @pytest.mark.parametrize("experiment", CONFIGS)

@@ -37,6 +37,7 @@ class BinaryVersion:
     records: dict[str, int]       # images per file
     label_bytes: int              # bytes before the pixels of a record
     label_at: int                 # which of them is the class
+    classes: int                  # labels are 0 .. classes - 1: a larger one marks a foreign file
     md5: dict[str, str] = field(default_factory=dict)  # of the extracted files, where known
 
     @property
@@ -49,7 +50,7 @@ CIFAR10 = BinaryVersion(
     folder="cifar-10-batches-bin",
     train=tuple(f"data_batch_{i}.bin" for i in range(1, 6)), test=("test_batch.bin",),
     records={**{f"data_batch_{i}.bin": 10_000 for i in range(1, 6)}, "test_batch.bin": 10_000},
-    label_bytes=1, label_at=0,
+    label_bytes=1, label_at=0, classes=10,
     md5={"data_batch_1.bin": "5dd7e06a14cb22eb9f671a540d1b7c25",
          "data_batch_2.bin": "5ea93a67294ea407fff1d09f752e9692",
          "data_batch_3.bin": "942cd6a4bcdd0dd3c604fbe906cb4421",
@@ -63,7 +64,7 @@ CIFAR10 = BinaryVersion(
 CIFAR100 = BinaryVersion(
     archive="cifar-100-binary.tar.gz", archive_md5="03b5dce01913d631647c71ecec9e9cb8",
     folder="cifar-100-binary", train=("train.bin",), test=("test.bin",),
-    records={"train.bin": 50_000, "test.bin": 10_000}, label_bytes=2, label_at=1,
+    records={"train.bin": 50_000, "test.bin": 10_000}, label_bytes=2, label_at=1, classes=100,
 )
 
 # The dataset YAML's _target_ -> the binary version of the same images.
@@ -91,7 +92,7 @@ class BinarySource:
         form = self.version.archive if self.archive else f"{self.version.folder}/"
         return f"binary({form}{'' if self.has_test() else ',no-test-file'})"
 
-    def open(self, train: bool, num_classes: int, held_out: int = 0) -> "CIFARBinary":
+    def open(self, train: bool, held_out: int = 0) -> "CIFARBinary":
         """One split's images; NoTestImages for the test split where the test file is absent,
         and for both where nothing is held out either (a run then has no test split)."""
         names = self.version.train if train else self.version.test
@@ -100,7 +101,7 @@ class BinarySource:
                                f"dataset.val_size=5000 to hold out the last 5,000 training images "
                                f"instead (the paper's 45k/5k split, §4.2), or add the test file")
         payloads = self._read_archive(names) if self.archive else {n: self._read_file(n) for n in names}
-        return CIFARBinary([decode(self.version, n, payloads[n], num_classes, self._where(n)) for n in names])
+        return CIFARBinary([decode(self.version, n, payloads[n], self._where(n)) for n in names])
 
     def _where(self, name: str) -> str:
         return f"{self.path}:{self.version.folder}/{name}" if self.archive else str(self.path / name)
@@ -164,13 +165,15 @@ def check_file(version: BinaryVersion, name: str, payload: bytes, where: str) ->
                         f"replace it with an intact copy")
 
 
-def decode(version: BinaryVersion, name: str, payload: bytes, num_classes: int, where: str):
-    """(uint8 images N x 3 x 32 x 32, int64 labels N) of one file's records."""
+def decode(version: BinaryVersion, name: str, payload: bytes, where: str):
+    """(uint8 images N x 3 x 32 x 32, int64 labels N) of one file's records. A label beyond the
+    version's own classes marks the file damaged; dataset.num_classes is checked against the
+    labels where any dataset's are (resexp.data.load.check_labels)."""
     records = np.frombuffer(payload, dtype=np.uint8).reshape(-1, version.record_bytes)
     labels = records[:, version.label_at].astype(np.int64)
-    if labels.size and labels.max() >= num_classes:  # a shifted or foreign file
+    if labels.size and labels.max() >= version.classes:  # a shifted or foreign file
         raise UserError(f"{where} is damaged: a label is {labels.max()}, "
-                        f"but the dataset has {num_classes} classes")
+                        f"but the dataset has {version.classes} classes")
     images = records[:, version.label_bytes:].reshape(-1, 3, 32, 32)
     return images, labels
 

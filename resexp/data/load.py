@@ -19,8 +19,10 @@ shows), with no DataLoader workers and no host round trips.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -31,7 +33,7 @@ import torch.nn.functional as F
 from hydra.utils import get_class
 
 from resexp.data import cifar_binary
-from resexp.data.stage import stage_source
+from resexp.data.stage import source_problem, stage_source
 from resexp.errors import UserError
 
 DEFAULT_ROOT = Path("~/.cache/resexp/data")
@@ -72,40 +74,88 @@ def dataset_class(ds_cfg):
     return cls
 
 
+def source_of(ds_cfg) -> Path | None:
+    return Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
+
+
 def open_dataset(ds_cfg, train: bool):
-    """The torchvision-style dataset object for one split, staging or downloading if needed."""
+    """The torchvision-style dataset object for one split: from the data root, else from
+    dataset.source (read in place, or staged), else downloaded. UserError, one line saying
+    why, where none of these works."""
     cls, root = dataset_class(ds_cfg), data_root(ds_cfg)
     args = dict(ds_cfg.train_args if train else ds_cfg.test_args)
     try:
         return _construct(cls, root, False, args)
     except (RuntimeError, OSError):
         pass  # not on disk yet: torchvision says so with RuntimeError
-    source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
-    binary = cifar_binary.find(ds_cfg["_target_"], source)
-    if binary is not None:  # read where it is: torchvision has no reader for this version
-        return binary.open(train, int(ds_cfg.num_classes), held_out=int(ds_cfg.val_size))
-    if source is not None and source.is_dir() and any(source.iterdir()):
+    how, source = obtainable(ds_cfg, cls), source_of(ds_cfg)
+    if how == "binary":  # read where it is: torchvision has no reader for this version
+        return cifar_binary.find(ds_cfg["_target_"], source).open(train, held_out=int(ds_cfg.val_size))
+    if how == "staged":
         stage_source(source, root, ds_cfg.stage_dir)
         try:
             return _construct(cls, root, False, args)
         except (RuntimeError, OSError) as err:
             raise UserError(f"dataset {ds_cfg.name}: the files staged from {source} are not "
-                            f"usable ({err})") from err
-    reason = "download disabled"
+                            f"usable ({reason(err)}); {ds_cfg.missing_hint}") from err
+    # torchvision makes its folders before it downloads: a failed download leaves none behind
+    made = [folder for folder in (root / cls.__name__ / "raw", root / cls.__name__, root) if not folder.exists()]
+    try:
+        return _construct(cls, root, True, args)
+    except Exception as err:  # urllib/socket errors vary; any failure means "not here"
+        for folder in made:
+            with contextlib.suppress(OSError):  # one that holds something stays
+                folder.rmdir()
+        raise UserError(_missing(ds_cfg, f"the download failed: {reason(err)}")) from err
+
+
+def obtainable(ds_cfg, cls=None) -> str:
+    """How a dataset that is not under its root would be had, looked at without writing or
+    downloading anything: 'binary' (CIFAR's binary version in dataset.source, read where it
+    is), 'staged' (dataset.source holds the files the class reads) or 'download'. UserError,
+    one line saying why, where none of them can work."""
+    cls = cls or dataset_class(ds_cfg)
+    source = source_of(ds_cfg)
+    if source is not None and source.exists():
+        if cifar_binary.find(ds_cfg["_target_"], source) is not None:
+            return "binary"
+        problem = "is a file, not a folder" if not source.is_dir() else source_problem(source, cls)
+        if problem is None:
+            return "staged"
+        raise UserError(f"dataset {ds_cfg.name}: dataset.source={source} {problem}; {ds_cfg.missing_hint}")
     if ds_cfg.download:
-        try:
-            return _construct(cls, root, True, args)
-        except Exception as err:  # urllib/socket errors vary; any failure means "not here"
-            reason = f"download failed: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
-    raise UserError(f"dataset {ds_cfg.name} is not under {root} ({reason}); {ds_cfg.missing_hint}")
+        return "download"
+    raise UserError(_missing(ds_cfg, "download disabled"))
+
+
+def _missing(ds_cfg, why: str) -> str:
+    """The error line of a dataset found nowhere: a dataset.source that does not exist first."""
+    source = source_of(ds_cfg)
+    if source is not None:
+        return f"dataset {ds_cfg.name}: dataset.source={source} does not exist ({why}); {ds_cfg.missing_hint}"
+    return f"dataset {ds_cfg.name} is not under {data_root(ds_cfg)} ({why}); {ds_cfg.missing_hint}"
+
+
+# torchvision's advice when its files are missing, which is wrong offline and where a
+# source was staged: the error line gives its own (the dataset's missing_hint).
+_DOWNLOAD_ADVICE = re.compile(r"\s*You can use download=True to download it\.?")
+
+
+def reason(err: BaseException) -> str:
+    """Why ``err`` happened, in one line: its message's first line, and where that only
+    introduces the rest (torchvision's "Error downloading X:" before each mirror's error,
+    e.g. <urlopen error [Errno -2] Name or service not known>), its last line too."""
+    lines = [line.strip() for line in _DOWNLOAD_ADVICE.sub("", str(err)).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return f"{lines[0]} {lines[-1]}" if len(lines) > 1 and lines[0].endswith(":") else lines[0]
 
 
 def evaluated_per_epoch(ds_cfg) -> int:
     """How many images a run evaluates after each epoch (the dry run's estimate counts them):
     the test split plus the validation split, or the held-out images alone where they are the
     test split (CIFAR's binary version without its test file, see make_data)."""
-    source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
-    binary = cifar_binary.find(ds_cfg["_target_"], source)
+    binary = cifar_binary.find(ds_cfg["_target_"], source_of(ds_cfg))
     if binary is not None and not binary.has_test() and ds_cfg.val_size:
         return min(ds_cfg.test_subset or ds_cfg.val_size, ds_cfg.val_size)
     return (ds_cfg.test_subset or ds_cfg.test_size) + ds_cfg.val_size
@@ -118,16 +168,47 @@ def on_disk(ds_cfg) -> str:
 
 def found(ds_cfg) -> tuple[str, str]:
     """(on_disk's answer, the format found): 'torchvision' (the class's own files, staged from
-    dataset.source where needed), 'binary(...)' (CIFAR's binary version, read in place) or '-'."""
+    dataset.source where needed), 'binary(...)' (CIFAR's binary version, read in place) or '-'.
+    UserError where dataset.source is set and cannot serve (missing, or another dataset's)."""
+    cls = dataset_class(ds_cfg)
     try:
-        _construct(dataset_class(ds_cfg), data_root(ds_cfg), False, dict(ds_cfg.train_args))
+        _construct(cls, data_root(ds_cfg), False, dict(ds_cfg.train_args))
         return "ready", "torchvision"
     except (RuntimeError, OSError):
-        source = Path(ds_cfg.source).expanduser() if ds_cfg.get("source") else None
-        binary = cifar_binary.find(ds_cfg["_target_"], source)
-        if binary is not None:
-            return "ready", binary.describe()
-        return ("source", "torchvision") if source and source.is_dir() else ("missing", "-")
+        pass
+    try:
+        how = obtainable(ds_cfg, cls)
+    except UserError:
+        if source_of(ds_cfg) is not None:
+            raise
+        return "missing", "-"  # nothing set wrong: the files are just not here (download disabled)
+    if how == "binary":
+        return "ready", cifar_binary.find(ds_cfg["_target_"], source_of(ds_cfg)).describe()
+    return ("source", "torchvision") if how == "staged" else ("missing", "-")
+
+
+def check(ds_cfg, fetch: bool = True) -> str | None:
+    """A dataset checked before a sweep starts. ``fetch``: its training split is opened
+    (staged, downloaded) and its labels checked against dataset.num_classes. Without (a dry
+    run) nothing is written or downloaded: a note where it would be downloaded, else None.
+    UserError, one line, where it cannot be had."""
+    if fetch:
+        check_labels(ds_cfg, to_tensors(open_dataset(ds_cfg, train=True), ds_cfg.channels)[1])
+        return None
+    if ds_cfg.synthetic or found(ds_cfg)[0] != "missing":
+        return None
+    obtainable(ds_cfg)  # UserError where no download may fetch it
+    where = f"dataset.source={source_of(ds_cfg)} does not exist: " if source_of(ds_cfg) else ""
+    return f"data: {where}dataset {ds_cfg.name} is not under {data_root(ds_cfg)} and will be downloaded"
+
+
+def check_labels(ds_cfg, labels: torch.Tensor) -> None:
+    """UserError where a label is no class of dataset.num_classes (0 .. num_classes - 1): the
+    loss would fail on it in the middle of the first epoch."""
+    if len(labels) and (labels.min() < 0 or labels.max() >= ds_cfg.num_classes):
+        low, high = int(labels.min()), int(labels.max())
+        raise UserError(f"dataset.num_classes={ds_cfg.num_classes}, but the labels of dataset {ds_cfg.name} go "
+                        f"from {low} to {high}" + (f": set dataset.num_classes={high + 1}" if low >= 0 else ""))
 
 
 # --------------------------------------------------------------------------- tensors
@@ -201,6 +282,7 @@ def load_data(ds_cfg, device: torch.device) -> Data:
         if n is not None and n != ds_cfg[key]:  # the YAML's size drives validation and estimates
             raise UserError(f"dataset {ds_cfg.name}: the {split} split has {n} images, "
                             f"but its YAML says {key}: {ds_cfg[key]}")
+    check_labels(ds_cfg, y if test is None else torch.cat([y, test[1]]))
     return make_data(ds_cfg, (x, y), test, device)
 
 

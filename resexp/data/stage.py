@@ -8,7 +8,10 @@ writes only there, and carefully, whoever set the paths:
 - no folder on the way is a link, and no file is written through one (safeio);
 - a file that already exists is replaced only if staging put it there before (its
   name is in ``<root>/.resexp-staged``): staging fills a data folder, it never
-  overwrites someone's files (``root: ~`` with a ``.bashrc`` in the source).
+  overwrites someone's files (``root: ~`` with a ``.bashrc`` in the source);
+- a source that does not hold the files the class reads is refused before anything is
+  written (source_problem), naming what it holds instead: another dataset's files
+  staged under this one's folder would only end in torchvision's "Dataset not found".
 """
 
 from __future__ import annotations
@@ -19,10 +22,14 @@ import tarfile
 import zlib
 from pathlib import Path, PurePath
 
+from resexp.data import cifar_binary
 from resexp.errors import UserError
 from resexp.run import safeio
 
 MANIFEST = ".resexp-staged"
+
+# torchvision's classes whose files a source may hold by mistake (source_problem names them).
+KNOWN = ("MNIST", "FashionMNIST", "KMNIST", "CIFAR10", "CIFAR100")
 
 
 def stage_dest(root: Path, stage_dir: str) -> Path:
@@ -99,3 +106,64 @@ class _Stager:
 
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter=check)
+
+
+# --------------------------------------------------------------------------- is it the right folder?
+def _unzipped(name: str) -> str:
+    """A file's name once staged: a .gz file is decompressed, a .tar.gz extracted in place."""
+    return name[: -len(".gz")] if name.endswith(".gz") and not name.endswith(".tar.gz") else name
+
+
+def files_read(cls) -> list[set[str]] | None:
+    """The original files ``cls`` reads, as sets of which any one suffices: torchvision's MNIST
+    family, its four files; CIFAR, the archive or its extracted folder. None where the class
+    does not say (a class of your own: the source is staged as it is)."""
+    own = vars(cls)
+    if isinstance(own.get("resources"), list):
+        return [{PurePath(name).name for name, _ in own["resources"]}]
+    if isinstance(own.get("filename"), str) and isinstance(own.get("base_folder"), str):
+        return [{own["filename"]}, {own["base_folder"]}]
+    return None
+
+
+def source_problem(source: Path, cls) -> str | None:
+    """Why ``source`` (a folder) cannot be staged for ``cls``, in words that follow its path:
+    empty, lacking some of the files, or holding another dataset's; None where it holds
+    what the class reads (or the class does not say what that is). A file counts as given
+    compressed (.gz) or not."""
+    wanted = files_read(cls)
+    if wanted is None:
+        return None
+    held = {_unzipped(p.name) for p in source.iterdir()}
+    lacking = [{name for name in files if _unzipped(name) not in held} for files in wanted]
+    if not all(lacking):
+        return None
+    nearest = min(lacking, key=len)
+    if len(nearest) < len(wanted[lacking.index(nearest)]):
+        return f"lacks {', '.join(sorted(nearest))}"
+    reads = " or ".join(", ".join(sorted(files)) for files in wanted)
+    if not held:
+        return f"is empty ({cls.__name__} reads {reads})"
+    other = _whose(source, held)
+    return f"holds {other}, not the files {cls.__name__} reads ({reads})" if other else \
+        f"holds none of the files {cls.__name__} reads ({reads})"
+
+
+def _whose(source: Path, held: set[str]) -> str | None:
+    """Which known dataset's files ``held`` (names as staged) are, e.g. "the binary version
+    of CIFAR10 (cifar-10-batches-bin)"."""
+    import torchvision.datasets  # only where a folder is wrong: most datasets need none of it
+
+    for target in cifar_binary.VERSIONS:
+        found = cifar_binary.find(target, source)
+        if found is not None:
+            return f"the binary version of {target.rsplit('.', 1)[1]} ({found.path.name})"
+    owners, files = [], set()
+    for name in KNOWN:
+        for alternative in files_read(getattr(torchvision.datasets, name)) or []:
+            if {_unzipped(f) for f in alternative} & held:
+                owners.append(name)
+                files |= {f for f in alternative if _unzipped(f) in held}
+    if not owners:
+        return None
+    return f"the files of torchvision's {'/'.join(owners)} ({', '.join(sorted(files))})"

@@ -25,7 +25,7 @@ from hydra.errors import HydraException
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from resexp.data import open_dataset
+from resexp.data.load import check as check_dataset
 from resexp.data.load import evaluated_per_epoch
 from resexp.errors import UserError
 from resexp.models.footprint import check_fits, device_of
@@ -472,15 +472,18 @@ def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def check_data(runs: list[PlannedRun]) -> None:
-    """Open (stage, download) each dataset the runs still to train need, once: missing data
-    is then one error before anything starts, not the same failure repeated for every run."""
-    seen = set()
+def check_data(runs: list[PlannedRun], fetch: bool = True) -> list[str]:
+    """Each dataset the runs still to train need, once (resexp.data.check): opened (staged,
+    downloaded) and its labels checked, or with ``fetch`` False (a dry run) only looked for,
+    nothing written. Missing data is then one error before anything starts, not the same
+    failure repeated for every run. Returns the dry run's notes (data to be downloaded)."""
+    seen, notes = set(), []
     for r in runs:
         key = OmegaConf.to_yaml(r.cfg.dataset)
         if r.to_train and key not in seen:
             seen.add(key)
-            open_dataset(r.cfg.dataset, train=True)
+            notes.append(check_dataset(r.cfg.dataset, fetch))
+    return [note for note in notes if note]
 
 
 def _hms(seconds: float) -> str:
