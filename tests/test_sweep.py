@@ -435,4 +435,4 @@ def test_a_link_planted_as_the_sweep_lock_is_one_line_and_never_followed(tmp_pat
     code, _, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "resnet", "--depths", "8", "--out", out, *TINY)
     assert code == 2 and len(stderr.strip().splitlines()) == 1
     assert f"cannot lock {out / '.sweep.active'}" in stderr
-    assert not target.exists() and not (out / "resnet-8-s0").exists()
+    assert not target.exists() and sorted(p.name for p in out.iterdir()) == [".sweep.active"]

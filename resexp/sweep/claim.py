@@ -63,6 +63,8 @@ def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator
                     raise UserError(f"another sweep has been planning in {out} for {WAIT_S:.0f} s; "
                                     f"try again once it has started") from None
                 time.sleep(0.2)
+        if os.path.lexists(out / ACTIVE_LOCK):  # a planted link is one line before anything is planned
+            os.close(_open(out / ACTIVE_LOCK))
         yield lambda: _held_by_others(out / ACTIVE_LOCK)
     finally:
         os.close(fd)
