@@ -50,6 +50,14 @@ def console() -> Console:
     return Console(stderr=True, soft_wrap=True)
 
 
+def _folder(value: str) -> Path:
+    """--out's folder: an empty one (--out "", a variable that was never set) would be the
+    current folder, which nobody asks for that way (--out . does)."""
+    if not value.strip():
+        raise typer.BadParameter("give a folder (--out . for the current one)")
+    return Path(value)
+
+
 def _show_version(value: bool) -> None:
     if value:
         print(f"resexp {__version__}")
@@ -100,8 +108,8 @@ def _hydra_dir(overrides: list[str], key: str, other: str, out: Optional[Path]) 
 
 @app.command(short_help="Train one network (rerun the same command to resume it).")
 def train(overrides: Optional[List[str]] = OVERRIDES,
-          out: Optional[Path] = typer.Option(None, "--out", help="Results folder, also hydra.run.dir=DIR "
-                                             "[default: results/<name>]"),
+          out: Optional[Path] = typer.Option(None, "--out", parser=_folder, help="Results folder, also "
+                                             "hydra.run.dir=DIR [default: results/<name>]"),
           config_dir: Optional[List[Path]] = CONFIG_DIR,
           cfg_part: Optional[str] = CFG,
           multirun: bool = typer.Option(False, "--multirun", "-m", help="Hydra's multirun: in resexp several "
@@ -121,12 +129,15 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
     print(_interruptible(run, overrides, out, config_dir or [], console()).summary_line())
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill's default), raised where Ctrl-C raises KeyboardInterrupt: `resexp train`
+    and `resexp sweep` stop as on Ctrl-C (the run's loggers write their last records and
+    close on the way out, a sweep stops its workers) and say the same one line, then exit
+    143 (128 + 15, as a shell reports a process that SIGTERM ended) where Ctrl-C exits 130."""
+
+
 def _terminated(signum, frame) -> None:
-    """SIGTERM (kill's default) stops `resexp train` as Ctrl-C does: it unwinds, so the run's
-    loggers write their last records and close on the way out; exit 128 + 15."""
-    print(f"\nresexp: {signal.Signals(signum).name} received: finished epochs are saved; rerun the same "
-          f"command to continue", file=sys.stderr, flush=True)
-    raise SystemExit(128 + signum)
+    raise Terminated()
 
 
 @app.command(short_help="Train every (arch, depth, seed) of a sweep; rerun to resume.")
@@ -135,8 +146,8 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
           archs: Optional[str] = typer.Option(None, "--archs",
                                               help="Comma-separated architectures [default: plain,resnet]"),
           seeds: Optional[str] = typer.Option(None, "--seeds", help="Comma-separated seeds [default: 0]"),
-          out: Optional[Path] = typer.Option(None, "--out", help="Results folder, also hydra.sweep.dir=DIR "
-                                             "[default: results/<experiment name>]"),
+          out: Optional[Path] = typer.Option(None, "--out", parser=_folder, help="Results folder, also "
+                                             "hydra.sweep.dir=DIR [default: results/<experiment name>]"),
           dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan and an estimate; train nothing."),
           jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="local launcher: runs trained at once, "
                                              "each in its own process (on a GPU several small nets share it well) "
@@ -169,6 +180,7 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
                                            f"{','.join(map(str, spec.depths))}, seeds {','.join(map(str, spec.seeds))}"
                                            f"\nthe config of its first run (model.arch, model.depth and seed "
                                            f"vary):")
+    signal.signal(signal.SIGTERM, _terminated)
     outcome = _interruptible(run, archs, depths, seeds, overrides, out, config_dir or [], jobs, wait, dry_run,
                              console())
     if outcome.statuses is None:  # a dry run, or jobs submitted to SLURM and not followed
@@ -335,12 +347,16 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
 
 def _interruptible(fn, *args, message: str = "interrupted: finished epochs are saved; rerun the same "
                                              "command to continue", **kwargs):
-    """Ctrl-C while training: say what is kept, exit 130 (no traceback)."""
+    """Ctrl-C while training: say what is kept, exit 130 (no traceback); 143 for SIGTERM
+    (Terminated, maybe behind a sweep's own Interrupted)."""
     try:
         return fn(*args, **kwargs)
     except KeyboardInterrupt as err:
         print(f"\n{getattr(err, 'message', message)}", file=sys.stderr)
-        raise typer.Exit(130) from None
+        cause = err
+        while cause is not None and not isinstance(cause, Terminated):
+            cause = cause.__context__
+        raise typer.Exit(128 + signal.SIGTERM if cause is not None else 130) from None
 
 
 def main() -> None:

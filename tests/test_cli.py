@@ -82,6 +82,43 @@ USER_ERRORS = {
     "eval-not-a-run": (["eval", "results/he2016_synthetic"], ["results/he2016_synthetic is not a run folder"]),
     "plot-bad-train-error": (["plot", "results/he2016_synthetic", "--train-error", "dirty"],
                              ["--train-error", "clean"]),
+    # data the runs cannot have: said before any folder, in a dry run too (nothing downloaded)
+    "train-source-missing": (["train", "--out", "elsewhere", *OFFLINE_MNIST, "dataset.source=nowhere"],
+                             ["dataset mnist: dataset.source=nowhere does not exist (download disabled)"]),
+    "sweep-source-of-no-dataset": (["sweep", "--depths", "8", "--out", "elsewhere", "dataset=cifar10",
+                                    "dataset.source=a_folder", "train.device=cpu"],
+                                   ["dataset.source=a_folder holds none of the files CIFAR10 reads"]),
+    "dry-run-data-missing": (["sweep", "--dry-run", "--depths", "8", "--out", "elsewhere", *OFFLINE_MNIST[:2],
+                              "train.device=cpu"], ["dataset mnist", "download disabled"]),
+    "train-num-classes-below-the-labels": (["train", "--out", "elsewhere", *TINY, "dataset.num_classes=3"],
+                                           ["dataset.num_classes=3, but the labels of dataset synthetic go from 0 "
+                                            "to 9: set dataset.num_classes=10"]),
+    "sweep-num-classes-below-the-labels": (["sweep", "--depths", "8", "--out", "elsewhere", *SWEEP_TINY,
+                                            "dataset.num_classes=3"], ["dataset.num_classes=3, but the labels"]),
+    # sizes past any real net, or numbers that are no numbers: the schema's ranges, before torch sees them
+    "huge-width": (["train", *TINY, "model.widths=[16,32,99999999999]"],
+                   ["model.widths must be three positive integers up to 65536", "99999999999"]),
+    "huge-mlp-width": (["train", *TINY, "model.arch=mlp_plain", "model.mlp_widths=[99999999999]"],
+                       ["model.mlp_widths must be a non-empty list of positive integers up to 65536"]),
+    "huge-pad": (["train", *TINY, "dataset.augment.pad=99999999999"],
+                 ["dataset.augment.pad must be less than dataset.image_size (28), got 99999999999"]),
+    "huge-image": (["train", *TINY, "dataset.image_size=99999999999"], ["dataset.image_size must be an integer in"]),
+    "huge-epochs": (["train", *TINY, "train.epochs=100000000000000000000000"],
+                    ["train.epochs must be a positive integer up to 1,000,000 or null"]),
+    "float-epochs": (["train", *TINY, "train.epochs=1e23"], ["train.epochs must be an integer"]),
+    "infinite-weight-decay": (["train", *TINY, "train.weight_decay=inf"], ["train.weight_decay must be in [0, 1]"]),
+    "infinite-gamma": (["train", *TINY, "train.gamma=inf"], ["train.gamma must be in (0, 1]", "inf"]),
+    "nan-gamma": (["train", *TINY, "train.gamma=nan"], ["train.gamma must be in (0, 1]", "nan"]),
+    "infinite-milestone": (["train", *TINY, "train.milestones=[inf]"],
+                           ["train.milestones must be a list of numbers >= 0, each at most 1,000,000,000"]),
+    "infinite-mem": (["sweep", "--depths", "8", "--out", "elsewhere", "--launcher", "slurm", *SWEEP_TINY,
+                      "launcher.mem_gb=inf"], ["launcher.mem_gb must be a positive number or null"]),
+    # accepted and never used, or a folder nobody names that way
+    "warmup-lr-without-warmup": (["train", *TINY, "train.warmup_iters=0", "train.warmup_lr=0.5"],
+                                 ["train.warmup_lr=0.5 is set but train.warmup_iters is 0: set train.warmup_iters "
+                                  "above 0, or leave train.warmup_lr out"]),
+    "train-out-empty": (["train", "--out", "", *TINY], ["'--out'", "give a folder"]),
+    "sweep-out-empty": (["sweep", "--depths", "8", "--out", "", *SWEEP_TINY], ["'--out'", "give a folder"]),
 }
 
 
@@ -89,7 +126,9 @@ USER_ERRORS = {
 def test_user_error_is_one_line_exit_2_and_leaves_results_alone(finished_run, monkeypatch, capsys, args, says):
     shutil.copytree(finished_run, "results")
     Path("a_file").write_text("not a folder\n")
-    before = snapshot(Path("results"))
+    Path("a_folder").mkdir()
+    (Path("a_folder") / "notes.txt").write_text("not a dataset\n")
+    before, here = snapshot(Path("results")), snapshot(Path())
 
     code, stdout, stderr = cli(monkeypatch, capsys, *args)
 
@@ -104,6 +143,83 @@ def test_user_error_is_one_line_exit_2_and_leaves_results_alone(finished_run, mo
     assert snapshot(Path("results")) == before
     results_elsewhere = [p for p in Path().rglob("*") if p.name in RESULT_FILES and p.parts[0] != "results"]
     assert results_elsewhere == []
+    assert snapshot(Path()) == here  # no folder made (elsewhere/), no data staged or downloaded
+
+
+def test_a_received_run_of_impossible_sizes_is_one_line_for_eval(finished_run, monkeypatch, capsys):
+    """A config.yaml from elsewhere is checked against the same ranges as the command line:
+    its 99999999999-filter stage is refused before the memory estimate builds anything."""
+    shutil.copytree(finished_run, "results")
+    config = Path("results/he2016_synthetic/resnet-8-s0/config.yaml")
+    config.write_text(config.read_text().replace("  widths:\n  - 16\n  - 32\n  - 64\n",
+                                                 "  widths:\n  - 16\n  - 32\n  - 99999999999\n"))
+    before = snapshot(Path("results"))
+    code, stdout, stderr = cli(monkeypatch, capsys, "eval", config.parent)
+    assert (code, stdout) == (2, "")
+    assert error_lines(stderr) == ["error: model.widths must be three positive integers up to 65536, one per "
+                                   "stage (§4.2: 16, 32, 64), got [16, 32, 99999999999]"]
+    assert snapshot(Path("results")) == before
+
+
+BROKEN_YAML = {  # a dataset file of a --config-dir that YAML cannot read: its line names it, the others list
+    "syntax": ("_target_: [unclosed\n", "line 3 is not valid YAML: expected ',' or ']'"),
+    "tab": ("\t_target_: a\n", "line 2 is not valid YAML: found character '\\t' that cannot start any token"),
+    "duplicate-key": ("name: twice\n", "line 2 is not valid YAML: found duplicate key name"),
+    "python-tag": ("_target_: !!python/object/apply:os.system [echo hi]\n",
+                   "line 2 is not valid YAML: could not determine a constructor for the tag"),
+}
+
+
+@pytest.mark.parametrize("text, says", BROKEN_YAML.values(), ids=BROKEN_YAML.keys())
+def test_datasets_with_a_broken_yaml_file_is_one_line_for_it(monkeypatch, capsys, text, says):
+    (Path("mine") / "dataset").mkdir(parents=True)
+    (Path("mine") / "dataset" / "broken.yaml").write_text("name: broken\n" + text)
+    code, stdout, stderr = cli(monkeypatch, capsys, "datasets", "--config-dir", "mine")
+    assert (code, stderr) == (2, "")
+    lines = {line.split()[0]: line for line in stdout.splitlines()[1:]}
+    assert lines["broken"].split()[1] == "error" and f"mine/dataset/broken.yaml {says}" in lines["broken"]
+    assert lines["synthetic"].split()[1] == "generated" and "Traceback" not in stdout
+    assert not Path(os.environ["RESEXP_DATA"]).exists()
+
+
+STOPPED = "interrupted: finished epochs are saved; rerun the same command to continue"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", [["train", *TINY], ["sweep", "--depths", "8", "--archs", "resnet", *SWEEP_TINY]],
+                         ids=["train", "sweep"])
+def test_sigterm_stops_as_ctrl_c_does_with_one_line_and_exit_143(command):
+    """`kill PID` of a real resexp process in its second epoch or later: the Ctrl-C line, exit
+    code 143 (128 + SIGTERM), the checkpointed epochs kept, and the same command resumes."""
+    import signal
+    import subprocess
+    import sys
+
+    args = [*command, "train.epochs=12", "train.diagnostics=off", "--out", "out"]
+    proc = subprocess.Popen([sys.executable, "-m", "resexp", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in proc.stderr:  # readiness: epoch 2's line, printed once epoch 1 is checkpointed
+            seen.append(line)
+            if "resnet-8-s0 epoch 2/12 " in line:
+                proc.send_signal(signal.SIGTERM)
+                break
+        stdout, rest = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    stderr = "".join(seen) + rest
+    assert proc.returncode == 128 + signal.SIGTERM, stderr
+    assert stdout == "" and error_lines(stderr)[-1] == STOPPED
+    assert "Traceback" not in stderr
+    kept = [int(r["epoch"]) for r in rows(Path("out/resnet-8-s0"))]
+    assert kept == list(range(1, len(kept) + 1)) and 2 <= len(kept) < 12
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert "resnet-8-s0 epoch 1/12 " not in again.stderr  # resumed, not started again
+    assert [int(r["epoch"]) for r in rows(Path("out/resnet-8-s0"))] == list(range(1, 13))
 
 
 def test_usage_error_exits_2(monkeypatch, capsys):

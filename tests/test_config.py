@@ -114,7 +114,8 @@ def _second_copies(path, base) -> list[str]:
     (["train.momentum=1"], "train.momentum must be in [0, 1)"),
     (["train.gamma=abc"], "train.gamma must be a number, got 'abc'"),
     (["train.milestones=abc"], "train.milestones must be a list"),
-    (["train.milestones=[abc]"], "train.milestones must be a list of numbers >= 0, got ['abc']"),
+    (["train.milestones=[abc]"], "train.milestones must be a list of numbers >= 0, each at most 1,000,000,000, "
+                                 "got ['abc']"),
     (["train.weight_decay=abc"], "train.weight_decay must be a number, got 'abc'"),
     (["train.warmup_iters=abc"], "train.warmup_iters must be an integer, got 'abc'"),
     (["train.amp=maybe"], "train.amp must be true or false, got 'maybe'"),

@@ -82,6 +82,10 @@ def _measure(arch: str, depth: int, options: dict) -> Footprint:
     return Footprint(sum(p.numel() for p in model.parameters()), count[0])
 
 
+# The options that size a net: what the error of one too large to build names.
+SIZES = ("widths", "mlp_widths", "in_channels", "num_classes", "image_size")
+
+
 @functools.lru_cache(maxsize=64)
 def _smallest_two(arch: str, options_json: str) -> tuple[int, Footprint, int, Footprint]:
     """The two smallest nets of a family, measured once per family and shape: every depth
@@ -89,15 +93,24 @@ def _smallest_two(arch: str, options_json: str) -> tuple[int, Footprint, int, Fo
     options = json.loads(options_json)
     options["checkpoint_segments"] = 0  # count every activation; train_bytes divides
     d1, d2 = _small_depths(arch, options)
-    return d1, _measure(arch, d1, options), d2, _measure(arch, d2, options)
+    try:
+        return d1, _measure(arch, d1, options), d2, _measure(arch, d2, options)
+    except (RuntimeError, OverflowError) as err:
+        if "overflow" not in str(err).lower():
+            raise  # a bug, not a size
+        # The schema bounds every size (resexp.settings.schema.MAX_WIDTH, ...); this is the
+        # last guard, for a caller that skipped it.
+        sizes = ", ".join(f"{k}={v}" for k, v in sorted(options.items()) if k in SIZES)
+        raise UserError(f"{arch}: a net of these sizes is too large to build, even as shapes ({sizes})") from None
 
 
 def _estimate(arch: str, depth: int, options_json: str) -> Footprint:
     d1, a, d2, b = _smallest_two(arch, options_json)
-    step = d2 - d1
-    k = (depth - d1) / step  # how many repeats beyond the smallest net
-    return Footprint(int(a.params + k * (b.params - a.params)),
-                     int(a.activations_per_image + k * (b.activations_per_image - a.activations_per_image)))
+    # How many repeats beyond the smallest net: a whole number for a valid depth, and integers
+    # throughout, so the figures are exact however deep the net.
+    k = (depth - d1) // (d2 - d1)
+    return Footprint(a.params + k * (b.params - a.params),
+                     a.activations_per_image + k * (b.activations_per_image - a.activations_per_image))
 
 
 def estimate(cfg) -> Footprint:

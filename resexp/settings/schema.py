@@ -15,14 +15,20 @@ about a key's meaning lives anywhere else:
   under a new value, and a sweep folder may change it);
 - ``excludes``: a key that means the same thing in another unit (train.epochs vs
   train.iterations): a value given on the command line for one clears the other;
-- ``needs``: a switch (a bool key of the same section) without which the key is unused:
-  the key set away from its default while the switch is off is an error, since a
-  setting that is accepted must be used.
+- ``needs``: a switch (a key of the same section: a bool, or a count such as
+  train.warmup_iters) without which the key is unused: the key set away from its default
+  while the switch is off (false, 0) is an error, since a setting that is accepted must be
+  used.
+
+Every number has a finite range: inf and NaN pass no rule, and sizes and run lengths have
+upper bounds far past any real run (MAX_* below), so a typo is one line here instead of an
+overflow inside torch, a run that never ends or a lr that turns into inf.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 import re
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, get_type_hints
@@ -44,13 +50,13 @@ def key(default=None, *, check=None, result: bool = True, excludes: str | None =
 @dataclass
 class ModelConfig:
     arch: str = key("resnet", check="arch")  # plain | resnet | preact_resnet | mlp_plain | mlp_resnet
-    depth: int = key(20, check="positive")   # CIFAR nets: 6n+2 (9n+2 with bottleneck); MLPs: 2k+2
+    depth: int = key(20, check="depth")   # CIFAR nets: 6n+2 (9n+2 with bottleneck); MLPs: 2k+2
     # resnet: A = identity + zero-padded channels (no parameters), B = 1x1 projection
     shortcut: str = key("A", check=("A", "B"))
-    widths: List[int] = key(check="three_positive", factory=lambda: [16, 32, 64])  # filters per stage (§4.2)
+    widths: List[int] = key(check="three_widths", factory=lambda: [16, 32, 64])  # filters per stage (§4.2)
     bottleneck: bool = key(False)  # 1x1-3x3-1x1 blocks (depth 9n+2), as in ResNet-164/1001
     checkpoint_segments: int = key(0, check="non_negative")  # >0: activation checkpointing (1000+ layers)
-    mlp_widths: List[int] = key(check="positive_list", factory=lambda: [256])  # projection where width changes
+    mlp_widths: List[int] = key(check="widths", factory=lambda: [256])  # projection where width changes
     mlp_batch_norm: bool = key(True)
 
 
@@ -60,20 +66,20 @@ class TrainConfig:
     lr 0.1 divided by 10 at 32k and 48k iterations, stop at 64k."""
     # Run length: epochs or iterations, not both. One given on the command line clears the
     # other (train.epochs=10 trains 10 epochs under any experiment).
-    epochs: Optional[int] = key(None, check="positive_or_none", excludes="iterations")
-    iterations: Optional[int] = key(64000, check="positive_or_none", excludes="epochs")
+    epochs: Optional[int] = key(None, check="epochs", excludes="iterations")
+    iterations: Optional[int] = key(64000, check="iterations", excludes="epochs")
     batch_size: int = key(128, check="positive")
     lr: float = key(0.1, check="learning_rate")
     momentum: float = key(0.9, check="unit_interval")
-    weight_decay: float = key(1e-4, check="non_negative")
+    weight_decay: float = key(1e-4, check="weight_decay")
     nesterov: bool = key(False)
-    milestones: List[Any] = key(check="non_negative_list", factory=lambda: [32000, 48000])
+    milestones: List[Any] = key(check="milestones", factory=lambda: [32000, 48000])
     milestone_unit: str = key("iterations", check=("iterations", "epochs"))
-    gamma: float = key(0.1, check="positive")
+    gamma: float = key(0.1, check="gamma")  # the lr is multiplied by it at each milestone
     # §4.2: for the 110-layer net "we use 0.01 to warm up the training until the training
     # error is below 80% (about 400 iterations), and then go back to 0.1".
-    warmup_iters: int = key(0, check="non_negative")
-    warmup_lr: float = key(0.01, check="learning_rate")
+    warmup_iters: int = key(0, check="warmup")
+    warmup_lr: float = key(0.01, check="learning_rate", needs="warmup_iters")
     warmup_from_depth: Optional[int] = key(None, check="positive_or_none")  # null: every depth
     eval_batch_size: int = key(1000, check="positive")
     device: str = key("auto", check="device", result=False)  # auto (CUDA if available) | cpu | cuda | cuda:N
@@ -116,7 +122,7 @@ class TrainConfig:
 
 @dataclass
 class AugmentConfig:
-    pad: int = key(0, check="non_negative")  # pixels padded on each side before a random crop (0: none)
+    pad: int = key(0, check="non_negative")  # pixels padded on each side before a random crop (0: none); < image_size
     hflip: bool = key(False)                 # random horizontal flip
 
 
@@ -133,7 +139,7 @@ class DatasetConfig:
     test_size: int = key("???", check="positive", result=False)
     num_classes: int = key("???", check="positive")
     channels: int = key("???", check="positive")
-    image_size: int = key("???", check="positive")
+    image_size: int = key("???", check="image_size")
     mean: List[float] = key(check="unit_open_list", factory=list)  # per channel, pixel values in [0, 1]
     std: List[float] = key(check="unit_open_list", factory=list)
     augment: AugmentConfig = key(factory=AugmentConfig)
@@ -155,7 +161,7 @@ class SweepConfig:
     """Defaults of `resexp sweep` (its --archs/--depths/--seeds win)."""
     archs: List[str] = key(check="arch_list", result=False, factory=lambda: ["plain", "resnet"])
     # Fig. 6 (left/middle); add 110 (and 1202) for the right panel
-    depths: List[int] = key(check="positive_list", result=False, factory=lambda: [20, 32, 44, 56])
+    depths: List[int] = key(check="depths", result=False, factory=lambda: [20, 32, 44, 56])
     seeds: List[int] = key(check="seed_list", result=False, factory=lambda: [0])
 
 
@@ -218,26 +224,61 @@ MAX_LR = 1e6
 # The longest a trainer may stay silent (train.stale_after): a run.lock that claims longer
 # is read as damage, since a received one could otherwise hold its run for ever.
 MAX_STALE_AFTER = 86400.0
+# Sizes far past any trainable net, which would otherwise end in an overflow deep inside torch
+# (a meta tensor of 1e11 x 1e11 weights) instead of one line: filters per stage (the paper's
+# widest is 64; WRN-28-10's 640), pixels per image side (ImageNet's 224).
+MAX_WIDTH = 65536
+MAX_DEPTH = 10**9  # layers; the paper's deepest net has 1202 (§4.2)
+MAX_IMAGE_SIZE = 4096
+# Run lengths: the paper's runs are 64k iterations (164 epochs of CIFAR-10); a run a million
+# times longer would not end in a lifetime on any machine, and is a typo.
+MAX_ITERATIONS = 10**9
+MAX_EPOCHS = 10**6
+# SGD's weight decay (the paper's is 1e-4): at lr 0.1 a decay of 1 already takes a tenth of
+# every weight away at each step.
+MAX_WEIGHT_DECAY = 1.0
+
+
+def _finite(v) -> bool:
+    """A number, not inf or NaN (both compare false with any bound, or true with one side)."""
+    return _is_number(v) and math.isfinite(v)
+
+
+def _in(v, low, high, open_low: bool = False) -> bool:
+    return _finite(v) and (v > low if open_low else v >= low) and v <= high
+
 
 # rule -> (test, what the value must be, or a function that says it). Types are already enforced by the dataclasses.
 RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
-    "positive": (lambda v: _is_number(v) and v > 0, "> 0"),
-    "non_negative": (lambda v: _is_number(v) and v >= 0, ">= 0"),
-    "positive_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive integer or null"),
+    "positive": (lambda v: _finite(v) and v > 0, "> 0"),
+    "non_negative": (lambda v: _finite(v) and v >= 0, ">= 0"),
+    "positive_or_none": (lambda v: v is None or (_finite(v) and v > 0), "a positive integer or null"),
     "wandb_mode": (lambda v: v in (None, "online", "offline", "disabled"), "online, offline, disabled or null"),
-    "positive_number_or_none": (lambda v: v is None or (_is_number(v) and v > 0), "a positive number or null"),
-    "seed": (lambda v: _is_number(v) and 0 <= v <= MAX_SEED, f"an integer in [0, {MAX_SEED}]"),
-    "seed_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 <= x <= MAX_SEED for x in v),
+    "positive_number_or_none": (lambda v: v is None or (_finite(v) and v > 0), "a positive number or null"),
+    "seed": (lambda v: _in(v, 0, MAX_SEED), f"an integer in [0, {MAX_SEED}]"),
+    "seed_list": (lambda v: len(v) > 0 and all(_in(x, 0, MAX_SEED) for x in v),
                   f"a non-empty list of integers in [0, {MAX_SEED}]"),
-    "learning_rate": (lambda v: _is_number(v) and 0 < v <= MAX_LR, f"in (0, {MAX_LR:g}]"),
-    "stale_after": (lambda v: _is_number(v) and 0 < v <= MAX_STALE_AFTER, f"> 0 and <= {MAX_STALE_AFTER:g}"),
-    "unit_interval": (lambda v: _is_number(v) and 0 <= v < 1, "in [0, 1)"),
-    "positive_list": (lambda v: len(v) > 0 and all(_is_number(x) and x > 0 for x in v),
-                      "a non-empty list of positive integers"),
-    "three_positive": (lambda v: len(v) == 3 and all(_is_number(x) and x > 0 for x in v),
-                       "three positive integers, one per stage (§4.2: 16, 32, 64)"),
-    "non_negative_list": (lambda v: all(_is_number(x) and x >= 0 for x in v), "a list of numbers >= 0"),
-    "unit_open_list": (lambda v: len(v) > 0 and all(_is_number(x) and 0 < x < 1 for x in v),
+    "learning_rate": (lambda v: _in(v, 0, MAX_LR, open_low=True), f"in (0, {MAX_LR:g}]"),
+    "weight_decay": (lambda v: _in(v, 0, MAX_WEIGHT_DECAY), f"in [0, {MAX_WEIGHT_DECAY:g}] (§4.2: 0.0001)"),
+    "gamma": (lambda v: _in(v, 0, 1, open_low=True), "in (0, 1] (§4.2: 0.1, the lr divided by 10)"),
+    "epochs": (lambda v: v is None or _in(v, 0, MAX_EPOCHS, open_low=True),
+               f"a positive integer up to {MAX_EPOCHS:,} or null"),
+    "iterations": (lambda v: v is None or _in(v, 0, MAX_ITERATIONS, open_low=True),
+                   f"a positive integer up to {MAX_ITERATIONS:,} or null"),
+    "warmup": (lambda v: _in(v, 0, MAX_ITERATIONS), f"an integer in [0, {MAX_ITERATIONS:,}]"),
+    "milestones": (lambda v: all(_in(x, 0, MAX_ITERATIONS) for x in v),
+                   f"a list of numbers >= 0, each at most {MAX_ITERATIONS:,}"),
+    "stale_after": (lambda v: _in(v, 0, MAX_STALE_AFTER, open_low=True), f"> 0 and <= {MAX_STALE_AFTER:g}"),
+    "unit_interval": (lambda v: _finite(v) and 0 <= v < 1, "in [0, 1)"),
+    "depth": (lambda v: _in(v, 0, MAX_DEPTH, open_low=True), f"an integer in [1, {MAX_DEPTH:,}]"),
+    "depths": (lambda v: len(v) > 0 and all(_in(x, 0, MAX_DEPTH, open_low=True) for x in v),
+               f"a non-empty list of integers in [1, {MAX_DEPTH:,}]"),
+    "widths": (lambda v: len(v) > 0 and all(_in(x, 0, MAX_WIDTH, open_low=True) for x in v),
+               f"a non-empty list of positive integers up to {MAX_WIDTH}"),
+    "three_widths": (lambda v: len(v) == 3 and all(_in(x, 0, MAX_WIDTH, open_low=True) for x in v),
+                     f"three positive integers up to {MAX_WIDTH}, one per stage (§4.2: 16, 32, 64)"),
+    "image_size": (lambda v: _in(v, 0, MAX_IMAGE_SIZE, open_low=True), f"an integer in [1, {MAX_IMAGE_SIZE}]"),
+    "unit_open_list": (lambda v: len(v) > 0 and all(_finite(x) and 0 < x < 1 for x in v),
                        "a non-empty list of numbers in (0, 1)"),
     "device": (lambda v: bool(_DEVICE.match(str(v))), "auto, cpu, cuda or cuda:N"),
     "diagnostics": (lambda v: v in DIAGNOSTICS,
@@ -320,6 +361,10 @@ def check_values(cfg) -> None:
     for dotted, f in leaf_fields().items():
         if f.metadata.get("needs"):
             _check_needs(cfg, dotted, f"{dotted.rsplit('.', 1)[0]}.{f.metadata['needs']}")
+    pad, size = cfg.dataset.augment.pad, cfg.dataset.image_size
+    if pad >= size:  # a crop of the padded image would be all padding, or nearly
+        raise UserError(f"dataset.augment.pad must be less than dataset.image_size ({size}), got {pad} "
+                        f"(§4.2: 4 pixels on 32)")
 
 
 def _shown(value):
@@ -327,7 +372,7 @@ def _shown(value):
 
 
 def _check_needs(cfg, dotted: str, switch: str) -> None:
-    value = _shown(_get(cfg, dotted))
-    if not _get(cfg, switch) and value != default_of(dotted):
-        raise UserError(f"{dotted}={value!r} is set but {switch} is false: set {switch}=true, "
-                        f"or leave {dotted} out")
+    value, on = _shown(_get(cfg, dotted)), _get(cfg, switch)
+    if not on and value != default_of(dotted):
+        off, how = ("false", f"{switch}=true") if isinstance(on, bool) else (on, f"{switch} above {on}")
+        raise UserError(f"{dotted}={value!r} is set but {switch} is {off}: set {how}, or leave {dotted} out")
