@@ -258,3 +258,43 @@ def test_sbatch_refusing_a_setting_is_one_line(slurm, tmp_path, monkeypatch, cap
     error = [line for line in stderr.splitlines() if "sbatch" in line]
     assert code == 2 and len(error) == 1 and error[0].startswith("error: sbatch failed: ") and "partition" in error[0]
     assert submitted_ids(stdout) == {} and not (tmp_path / "out" / ".slurm" / "jobs.jsonl").exists()
+
+
+@pytest.mark.parametrize("asked", ["sinfo", "sbatch"])
+def test_the_shipped_launcher_on_a_cluster_without_gpus_names_gpus_per_run_0(slurm, tmp_path, monkeypatch, capsys,
+                                                                            asked):
+    """The test cluster has no GPU, and the shipped launcher asks for one per job: one line that
+    says to set launcher.gpus_per_run=0, from sinfo's GRES before anything is submitted, or from
+    sbatch's own refusal where sinfo does not say (a partition it does not list)."""
+    import resexp.sweep.slurm as slurm_launcher
+
+    if asked == "sbatch":
+        monkeypatch.setattr(slurm_launcher, "gpus_listed", lambda sinfo, partition: None)
+    out = tmp_path / "out"
+    code, stdout, stderr = cli(monkeypatch, capsys, "sweep", "--archs", "plain", "--depths", "8", *TINY, "--out", out,
+                               "--launcher", "slurm")  # gpus_per_run, cpus_per_run, mem_gb, time_min as shipped
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert code == 2 and stdout == "" and len(errors) == 1, stderr
+    assert "launcher.gpus_per_run=0" in errors[0]
+    assert ("sinfo lists no GPU on the default partition" if asked == "sinfo" else
+            "sbatch failed: sbatch: error: Invalid generic resource (gres) specification") in errors[0]
+    assert submitted_ids(stdout) == {} and not (out / ".slurm" / "jobs.jsonl").exists()
+    assert asked == "sbatch" or not (out / ".slurm").exists()  # refused before submitit wrote a job
+
+
+@pytest.mark.parametrize("sinfo, partition, gpus", [
+    ("debug* (null)\n", None, False),
+    ("debug* (null)\ngpu gpu:a100:4(S:0-1)\n", None, False),
+    ("debug* (null)\ngpu gpu:a100:4(S:0-1)\n", "gpu", True),
+    ("debug* (null)\ngpu gpu:a100:4(S:0,1),mps:400\n", "debug,gpu", True),
+    ("batch* gpu:2\nbatch* (null)\n", None, True),  # one line per kind of node: some have GPUs
+    ("batch* mps:100,shard:gpu:4\n", None, False),  # a GRES that only mentions gpu is none
+    ("batch* gpu:0\n", None, False),
+    ("batch* gpu:tesla:2\n", "other", None),  # sinfo does not list that partition: sbatch will say
+    ("", None, None),
+])
+def test_gpus_are_read_from_sinfos_gres(sinfo, partition, gpus):
+    """Without a cluster: sinfo -h -o '%P %G' lines, as SLURM prints them."""
+    from resexp.sweep.slurm import gpus_listed
+
+    assert gpus_listed(sinfo, partition) is gpus

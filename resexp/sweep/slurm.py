@@ -19,6 +19,7 @@ import contextlib
 import io
 import re
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -109,6 +110,39 @@ def real_log_folder(launcher, out: Path) -> Path:
     return log_folder(launcher, out) if launcher.log_folder else real_slurm_dir(Path(out).resolve())
 
 
+# ---- GPUs: a cluster without them refuses every job that asks for one (shipped: gpus_per_run 1)
+
+
+def gpus_listed(sinfo: str, partition: str | None) -> bool | None:
+    """Whether sinfo's ``%P %G`` lines (partition, its nodes' GRES) show a GPU on
+    ``partition`` (comma-separated, or None for the default one, starred by sinfo); None
+    where they do not name it. A GRES is e.g. ``gpu:4``, ``gpu:a100:4(S:0-1)``,
+    ``gpu:2,mps:200`` or ``(null)``."""
+    wanted = set(partition.split(",")) if partition else None
+    gres = [g for name, _, g in (line.strip().partition(" ") for line in sinfo.splitlines())
+            if (name.rstrip("*") in wanted if wanted else name.endswith("*"))]
+    if not gres:
+        return None
+    items = (item.split(":") for g in gres for item in re.sub(r"\([^)]*\)", "", g).split(","))
+    return any(fields[0].strip() == "gpu" and fields[-1].strip() != "0" for fields in items)
+
+
+def check_gpus(launcher) -> None:
+    """UserError before any submission where jobs ask for GPUs and sinfo lists none on their
+    partition: sbatch would refuse every one ('Invalid generic resource')."""
+    if not launcher.gpus_per_run:
+        return
+    try:
+        listed = subprocess.run(["sinfo", "-h", "-o", "%P %G"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return  # no answer: sbatch will say
+    if listed.returncode == 0 and gpus_listed(listed.stdout, launcher.partition) is False:
+        where = f"partition {launcher.partition}" if launcher.partition else "the default partition"
+        raise UserError(f"each job asks for {launcher.gpus_per_run} GPU (launcher.gpus_per_run="
+                        f"{launcher.gpus_per_run}), but sinfo lists no GPU on {where}: set "
+                        f"launcher.gpus_per_run=0 to train on its CPUs, or launcher.partition=NAME for one with GPUs")
+
+
 def sbatch_preview(launcher, out: Path, runs) -> str:
     """What --dry-run shows: the #SBATCH lines of the submission and the run of each array task."""
     from submitit.slurm.slurm import _make_sbatch_string
@@ -118,7 +152,9 @@ def sbatch_preview(launcher, out: Path, runs) -> str:
     script = _make_sbatch_string(command="", folder=folder, map_count=len(runs) if len(runs) > 1 else None,
                                  **params)
     what = f"{len(runs)} runs as one job array" if len(runs) > 1 else "1 run as one job"
-    lines = [f"would submit {what}, logs in {folder}:"]
+    gpus = f"{launcher.gpus_per_run} GPU" if launcher.gpus_per_run else "no GPU"
+    lines = [f"would submit {what} ({gpus} per job: launcher.gpus_per_run={launcher.gpus_per_run}), "
+             f"logs in {folder}:"]
     lines += [line for line in script.splitlines() if line.startswith("#SBATCH")]
     lines += [f"  {f'array task {k}' if len(runs) > 1 else 'job'}: {r.run.path.name}" for k, r in enumerate(runs)]
     return "\n".join(lines)
@@ -178,6 +214,7 @@ def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
     """Submit one job per run (one array for all of them); return their records.
     ``runs`` are PlannedRuns still to train; ``out`` is the sweep folder."""
     out = Path(out).resolve()
+    check_gpus(launcher)
     executor = make_executor(launcher, out, f"resexp-{out.name}")
     jobs = []
     try:
@@ -186,7 +223,10 @@ def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
             for r in runs:
                 jobs.append(executor.submit(TrainJob(OmegaConf.to_yaml(r.cfg), str(out), importable_dirs(), r.origin)))
     except Exception as err:  # sbatch refused (partition, account, ...): its message, one line
-        raise UserError(f"sbatch failed: {_first_line(err)} (--dry-run shows the #SBATCH lines)") from err
+        hint = "--dry-run shows the #SBATCH lines"
+        if launcher.gpus_per_run and "gres" in str(err).lower():  # a cluster, or partition, without GPUs
+            hint = f"each job asks for {launcher.gpus_per_run} GPU: launcher.gpus_per_run=0 asks for none"
+        raise UserError(f"sbatch failed: {_first_line(err)} ({hint})") from err
     records = [{"run": r.run.path.name, "job_id": str(job.job_id), "submitted": now(),
                 "stdout": str(job.paths.stdout), "stderr": str(job.paths.stderr)}
                for r, job in zip(runs, jobs, strict=True)]
@@ -226,6 +266,11 @@ def dry_run(launcher, runs, out: Path) -> str:
     todo, waiting, elsewhere = to_submit([r for r in runs if r.to_train], out)
     lines = skipped_lines(waiting, elsewhere)
     lines.append(sbatch_preview(launcher.cfg, out, todo) if todo else "nothing to submit")
+    if todo:
+        try:
+            check_gpus(launcher.cfg)
+        except UserError as err:
+            lines.append(f"sbatch would refuse them: {err}")
     return "\n".join(lines)
 
 
