@@ -28,7 +28,7 @@ def need_mnist():
     if not (MNIST_DIR / "train-images-idx3-ubyte.gz").is_file():
         if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
             pytest.fail(f"{MNIST_DIR} lacks the MNIST *-ubyte.gz files: set RESEXP_MNIST_SOURCE=FOLDER")
-        pytest.skip("put the four MNIST *-ubyte.gz files in ../shared/data/mnist or $RESEXP_MNIST_SOURCE")
+        pytest.skip("MNIST's four *-ubyte.gz files not found: set RESEXP_MNIST_SOURCE to the folder that holds them")
     return MNIST_DIR
 
 
@@ -43,5 +43,6 @@ def need_cifar10():
     if not (CIFAR10_DIR / "cifar-10-batches-bin" / "data_batch_1.bin").is_file():
         if os.environ.get("RESEXP_REQUIRE_REAL_DATA"):
             pytest.fail(f"{CIFAR10_DIR} lacks cifar-10-batches-bin/: set RESEXP_CIFAR10_SOURCE=FOLDER")
-        pytest.skip("put cifar-10-batches-bin/ in ../shared/data/cifar10 or $RESEXP_CIFAR10_SOURCE")
+        pytest.skip("CIFAR-10's binary version (cifar-10-batches-bin/) not found: set RESEXP_CIFAR10_SOURCE to "
+                    "the folder that holds it")
     return CIFAR10_DIR
