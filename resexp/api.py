@@ -112,20 +112,23 @@ def load_diagnostics(results_dir, kind: str):
     return load(_path(results_dir), kind)
 
 
-def plot(results_dir, out=None, formats="png,pdf", train_error: str = "minibatch", zoom: float | None = None):
+def plot(results_dir, out=None, formats="png,pdf", train_error: str = "minibatch", zoom: float | None = None,
+         best_by: str | None = None):
     """Draw the figures of results_dir, as `resexp plot` does, each with its CSV.
 
     out: the figure folder (default results_dir/figures).
     formats: a list or comma-separated string of png, pdf, svg.
     train_error: "minibatch" (He et al. Fig. 6's) or "clean" (needs train.eval_train=true).
     zoom: end the curves' error axis at this %.
+    best_by: "val_err" draws each (arch, depth) of the depth figure at the value of the swept
+    setting (train.lr=0.1,0.05) with the lowest final validation error (needs dataset.val_size).
 
     Returns Figures: a dict of name ("depth", "curves", ...) -> matplotlib Figure, which a
     notebook shows, and ``paths``, every file written."""
     from resexp.analysis.plot import make_figures
 
     made = make_figures(_path(results_dir), _path(out), formats, results=_load_and_warn(results_dir),
-                        train_error=train_error, zoom=zoom)
+                        train_error=train_error, zoom=zoom, best_by=best_by)
     for line in made["warnings"]:  # a damaged diagnostics file, left out of its figure
         warnings.warn(line, stacklevel=2)
     return Figures(made["figures"], [Path(p) for p in made["paths"]])
@@ -172,18 +175,20 @@ class Report:
         return f"<Report: {len(self.table)} rows (arch x depth){where}>"
 
 
-def report(results_dir, out=None, train_error: str = "minibatch") -> Report:
+def report(results_dir, out=None, train_error: str = "minibatch", best_by: str | None = None) -> Report:
     """Write report.md and report.csv into ``out`` (default results_dir), as `resexp report`
     does: every (arch, depth) beside He et al.'s Table 6 for CIFAR-10.
 
     train_error: "minibatch" (He et al. Fig. 6's) or "clean" (needs train.eval_train=true).
+    best_by: "val_err" for each (arch, depth) at the value of the swept setting with the lowest
+    final validation error (needs dataset.val_size), as plot's.
     Returns a Report: ``table`` (report.csv's DataFrame), ``markdown`` (report.md's text,
     what a notebook shows) and ``paths``."""
     from resexp.analysis.report import make_report
 
     where = _path(out) if out is not None else _path(results_dir)
     table, markdown = make_report(_path(results_dir), where, results=_load_and_warn(results_dir),
-                                  train_error=train_error)
+                                  train_error=train_error, best_by=best_by)
     return Report(table, markdown, [where / "report.md", where / "report.csv"])
 
 

@@ -44,6 +44,10 @@ CFG = typer.Option(None, "--cfg", "-c", metavar="job|all",
 TRAIN_ERROR = typer.Option("minibatch", "--train-error", help="minibatch: the mean minibatch error of the "
                            "last epoch, augmentation on (Fig. 6); clean: the clean training set in eval mode "
                            "(runs trained with train.eval_train=true)")
+BEST_BY = typer.Option(None, "--best-by", metavar="METRIC",
+                       help="val_err: where the sweep varies a setting besides arch, depth and seed "
+                            "(train.lr=0.1,0.05), each (arch, depth) at the value with the lowest final val err, "
+                            "mean over seeds (runs trained with dataset.val_size)")
 
 
 def console() -> Console:
@@ -198,14 +202,15 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
          zoom: Optional[float] = typer.Option(None, "--zoom", metavar="PCT",
                                               help="End the training curves' error axis at PCT % (above 0, "
                                                    "at most 100), e.g. 20 as in He et al. 2016, Fig. 6 "
-                                                   "[default: the full range]")):
+                                                   "[default: the full range]"),
+         best_by: Optional[str] = BEST_BY):
     """Training error vs number of layers, the paper's Fig. 6 curves and, where the runs hold
     diagnostics, Fig. 7 (layer responses), gradient norms and the identity test (with their CSVs)."""
     from resexp.analysis.plot import make_figures
 
     results = _load_and_warn(results_dir)
     made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), results=results,
-                        train_error=train_error, zoom=zoom)
+                        train_error=train_error, zoom=zoom, best_by=best_by)
     for line in made["warnings"]:
         print(line, file=sys.stderr)
     for path in made["paths"]:
@@ -215,11 +220,13 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
 @app.command(short_help="A Markdown/CSV table of every (arch, depth), beside Table 6.")
 def report(results_dir: Path = typer.Argument(..., help="A sweep's results folder"),
            out: Optional[Path] = typer.Option(None, "--out", help="Where report.md/csv go [default: RESULTS_DIR]"),
-           train_error: str = TRAIN_ERROR):
-    """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10."""
+           train_error: str = TRAIN_ERROR, best_by: Optional[str] = BEST_BY):
+    """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10, and
+    each depth's gap to the shallowest with a bootstrap interval over seeds."""
     from resexp.analysis.report import make_report
 
-    _, markdown = make_report(results_dir, out, results=_load_and_warn(results_dir), train_error=train_error)
+    _, markdown = make_report(results_dir, out, results=_load_and_warn(results_dir), train_error=train_error,
+                              best_by=best_by)
     print(markdown)
 
 

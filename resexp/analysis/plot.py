@@ -32,6 +32,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from resexp.analysis.figstyle import fit_title, log_window, readable_log_ticks, shade, wrap
 
+from resexp.analysis.compare import at_chosen, choose, selection_phrase, unchosen, with_final
 from resexp.analysis.report import study_name
 from resexp.analysis.results import (
     aggregate,
@@ -347,6 +348,39 @@ def _lost_marks(ax, lost: pd.DataFrame, metric: str) -> None:
                 gid=f"{arch}:{metric}:lost")
 
 
+def chosen_depth_data(runs: pd.DataFrame, metrics: pd.DataFrame,
+                      best_by: str) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """The depth figure of each (arch, depth) at its value of the swept settings chosen on the
+    validation split (compare.choose): its points (depth_data of those runs, with ``setting``, the
+    value, and its <best_by>_mean and _std), its lost runs (lost_data; an (arch, depth) with nothing
+    to choose keeps all of its own), and the choice in words for the title."""
+    choice = choose(with_final(runs, metrics, best_by), best_by)
+    shown, missing = at_chosen(runs, choice), unchosen(choice)
+    scores = [c for c in choice.columns if c.endswith(("_mean", "_std"))]
+    data = depth_data(shown).merge(choice.loc[choice["chosen"], ["arch", "depth", "setting", *scores]],
+                                   on=["arch", "depth"], how="left")
+    nothing = (runs["arch"] + "-" + runs["depth"].astype(str)).isin(missing)
+    lost = lost_data(runs[runs["run"].isin(shown["run"]) | nothing])
+    words = selection_phrase([c for c in choice.columns if "." in c], best_by)
+    return data, lost, words + (f"; none for {', '.join(missing)} (a run diverged at every value)" if missing else "")
+
+
+def plot_chosen(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = None) -> Figure:
+    """plot_depth of chosen_depth_data: one line per arch, each point at its own value, which is
+    written beside it in the training error panel; the title in up to three lines (the choice its own)."""
+    figure = plot_depth(data.drop(columns=[c for c in data.columns if "." in c]), "", lost)
+    text, size = fit_title(figure, title, RC["figure.titlesize"], max_lines=3)
+    figure.suptitle(text, fontsize=size)
+    deepest = data["depth"].max()
+    for row in data.dropna(subset=["train_err_mean"]).itertuples():
+        left = row.depth == deepest  # inside the panel: the axis ends just past the deepest point
+        figure.axes[0].annotate(row.setting, (row.depth, row.train_err_mean), xytext=(-3 if left else 3, 3),
+                                textcoords="offset points", ha="right" if left else "left",
+                                fontsize=RC["legend.fontsize"] - 1.5, color=arch_style(row.arch)["color"],
+                                gid=f"{row.arch}-{row.depth}:chosen")
+    return figure
+
+
 # --------------------------------------------------------------------------- training curves
 def _iterations_label(value, _position=None) -> str:
     return f"{value / 1000:g}k" if value >= 10_000 else f"{value:g}"
@@ -455,7 +489,7 @@ def _save_csv(table: pd.DataFrame, path: Path) -> Path:
 
 
 def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Results | None = None,
-                 train_error: str = "minibatch", zoom: float | None = None) -> dict:
+                 train_error: str = "minibatch", zoom: float | None = None, best_by: str | None = None) -> dict:
     """Draw the depth and curves figures of results_dir into out_dir (default <results_dir>/figures),
     and the diagnostics figures where the runs hold diagnostics CSVs (with the default
     training error only: they do not depend on it, and a copy would add nothing).
@@ -463,6 +497,8 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
 
     ``train_error``: ``minibatch`` (Fig. 6's, the default) or ``clean`` (results.TRAIN_ERRORS).
     ``zoom``: the curves' error axis ends at this % (check_zoom); None: the full range.
+    ``best_by``: "val_err" draws the depth figure with each (arch, depth) at the value of the swept
+    settings with the lowest mean final validation error (chosen_depth_data); None: a line per value.
     Returns {"paths": [every file written], "figures": {name: the Figure drawn, e.g. "depth",
     "curves"}, "depth": depth_data, "lost": lost_data,
     "curves": curves_data, "warnings": [a line per damaged diagnostics file, left out], and
@@ -476,12 +512,16 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     depth, lost, curves = depth_data(runs), lost_data(runs), curves_data(metrics, runs)
     if curves.empty:
         raise UserError(f"nothing to plot in {results_dir}: no run has finished an epoch")
+    chosen = ""
+    if best_by is not None:  # before any file is written: a sweep without a validation split is a UserError
+        depth, lost, chosen = chosen_depth_data(runs, metrics, best_by)
     out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
     # results.TRAIN_ERRORS says it in full; a title has room for this much
     which = "" if train_error == "minibatch" else " (clean training error)"
     training = "training error" if train_error == "minibatch" else "clean training error"
     diagnostics = DIAGNOSTIC_FIGURES if train_error == "minibatch" else {}
-    figures = {"depth": plot_depth(depth, title_of(info, "final error vs depth" + which), lost)}
+    what = "final error vs depth" + which + (f"\n{chosen}" if chosen else "")
+    figures = {"depth": (plot_chosen if chosen else plot_depth)(depth, title_of(info, what), lost)}
     paths = _save(figures["depth"], out / "depth", formats)
     paths.append(_save_csv(depth, out / "depth.csv"))
     if not lost.empty:

@@ -14,6 +14,20 @@ from pathlib import Path
 
 import pandas as pd
 
+from resexp.analysis.compare import (
+    at_chosen,
+    BEST_BY,
+    BOOTSTRAP_SEED,
+    choose,
+    CONFIDENCE,
+    depth_gaps,
+    MIN_SEEDS,
+    RESAMPLES,
+    selection_phrase,
+    setting_label,
+    unchosen,
+    with_final,
+)
 from resexp.analysis.results import (
     aggregate,
     dataset_label,
@@ -200,7 +214,7 @@ def footnotes(table: pd.DataFrame) -> dict[str, str]:
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     """A GitHub-style table, text columns left-aligned, the others right-aligned."""
-    left = {"arch", "seeds"}
+    left = {"arch", "seeds", "compared", "reading", "chosen"}
     rule = [":---" if name in left else "---:" for name in header]
     lines = [header, rule] + rows
     return "\n".join("| " + " | ".join(map(inert, cells)) + " |" for cells in lines)
@@ -272,9 +286,11 @@ def figure_links(figures_dir: Path, out: Path) -> list[str]:
 
 
 def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = "minibatch",
-                    figures: list[str] | None = None) -> str:
+                    figures: list[str] | None = None, intro: list[str] = (), sections: list[str] = ()) -> str:
     """The whole report.md: what was run, how to read it, the table, then links to the
-    figures (``figures``: figure_links' lines; none: a line on how to draw them)."""
+    figures (``figures``: figure_links' lines; none: a line on how to draw them).
+    ``intro``: lines on which runs the table holds, above it; ``sections``: lines below it
+    (comparison_lines)."""
     info = experiment_info(runs)
     name, describes = study_name(info)
     tally = status_tally(runs["status"])
@@ -288,6 +304,7 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = 
     lines += hardware_note(info["hardware"])
     lines += [f"Runs: {len(runs)} ({tally})", "", training_error_note(info["augmented"], train_error), ""]
     lines += [VAL_NOTE, ""] if info["evaluated_on"] == "val" else []
+    lines += [*intro, ""] if intro else []
     if table["paper_test_err"].notna().any():
         lines += [f"Paper test err: He et al. 2016, Table 6 (ResNet-110: best of 5 runs), after "
                   f"{PAPER_ITERATIONS:,} iterations at batch {PAPER_BATCH} on the {PAPER_TEST_IMAGES:,} "
@@ -297,6 +314,7 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = 
     marks = footnotes(table)
     if marks:
         lines += [""] + [f"{mark} Not comparable with Table 6: {inert(note)}.  " for note, mark in marks.items()]
+    lines += sections
     if figures:
         lines += ["", "Figures (each with its numbers as CSV):", "", *figures]
     else:
@@ -305,20 +323,31 @@ def render_markdown(table: pd.DataFrame, runs: pd.DataFrame, train_error: str = 
 
 
 def make_report(results_dir, out_dir=None, results: Results | None = None,
-                train_error: str = "minibatch") -> tuple[pd.DataFrame, str]:
+                train_error: str = "minibatch", best_by: str | None = None) -> tuple[pd.DataFrame, str]:
     """Write report.md and report.csv into out_dir (default results_dir); return both.
     ``results``: read_results(results_dir), if the caller has it already; ``train_error``:
-    ``minibatch`` (Fig. 6's) or ``clean`` (results.TRAIN_ERRORS).
+    ``minibatch`` (Fig. 6's) or ``clean`` (results.TRAIN_ERRORS); ``best_by``: "val_err" for
+    each (arch, depth) at the value of the swept settings with the lowest mean final
+    validation error (compare.choose), None for a row per value.
 
-    The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err.
+    The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err, each
+    depth's gap to its arch's shallowest (gap_to_shallowest, gap_low, gap_high:
+    compare.depth_gaps) and, with best_by, the chosen value's <best_by>_mean and _std.
     """
     results = read_results(results_dir) if results is None else results
     runs = results.runs
     if train_error != "minibatch":
         runs, _ = pick_train_error(runs, results.metrics, train_error)
-    table = report_table(runs)
+    shown, choice = runs, None
+    if best_by is not None:
+        choice = choose(with_final(runs, results.metrics, best_by), best_by)
+        shown = at_chosen(runs, choice)
+    gaps = depth_gaps(shown, swept_settings(runs) if choice is None else [])
+    table = with_comparisons(report_table(shown), gaps, choice)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
-    markdown = render_markdown(table, runs, train_error, figure_links(Path(results_dir) / "figures", out))
+    markdown = render_markdown(table, runs, train_error, figure_links(Path(results_dir) / "figures", out),
+                               choice_lines(choice, best_by, len(shown), len(runs)),
+                               comparison_lines(gaps, choice, best_by))
     try:
         real_dir(out)
         atomic_write(out / "report.md", markdown.encode())
@@ -326,3 +355,81 @@ def make_report(results_dir, out_dir=None, results: Results | None = None,
     except OSError as err:
         raise UserError(f"cannot write the report to {out}: {err.strerror or err}") from None
     return table, markdown
+
+
+# --------------------------------------------------------------------------- fair comparisons (compare.py)
+def with_comparisons(table: pd.DataFrame, gaps: pd.DataFrame, choice: pd.DataFrame | None) -> pd.DataFrame:
+    """report_table's rows with their gap to the arch's shallowest depth and, where a value was
+    chosen (compare.choose), the chosen value's mean and std of the validation error."""
+    settings = [c for c in table.columns if "." in c]
+    keyed = table.assign(setting=[setting_label(row, settings) for row in table[settings].to_dict("records")])
+    keys = ["arch", "depth", "setting"]
+    keyed = keyed.merge(gaps[[*keys, "gap", "gap_low", "gap_high"]].rename(columns={"gap": "gap_to_shallowest"}),
+                        on=keys, how="left")
+    if choice is None:
+        return keyed.drop(columns="setting")
+    scores = [c for c in choice.columns if c.endswith(("_mean", "_std"))]
+    keyed = keyed.merge(choice.loc[choice["chosen"], [*keys, *scores]], on=keys, how="left")
+    # one row per (arch, depth), each at its own value: in depth order, not grouped by value
+    arch_order = keyed["arch"].map({arch: i for i, arch in enumerate(dict.fromkeys(keyed["arch"]))})
+    return keyed.assign(_arch=arch_order).sort_values(["_arch", "depth"], kind="stable") \
+        .drop(columns=["_arch", "setting"]).reset_index(drop=True)
+
+
+def choice_lines(choice: pd.DataFrame | None, best_by: str | None, shown: int, total: int) -> list[str]:
+    """Above the table: which runs it holds, where a value was chosen for each (arch, depth)."""
+    if choice is None:
+        return []
+    lines = [f"The table holds {selection_phrase([c for c in choice.columns if '.' in c], best_by)} "
+             f"(the mean over its seeds; equal means go to the smaller value; a value at which a run "
+             f"diverged is never chosen): {shown} of the {total} runs. The choice is made on the validation "
+             "split, never on the test error the table shows; each value's numbers are under the table."]
+    missing = unchosen(choice)
+    if missing:
+        lines.append(f"Nothing to choose for {', '.join(missing)}: a run diverged at every value.")
+    return lines
+
+
+def comparison_lines(gaps: pd.DataFrame, choice: pd.DataFrame | None, best_by: str | None) -> list[str]:
+    """Below the table: each value's validation error (where one was chosen), then each depth's
+    gap to the arch's shallowest with its bootstrap interval (compare.depth_gaps)."""
+    lines = []
+    if choice is not None:
+        lines += ["", f"Final {BEST_BY[best_by]} (%) of each value, mean ± std over seeds:", "",
+                  markdown_table(*_choice_rows(choice, best_by))]
+    if gaps.empty:
+        return lines
+    held = "each at its chosen value" if choice is not None else "at the same settings"
+    lines += ["", f"Depth against the shallowest: a depth's final training error minus that of its arch's "
+                  f"shallowest depth {held}, in percentage points (above 0: the deeper net trains worse), with a "
+                  f"{CONFIDENCE:.0%} bootstrap interval over seeds (each depth's seeds drawn with replacement, "
+                  f"{RESAMPLES:,} times, generator seed {BOOTSTRAP_SEED}). An interval needs {MIN_SEEDS} seeds "
+                  "or more at both depths.", "", markdown_table(*_gap_rows(gaps))]
+    return lines
+
+
+def _gap_rows(gaps: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    rows = []
+    for row in gaps.itertuples():
+        if pd.isna(row.gap_low):
+            interval, reading = "—", f"no interval: fewer than {MIN_SEEDS} seeds"
+        else:
+            interval = f"[{row.gap_low:+.2f}, {row.gap_high:+.2f}]"
+            reading = ("degrades: the interval excludes 0" if row.gap_low > 0 else
+                       "improves: the interval excludes 0" if row.gap_high < 0 else "unresolved: the interval holds 0")
+        rows.append([row.compared, f"{row.n} vs {row.n_shallowest}", f"{row.gap:+.2f}", interval, reading])
+    return ["compared", "seeds", "gap (pp)", f"{CONFIDENCE:.0%} interval", "reading"], rows
+
+
+def _choice_rows(choice: pd.DataFrame, best_by: str) -> tuple[list[str], list[list[str]]]:
+    """One row per (arch, depth), one column per value: its mean ± std, and the value chosen."""
+    values = list(dict.fromkeys(choice["setting"]))
+    rows = []
+    for (arch, depth), options in choice.groupby(["arch", "depth"], sort=False):
+        cells = dict.fromkeys(values, "")
+        for row in options.to_dict("records"):
+            lost = f" (+{row['diverged']} diverged)" if row["diverged"] else ""
+            cells[row["setting"]] = format_error(row[f"{best_by}_mean"], row[f"{best_by}_std"]) + lost
+        picked = options.loc[options["chosen"], "setting"]
+        rows.append([arch, str(depth), *cells.values(), picked.iloc[0] if len(picked) else "none"])
+    return ["arch", "depth", *values, "chosen"], rows
