@@ -158,3 +158,27 @@ def test_on_epoch_reports_iterations_after_each_epoch(tmp_path, tiny_cfg):
     seen = []
     fit(tiny_cfg(), tmp_path / "out", on_epoch=seen.append)
     assert seen == [4, 8, 12]
+
+
+def test_an_epoch_line_is_printed_only_once_its_checkpoint_is_saved(tmp_path, tiny_cfg, monkeypatch):
+    """A stop right after an epoch's line loses nothing that line showed: the line comes after
+    the checkpoint (a stop while epoch 2's checkpoint is written shows epoch 1 only)."""
+    import io
+
+    from rich.console import Console
+
+    from resexp.train import checkpoint
+
+    real = checkpoint.save
+
+    def stops_at_epoch_2(run, state):
+        if state["epoch"] == 2:
+            raise KeyboardInterrupt
+        real(run, state)
+
+    monkeypatch.setattr(checkpoint, "save", stops_at_epoch_2)
+    shown = io.StringIO()
+    with pytest.raises(KeyboardInterrupt):
+        fit(tiny_cfg(), tmp_path / "out", console=Console(file=shown, width=300))
+    lines = [ln for ln in shown.getvalue().splitlines() if " epoch " in ln]
+    assert [ln.split(" epoch ")[1].split()[0] for ln in lines] == ["1/3"]

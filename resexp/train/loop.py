@@ -292,8 +292,8 @@ class Position:
 @dataclass
 class Recorder:
     """What a finished epoch leaves behind, in this order: the metrics row (only while this
-    process still holds the run), the loggers, the log line, then the checkpoint and the
-    summary. The row goes before the checkpoint: a crash in between makes resume drop that
+    process still holds the run), the diagnostics, the checkpoint, the loggers, the summary,
+    then the log line. The row goes before the checkpoint: a crash in between makes resume drop that
     row and redo the epoch, never skip one. A diverged epoch is logged but not checkpointed."""
     run: RunDir
     s: Setup
@@ -309,16 +309,18 @@ class Recorder:
         run.append_row(row)
         self.monitor.epoch(row, last=row["iteration"] >= s.schedule.total_iters)
         at = Position.after(row)
-        self.console.print(epoch_line(run.name, s, row), markup=False)
         # train_step: graphed, or eager after a failed check
         self.summary.update(at.summary_fields(s.data.evaluated_on), **s.step.summary())
         if at.diverged:
+            self.console.print(epoch_line(run.name, s, row), markup=False)
             self.console.print(f"{run.name}: loss is not finite at epoch {at.epoch}: diverged", markup=False)
             return at
         checkpoint.save(run, {"model": s.model.state_dict(), "optimizer": s.step.optimizer.state_dict(),
                               "epoch": at.epoch, "iteration": at.iteration, "elapsed": at.elapsed})
         self.monitor.saved()  # the loggers get the row once the checkpoint covers it
         run.write_summary(self.summary)
+        # Printed once saved: a stop after this line ("finished epochs are saved") loses no epoch it showed.
+        self.console.print(epoch_line(run.name, s, row), markup=False)
         if self.on_epoch is not None:
             self.on_epoch(at.iteration)
         return at
