@@ -57,7 +57,7 @@ SBATCH_VALUE = re.compile(r"^[^\s\x00-\x1f\x7f]+$")
 
 def check_settings(launcher) -> None:
     """UserError for settings that cannot work together (each key's own type and range
-    are the schema's, resexp/schema.py), or that sbatch cannot take."""
+    are the schema's, resexp/settings/schema.py), or that sbatch cannot take."""
     if launcher.signal_delay_s >= 60 * launcher.time_min:
         raise UserError(f"launcher.signal_delay_s ({launcher.signal_delay_s}) must be shorter than the time "
                         f"limit launcher.time_min ({launcher.time_min} min)")
