@@ -26,7 +26,7 @@ from resexp.errors import UserError
 from resexp.settings.compose import load_config
 from resexp.train.loop import fit, setup, train_epoch
 from resexp.train.self_check import Snapshot
-from resexp.train.step import WARMUP_STEPS, EagerStep, GraphedStep
+from resexp.train.step import WARMUP_STEPS, GraphedStep, Step
 
 # 200 images in batches of 64: three full batches and a partial one of 8 per epoch.
 PARTIAL = [*TINY, "dataset.train_args.size=200"]
@@ -406,10 +406,10 @@ def old_style_checkpoint(s) -> dict:
     return {"model": s.model.state_dict(), "optimizer": sgd.state_dict()}
 
 
-@pytest.mark.parametrize("step_class", [EagerStep, GraphedStep])
+@pytest.mark.parametrize("step_class", [Step, GraphedStep])
 def test_resume_keeps_this_steps_fused_sgd_and_lr_tensor(step_class):
     cfg = cfg_of()
-    other_kind = setup(cfg, graphed=step_class is EagerStep)
+    other_kind = setup(cfg, graphed=step_class is Step)
     epochs(cfg, other_kind, 1)
     for saved in (old_style_checkpoint(setup(cfg)), checkpoint_of(other_kind)):
         s = with_step(cfg, step_class, **({"capture": False} if step_class is GraphedStep else {}))

@@ -9,7 +9,7 @@ float32 tensor on the device. So the graphed and the eager step compute with the
 same lr value and the same update kernel, and under deterministic kernels any
 difference between them is a bug, not rounding.
 
-- ``EagerStep`` is the plain loop: what runs on the CPU, and on CUDA with
+- ``Step`` itself is the plain loop: what runs on the CPU, and on CUDA with
   ``train.cuda_graphs=false``.
 - ``GraphedStep`` captures forward, backward, the SGD update and the two meters
   once as a CUDA graph and replays it per batch (docs/gpu.md). These small nets are
@@ -102,7 +102,7 @@ def make_step(train_cfg, model: torch.nn.Module, device: torch.device, graphed: 
     graphed = wants_graphs(train_cfg, device) if graphed is None else graphed
     if graphed:
         return GraphedStep(model, train_cfg, device, capture=device.type == "cuda")
-    return EagerStep(model, train_cfg, device)
+    return Step(model, train_cfg, device)
 
 
 def bf16_is_fast(device: torch.device) -> bool:
@@ -216,10 +216,6 @@ class Step:
             if buf is not None and loaded is not None:
                 buf.copy_(loaded)
                 self.optimizer.state[p]["momentum_buffer"] = buf
-
-
-class EagerStep(Step):
-    """The plain training step, one op at a time."""
 
 
 class GraphedStep(Step):
