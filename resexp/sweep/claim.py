@@ -1,6 +1,7 @@
 """One sweep's settings per results folder: the check of a folder's saved sweep and the
-save of this sweep's are one step, under an exclusive lock on the folder itself; a sweep
-that trains holds a shared lock on <out>/.sweep.active until it ends.
+save of this sweep's are one step, under an exclusive lock on the folder's parent (so a
+sweep that stops at a mistake creates nothing); a sweep that trains holds a shared lock
+on <out>/.sweep.active until it ends.
 
 So of two sweeps started at once on one folder with different settings, the second sees
 the first's sweep.yaml and that it is training, and is refused in one line; sweeps with
@@ -13,6 +14,7 @@ is locked and the clash check alone guards the folder.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import time
 from pathlib import Path
@@ -29,27 +31,33 @@ ACTIVE_LOCK = ".sweep.active"
 WAIT_S = 120.0  # the longest a sweep waits for another to finish planning (a plan takes seconds)
 
 
-def _open(path: Path) -> int:
+def _open(path: Path, create: bool = True) -> int:
     """The lock file, never through a link planted in a received folder."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    flags = (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | getattr(os, "O_NOFOLLOW", 0) \
+        | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(path, flags, 0o644)
     except OSError as err:
-        raise UserError(f"cannot lock {path}: {err.strerror or err} "
-                        f"(a link or a folder there is not a lock file)") from None
+        if err.errno in (errno.ELOOP, errno.EISDIR):
+            raise UserError(f"cannot lock {path}: {err.strerror} (a link or a folder there is not a lock file)") \
+                from None
+        raise UserError(f"cannot write to {path.parent}: {err.strerror or err}") from None
 
 
 @contextlib.contextmanager
 def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[], bool]]:
-    """Hold a lock on the folder ``out`` itself (no file left behind by a sweep that stops at
-    a mistake) while a sweep reads the folder's saved sweep and saves its own; yields
-    ``others_training()``: whether another sweep trains in this folder now."""
+    """Hold a lock on the nearest existing folder above ``out`` while a sweep reads the
+    folder's saved sweep and saves its own (nothing is created for it: a sweep that stops
+    at a mistake leaves no trace); yields ``others_training()``: whether another sweep
+    trains in ``out`` now."""
     if fcntl is None:
         yield lambda: False
         return
+    anchor = Path(os.path.abspath(out)).parent
+    while not anchor.is_dir() and anchor != anchor.parent:
+        anchor = anchor.parent
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd = os.open(out, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(anchor, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
     start = clock()
@@ -64,7 +72,7 @@ def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator
                                     f"try again once it has started") from None
                 time.sleep(0.2)
         if os.path.lexists(out / ACTIVE_LOCK):  # a planted link is one line before anything is planned
-            os.close(_open(out / ACTIVE_LOCK))
+            os.close(_open(out / ACTIVE_LOCK, create=False))
         yield lambda: _held_by_others(out / ACTIVE_LOCK)
     finally:
         os.close(fd)
@@ -73,7 +81,7 @@ def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator
 def _held_by_others(path: Path) -> bool:
     if not path.exists():
         return False
-    fd = _open(path)
+    fd = _open(path, create=False)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return False
