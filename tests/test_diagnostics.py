@@ -196,22 +196,10 @@ def test_diagnostics_are_exact_after_a_stop_and_resume(tmp_path, tiny_cfg, monke
     """Every per-epoch file equals an uninterrupted run's after a stop: in epoch 1 (the
     diagnostics of iteration 0 are written, no checkpoint yet: they were written twice) and
     in epoch 3 (after epoch 2's rows and checkpoint: rows past the checkpoint go)."""
-    import resexp.train.loop as loop
+    from helpers.interrupt import interrupted_and_resumed
 
-    cfg = tiny_cfg("train.diagnostics=epoch")
-    fit(cfg, tmp_path / "full")
-    real = loop.train_epoch
-
-    def dies(cfg, s, epoch, iteration, bar=None):
-        if epoch == dies_in:
-            raise KeyboardInterrupt
-        return real(cfg, s, epoch, iteration, bar)
-
-    monkeypatch.setattr(loop, "train_epoch", dies)
-    with pytest.raises(KeyboardInterrupt):
-        fit(cfg, tmp_path / "cut")
-    monkeypatch.setattr(loop, "train_epoch", real)
-    fit(cfg, tmp_path / "cut")
+    logged = interrupted_and_resumed(lambda: tiny_cfg("train.diagnostics=epoch"), tmp_path, monkeypatch, dies_in)
+    assert logged == list(range(1, dies_in))
     full, cut = tmp_path / "full" / "resnet-8-s0", tmp_path / "cut" / "resnet-8-s0"
     for name in ("metrics.csv", "responses.csv", "gradients.csv", "identity.csv"):
         a, b = pd.read_csv(full / name), pd.read_csv(cut / name)

@@ -27,7 +27,7 @@ def interrupted_and_resumed(make_cfg, root: Path, monkeypatch, dies_in: int = 3)
     with pytest.raises(KeyboardInterrupt):
         train_mod.fit(make_cfg(), root / "cut")
     (run_dir,) = (root / "cut").iterdir()
-    logged = [int(r["epoch"]) for r in rows(run_dir)]
+    logged = [int(r["epoch"]) for r in rows(run_dir)] if (run_dir / "metrics.csv").exists() else []
     monkeypatch.setattr(train_mod, "train_epoch", real)
     train_mod.fit(make_cfg(), root / "cut")
     return logged
