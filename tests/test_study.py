@@ -13,6 +13,7 @@ import pytest
 import yaml
 from helpers.cli import SWEEP_TINY, TINY, cli, rows, sweep_here
 from helpers.runs import make_run
+from helpers.interrupt import interrupt_after_checkpoints
 from omegaconf import OmegaConf
 
 from resexp.analysis.plot import depth_data, make_figures, plot_depth
@@ -103,19 +104,6 @@ def test_a_setting_that_cannot_be_swept_is_one_line(tmp_path, monkeypatch, capsy
 
 
 # --------------------------------------------------------------------------- an lr sweep, end to end
-def stop_after_checkpoints(monkeypatch, n: int) -> None:
-    """Ctrl-C right after the n-th checkpoint of this process is written."""
-    from resexp.train import checkpoint
-
-    original, count = checkpoint.save, [0]
-
-    def save_then_stop(run, state):
-        original(run, state)
-        count[0] += 1
-        if count[0] == n:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_stop)
 
 
 def test_an_lr_sweep_resumes_from_its_folder_alone_as_the_uninterrupted_one_in_workers(tmp_path, monkeypatch,
@@ -125,7 +113,7 @@ def test_an_lr_sweep_resumes_from_its_folder_alone_as_the_uninterrupted_one_in_w
     (--jobs 2); each run records the command that made it."""
     args = ["sweep", "--archs", "resnet", "--depths", "8", *SHORT, "train.lr=0.1,0.05"]
     with monkeypatch.context() as m:
-        stop_after_checkpoints(m, 1)
+        interrupt_after_checkpoints(m, 1)
         assert cli(m, capfd, *args, "--out", tmp_path / "cut")[0] == 130
     cut = tmp_path / "cut"
     assert yaml.safe_load((cut / "sweep.yaml").read_text())["axes"] == {"train.lr": [0.1, 0.05]}

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from helpers.cli import SWEEP_TINY as TINY
 from helpers.cli import cli, rows, sweep_here
+from helpers.interrupt import interrupt_after_checkpoints
 from omegaconf import OmegaConf
 
 import resexp.train.loop as train_module
@@ -35,19 +36,6 @@ def snapshot(folder: Path) -> dict:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def interrupt_after_checkpoints(monkeypatch, n: int) -> None:
-    """Ctrl-C right after the n-th checkpoint of this process is written (a kill at that moment)."""
-    from resexp.train import checkpoint
-
-    original, count = checkpoint.save, [0]
-
-    def save_then_interrupt(run, state):
-        original(run, state)
-        count[0] += 1
-        if count[0] == n:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
 
 
 sweep_in_process = sweep_here

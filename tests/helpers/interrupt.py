@@ -31,3 +31,18 @@ def interrupted_and_resumed(make_cfg, root: Path, monkeypatch, dies_in: int = 3)
     monkeypatch.setattr(train_mod, "train_epoch", real)
     train_mod.fit(make_cfg(), root / "cut")
     return logged
+
+
+def interrupt_after_checkpoints(monkeypatch, n: int) -> None:
+    """Ctrl-C right after the n-th checkpoint of this process is written (a kill at that moment)."""
+    from resexp.train import checkpoint
+
+    original, count = checkpoint.save, [0]
+
+    def save_then_interrupt(run, state):
+        original(run, state)
+        count[0] += 1
+        if count[0] == n:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoint, "save", save_then_interrupt)
