@@ -4,11 +4,13 @@ A training step of these nets costs about ``a + b * depth`` seconds: every layer
 adds the same kernels, and ``a`` is the fixed cost of a step (batch gathering,
 augmentation, the optimiser call). Each architecture's line is fitted to the
 seconds per step of runs that already trained in the sweep folder (their
-``images_per_s``); an architecture with none is timed for a few steps at its
+``images_per_s``); an architecture with none there takes the line through the
+other architectures' runs (a plain and a residual net of one depth cost the same).
+With no run at all, the first architecture is timed for a few steps at its
 smallest and largest planned depth (``resexp bench``'s loop on random images of
 the dataset's shape): three steps after one of warm-up, on one thread, so that
 cores others are using do not stretch the timing tenfold (docs/threads.md), and
-within a time budget; an arch left over when it is spent is not estimated. An
+within a time budget; spent before any timing, nothing is estimated. An
 evaluation pass is counted as a third of a training step per image (a forward
 without the backward).
 
