@@ -22,7 +22,6 @@ from helpers.steps import TIMING, addresses, checkpoint_of, epochs, state_gaps, 
 
 import resexp.train.loop as train_mod
 import resexp.train.step as step_mod
-from resexp.errors import UserError
 from resexp.settings.compose import load_config
 from resexp.train.loop import fit, setup, train_epoch
 from resexp.train.self_check import Snapshot
@@ -454,13 +453,6 @@ def test_cuda_graphs_is_used_only_on_cuda():
     off = load_config([*TINY, "train.cuda_graphs=false"])
     assert not step_mod.wants_graphs(off.train, torch.device("cuda"))
     assert setup(cfg).step.kind == "eager"  # the default config, on this CPU
-
-
-def test_torch_older_than_fused_sgd_with_a_tensor_lr_is_refused_in_one_line():
-    with pytest.raises(UserError, match=r"^resexp needs torch >= 2.4 \(fused SGD .*\); this is torch 2.3.1$"):
-        step_mod.check_torch("2.3.1")
-    step_mod.check_torch("2.4.0+cu121")
-    step_mod.check_torch("2.10.0")
 
 
 def test_a_run_may_continue_with_or_without_cuda_graphs(tmp_path):

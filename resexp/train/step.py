@@ -47,25 +47,12 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from resexp.errors import UserError
 from resexp.train.self_check import Snapshot, compare, tolerance
 
 # Eager steps before the capture (torch's whole-network capture example uses 3).
 WARMUP_STEPS = 3
-# Fused SGD reading a tensor lr: on CUDA since torch 2.3 (pytorch#116585), on the CPU
-# since 2.4 (pytorch#123629). pyproject.toml states the same bound.
-MIN_TORCH = (2, 4)
 # What torch warns when a capture recorded nothing (it raises no error).
 EMPTY_GRAPH = re.compile(r"graph is empty", re.IGNORECASE)
-
-
-def check_torch(version: str | None = None) -> None:
-    """One clear line instead of a wrong or failing step on a torch too old for it."""
-    version = version or torch.__version__
-    found = tuple(int(part) for part in re.findall(r"\d+", version)[:2])
-    if found < MIN_TORCH:
-        raise UserError(f"resexp needs torch >= {'.'.join(map(str, MIN_TORCH))} (fused SGD with a tensor "
-                        f"learning rate); this is torch {version}")
 
 
 def wants_graphs(train_cfg, device: torch.device) -> bool:
@@ -97,7 +84,6 @@ def bound(device: torch.device):
 def make_step(train_cfg, model: torch.nn.Module, device: torch.device, graphed: bool | None = None) -> Step:
     """The step ``train_cfg`` asks for, training ``model`` (already on ``device``);
     ``graphed`` overrides the choice between the eager and the graphed step."""
-    check_torch()
     device = resolved(device)
     graphed = wants_graphs(train_cfg, device) if graphed is None else graphed
     if graphed:
@@ -114,12 +100,6 @@ def bf16_is_fast(device: torch.device) -> bool:
         return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
         return False
-
-
-def make_sgd(model: torch.nn.Module, train_cfg, lr: torch.Tensor) -> torch.optim.SGD:
-    """The paper's SGD, fused, with its lr read from the tensor ``lr`` (both steps)."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=train_cfg.momentum,
-                           weight_decay=train_cfg.weight_decay, nesterov=train_cfg.nesterov, fused=True)
 
 
 class Step:
@@ -141,10 +121,13 @@ class Step:
         self.forward = torch.compile(self.model) if (train_cfg.compile and device.type == "cuda") else self.model
         self.lr = torch.tensor(float(train_cfg.lr), dtype=torch.float32, device=device)
         self.lr_value: float | None = None  # what self.lr holds, known without reading it
-        self.optimizer = make_sgd(model, train_cfg, self.lr)
+        # The paper's SGD, fused, reading its lr from the tensor (torch >= 2.4 on the CPU, pyproject.toml).
+        self.optimizer = torch.optim.SGD(model.parameters(), lr=self.lr, momentum=train_cfg.momentum,
+                                         weight_decay=train_cfg.weight_decay, nesterov=train_cfg.nesterov, fused=True)
         self.loss_sum = torch.zeros((), device=device)
         self.wrong = torch.zeros((), device=device, dtype=torch.long)
         self.keep_grads = False  # True: gradients are written in place (a graph reads them)
+        self.check: dict | None = None  # the graphed step's self-check, for summary.json
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self._set_lr(lr)
@@ -152,7 +135,7 @@ class Step:
 
     def summary(self) -> dict:
         """The summary.json keys that say which step trained the run."""
-        return {"train_step": self.kind, "graph_check": None}
+        return {"train_step": self.kind, "graph_check": self.check}
 
     def reset(self) -> None:
         """Zero the meters in place (a graph keeps adding into the same tensors)."""
@@ -216,6 +199,7 @@ class Step:
             if buf is not None and loaded is not None:
                 buf.copy_(loaded)
                 self.optimizer.state[p]["momentum_buffer"] = buf
+        self.lr_value = None  # the next step refills the lr tensor from the schedule
 
 
 class GraphedStep(Step):
@@ -240,9 +224,6 @@ class GraphedStep(Step):
         if self.failed:
             return f"eager ({self.failed.split(':')[0]})"
         return "graphed" if self.capture else "graphed (no capture)"
-
-    def summary(self) -> dict:
-        return {"train_step": self.kind, "graph_check": self.check}
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, lr: float) -> None:
         self._set_lr(lr)
@@ -378,10 +359,6 @@ class GraphedStep(Step):
         if self.check["result"] == "not reached":
             self.check = {"result": "capture failed", "why": why}
         print(f"warning: CUDA graph {why}; training eagerly", file=sys.stderr)
-
-    def load_state_dict(self, state: dict) -> None:
-        super().load_state_dict(state)
-        self.lr_value = None  # the next step refills the lr tensor from the schedule
 
 
 class CaptureFailed(RuntimeError):
