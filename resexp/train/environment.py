@@ -19,26 +19,14 @@ import torch
 LIBRARIES = ("torch", "torchvision", "numpy", "hydra-core", "omegaconf")
 
 
-def cpu_model() -> str:
-    """The CPU's marketing name from /proc/cpuinfo (Linux), else what platform knows."""
+def cpuinfo() -> dict[str, str]:
+    """The first CPU's fields in /proc/cpuinfo ("model name", "flags", ...); {} off Linux."""
     try:
         with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+            lines = f.read().split("\n\n")[0].splitlines()
     except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cpu_bf16_features() -> list[str]:
-    """The native bf16 instruction sets this CPU advertises (avx512_bf16, amx_bf16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return []
-    return [f for f in ("avx512_bf16", "amx_bf16") if f in flags]
+        return {}
+    return {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
 def _version(name: str) -> str | None:
@@ -50,11 +38,11 @@ def _version(name: str) -> str | None:
 
 def describe(device: torch.device, amp: bool) -> dict:
     """The summary.json keys that say where and how a run computed."""
-    cuda = device.type == "cuda"
+    cuda, cpu = device.type == "cuda", cpuinfo()
     return {
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "cpu_model": cpu_model(),
-        "cpu_bf16": cpu_bf16_features(),
+        "cpu_model": cpu.get("model name") or platform.processor() or platform.machine(),
+        "cpu_bf16": [f for f in ("avx512_bf16", "amx_bf16") if f in cpu.get("flags", "").split()],  # native bf16
         "precision": "bf16 autocast" if amp else "fp32",
         "cuda_version": torch.version.cuda if cuda else None,
         "cudnn_version": torch.backends.cudnn.version() if cuda else None,

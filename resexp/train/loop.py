@@ -81,8 +81,8 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
     t = cfg.train
     device = pick_device(t.device)
     check_fits(cfg, device)  # a model too big for this device is one line, before any data or folder
-    if t.threads:
-        torch.set_num_threads(int(t.threads))
+    chosen = threads.decide(t.threads, jobs, device.type)  # once: the count never changes mid-run
+    torch.set_num_threads(chosen.count)
     torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch (resexp/data/load.py)
     data = data if data is not None else load_data(cfg.dataset, device)
     model = build_model(cfg, data).to(device)
@@ -90,8 +90,6 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
     make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
     step = make_step(t, model, device, graphed)
-    chosen = threads.decide(t.threads, jobs, device.type)  # once: the count never changes mid-run
-    torch.set_num_threads(chosen.count)
     ipe = iters_per_epoch(len(data.train), t.batch_size, t.drop_last)
     return Setup(data, step, make_schedule(t, ipe, cfg.model.depth), chosen)
 
@@ -109,7 +107,8 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
     if (finished := _finished(run, cfg, planned or run.state(), console, busy_check=True)) is not None:
         return finished
     s = setup(cfg, jobs=jobs)  # data and model first: a run that cannot start leaves no folder behind
-    with run.claim(cfg.train.stale_after) as lock, _shown(progress, console) as progress:
+    shown = contextlib.nullcontext(progress) if progress is not None else make_progress(console)  # a sweep's, or own
+    with run.claim(cfg.train.stale_after) as lock, shown as progress:
         found = run.state()  # again, under the lock: another trainer may have finished it while the data loaded
         if (finished := _finished(run, cfg, found, console)) is not None:
             return finished
@@ -217,16 +216,6 @@ def _bar(progress: Progress, task, first: int, on_live=None):
         if on_live is not None:
             on_live(iteration, live)
     return show
-
-
-@contextlib.contextmanager
-def _shown(progress: Progress | None, console: Console):
-    """The caller's progress display (a sweep's), or one of this run's own."""
-    if progress is not None:
-        yield progress
-        return
-    with make_progress(console) as own:
-        yield own
 
 
 @contextlib.contextmanager
@@ -389,7 +378,7 @@ def _finished(run: RunDir, cfg, state: RunState, console: Console, busy_check: b
         console.print(f"{run.name}: already {state.status}, skipped", markup=False)
         return state.summary
     if busy_check and state.status == "running":
-        raise RunBusy(f"{run.path} is being trained by {state.owner.describe()}", state.owner)
+        raise RunBusy(f"{run.path} is being trained by {state.owner.describe()}")
     return None
 
 

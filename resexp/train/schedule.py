@@ -73,28 +73,22 @@ def config_iters_per_epoch(cfg) -> int:
 
 
 def planned_schedule(cfg) -> Schedule:
-    """The schedule a run of ``cfg`` will train, before any data is loaded; UserError
-    (check_reached) for a warm-up or milestone it never gets past."""
-    schedule = make_schedule(cfg.train, config_iters_per_epoch(cfg), cfg.model.depth)
-    check_reached(schedule, cfg.train, cfg.model.depth)
-    return schedule
-
-
-def check_reached(s: Schedule, train_cfg, depth: int) -> None:
-    """UserError (one line) for a warm-up or a milestone at or past the run's last
-    iteration: the run would silently train at the warm-up lr throughout, or never decay."""
+    """The schedule a run of ``cfg`` will train, before any data is loaded. UserError (one line)
+    for a warm-up or a milestone at or past the run's last iteration: the run would silently
+    train at the warm-up lr throughout, or never decay."""
+    train_cfg, depth = cfg.train, cfg.model.depth
+    s = make_schedule(train_cfg, config_iters_per_epoch(cfg), depth)
     unused = []
     if s.warmup_iters >= s.total_iters:
         deep = f" (depth {depth} >= train.warmup_from_depth)" if train_cfg.warmup_from_depth is not None else ""
         unused.append(f"train.warmup_iters={s.warmup_iters}{deep} would hold it at the warm-up lr throughout")
-    late = [_iteration(m, s.iters_per_epoch, train_cfg) for m in train_cfg.milestones]
-    late = [it for it in late if it >= s.total_iters]
+    late = [it for it in s.milestones if it >= s.total_iters]
     if late:
         given = "[" + ",".join(f"{m:g}" for m in train_cfg.milestones) + "]"
         where = f" (in epochs: iteration {', '.join(map(str, late))})" if train_cfg.milestone_unit == "epochs" else ""
         unused.append(f"train.milestones={given}{where} would never lower the lr")
     if not unused:
-        return
+        return s
     raise UserError(f"the run is {s.total_iters} iterations long ({s.total_iters / s.iters_per_epoch:g} epochs of "
                     f"{s.iters_per_epoch} iterations), so {' and '.join(unused)}; scale the schedule to the run or "
                     f"drop it (train.warmup_iters=0 train.milestones=[]); an experiment's schedule is sized for its "
