@@ -100,7 +100,7 @@ def test_zero_weight_residual_block_is_the_identity():
     assert [r["std"] for r in responses if r["block"] == 2] == [0.0, 0.0]
     seen = {}
     block.register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
-    with torch.no_grad(), dg.eval_mode(model):
+    with torch.no_grad(), dg.in_mode(model, False):
         model(x)
     assert torch.equal(seen["y"], seen["x"])  # what goes in comes out
     assert all(r["branch_ratio"] > 0 for r in identity if r["block"] != 2)

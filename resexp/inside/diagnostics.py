@@ -83,7 +83,7 @@ def _block_stages(model: nn.Module, sample: torch.Tensor) -> list[int]:
     def keep(module, args, out):
         shapes.append((args[0].shape, out.shape))
 
-    with torch.no_grad(), eval_mode(model), _hooks([(b, keep) for b in model.blocks]):
+    with torch.no_grad(), in_mode(model, False), _hooks([(b, keep) for b in model.blocks]):
         model(sample)
     stages, stage = [], 1
     for i, (shape_in, shape_out) in enumerate(shapes):
@@ -112,10 +112,11 @@ def layout(model: nn.Module, sample: torch.Tensor) -> Layout:
 
 
 @contextlib.contextmanager
-def eval_mode(model: nn.Module):
-    """Eval-mode BN for the duration; the model's mode is restored afterwards."""
+def in_mode(model: nn.Module, training: bool):
+    """Train-mode (BN on batch statistics) or eval-mode BN for the duration; the model's
+    mode is restored afterwards."""
     was_training = model.training
-    model.eval()
+    model.train(training)
     try:
         yield
     finally:
@@ -203,15 +204,10 @@ def forward_stats(model: nn.Module, lay: Layout, batches, batch_stats: bool = Fa
     pairs = [(layer.response, lambda m, a, out, k=layer.index: moments[k].add(out)) for layer in lay.layers]
     for block in lay.blocks:
         pairs += _block_hooks(block, norms[block.index])
-    mode = _untouched_buffers(model) if batch_stats else contextlib.nullcontext()
-    was_training = model.training
-    with mode, _hooks(pairs):
-        model.train(batch_stats)
-        try:
-            for x in batches:
-                model(x)
-        finally:
-            model.train(was_training)
+    buffers = _untouched_buffers(model) if batch_stats else contextlib.nullcontext()
+    with buffers, _hooks(pairs), in_mode(model, batch_stats):
+        for x in batches:
+            model(x)
     responses = [{"layer": layer.index, "name": layer.name, "stage": layer.stage, "block": layer.block,
                   "std": moments[layer.index].std()} for layer in lay.layers]
     identity = []
@@ -246,15 +242,10 @@ def gradient_norms(model: nn.Module, lay: Layout, x: torch.Tensor, y: torch.Tens
     Nothing of the model changes: no .grad is written, BN buffers are restored."""
     outputs = []
     pairs = [(block.module, lambda m, a, out: outputs.append(out)) for block in lay.blocks]
-    was_training = model.training
-    with _untouched_buffers(model), _hooks(pairs):
-        model.train()
-        try:
-            loss = F.cross_entropy(model(x).float(), y)
-            weights = [layer.module.weight for layer in lay.layers]
-            grads = torch.autograd.grad(loss, weights + outputs)
-        finally:
-            model.train(was_training)
+    with _untouched_buffers(model), _hooks(pairs), in_mode(model, True):
+        loss = F.cross_entropy(model(x).float(), y)
+        weights = [layer.module.weight for layer in lay.layers]
+        grads = torch.autograd.grad(loss, weights + outputs)
     rows = [{"kind": "weight", "index": layer.index, "stage": layer.stage, "block": layer.block,
              "name": layer.name, "norm": g.double().norm().item()}
             for layer, g in zip(lay.layers, grads)]

@@ -23,7 +23,6 @@ docs/logging.md says what each one records and where.
 from __future__ import annotations
 
 import contextlib
-import functools
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -33,20 +32,10 @@ if TYPE_CHECKING:
     from resexp.run.folder import RunDir
 
 
-def disk_errors(method):
-    """A logger method whose writes, on a full or read-only disk, end as CannotWrite (one
-    line) as for every other file of the run, named by the logger's ``writes_to``."""
-    @functools.wraps(method)
-    def wrapped(self, *args, **kwargs):
-        with writing(self.writes_to):
-            return method(self, *args, **kwargs)
-    return wrapped
-
-
 class Logger:
-    """The calls a run makes on an experiment logger; each does nothing unless a logger
-    records it. ``writes_to``: the files (a path or glob in the run folder) a failed write
-    is reported as."""
+    """The calls a run makes on an experiment logger (through ``call``); each does nothing
+    unless a logger records it. ``writes_to``: the files (a path or glob in the run folder)
+    a failed write is reported as."""
 
     writes_to: Path
 
@@ -68,6 +57,13 @@ class Logger:
         start created."""
 
 
+def call(logger: Logger, method: str, *args) -> None:
+    """``logger.method(*args)``, whose writes, on a full or read-only disk, end as CannotWrite
+    (one line) as for every other file of the run, named by the logger's ``writes_to``."""
+    with writing(logger.writes_to):
+        getattr(logger, method)(*args)
+
+
 def open_loggers(cfg, run: RunDir) -> list[Logger]:
     """The loggers ``cfg`` switches on. One that cannot start (W&B without an API key, say)
     raises, and every one opened so far removes what it created: the run folder is as it was."""
@@ -81,7 +77,7 @@ def open_loggers(cfg, run: RunDir) -> list[Logger]:
             from resexp.inside.tensorboard import TBLog, hparams_of
 
             loggers.append(TBLog(run.path))
-            loggers[-1].hparams(hparams_of(cfg))  # unless an earlier start wrote it
+            call(loggers[-1], "hparams", hparams_of(cfg))  # unless an earlier start wrote it
     except BaseException:
         for logger in loggers:  # the error that stopped the opening is the one to report
             with contextlib.suppress(Exception):

@@ -43,7 +43,7 @@ from functools import partial
 import torch
 
 from resexp.inside import diagnostics as dg
-from resexp.inside.loggers import Logger, open_loggers
+from resexp.inside.loggers import Logger, call, open_loggers
 from resexp.run.files import DIAGNOSTIC_FILES
 from resexp.run.folder import RunDir
 
@@ -89,8 +89,8 @@ class Monitor:
     def saved(self) -> None:
         """Right after the checkpoint is saved: what it now covers goes to the loggers."""
         pending, self.pending = self.pending, []
-        for call in pending:
-            call()
+        for held in pending:
+            held()
 
     def live(self, iteration: int, scalars: dict) -> None:
         """Every ``train.log_every`` steps: running loss, error, lr, images/s."""
@@ -104,7 +104,7 @@ class Monitor:
         try:
             with contextlib.ExitStack() as closing:
                 for logger in self.loggers:
-                    closing.callback(logger.close, failed)
+                    closing.callback(call, logger, "close", failed)
                 if not failed:
                     self.saved()
         finally:
@@ -113,7 +113,7 @@ class Monitor:
 
     def _each(self, method: str, *args) -> None:
         for logger in self.loggers:
-            getattr(logger, method)(*args)
+            call(logger, method, *args)
 
     # ---- measuring
     def _inputs(self):

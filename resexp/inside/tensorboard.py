@@ -34,7 +34,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from resexp.inside.loggers import Logger, disk_errors
+from resexp.inside.loggers import Logger
 from resexp.run.folder import writing
 from resexp.settings.schema import non_result_keys
 
@@ -112,12 +112,10 @@ class TBLog(Logger):
         if tag not in self.summaries:
             self.writer._get_file_writer().add_summary(summary)
 
-    @disk_errors
     def live(self, iteration: int, scalars: dict) -> None:
         for key, value in scalars.items():
             self.scalar(f"live/{key}", value, iteration)
 
-    @disk_errors
     def hparams(self, settings: dict) -> None:
         """The run's hparams record (``hparams_of``), unless an earlier start wrote one."""
         from tensorboard.plugins.hparams.metadata import EXPERIMENT_TAG, SESSION_START_INFO_TAG
@@ -128,7 +126,6 @@ class TBLog(Logger):
         self.summary(SESSION_START_INFO_TAG, start)
         self.writer.flush()
 
-    @disk_errors
     def epoch(self, row: dict, last: bool = False) -> None:
         for key, value in row.items():
             if key not in ("epoch", "iteration"):
@@ -147,7 +144,6 @@ class TBLog(Logger):
         for row in rows:
             self.scalar(tag, row[y], int(row[x]))
 
-    @disk_errors
     def diagnostics(self, epoch: int, iteration: int, tables: dict[str, list[dict]], loss: float) -> None:
         suffix = f"epoch_{epoch:04d}"
         self.curve(f"responses/{suffix}", tables["responses"], "layer", "std")
@@ -158,7 +154,6 @@ class TBLog(Logger):
         self.scalar("diagnostics/fixed_batch_loss", loss, iteration)
         self.writer.flush()
 
-    @disk_errors
     def close(self, failed: bool = False) -> None:
         self.writer.close()
 

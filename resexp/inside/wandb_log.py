@@ -38,7 +38,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from resexp.errors import UserError
-from resexp.inside.loggers import Logger, disk_errors
+from resexp.inside.loggers import Logger
 from resexp.inside.wandb_file import history
 from resexp.run.folder import RunDir, writing
 from resexp.run.safeio import real_dir
@@ -129,15 +129,12 @@ class WandbLog(Logger):
         self.run.log(data, step=self.step, commit=True)
         self.step += 1
 
-    @disk_errors
     def live(self, iteration: int, scalars: dict) -> None:
         self._log({**{f"live/{k}": v for k, v in scalars.items()}, "iteration": iteration})
 
-    @disk_errors
     def epoch(self, row: dict, last: bool) -> None:
         self._log(dict(row))
 
-    @disk_errors
     def diagnostics(self, epoch: int, iteration: int, tables: dict[str, list[dict]], loss: float) -> None:
         import wandb
 
@@ -150,11 +147,12 @@ class WandbLog(Logger):
     def close(self, failed: bool = False) -> None:
         try:
             if self.run is not None:
-                with writing(self.folder):
-                    self.run.finish(exit_code=1 if failed else 0)
+                self.run.finish(exit_code=1 if failed else 0)
                 self.run = None
-        finally:
-            self._restore_env()
+        finally:  # unset the W&B folders this run set: the next run of a sweep sets its own
+            for var in self.env_set:
+                os.environ.pop(var, None)
+            self.env_set = []
 
     def discard(self) -> None:
         """This start did not get going: finish its W&B run if it began, then remove what
@@ -170,9 +168,3 @@ class WandbLog(Logger):
                 path.unlink()
             elif path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
-
-    def _restore_env(self) -> None:
-        """Unset the W&B folders this run set: the next run of a sweep sets its own."""
-        for var in self.env_set:
-            os.environ.pop(var, None)
-        self.env_set = []
