@@ -35,13 +35,6 @@ CONFIDENCE = 0.95
 BOOTSTRAP_SEED = 2016  # fixed, so that a report made twice shows the same intervals
 
 
-def check_best_by(best_by: str) -> str:
-    if best_by not in BEST_BY:
-        raise UserError(f"--best-by must be one of {', '.join(BEST_BY)} (a split held out of training), "
-                        f"got {best_by!r}")
-    return best_by
-
-
 def with_final(runs: pd.DataFrame, metrics: pd.DataFrame, metric: str) -> pd.DataFrame:
     """runs with a ``final_<metric>`` column: the metric in each run's last metrics.csv row
     (the row final_train_err comes from); NaN where the run has none."""
@@ -79,7 +72,9 @@ def choose(runs: pd.DataFrame, best_by: str = "val_err") -> pd.DataFrame:
     Columns: arch, depth, the settings, setting (their text: lr=0.05), n, diverged, <best_by>_mean,
     <best_by>_std (ddof=1), chosen. UserError when the runs vary no setting besides arch, depth
     and seed, or a run in a mean has no <best_by> (trained without a validation split)."""
-    check_best_by(best_by)
+    if best_by not in BEST_BY:
+        raise UserError(f"--best-by must be one of {', '.join(BEST_BY)} (a split held out of training), "
+                        f"got {best_by!r}")
     if "evaluated_on" in runs and runs["evaluated_on"].eq("val").any():  # no test split: val is what is shown
         raise UserError(f"--best-by {best_by}: these runs have no test split, so their val err is the error the "
                         "table shows; chosen on it, each value shown would be the best of several draws")

@@ -199,9 +199,9 @@ def _styled(draw):
     return styled
 
 
-def _suptitle(figure: Figure, title: str) -> None:
-    """The title in at most two lines across the figure (figstyle.fit_title)."""
-    text, size = fit_title(figure, title, RC["figure.titlesize"])
+def _suptitle(figure: Figure, title: str, lines: int = 2) -> None:
+    """The title in at most ``lines`` lines across the figure (figstyle.fit_title)."""
+    text, size = fit_title(figure, title, RC["figure.titlesize"], lines)
     figure.suptitle(text, fontsize=size)
 
 
@@ -240,19 +240,22 @@ def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = 
     Lines are the mean over seeds, bands ± their std (none for one seed); hollow
     markers flag points from unfinished runs. ``lost`` (lost_data): runs the mean leaves
     out, each a cross at its last recorded error, so no run disappears without a trace.
+    Where ``data`` is chosen_depth_data, one line per arch, each point at its own value, which is
+    written beside it in the training error panel; the title in up to three lines (the choice its own).
     """
-    held = held_out(data)
+    held, chosen = held_out(data), "setting" in data
     lost = lost if lost is not None else pd.DataFrame(columns=["arch", "depth", "train_err", f"{held}_err"])
     figure = _new_figure(COLUMN_WIDTH, 3.0)
     axes = figure.subplots(1, 2)
-    settings = [c for c in data.columns if "." in c]  # swept besides depth: a line per (arch, their values)
+    # swept besides depth: a line per (arch, their values), unless each point is at its chosen value
+    settings = [c for c in data.columns if "." in c and not chosen]
     styles = _setting_styles(data, settings)
     entries = {}  # legend label -> handle; one with a band wins over one without
     for ax, metric, name in zip(axes, ("train_err", f"{held}_err"), ("training error", EVALUATED[held])):
         for line, rows in data.groupby(["arch", *settings], sort=False, dropna=False):
             points = rows.dropna(subset=[f"{metric}_mean"]).sort_values("depth")
             if not points.empty:
-                handle = _depth_line(ax, line[0], points, metric, styles[tuple(map(str, line))])
+                handle = _depth_line(ax, points, metric, styles[tuple(map(str, line))])
                 label = _label_of(handle)
                 entries[label] = handle if isinstance(handle, tuple) else entries.get(label, handle)
         _lost_marks(ax, lost, metric)
@@ -262,11 +265,18 @@ def plot_depth(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = 
         ax.grid(alpha=0.3)
     handles = list(entries.values())
     if lost[["train_err", f"{held}_err"]].notna().any(axis=None):
-        statuses = " or ".join(dict.fromkeys(sorted(lost["status"]))) if "status" in lost else "diverged"
+        statuses = " or ".join(sorted(set(lost["status"])))
         handles.append(Line2D([], [], color="0.3", marker=LOST_MARKER, linestyle="none", markeredgewidth=1.5,
                               label=f"{statuses} run: its last\nerror (not in the mean)"))
     _bottom_legend(figure, handles, 2, _depth_note(data, lost))
-    _suptitle(figure, title)
+    _suptitle(figure, title, 3 if chosen else 2)
+    deepest = data["depth"].max()
+    for row in data.dropna(subset=["train_err_mean"]).itertuples() if chosen else ():
+        left = row.depth == deepest  # inside the panel: the axis ends just past the deepest point
+        axes[0].annotate(row.setting, (row.depth, row.train_err_mean), xytext=(-3 if left else 3, 3),
+                         textcoords="offset points", ha="right" if left else "left",
+                         fontsize=RC["legend.fontsize"] - 1.5, color=arch_style(row.arch)["color"],
+                         gid=f"{row.arch}-{row.depth}:chosen")
     return figure
 
 
@@ -294,7 +304,7 @@ def _setting_styles(data: pd.DataFrame, settings: list[str]) -> dict:
     styles = {}
     for line in lines:
         arch, values = line[0], line[1:]
-        style = arch_style(arch)
+        style = {**arch_style(arch), "gid": arch}
         if settings:
             own = [other for other in lines if other[0] == arch]
             i = own.index(line)
@@ -322,11 +332,10 @@ def _label_of(handle) -> str:
     return (handle[-1] if isinstance(handle, tuple) else handle).get_label()
 
 
-def _depth_line(ax, arch: str, rows: pd.DataFrame, metric: str, style: dict | None = None):
-    """One arch's points on one panel; its legend handle, as drawn: the line, over its band if it has one."""
-    style = style or arch_style(arch)
+def _depth_line(ax, rows: pd.DataFrame, metric: str, style: dict):
+    """One line's points on one panel; its legend handle, as drawn: the line, over its band if it has one."""
     look = {"color": style["color"], "marker": style["marker"], "linewidth": 1.4, "markersize": 4.5}
-    gid = f"{style.get('gid', arch)}:{metric}"
+    gid = f"{style['gid']}:{metric}"
     ax.plot(rows["depth"], rows[f"{metric}_mean"], label=style["label"], gid=gid, **look)
     handle = Line2D([], [], label=style["label"], **look)
     if _band(ax, rows["depth"], rows[f"{metric}_mean"], rows[f"{metric}_std"], style["color"], f"{gid}:band"):
@@ -365,32 +374,13 @@ def chosen_depth_data(runs: pd.DataFrame, metrics: pd.DataFrame,
     return data, lost, words + (f"; none for {', '.join(missing)} (a run diverged at every value)" if missing else "")
 
 
-def plot_chosen(data: pd.DataFrame, title: str = "", lost: pd.DataFrame | None = None) -> Figure:
-    """plot_depth of chosen_depth_data: one line per arch, each point at its own value, which is
-    written beside it in the training error panel; the title in up to three lines (the choice its own)."""
-    figure = plot_depth(data.drop(columns=[c for c in data.columns if "." in c]), "", lost)
-    text, size = fit_title(figure, title, RC["figure.titlesize"], max_lines=3)
-    figure.suptitle(text, fontsize=size)
-    deepest = data["depth"].max()
-    for row in data.dropna(subset=["train_err_mean"]).itertuples():
-        left = row.depth == deepest  # inside the panel: the axis ends just past the deepest point
-        figure.axes[0].annotate(row.setting, (row.depth, row.train_err_mean), xytext=(-3 if left else 3, 3),
-                                textcoords="offset points", ha="right" if left else "left",
-                                fontsize=RC["legend.fontsize"] - 1.5, color=arch_style(row.arch)["color"],
-                                gid=f"{row.arch}-{row.depth}:chosen")
-    return figure
-
-
 # --------------------------------------------------------------------------- training curves
-def _iterations_label(value, _position=None) -> str:
-    return f"{value / 1000:g}k" if value >= 10_000 else f"{value:g}"
-
-
 def _iteration_axis(ax) -> None:
     """Whole iterations from 0, 12.5k-style labels from 10,000 up."""
     ax.set_xlim(left=0)
     ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True, min_n_ticks=2))
-    ax.xaxis.set_major_formatter(FuncFormatter(_iterations_label))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value / 1000:g}k" if value >= 10_000
+                                               else f"{value:g}"))
     ax.set_xlabel("iterations")
 
 
@@ -460,32 +450,22 @@ def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool
     return banded
 
 
-def _writable_dir(out_dir: Path) -> Path:
+def _write(path: Path, data: bytes) -> Path:
     try:
-        return real_dir(out_dir)
-    except OSError as err:
-        raise UserError(f"cannot write to {out_dir}: {err.strerror or err}") from None
-
-
-def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
-    paths = [stem.with_name(f"{stem.name}.{fmt}") for fmt in formats]  # a stem may hold a dot: curves-lr=0.05
-    try:
-        with matplotlib.rc_context(RC):  # the font embedding of pdf and svg is read when saving
-            for path in paths:
-                buf = io.BytesIO()  # drawn in memory, then put in place without following a link
-                figure.savefig(buf, dpi=DPI, format=path.suffix[1:])
-                atomic_write(path, buf.getvalue())
-    except OSError as err:
-        raise UserError(f"cannot write {err.filename or stem}: {err.strerror or err}") from None
-    return paths
-
-
-def _save_csv(table: pd.DataFrame, path: Path) -> Path:
-    try:
-        atomic_write(path, table.to_csv(index=False).encode())
+        atomic_write(path, data)  # put in place at once, without following a link
     except OSError as err:
         raise UserError(f"cannot write {path}: {err.strerror or err}") from None
     return path
+
+
+def _save(figure: Figure, stem: Path, formats: list[str]) -> list[Path]:
+    paths = []
+    for fmt in formats:
+        buf = io.BytesIO()
+        with matplotlib.rc_context(RC):  # the font embedding of pdf and svg is read when saving
+            figure.savefig(buf, dpi=DPI, format=fmt)
+        paths.append(_write(stem.with_name(f"{stem.name}.{fmt}"), buf.getvalue()))  # a stem may hold a dot
+    return paths
 
 
 def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Results | None = None,
@@ -515,18 +495,27 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
     chosen = ""
     if best_by is not None:  # before any file is written: a sweep without a validation split is a UserError
         depth, lost, chosen = chosen_depth_data(runs, metrics, best_by)
-    out = _writable_dir(Path(out_dir) if out_dir is not None else Path(results_dir) / "figures")
+    out = Path(out_dir) if out_dir is not None else Path(results_dir) / "figures"
+    try:
+        real_dir(out)
+    except OSError as err:
+        raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
     # results.TRAIN_ERRORS says it in full; a title has room for this much
     which = "" if train_error == "minibatch" else " (clean training error)"
     training = "training error" if train_error == "minibatch" else "clean training error"
     diagnostics = DIAGNOSTIC_FIGURES if train_error == "minibatch" else {}
     what = "final error vs depth" + which + (f"\n{chosen}" if chosen else "")
-    figures = {"depth": (plot_chosen if chosen else plot_depth)(depth, title_of(info, what), lost)}
-    paths = _save(figures["depth"], out / "depth", formats)
-    paths.append(_save_csv(depth, out / "depth.csv"))
+    figures, made, paths, damaged = {}, {"lost": lost}, [], []
+
+    def keep(name: str, figure: Figure, data: pd.DataFrame) -> None:
+        """The figure in each format, and its numbers as <name>.csv."""
+        figures[name], made[name] = figure, data
+        paths.extend(_save(figure, out / name, formats))
+        paths.append(_write(out / f"{name}.csv", data.to_csv(index=False).encode()))
+
+    keep("depth", plot_depth(depth, title_of(info, what), lost), depth)
     if not lost.empty:
-        paths.append(_save_csv(lost, out / "depth_lost.csv"))
-    made, damaged = {"depth": depth, "lost": lost}, []
+        paths.append(_write(out / "depth_lost.csv", lost.to_csv(index=False).encode()))
     # One line per (arch, depth) in the figures below: where the sweep varied other settings,
     # one figure of each per value (curves-lr=0.05.png), never a mean over different settings.
     for suffix, named, part in _by_setting(runs):
@@ -534,18 +523,12 @@ def make_figures(results_dir, out_dir=None, formats=("png", "pdf"), results: Res
         if curves.empty:
             continue
         curves_title = title_of(info, f"{training} (dashed) and {EVALUATED[info['evaluated_on']]} (bold){named}")
-        figures[f"curves{suffix}"] = plot_curves(curves, curves_title, zoom)
-        paths += _save(figures[f"curves{suffix}"], out / f"curves{suffix}", formats)
-        paths.append(_save_csv(curves, out / f"curves{suffix}.csv"))
-        made[f"curves{suffix}"] = curves
+        keep(f"curves{suffix}", plot_curves(curves, curves_title, zoom), curves)
         for kind, (prepare, draw, what) in diagnostics.items():
             table = load_diagnostics(results_dir, kind, part, damaged)  # a damaged file is left out
             data = prepare(table) if table is not None else None
             if data is not None and not data.empty:  # e.g. Fig. 7 before any run measured past epoch 0
-                made[f"{kind}{suffix}"] = data
-                figures[f"{kind}{suffix}"] = draw(data, title_of(info, what + named))
-                paths += _save(figures[f"{kind}{suffix}"], out / f"{kind}{suffix}", formats)
-                paths.append(_save_csv(data, out / f"{kind}{suffix}.csv"))
+                keep(f"{kind}{suffix}", draw(data, title_of(info, what + named)), data)
     warnings = [file_warning(err, "that run is left out of its figure") for err in damaged]
     return {"paths": paths, "figures": figures, "warnings": warnings, **made}
 
@@ -679,19 +662,16 @@ def _grid(rows: list[tuple], title: str, note: str = "") -> Figure:
     styles = net_styles([net for row in rows for net in zip(row[1]["arch"], row[1]["depth"])])
     lone, beyond = [], []
     for panels, (key, part, x, xlabel, y, ylabel) in zip(axes, rows):
-        nets = {(point, arch, int(depth)): lines.sort_values(x) for point in ("init", "end")
-                for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False)}
-        window = log_window([lines[y] for lines in nets.values()], MAX_DECADES)
+        window = log_window([lines[y] for _, lines in part.groupby(["point", "arch", "depth"])], MAX_DECADES)
         for ax, point in zip(panels, ("init", "end")):
             ax.set_yscale("log")
-            for (at, arch, depth), lines in nets.items():
-                if at == point:
-                    name, style = f"{arch}-{depth}", styles[(arch, depth)]
-                    when = "at initialisation" if point == "init" else "at the end"
-                    if _net_line(ax, lines, x, y, style, name, f"{name}:{key}:{point}"):
-                        lone.append(name)
-                    beyond += _off_scale(ax, lines, x, y, window, style["color"], f"{name}:{key}:{point}",
-                                         f"{name} ({key.replace('_', ' ')}, {when})")
+            for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False):
+                name, style, lines = f"{arch}-{depth}", styles[(arch, depth)], lines.sort_values(x)
+                when = "at initialisation" if point == "init" else "at the end"
+                if _net_line(ax, lines, x, y, style, name, f"{name}:{key}:{point}"):
+                    lone.append(name)
+                beyond += _off_scale(ax, lines, x, y, window, style["color"], f"{name}:{key}:{point}",
+                                     f"{name} ({key.replace('_', ' ')}, {when})")
             ax.set_title("at initialisation" if point == "init" else "at the end of training")
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
@@ -706,11 +686,6 @@ def _grid(rows: list[tuple], title: str, note: str = "") -> Figure:
     _bottom_legend(figure, _net_handles(styles), 6, "\n".join(notes))
     _suptitle(figure, title)
     return figure
-
-
-def _power(value: float) -> str:
-    mantissa, exponent = f"{value:.1e}".split("e")
-    return rf"${mantissa}\times10^{{{int(exponent)}}}$"
 
 
 def _beyond_note(beyond: list[str]) -> list[str]:
@@ -730,7 +705,8 @@ def _off_scale(ax, lines: pd.DataFrame, x: str, y: str, window, colour, gid: str
             i = int(np.flatnonzero(outside)[np.argmax(np.abs(np.log10(values[outside] / edge)))])
             ax.plot([lines[x].iloc[i]], [edge], linestyle="none", marker=marker, markersize=6, color=colour,
                     clip_on=False, zorder=4, gid=f"{gid}:beyond")
-            found.append(f"{what} {word} {_power(values[i])}")
+            mantissa, exponent = f"{values[i]:.1e}".split("e")
+            found.append(rf"{what} {word} ${mantissa}\times10^{{{int(exponent)}}}$")
     return found
 
 

@@ -335,9 +335,7 @@ def make_report(results_dir, out_dir=None, results: Results | None = None,
     compare.depth_gaps) and, with best_by, the chosen value's <best_by>_mean and _std.
     """
     results = read_results(results_dir) if results is None else results
-    runs = results.runs
-    if train_error != "minibatch":
-        runs, _ = pick_train_error(runs, results.metrics, train_error)
+    runs, _ = pick_train_error(results.runs, results.metrics, train_error)
     shown, choice = runs, None
     if best_by is not None:
         choice = choose(with_final(runs, results.metrics, best_by), best_by)

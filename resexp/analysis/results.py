@@ -39,18 +39,12 @@ def read_states(results_dir) -> list[tuple[Path, RunState]]:
     found = []
     for path in sorted(p for p in root.iterdir() if p.is_dir()):
         run = RunDir(path)
-        if run.could_be_run():
-            state = run.state()
-            if run.is_run(state):
-                found.append((path, state))
+        state = run.state()
+        if run.is_run(state):
+            found.append((path, state))
     if not found:
         raise UserError(f"no runs in {root} (expected folders named <arch>-<depth>-s<seed>)")
     return found
-
-
-def _section(config: dict, key: str) -> dict:
-    section = config.get(key)
-    return section if isinstance(section, dict) else {}
 
 
 def run_record(run_dir: Path, state: RunState) -> dict:
@@ -69,8 +63,8 @@ def run_record(run_dir: Path, state: RunState) -> dict:
         return fallback if value is None else value
 
     arch, depth, seed = _identity(run_dir, state)
-    dataset = _section(state.config, "dataset")
-    train = _section(state.config, "train")
+    # config.yaml's reader holds its sections to dicts ({} for a damaged run's config)
+    dataset, train = state.config.get("dataset", {}), state.config.get("train", {})
     return {
         "run": run_dir.name,
         "path": str(run_dir),
@@ -124,7 +118,7 @@ def evaluated_on(state: RunState) -> str:
     columns = state.log.columns if state.log else []
     if "val_err" in columns:
         return "val" if "test_err" not in columns else "test"
-    dataset = _section(state.config, "dataset")
+    dataset = state.config.get("dataset", {})
     held, subset = dataset.get("val_size"), dataset.get("test_subset")
     if not (isinstance(held, int) and held > 0 and "test_err" in columns):
         return "test"
@@ -215,9 +209,8 @@ def swept_settings(runs: pd.DataFrame) -> list[str]:
 
 def _identity(run_dir: Path, state) -> tuple[str, int, int]:
     """arch, depth and seed: from the run's config, else its summary, else its folder name."""
-    model = _section(state.config, "model")
-    if model:
-        return model["arch"], int(model["depth"]), int(state.config["seed"])
+    if state.config:
+        return state.config["model"]["arch"], state.config["model"]["depth"], state.config["seed"]
     if all(k in state.summary for k in ("arch", "depth", "seed")):
         return state.summary["arch"], state.summary["depth"], state.summary["seed"]
     names = parse_run_name(run_dir.name)  # RunDir.is_run() made sure it parses
@@ -278,9 +271,8 @@ def read_results(results_dir) -> Results:
     for path, state in read_states(results_dir):
         records.append(run_record(path, state))
         if state.rows:
-            arch, depth, seed = _identity(path, state)
             rows = [true_names(row, records[-1]["evaluated_on"]) for row in state.rows]
-            frame = pd.DataFrame(rows).assign(run=path.name, arch=arch, depth=depth, seed=seed)
+            frame = pd.DataFrame(rows).assign(**{k: records[-1][k] for k in ("run", "arch", "depth", "seed")})
             for key in (k for k in records[-1] if "." in k):  # its settings (_settings) on each of its epochs
                 frame[key] = pd.Series([records[-1][key]] * len(frame), dtype=object)
             frames.append(frame)
@@ -482,10 +474,18 @@ DIAGNOSTIC_NUMBERS = {"responses": ["epoch", "layer", "stage", "block", "std"],
 MEASURED = ("std", "norm", "branch_ratio", "change")
 
 
-def _checked_diagnostics(path: Path, table: pd.DataFrame, kind: str) -> pd.DataFrame:
-    """``table`` with its numeric columns as numbers; DamagedFile naming the file if a column
-    the figures read is missing, holds something else, or a value out of its range (epochs
-    and indices are whole numbers from 0, a measured std, norm or ratio is not negative)."""
+def _read_diagnostics(path: Path, kind: str) -> pd.DataFrame | None:
+    """One run's diagnostics file with its numeric columns as numbers (None if there is none);
+    DamagedFile naming the file if it is no CSV table, a column the figures read is missing,
+    holds something else, or a value out of its range (epochs and indices are whole numbers
+    from 0, a measured std, norm or ratio is not negative)."""
+    data = read_bytes(path)  # bounded: a file larger than a run writes is damage
+    if data is None:
+        return None
+    try:
+        table = pd.read_csv(io.BytesIO(data))
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
+        raise DamagedFile(path, f"is not a CSV table ({type(err).__name__})") from None
     missing = [c for c in ["epoch", *DIAGNOSTIC_KEYS[kind], *DIAGNOSTIC_NUMBERS[kind]] if c not in table.columns]
     if missing:
         raise DamagedFile(path, f"has no {missing[0]} column")
@@ -503,18 +503,6 @@ def _checked_diagnostics(path: Path, table: pd.DataFrame, kind: str) -> pd.DataF
             raise DamagedFile(path, f"line {line}: {column} {what}")
         table[column] = values
     return table
-
-
-def _read_diagnostics(path: Path, kind: str) -> pd.DataFrame | None:
-    """One run's diagnostics file, checked (None if there is none); DamagedFile."""
-    data = read_bytes(path)  # bounded: a file larger than a run writes is damage
-    if data is None:
-        return None
-    try:
-        table = pd.read_csv(io.BytesIO(data))
-    except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError, ValueError) as err:
-        raise DamagedFile(path, f"is not a CSV table ({type(err).__name__})") from None
-    return _checked_diagnostics(path, table, kind)
 
 
 def load_diagnostics(results_dir, kind: str, runs: pd.DataFrame | None = None,
