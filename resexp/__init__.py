@@ -2,8 +2,10 @@
 
 The Python API (docs/python-api.md): resexp.sweep, resexp.train, resexp.load_runs,
 resexp.load_metrics, resexp.load_diagnostics, resexp.plot and resexp.report, from
-resexp/api.py. They are imported on first use, so `import resexp` stays light (no torch)
-for the CLI's start and for tools that read only __version__.
+resexp/api.py. They are imported on first use, not here: the subpackages import `resexp`
+itself (for __version__ and CallablePackage), and an import of resexp.api here would make
+each of them import the layers above it (lint-imports refuses that). `import resexp` loads
+no torch.
 """
 
 import importlib

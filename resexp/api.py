@@ -20,7 +20,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -162,7 +162,7 @@ class Report:
     """What resexp.report returns; a notebook shows it as its Markdown."""
     table: object     # the numbers (= report.csv), a pandas DataFrame
     markdown: str     # report.md's text
-    paths: list[Path] = field(default_factory=list)  # report.md and report.csv
+    paths: list[Path]  # report.md and report.csv
 
     def _repr_markdown_(self) -> str:
         return self.markdown
@@ -295,7 +295,7 @@ class NotebookConsole(Console):
         return top
 
     def clear_live(self) -> None:
-        if len(self._lives) == 1 and self._thread is not None:
+        if len(self._lives) == 1:  # the first, whose set_live started the thread
             self._stop.set()
             self._thread.join()
             self._thread = None
@@ -309,8 +309,6 @@ class NotebookConsole(Console):
 
     def _text(self) -> str:
         """The first live display (the others nested in it) as plain text."""
-        if not self._lives:
-            return ""
         plain = Console(file=io.StringIO(), width=100, color_system=None, force_jupyter=False,
                         force_terminal=False, highlight=False)
         plain.print(self._lives[0].renderable)

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 import signal
 import sys
+import warnings
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.console import Console
 
 from resexp import __version__
 from resexp.completion import complete_override
@@ -48,10 +48,6 @@ BEST_BY = typer.Option(None, "--best-by", metavar="METRIC",
                        help="val_err: where the sweep varies a setting besides arch, depth and seed "
                             "(train.lr=0.1,0.05), each (arch, depth) at the value with the lowest final val err, "
                             "mean over seeds (runs trained with dataset.val_size)")
-
-
-def console() -> Console:
-    return Console(stderr=True, soft_wrap=True)
 
 
 def _folder(value: str) -> Path:
@@ -119,7 +115,7 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
           multirun: bool = typer.Option(False, "--multirun", "-m", help="Hydra's multirun: in resexp several "
                                         "runs are `resexp sweep` (same overrides); here one line says so")):
     """Train one network; its run folder is OUT/<arch>-<depth>-s<seed>/ (rerun to resume)."""
-    from resexp.train.command import train as run
+    from resexp import api
 
     if multirun:
         raise UserError("-m/--multirun: several runs are `resexp sweep` with the same overrides "
@@ -130,7 +126,7 @@ def train(overrides: Optional[List[str]] = OVERRIDES,
 
         return _print_cfg(load_config(overrides, config_dir or []), cfg_part)
     signal.signal(signal.SIGTERM, _terminated)
-    print(_interruptible(run, overrides, out, config_dir or [], console()).summary_line())
+    print(_interruptible(lambda: api.train(overrides, out, config_dirs=config_dir, progress=True)).summary_line())
 
 
 class Terminated(KeyboardInterrupt):
@@ -171,7 +167,7 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
     model.arch=plain,resnet. With --out DIR of an existing sweep, new overrides extend
     its saved ones. Exit code 1 if a run failed or is left unfinished, 2 if one is damaged
     (see the plan's lines)."""
-    from resexp.sweep.command import sweep as run
+    from resexp import api
 
     overrides = [*(overrides or []), *([f"launcher={launcher}"] if launcher else [])]
     overrides, out = _hydra_dir(overrides, "hydra.sweep.dir", "hydra.run.dir", out)
@@ -185,8 +181,8 @@ def sweep(overrides: Optional[List[str]] = OVERRIDES,
                                            f"\nthe config of its first run (model.arch, model.depth and seed "
                                            f"vary):")
     signal.signal(signal.SIGTERM, _terminated)
-    outcome = _interruptible(run, archs, depths, seeds, overrides, out, config_dir or [], jobs, wait, dry_run,
-                             console())
+    outcome = _interruptible(lambda: api.sweep(archs, depths, seeds, overrides, out, config_dirs=config_dir, jobs=jobs,
+                                               wait=wait, dry_run=dry_run, progress=True))
     if outcome.statuses is None:  # a dry run, or jobs submitted to SLURM and not followed
         return
     print(outcome.summary_line())
@@ -206,14 +202,9 @@ def plot(results_dir: Path = typer.Argument(..., help="A sweep's results folder"
          best_by: Optional[str] = BEST_BY):
     """Training error vs number of layers, the paper's Fig. 6 curves and, where the runs hold
     diagnostics, Fig. 7 (layer responses), gradient norms and the identity test (with their CSVs)."""
-    from resexp.analysis.plot import make_figures
+    from resexp import api
 
-    results = _load_and_warn(results_dir)
-    made = make_figures(results_dir, out, tuple(f.strip() for f in format.split(",") if f.strip()), results=results,
-                        train_error=train_error, zoom=zoom, best_by=best_by)
-    for line in made["warnings"]:
-        print(line, file=sys.stderr)
-    for path in made["paths"]:
+    for path in _said(api.plot, results_dir, out, format, train_error, zoom, best_by).paths:
         print(path)
 
 
@@ -223,44 +214,41 @@ def report(results_dir: Path = typer.Argument(..., help="A sweep's results folde
            train_error: str = TRAIN_ERROR, best_by: Optional[str] = BEST_BY):
     """A Markdown/CSV table of every (arch, depth), beside the paper's Table 6 for CIFAR-10, and
     each depth's gap to the shallowest with a bootstrap interval over seeds."""
-    from resexp.analysis.report import make_report
+    from resexp import api
 
-    _, markdown = make_report(results_dir, out, results=_load_and_warn(results_dir), train_error=train_error,
-                              best_by=best_by)
-    print(markdown)
+    print(_said(api.report, results_dir, out, train_error, best_by).markdown)
 
 
 @app.command(short_help="One line per run of a results folder: how far, which errors.")
 def status(results_dir: Path = typer.Argument(..., help="A sweep's results folder")):
     """One line per run: status, epoch k of K, latest training and test error, who trains it
     (and its SLURM job)."""
-    from resexp.analysis.results import format_status
+    from resexp.analysis.results import damage_warnings, format_status, read_results
     from resexp.sweep.status import status_with_jobs
 
-    results, warnings = _load_and_warn(results_dir, missing_ok=True), []
-    table, logs = status_with_jobs(results_dir, results.runs if results is not None else None, warnings)
-    for line in warnings:
+    try:
+        runs = read_results(results_dir).runs
+    except UserError:  # no run folder yet: the SLURM jobs may still queue
+        runs = None
+    lines = [] if runs is None else damage_warnings(runs)
+    table, logs = status_with_jobs(results_dir, runs, lines)
+    for line in lines:
         print(line, file=sys.stderr)
     print(format_status(table))
     if logs:
         print(logs)
 
 
-def _load_and_warn(results_dir: Path, missing_ok: bool = False):
-    """results_dir read once (resexp.analysis.results.Results), with one warning line on
-    stderr per damaged run (``missing_ok``: None instead of the no-runs error, e.g. while
-    SLURM jobs still queue)."""
-    from resexp.analysis.results import damage_warnings, read_results
-
-    try:
-        results = read_results(results_dir)
-    except UserError:
-        if missing_ok:
-            return None
-        raise
-    for line in damage_warnings(results.runs):
-        print(line, file=sys.stderr)
-    return results
+def _said(function, *args):
+    """``function(*args)`` of resexp.api with each warning it gives (a damaged run or
+    diagnostics file) a line on stderr, as every command says them, before its error if it fails."""
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")  # each time: a test or a notebook may have seen the same line
+        try:
+            return function(*args)
+        finally:
+            for warning in said:
+                print(warning.message, file=sys.stderr)
 
 
 @app.command(name="eval", short_help="Evaluate a run's checkpoint (test and clean training error).")
@@ -352,14 +340,14 @@ def bench(overrides: Optional[List[str]] = OVERRIDES,
             raise UserError(f"cannot write {out}: {err.strerror or err}") from None
 
 
-def _interruptible(fn, *args, message: str = "interrupted: finished epochs are saved; rerun the same "
-                                             "command to continue", **kwargs):
-    """Ctrl-C while training: say what is kept, exit 130 (no traceback); 143 for SIGTERM
-    (Terminated, maybe behind a sweep's own Interrupted)."""
+def _interruptible(fn):
+    """Ctrl-C while training: say what is kept (a sweep's Interrupted has its own line), exit
+    130 (no traceback); 143 for SIGTERM (Terminated, maybe behind a sweep's Interrupted)."""
     try:
-        return fn(*args, **kwargs)
+        return fn()
     except KeyboardInterrupt as err:
-        print(f"\n{getattr(err, 'message', message)}", file=sys.stderr)
+        kept = "interrupted: finished epochs are saved; rerun the same command to continue"
+        print(f"\n{getattr(err, 'message', kept)}", file=sys.stderr)
         cause = err
         while cause is not None and not isinstance(cause, Terminated):
             cause = cause.__context__

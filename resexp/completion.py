@@ -20,6 +20,7 @@ from typing import Sequence
 
 def _choices(key: str, config_dirs: Sequence[str]) -> list[str]:
     """The values ``key`` can take, where they are a short list; [] for free values."""
+    from resexp.models import list_models
     from resexp.settings import schema
     from resexp.settings.compose import config_groups, list_group
 
@@ -33,7 +34,6 @@ def _choices(key: str, config_dirs: Sequence[str]) -> list[str]:
     if isinstance(check, tuple):
         return list(check)
     if check == "arch":
-        from resexp.models import list_models  # imports torch: only when completing an arch
         return list_models()
     if check == "diagnostics":
         return list(schema.DIAGNOSTICS)
@@ -65,6 +65,5 @@ def complete_words(before: Sequence[str], incomplete: str, config_dirs: Sequence
 
 def complete_override(ctx, incomplete: str) -> list[str]:
     """typer's autocompletion hook: the words parsed so far are in ``ctx.params``."""
-    params = getattr(ctx, "params", None) or {}
-    return complete_words([str(w) for w in params.get("overrides") or []], incomplete,
-                          [str(d) for d in params.get("config_dir") or []])
+    return complete_words([str(w) for w in ctx.params.get("overrides") or []], incomplete,
+                          [str(d) for d in ctx.params.get("config_dir") or []])
