@@ -19,7 +19,6 @@ import importlib.util
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
@@ -46,12 +45,8 @@ FREE_DICTS = ("dataset.train_args", "dataset.test_args", "launcher.sbatch")
 
 
 def shipped_config_dir() -> Path:
-    """The configs/ folder shipped with the package (the repo's configs/ when editable,
-    or when the source tree is used uninstalled, e.g. with PYTHONPATH)."""
-    try:
-        return Path(str(resources.files("resexp.configs")))
-    except ModuleNotFoundError:
-        return Path(__file__).resolve().parent.parent / "configs"
+    """The configs/ folder shipped inside the package (the repo's configs/ links to it)."""
+    return Path(__file__).resolve().parents[1] / "configs"
 
 
 def extra_config_dirs(config_dirs: Sequence[str | Path] = ()) -> list[Path]:
@@ -111,17 +106,8 @@ def parse_overrides(overrides: Sequence[str]) -> list[Override]:
         raise UserError(str(err).splitlines()[0]) from None
 
 
-def _value_str(o: Override) -> str:
-    return o.get_value_element_as_str()
-
-
 def _sections() -> set[str]:
     return {k.rsplit(".", i)[0] for k in schema.leaf_fields() for i in range(1, k.count(".") + 1)}
-
-
-def _is_key(key: str) -> bool:
-    """A key of the schema: a leaf (train.lr) or a section (train, dataset.augment)."""
-    return key in schema.leaf_fields() or key in _sections()
 
 
 def _in_free_dict(key: str) -> bool:
@@ -129,19 +115,12 @@ def _in_free_dict(key: str) -> bool:
 
 
 def unknown_key(key: str, groups: Sequence[str] = (), note: str = "") -> str:
-    """The line for a key the schema does not have, with the nearest known keys."""
-    close = _nearest(key, list(dict.fromkeys([*schema.leaf_fields(), *_sections(), *groups])))
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    """The line for a key the schema does not have, with the nearest known one (a typo is usually one)."""
+    close = difflib.get_close_matches(key, [*schema.leaf_fields(), *_sections(), *groups], n=1, cutoff=0.75)
+    hint = f"; did you mean {close[0]}?" if close else ""
     if "." not in key and groups:
         return f"unknown config group or key '{key}' (groups: {', '.join(groups)}){hint}"
     return f"unknown config key '{key}'{note}{hint}"
-
-
-def _nearest(key: str, known: Sequence[str]) -> list[str]:
-    """The known names closest to ``key``: the best and any as close (a typo is usually one)."""
-    score = {k: difflib.SequenceMatcher(None, key, k).ratio() for k in known}
-    best = max(score.values(), default=0)
-    return sorted((k for k, r in score.items() if r >= max(0.75, best - 0.03)), key=score.get, reverse=True)
 
 
 def _group_override(o: Override) -> str:
@@ -169,7 +148,8 @@ def _value_override(o: Override, groups: Sequence[str]) -> str | None:
     """A key's override as Hydra should apply it (None: a removal, done after composing):
     ``key=value`` sets a schema key, ``++key=value`` too, ``+key=value`` adds a key where
     the schema allows new keys (FREE_DICTS), ``~key`` is applied by remove_keys."""
-    k, known, free = o.key_or_group, _is_key(o.key_or_group), _in_free_dict(o.key_or_group)
+    k, free = o.key_or_group, _in_free_dict(o.key_or_group)
+    known = k in schema.leaf_fields() or k in _sections()  # a leaf (train.lr) or a section (train, dataset.augment)
     if not (known or free):
         where = f"{', '.join(FREE_DICTS[:-1])} and {FREE_DICTS[-1]}"
         note = f" ('+' adds keys only under {where})" if o.is_add() or o.is_force_add() else ""
@@ -417,9 +397,9 @@ def name_for_dataset(overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) 
     dataset, experiment = given.get("dataset"), given.get("experiment")
     if dataset is None or "name" in given or (experiment is not None and experiment.is_delete()):
         return []
-    exp = _value_str(experiment) if experiment is not None else DEFAULT_EXPERIMENT
+    exp = experiment.get_value_element_as_str() if experiment is not None else DEFAULT_EXPERIMENT
     settings = experiment_settings(exp, extra_dirs)
-    own, new = _dataset_of(settings), _value_str(dataset)
+    own, new = _dataset_of(settings), dataset.get_value_element_as_str()
     if own is None or new == own or not trust.is_option_name(new):
         return []
     name = str(settings.get("name", exp))

@@ -34,8 +34,10 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from typing import Any, Callable, Dict, List, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
 
 from resexp.errors import UserError
+from resexp.models import list_models
 
 
 def key(default=None, *, check=None, result: bool = True, excludes: str | None = None, needs: str | None = None,
@@ -207,11 +209,6 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def _archs() -> list[str]:
-    from resexp.models import list_models  # the registry, imported only when checking
-    return list_models()
-
-
 # train.diagnostics: when the measurements inside the nets are taken.
 DIAGNOSTICS = ("off", "end", "epoch")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -283,9 +280,10 @@ RULES: dict[str, tuple[Callable[[Any], bool], str | Callable[[], str]]] = {
     "device": (lambda v: bool(_DEVICE.match(str(v))), "auto, cpu, cuda or cuda:N"),
     "diagnostics": (lambda v: v in DIAGNOSTICS,
                     "one of off, end, epoch (in a YAML file quote \"off\": YAML reads a bare off as false)"),
-    "arch": (lambda v: v in _archs(), lambda: "one of " + ", ".join(_archs())),
-    "arch_list": (lambda v: len(v) > 0 and all(a in _archs() for a in v),
-                  lambda: "a non-empty list of " + ", ".join(_archs())),
+    # the registry as it is when checking: an architecture registered later counts too
+    "arch": (lambda v: v in list_models(), lambda: "one of " + ", ".join(list_models())),
+    "arch_list": (lambda v: len(v) > 0 and all(a in list_models() for a in v),
+                  lambda: "a non-empty list of " + ", ".join(list_models())),
 }
 
 
@@ -335,13 +333,6 @@ def exclusive_partner(dotted: str) -> str | None:
     return f"{dotted.rsplit('.', 1)[0]}.{partner}" if partner else None
 
 
-def _get(cfg, dotted: str):
-    node = cfg
-    for part in dotted.split("."):
-        node = node[part]
-    return node
-
-
 def check_values(cfg) -> None:
     """Every value against its rule, then every key that ``needs`` a switch against that
     switch: the first violation is one UserError line."""
@@ -349,7 +340,7 @@ def check_values(cfg) -> None:
         rule = f.metadata.get("check")
         if rule is None:
             continue
-        value = _get(cfg, dotted)
+        value = OmegaConf.select(cfg, dotted)
         if isinstance(rule, tuple):
             ok, want = value in rule, "one of " + ", ".join(rule)
         else:
@@ -372,7 +363,7 @@ def _shown(value):
 
 
 def _check_needs(cfg, dotted: str, switch: str) -> None:
-    value, on = _shown(_get(cfg, dotted)), _get(cfg, switch)
+    value, on = _shown(OmegaConf.select(cfg, dotted)), OmegaConf.select(cfg, switch)
     if not on and value != default_of(dotted):
         off, how = ("false", f"{switch}=true") if isinstance(on, bool) else (on, f"{switch} above {on}")
         raise UserError(f"{dotted}={value!r} is set but {switch} is {off}: set {how}, or leave {dotted} out")
