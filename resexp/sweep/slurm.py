@@ -180,10 +180,9 @@ class TrainJob(Checkpointable):
         # stops at once instead: the last finished epoch is on disk, and the run folder is
         # free for whichever job continues it.
         signal.signal(signal.SIGTERM, _exit_now)
-        make_importable(getattr(self, "code_dirs", ()))  # a job pickled before code_dirs existed has none
+        make_importable(self.code_dirs)
         console = Console(stderr=True, soft_wrap=True)
-        return str(train_run(OmegaConf.create(self.cfg_yaml), Path(self.out), console,
-                             origin=getattr(self, "origin", None)))  # a job pickled before origin existed has none
+        return str(train_run(OmegaConf.create(self.cfg_yaml), Path(self.out), console, origin=self.origin))
 
 
 def _exit_now(signum, frame) -> None:
