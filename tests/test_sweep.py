@@ -219,6 +219,15 @@ def test_dry_run_trains_nothing_and_shows_each_runs_state(tmp_path, monkeypatch,
     assert runs[0].cost_s == 0 and runs[1].cost_s > 0
 
 
+def test_a_plan_with_nothing_to_go_by_shows_no_seconds(tmp_path):
+    """No run in the folder and nothing timed (a sweep that trains at once): no run is
+    estimated, and none is shown with a number of seconds."""
+    runs = sw.plan(*sw.resolve_spec(["plain", "resnet"], [8], None, TINY, tmp_path / "out"))
+    basis = sw.estimate_costs(runs, tmp_path / "out")
+    assert basis is None and [r.estimated for r in runs] == [False, False]
+    assert [line.split()[-1] for line in sw.format_plan(runs, basis).splitlines()[1:3]] == ["-", "-"]
+
+
 # --------------------------------------------------------------------------- failures
 def test_a_failed_run_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     real_epoch = train_module.train_epoch
@@ -387,7 +396,7 @@ def test_a_sweep_with_other_settings_is_refused_while_another_trains_in_the_fold
         assert (out / "sweep.yaml").read_text() == saved and not (out / "resnet-14-s0").exists()
         assert cli(monkeypatch, capsys, *first)[0] == 0  # the same sweep joins it
     finally:
-        claim.release(active)
+        os.close(active)
     assert cli(monkeypatch, capsys, "sweep", "--archs", "resnet", "--depths", "14", "--out", out, *TINY)[0] == 0
     assert (out / "resnet-14-s0" / "metrics.csv").exists()
 

@@ -7,23 +7,18 @@ So of two sweeps started at once on one folder with different settings, the seco
 the first's sweep.yaml and that it is training, and is refused in one line; sweeps with
 the same settings share the folder (each run is still trained once: its own lock). Both
 are flock(2) locks, which the kernel releases when their process ends, however it ends,
-so a killed sweep never leaves one behind. Where flock does not exist (Windows), nothing
-is locked and the clash check alone guards the folder.
+so a killed sweep never leaves one behind.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import time
 from pathlib import Path
 from typing import Callable, Iterator
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not on Linux or macOS
-    fcntl = None
 
 from resexp.errors import UserError
 
@@ -45,14 +40,11 @@ def _open(path: Path, create: bool = True) -> int:
 
 
 @contextlib.contextmanager
-def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator[Callable[[], bool]]:
+def planning(out: Path) -> Iterator[Callable[[], bool]]:
     """Hold a lock on the nearest existing folder above ``out`` while a sweep reads the
     folder's saved sweep and saves its own (nothing is created for it: a sweep that stops
     at a mistake leaves no trace); yields ``others_training()``: whether another sweep
     trains in ``out`` now."""
-    if fcntl is None:
-        yield lambda: False
-        return
     anchor = Path(os.path.abspath(out)).parent
     while not anchor.is_dir() and anchor != anchor.parent:
         anchor = anchor.parent
@@ -60,14 +52,14 @@ def planning(out: Path, clock: Callable[[], float] = time.monotonic) -> Iterator
         fd = os.open(anchor, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
-    start = clock()
+    start = time.monotonic()
     try:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if clock() - start > WAIT_S:
+                if time.monotonic() - start > WAIT_S:
                     raise UserError(f"another sweep has been planning in {out} for {WAIT_S:.0f} s; "
                                     f"try again once it has started") from None
                 time.sleep(0.2)
@@ -91,16 +83,9 @@ def _held_by_others(path: Path) -> bool:
         os.close(fd)  # closing drops the probe's lock
 
 
-def training(out: Path) -> int | None:
+def training(out: Path) -> int:
     """Mark this process as a sweep training in ``out`` (a shared lock held until the process
-    ends or release()); returns the descriptor to release."""
-    if fcntl is None:
-        return None
+    ends or the returned descriptor is closed)."""
     fd = _open(out / ACTIVE_LOCK)
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
-
-
-def release(fd: int | None) -> None:
-    if fd is not None:
-        os.close(fd)

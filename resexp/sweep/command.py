@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -112,7 +113,7 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     except KeyboardInterrupt:
         raise Interrupted(how.interrupted.format(out=out)) from None
     finally:
-        claim.release(active)
+        os.close(active)
 
 
 def _plan(spec, out: Path, jobs: int | None, wait: bool, dry_run: bool, console: Console):
