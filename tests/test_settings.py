@@ -231,21 +231,6 @@ def test_a_dry_run_with_no_runs_times_one_architecture_at_its_extreme_depths(tmp
         assert r.estimated and r.cost_s == pytest.approx(2500 * step + 10 * 2000 * step / 32 / 3)
 
 
-def test_a_dry_run_times_nothing_once_its_time_budget_is_spent(tmp_path, monkeypatch):
-    """The clock is injected: it reads past the budget before the first timing, so nothing
-    is timed and no run is shown with a number of seconds."""
-    import resexp.tools.bench
-    monkeypatch.setattr(resexp.tools.bench, "bench_one", lambda cfg, steps, warmup: {"ms_per_step": 10.0})
-    ticks = iter([0.0, estimate.TIMING_BUDGET_S + 1, estimate.TIMING_BUDGET_S + 1, estimate.TIMING_BUDGET_S + 1])
-    spec, out = sw.resolve_spec(None, [8, 20], None, ["experiment=quick_fashion"], tmp_path / "qf")
-    runs = sw.plan(spec, out)
-    basis = sw.estimate_costs(runs, out, time_here=True, clock=lambda: next(ticks))
-    assert basis is None
-    assert [r.estimated for r in runs] == [False] * 4
-    plan = sw.format_plan(runs, basis)
-    assert [line.split()[-1] for line in plan.splitlines()[1:5]] == ["-"] * 4
-
-
 def test_a_resumed_sweep_estimates_an_arch_without_runs_from_the_others(tmp_path):
     """A sweep stopped after plain-8 finished, rerun without --dry-run (nothing timed):
     plain-20's speed comes from plain-8's run, and resnet, with no run of its own, takes

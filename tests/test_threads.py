@@ -103,7 +103,7 @@ def test_usable_cores_and_the_cgroup_quota(tmp_path):
 
 
 def test_the_plan_states_the_rule(monkeypatch, free_cfg):
-    monkeypatch.setattr(task, "usable_cores", lambda: 4)
+    monkeypatch.setattr(threads, "usable_cores", lambda: 4)
     assert "1 per run (4 runs at once on 4 usable cores)" in task.planned_threads(free_cfg, "local", 4, False)
     assert "the 4 usable cores less those others keep busy" in task.planned_threads(free_cfg, "local", 1, False)
     pinned = OmegaConf.merge(free_cfg, {"train": {"threads": 1}})

@@ -9,8 +9,7 @@ other architectures' runs (a plain and a residual net of one depth cost the same
 With no run at all, the first architecture is timed for a few steps at its
 smallest and largest planned depth (``resexp bench``'s loop on random images of
 the dataset's shape): three steps after one of warm-up, on one thread, so that
-cores others are using do not stretch the timing tenfold (docs/threads.md), and
-within a time budget; spent before any timing, nothing is estimated. An
+cores others are using do not stretch the timing tenfold (docs/threads.md). An
 evaluation pass is counted as a third of a training step per image (a forward
 without the backward).
 
@@ -66,24 +65,18 @@ def measured_points(states: Iterable[RunState], batch_size: int) -> dict[str, li
 
 TIMED_STEPS = 3     # timed steps per depth
 WARMUP_STEPS = 1    # untimed before them: on the CPU only the first step is slower (allocations)
-TIMING_BUDGET_S = 20.0  # all timings of one plan; an arch not begun by then is not estimated
 
 
-def timed_points(cfgs: dict[int, object], steps: int = TIMED_STEPS) -> list[tuple[int, float]]:
+def timed_points(cfgs: dict[int, object]) -> list[tuple[int, float]]:
     """(depth, seconds per step) of one arch at its smallest and largest depth, timed here
     on one thread; ``cfgs`` maps each planned depth to its run config."""
     from omegaconf import OmegaConf
 
     from resexp.tools.bench import bench_one  # torch and the trainer: only when a timing is needed
     picks = sorted({min(cfgs), max(cfgs)})
-    return [(d, bench_one(OmegaConf.merge(cfgs[d], {"train": {"threads": 1}}), steps,
+    return [(d, bench_one(OmegaConf.merge(cfgs[d], {"train": {"threads": 1}}), TIMED_STEPS,
                           warmup=WARMUP_STEPS)["ms_per_step"] / 1000)
             for d in picks]
-
-
-def mean_line(lines: list[Line]) -> Line:
-    """An arch with no speed of its own, for a progress bar's weights only: the others' mean."""
-    return Line(sum(x.a for x in lines) / len(lines), sum(x.b for x in lines) / len(lines))
 
 
 def run_seconds(line: Line, depth: int, iterations: int, epochs: int, batch_size: int,

@@ -46,18 +46,9 @@ from resexp.settings.compose import (
     parse_overrides,
 )
 from resexp.sweep.saved import GRID, SWEEP_FILE, axis_problem, saved_spec
-from resexp.sweep.estimate import (
-    TIMED_STEPS,
-    TIMING_BUDGET_S,
-    Line,
-    fit_line,
-    mean_line,
-    measured_points,
-    run_seconds,
-    timed_points,
-)
-from resexp.sweep.task import usable_cores
+from resexp.sweep.estimate import TIMED_STEPS, Line, fit_line, measured_points, run_seconds, timed_points
 from resexp.train import extend
+from resexp.train.threads import usable_cores
 from resexp.train.schedule import planned_schedule
 
 
@@ -74,7 +65,10 @@ class SweepSpec:
     # The other settings it varies, {config key: [values]} (each as its config holds it);
     # each run's folder name carries its values (resexp.run.folder.run_name).
     axes: dict[str, list] = field(default_factory=dict)
-    _base: tuple | None = field(default=None, init=False, repr=False, compare=False)
+    # The overrides composed once, by resolve_spec or the first run_config: a Hydra compose
+    # costs about 0.3 s, and a sweep of 50 runs would spend a quarter of a minute composing
+    # the same thing. Each run's arch, depth, seed and axes are set on a copy.
+    composed: object = field(default=None, repr=False, compare=False)
 
     def to_yaml(self) -> str:
         spec = {"archs": self.archs, "depths": self.depths, "seeds": self.seeds, "overrides": self.overrides,
@@ -91,7 +85,9 @@ class SweepSpec:
         extra axes). Whether it fits this host's device is checked only where it trains
         here (not for SLURM jobs)."""
         seed = self.seeds[0] if seed is None else seed
-        cfg = copy.deepcopy(self._composed())
+        if self.composed is None:
+            self.composed = compose_config([*self.overrides, *self.launcher], self.config_dirs)
+        cfg = copy.deepcopy(self.composed)
         try:  # what the overrides model.arch=, model.depth=, seed= and the axes' would do, applied last
             cfg.model.arch, cfg.model.depth, cfg.seed = arch, depth, seed
             for key, value in (setting or {}).items():
@@ -102,16 +98,6 @@ class SweepSpec:
         if cfg.launcher.type == "local":
             check_fits(cfg, device_of(cfg.train.device))
         return cfg
-
-    def _composed(self):
-        """The sweep's overrides composed once (a Hydra compose costs about 0.3 s; a sweep
-        of 50 runs would spend a quarter of a minute composing the same thing)."""
-        if self._base is None or self._base[0] != self._key():
-            self._base = (self._key(), compose_config([*self.overrides, *self.launcher], self.config_dirs))
-        return self._base[1]
-
-    def _key(self) -> tuple:
-        return tuple(self.overrides), tuple(self.launcher), tuple(self.config_dirs)
 
     def origin(self, arch: str, depth: int, seed: int, setting: dict) -> Origin:
         """How one run was asked for (its command.yaml): this command, and the overrides
@@ -238,26 +224,23 @@ def _values(o) -> list:
                         f"not an interval") from None
 
 
-def _merged(saved: dict, overrides: list[str], config_dirs) -> tuple[list[str], list[str]]:
-    """Overrides and config folders of a saved sweep, extended by the new ones. What the
-    saved file may not decide (paths, code, the launcher: resexp.settings.trust) must be
-    given again on the command line."""
+def _settings(saved: dict, given_axes: dict[str, list], rest: list[str], config_dirs) -> tuple[dict, list, list]:
+    """(extra axes, overrides, config folders) of a saved sweep extended by the new ones.
+    A saved axis is replaced by the same key given again: with several values, or with one
+    (``train.lr=0.02`` on a sweep of lrs sweeps that one lr); an override of a key that is
+    now an axis is dropped. What the saved file may not decide (paths, code, the launcher:
+    resexp.settings.trust) must be given again on the command line."""
+    saved_axes = saved.get("axes") or {}
+    singles = [o for o in parse_overrides(rest) if o.key_or_group in saved_axes]
+    axes = {**saved_axes, **{o.key_or_group: _values(o) for o in singles}, **given_axes}
+    overrides = [o for o in rest if o not in {s.input_line for s in singles}]
     if saved:
         given = {o.key_or_group for o in parse_overrides(overrides)}
         trust.check_saved_overrides(saved["path"], parse_overrides(saved["overrides"]), given, config_groups())
         trust.check_saved_dirs(saved["path"], saved.get("config_dirs", []), extra_config_dirs(config_dirs))
     dirs = [str(Path(d).expanduser().resolve()) for d in [*saved.get("config_dirs", []), *config_dirs]]
-    return merge_overrides(saved.get("overrides", []), overrides), list(dict.fromkeys(dirs))
-
-
-def _extra_axes(saved: dict, given: dict[str, list], rest: list[str]) -> tuple[dict[str, list], list[str]]:
-    """The extra axes of a saved sweep, each replaced by the same key given again: with
-    several values, or with one (``train.lr=0.02`` on a sweep of lrs sweeps that one lr);
-    and the overrides that are not axes."""
-    saved_axes = saved.get("axes") or {}
-    singles = [o for o in parse_overrides(rest) if o.key_or_group in saved_axes]
-    axes = {**saved_axes, **{o.key_or_group: _values(o) for o in singles}, **given}
-    return axes, [o for o in rest if o not in {s.input_line for s in singles}]
+    merged = merge_overrides(saved.get("overrides", []), overrides)
+    return axes, [o for o in merged if parse_overrides([o])[0].key_or_group not in axes], list(dict.fromkeys(dirs))
 
 
 def _canonical(composed, axes: dict[str, list]) -> dict[str, list]:
@@ -297,22 +280,19 @@ def resolve_spec(archs, depths, seeds, overrides: Sequence[str], out: Path | Non
     launcher = [o for o in rest if is_launcher_override(o)]
     rest = [o for o in rest if not is_launcher_override(o)]
     saved = saved_spec(out)
-    axes, rest_here = _extra_axes(saved, given_axes, rest)
-    merged, dirs = _merged(saved, rest_here, config_dirs)
+    axes, merged, dirs = _settings(saved, given_axes, rest, config_dirs)
     composed = compose_config([*merged, *launcher], dirs)
-    base = finish_config(copy.deepcopy(composed))
-    composed_for = (tuple(merged), tuple(launcher), tuple(dirs))
     if out is None:
-        out = Path("results") / base.name
+        out = Path("results") / finish_config(copy.deepcopy(composed)).name
         saved = saved_spec(out)
-        axes, rest_here = _extra_axes(saved, given_axes, rest)
-        merged, dirs = _merged(saved, rest_here, config_dirs)
-    merged = [o for o in merged if parse_overrides([o])[0].key_or_group not in axes]
+        if saved:  # the sweep saved there goes on, with its settings under these
+            axes, merged, dirs = _settings(saved, given_axes, rest, config_dirs)
+            composed = compose_config([*merged, *launcher], dirs)
+    base = finish_config(copy.deepcopy(composed))
     pick = lambda key: flags[key] if flags[key] is not None else saved.get(key) or list(base.sweep[key])  # noqa: E731
     spec = SweepSpec(pick("archs"), pick("depths"), pick("seeds"), merged, dirs, launcher,
-                     _canonical(composed, axes))
+                     _canonical(composed, axes), composed)
     check_depths(base.model, spec.archs, spec.depths)  # every bad depth in one line, before any run
-    spec._base = (composed_for, composed)  # the plan's runs start from it (recomposed if the folder's sweep changed it)
     return spec, out
 
 
@@ -382,50 +362,49 @@ def _planned(spec: SweepSpec, arch: str, depth: int, seed: int, setting: dict, o
 
 
 def estimate_costs(runs: list[PlannedRun], out: Path, found: dict[str, RunState] | None = None,
-                   time_here: bool = False, clock=time.perf_counter) -> str | None:
+                   time_here: bool = False) -> str | None:
     """Set each run's ``cost_s`` (seconds still to train) and return what the figures
     rest on and how far to trust them. Speeds: the runs of ``out`` (``found``: survey(out));
     an arch with no run of its own there takes the other archs' (a plain and a residual net
     of one depth cost the same: the shortcut is an addition); with none at all and
-    ``time_here``, a few steps are timed here on one thread while the time budget lasts
-    (estimate.py). An arch with neither is not estimated
-    (``estimated`` False): its cost_s only weighs it on a progress bar, never printed."""
+    ``time_here``, the first arch is timed here for a few steps on one thread (estimate.py).
+    With neither, nothing is estimated (``estimated`` False): cost_s only weighs a run on a
+    progress bar, never printed."""
     todo = [r for r in runs if r.to_train]
     if not todo:
         return None
     batch = todo[0].cfg.train.batch_size
     found = survey(out) if found is None else found
-    points, timed, start = measured_points(found.values(), batch), [], clock()
-    for arch in dict.fromkeys(r.arch for r in todo):
-        if not points and time_here and clock() - start < TIMING_BUDGET_S:
-            points[arch] = timed_points({r.depth: r.cfg for r in todo if r.arch == arch})
-            timed.append(arch)
+    points, timed, timing_s = measured_points(found.values(), batch), None, 0.0
+    if not points and time_here:
+        timed, start = todo[0].arch, time.perf_counter()
+        points[timed] = timed_points({r.depth: r.cfg for r in todo if r.arch == timed})
+        timing_s = time.perf_counter() - start
     lines = {arch: fit_line(p) for arch, p in points.items()}
     borrowed = [a for a in dict.fromkeys(r.arch for r in todo) if a not in lines and points]
     if borrowed:
         pooled = fit_line([p for arch_points in points.values() for p in arch_points])
         lines.update({arch: pooled for arch in borrowed})
-    stand_in = mean_line(list(lines.values())) if lines else fit_line([(1, 1.0)])  # a weight, not seconds
     for r in todo:
-        eval_images = evaluated_per_epoch(r.cfg.dataset)
         r.estimated = r.arch in lines
-        line = lines.get(r.arch, stand_in)
+        line = lines.get(r.arch, Line(0.0, 1.0))  # a weight, not seconds
         per_image = r.cfg.train.batch_size / batch  # a step costs about its images (a batch-size axis)
-        r.cost_s = run_seconds(Line(line.a * per_image, line.b * per_image), r.depth, r.iterations - r.iterations_done,
-                               r.epochs_planned - r.epochs_done, r.cfg.train.batch_size, eval_images)
-    return _basis(out, points, timed, borrowed, clock() - start)
+        r.cost_s = per_image * run_seconds(line, r.depth, r.iterations - r.iterations_done,
+                                           r.epochs_planned - r.epochs_done, r.cfg.train.batch_size,
+                                           evaluated_per_epoch(r.cfg.dataset))
+    return _basis(out, points, timed, borrowed, timing_s)
 
 
-def _basis(out: Path, points: dict, timed: list[str], borrowed: list[str], timing_s: float) -> str | None:
+def _basis(out: Path, points: dict, timed: str | None, borrowed: list[str], timing_s: float) -> str | None:
     """Where the estimate comes from, and how sure it is."""
-    measured = sorted(set(points) - set(timed))
+    measured = sorted(set(points) - {timed})
     parts = []
     if measured:
         count = sum(len(points[a]) for a in measured)
         parts.append(f"speeds of the runs in {out} ({', '.join(measured)}; {count} run{'s' * (count > 1)}): "
                      f"within 2x on the committed sweeps")
     if timed:
-        parts.append(f"{', '.join(timed)} timed here for {TIMED_STEPS} steps on 1 thread in {timing_s:.0f} s"
+        parts.append(f"{timed} timed here for {TIMED_STEPS} steps on 1 thread in {timing_s:.0f} s"
                      f"{_load_note()}: a rough guess, within about 2x on an idle machine")
     if borrowed:
         parts.append(f"{', '.join(borrowed)} at the speed of {', '.join(sorted(points))} of equal depth "

@@ -19,14 +19,9 @@ from resexp.run.state import Status
 from resexp.train import threads
 
 
-def usable_cores() -> int:
-    """Cores this process may use: its affinity mask, cgroup CPU quota and SLURM job."""
-    return threads.usable_cores()
-
-
 def planned_threads(cfg, launcher_type: str, jobs: int, on_gpu: bool) -> str:
     """The plan's line on CPU threads: the rule setup() applies to these runs (resexp/train/threads.py)."""
-    cores = usable_cores()
+    cores = threads.usable_cores()
     if cfg.train.threads is not None:
         return f"CPU threads: {cfg.train.threads} per run (train.threads, as set)"
     if launcher_type == "slurm":
