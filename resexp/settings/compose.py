@@ -340,7 +340,6 @@ def compose_config(overrides: Sequence[str] = (), config_dirs: Sequence[str | Pa
     make_importable(extra)
     if extra:
         overrides.append("hydra.searchpath=[" + ",".join(f"file://{d}" for d in extra) + "]")
-    schema.register()
     GlobalHydra.instance().clear()  # compose may be called many times in one process
     try:
         with initialize_config_dir(config_dir=str(shipped_config_dir()), version_base=None):
@@ -377,11 +376,7 @@ def experiment_settings(name: str, dirs: Sequence[Path] = ()) -> dict:
 
 def experiment_dataset(name: str, dirs: Sequence[Path] = ()) -> str | None:
     """The dataset an experiment picks (``- override /dataset: NAME``), or None."""
-    return _dataset_of(experiment_settings(name, dirs))
-
-
-def _dataset_of(settings: dict) -> str | None:
-    defaults = settings.get("defaults")
+    defaults = experiment_settings(name, dirs).get("defaults")
     for item in defaults if isinstance(defaults, list) else []:
         if isinstance(item, dict) and isinstance(item.get("override /dataset"), str):
             return item["override /dataset"]
@@ -398,11 +393,10 @@ def name_for_dataset(overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) 
     if dataset is None or "name" in given or (experiment is not None and experiment.is_delete()):
         return []
     exp = experiment.get_value_element_as_str() if experiment is not None else DEFAULT_EXPERIMENT
-    settings = experiment_settings(exp, extra_dirs)
-    own, new = _dataset_of(settings), dataset.get_value_element_as_str()
+    own, new = experiment_dataset(exp, extra_dirs), dataset.get_value_element_as_str()
     if own is None or new == own or not trust.is_option_name(new):
         return []
-    name = str(settings.get("name", exp))
+    name = str(experiment_settings(exp, extra_dirs).get("name", exp))
     return [f"name={name[:-len(own)]}{new}" if name.endswith(f"_{own}") else f"name={name}_on_{new}"]
 
 
@@ -446,6 +440,9 @@ def validate(cfg: DictConfig) -> None:
              "train.tensorboard=true needs the tensorboard package: pip install 'resexp[tensorboard]'")
     _require(not t.wandb or importlib.util.find_spec("wandb") is not None,
              "train.wandb=true needs the wandb package: pip install 'resexp[wandb]'")
+    # a crop of the padded image would be all padding, or nearly
+    _require(ds.augment.pad < ds.image_size, f"dataset.augment.pad must be less than dataset.image_size "
+                                             f"({ds.image_size}), got {ds.augment.pad} (§4.2: 4 pixels on 32)")
     _require(len(ds.mean) == ds.channels == len(ds.std),
              f"dataset {ds.name}: mean and std need one value per channel ({ds.channels})")
     _require(ds.val_size < ds.train_size,
