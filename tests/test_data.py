@@ -10,7 +10,8 @@ from helpers.cli import cli
 from helpers.formats import write_cifar10_tarball, write_mnist_source
 from helpers.markers import need_fashion_mnist, need_mnist
 
-from resexp.data import SyntheticImages, load_data, on_disk, random_data, train_batches
+from resexp.data import SyntheticImages, load_data, random_data, train_batches
+from resexp.data.load import found
 from resexp.errors import UserError
 from resexp.settings.compose import load_config
 
@@ -19,9 +20,9 @@ def test_mnist_loaded_from_idx_files(tmp_path):
     arrays = write_mnist_source(tmp_path / "src", n_train=40, n_test=12)
     cfg = load_config(["dataset=mnist", f"dataset.source={tmp_path / 'src'}", "dataset.download=false",
                        "dataset.train_size=40", "dataset.test_size=12"])
-    assert on_disk(cfg.dataset) == "source"
+    assert found(cfg.dataset)[0] == "source"
     data = load_data(cfg.dataset, torch.device("cpu"))
-    assert on_disk(cfg.dataset) == "ready"
+    assert found(cfg.dataset)[0] == "ready"
     assert data.train.x.shape == (40, 1, 28, 28) and data.train.x.dtype == torch.uint8
     assert np.array_equal(data.train.x[:, 0].numpy(), arrays["train-images-idx3-ubyte"])
     assert np.array_equal(data.train.y.numpy(), arrays["train-labels-idx1-ubyte"])

@@ -150,7 +150,7 @@ def test_run_csvs_hold_the_checkpoints_measurements(tmp_path, tiny_cfg):
     assert sorted(set(responses["epoch"])) == [0, 3]  # default: at initialisation and at the end
     assert responses.groupby("epoch")["bn"].first().tolist() == ["batch", "running"]
     data = load_data(cfg.dataset, torch.device("cpu"))
-    model = build_model(cfg, data).to(memory_format=torch.channels_last)  # as the run's (same conv kernels)
+    model = build_model(cfg).to(memory_format=torch.channels_last)  # as the run's (same conv kernels)
     model.load_state_dict(torch.load(run / "checkpoint.pt", weights_only=True)["model"])
     model.eval()
     x = data.normalize(data.test.x[:100])

@@ -6,7 +6,7 @@ class here, e.g. `_target_: resexp.data.SyntheticImages`.
 """
 
 from resexp.data.load import (Data, SyntheticImages, Split, data_root, eval_batches, iters_per_epoch, load_data,
-                              on_disk, open_dataset, random_data, train_batches)
+                              open_dataset, random_data, train_batches)
 
 __all__ = ["Data", "Split", "SyntheticImages", "data_root", "eval_batches", "iters_per_epoch", "load_data",
-           "on_disk", "open_dataset", "random_data", "train_batches"]
+           "open_dataset", "random_data", "train_batches"]

@@ -161,13 +161,9 @@ def evaluated_per_epoch(ds_cfg) -> int:
     return (ds_cfg.test_subset or ds_cfg.test_size) + ds_cfg.val_size
 
 
-def on_disk(ds_cfg) -> str:
-    """'ready' (loadable now), 'source' (will be staged from dataset.source) or 'missing'."""
-    return found(ds_cfg)[0]
-
-
 def found(ds_cfg) -> tuple[str, str]:
-    """(on_disk's answer, the format found): 'torchvision' (the class's own files, staged from
+    """('ready' (loadable now), 'source' (will be staged from dataset.source) or 'missing',
+    the format found): 'torchvision' (the class's own files, staged from
     dataset.source where needed), 'binary(...)' (CIFAR's binary version, read in place) or '-'.
     UserError where dataset.source is set and cannot serve (missing, or another dataset's)."""
     cls = dataset_class(ds_cfg)

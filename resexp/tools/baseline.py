@@ -22,7 +22,8 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms
 
-from resexp.models import count_params, get_model
+from resexp.models import count_params
+from resexp.train.loop import build_model
 
 
 class PILImages(Dataset):
@@ -64,8 +65,7 @@ def bench_baseline(cfg, device: torch.device, steps: int, workers: int) -> dict:
     t, ds = cfg.train, cfg.dataset
     cuda = device.type == "cuda"
     torch.manual_seed(cfg.seed)
-    model = get_model(**cfg.model, in_channels=ds.channels, num_classes=ds.num_classes,
-                      image_size=ds.image_size).to(device)
+    model = build_model(cfg).to(device)
     if cuda:
         torch.backends.cudnn.benchmark = True
     optimizer = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum,

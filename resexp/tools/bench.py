@@ -49,10 +49,7 @@ def partial_batch(cfg) -> int:
     128: 50,000 % 128 = 80), which a run trains eagerly beside the graph; 0 if none. A run's
     epoch is ``dataset.train_subset`` images, else those ``dataset.val_size`` leaves."""
     ds, t = cfg.dataset, cfg.train
-    size = ds.get("train_size")
-    if not size or t.drop_last:
-        return 0
-    return (ds.train_subset or size - (ds.val_size or 0)) % t.batch_size
+    return 0 if t.drop_last else (ds.train_subset or ds.train_size - ds.val_size) % t.batch_size
 
 
 def steady(cfg):

@@ -47,9 +47,10 @@ from resexp.train.schedule import Schedule, make_schedule
 from resexp.train.step import Step, make_step
 
 
-def build_model(cfg, data: Data) -> torch.nn.Module:
-    return get_model(**cfg.model, in_channels=data.channels, num_classes=data.num_classes,
-                     image_size=data.image_size)
+def build_model(cfg) -> torch.nn.Module:
+    """``cfg``'s network for its dataset's images (on the CPU)."""
+    ds = cfg.dataset
+    return get_model(**cfg.model, in_channels=ds.channels, num_classes=ds.num_classes, image_size=ds.image_size)
 
 
 def make_progress(console: Console | None = None) -> Progress:
@@ -85,7 +86,7 @@ def setup(cfg, data: Data | None = None, graphed: bool | None = None, jobs: int 
     torch.set_num_threads(chosen.count)
     torch.manual_seed(cfg.seed)  # model init; data order is seeded per epoch (resexp/data/load.py)
     data = data if data is not None else load_data(cfg.dataset, device)
-    model = build_model(cfg, data).to(device)
+    model = build_model(cfg).to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv kernels once
     make_deterministic(bool(t.deterministic))  # after the benchmark flag: it wins when on
@@ -350,13 +351,10 @@ def _without_checkpoint(run: RunDir, s: Setup, log: Log, console: Console) -> Po
     (train.keep_checkpoint=false) is taken as its log says; any other starts again. A run
     with no epoch yet starts from nothing: what a killed start left (a header, the
     diagnostics of iteration 0) goes."""
-    last = log.rows[-1] if log.rows else None
-    if last is None:
-        run.keep_rows_until(0, log)
-        return Position()
-    if last["iteration"] >= s.schedule.total_iters or not math.isfinite(last["train_loss"]):
-        run.keep_rows_until(last["epoch"], log)
-        return Position.after(last)
+    at = Position.after(log.rows[-1]) if log.rows else Position()
+    if at.epoch == 0 or at.over(s.schedule.total_iters):
+        run.keep_rows_until(at.epoch, log)
+        return at
     return _start_again(run, console, "metrics.csv has rows but there is no checkpoint.pt to go on from")
 
 
