@@ -275,6 +275,9 @@ def test_a_model_too_big_for_the_device_is_one_line():
     with pytest.raises(UserError) as info:
         check_fits(cfg, torch.device("cpu"))
     assert str(info.value).startswith("resnet-999999998 needs about ") and "\n" not in str(info.value)
+    huge = load_config(["dataset.num_classes=1000000000000000000"])  # no schema bound: torch's shapes overflow
+    with pytest.raises(UserError, match=r"^resnet: a net of these sizes is too large to build, even as shapes \("):
+        check_fits(huge, torch.device("cpu"))
 
 
 # --------------------------------------------------------------------------- torch-free, and how archs are shown

@@ -14,15 +14,15 @@ class BadDepth(UserError):
         self.depth, self.what, self.nearest = depth, what, nearest
 
 
-def blocks_for_depth(depth: int, step: int, offset: int, what: str, minimum: int = 1) -> int:
-    """Number of repeated units n such that depth == step*n + offset, or a UserError
+def blocks_for_depth(depth: int, step: int, offset: int, what: str) -> int:
+    """Number of repeated units n >= 1 such that depth == step*n + offset, or a UserError
     that names the nearest valid depths (e.g. 1000 -> 998 or 1004 for 6n+2)."""
     if isinstance(depth, bool) or not isinstance(depth, int):
         raise UserError(f"depth must be an integer, got {depth!r}")
     n, rem = divmod(depth - offset, step)
-    if rem == 0 and n >= minimum:
+    if rem == 0 and n >= 1:
         return n
-    lowest = step * minimum + offset
+    lowest = step + offset
     if depth < lowest:
         raise BadDepth(f"depth {depth} is too small for {what}: the smallest is {lowest}", depth, what, (lowest,))
     below, above = depth - rem, depth - rem + step

@@ -14,7 +14,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -37,20 +36,6 @@ def device_of(spec: str) -> torch.device:
     return device
 
 
-@dataclass(frozen=True)
-class Footprint:
-    params: int
-    activations_per_image: int  # elements kept for the backward pass, per image
-
-    def train_bytes(self, batch: int, checkpoint_segments: int = 0) -> int:
-        """Rough training memory: fp32 weights, gradients and momentum, plus the
-        activations of one batch (fewer when they are recomputed in segments)."""
-        acts = self.activations_per_image * batch * 4
-        if checkpoint_segments:
-            acts //= checkpoint_segments
-        return 3 * 4 * self.params + acts
-
-
 def _small_depths(arch: str, options: dict) -> tuple[int, int]:
     """The two smallest depths the arch accepts (its n = 1 and n = 2)."""
     info, found = arch_info(arch), []
@@ -65,7 +50,8 @@ def _small_depths(arch: str, options: dict) -> tuple[int, int]:
     raise UserError(f"{arch}: no valid small depth found")  # a registry bug, not a user mistake
 
 
-def _measure(arch: str, depth: int, options: dict) -> Footprint:
+def _measure(arch: str, depth: int, options: dict) -> tuple[int, int]:
+    """Parameters, and elements kept for the backward pass per image, of one net."""
     with torch.device("meta"):
         model = get_model(arch, depth=depth, **options).eval()  # eval: BN takes one image
         x = torch.empty(1, options["in_channels"], options["image_size"], options["image_size"])
@@ -79,7 +65,7 @@ def _measure(arch: str, depth: int, options: dict) -> Footprint:
     model(x)
     for h in handles:
         h.remove()
-    return Footprint(sum(p.numel() for p in model.parameters()), count[0])
+    return sum(p.numel() for p in model.parameters()), count[0]
 
 
 # The options that size a net: what the error of one too large to build names.
@@ -87,39 +73,34 @@ SIZES = ("widths", "mlp_widths", "in_channels", "num_classes", "image_size")
 
 
 @functools.lru_cache(maxsize=64)
-def _smallest_two(arch: str, options_json: str) -> tuple[int, Footprint, int, Footprint]:
+def _smallest_two(arch: str, options_json: str) -> tuple[int, tuple[int, int], int, tuple[int, int]]:
     """The two smallest nets of a family, measured once per family and shape: every depth
     of a sweep extrapolates from the same pair."""
     options = json.loads(options_json)
-    options["checkpoint_segments"] = 0  # count every activation; train_bytes divides
+    options["checkpoint_segments"] = 0  # count every activation; check_fits divides
     d1, d2 = _small_depths(arch, options)
     try:
         return d1, _measure(arch, d1, options), d2, _measure(arch, d2, options)
     except (RuntimeError, OverflowError) as err:
         if "overflow" not in str(err).lower():
             raise  # a bug, not a size
-        # The schema bounds every size (resexp.settings.schema.MAX_WIDTH, ...); this is the
-        # last guard, for a caller that skipped it.
+        # The schema bounds widths and image size (resexp.settings.schema.MAX_WIDTH, ...), not
+        # dataset.num_classes: a classifier of 10**18 outputs is too large even as shapes.
         sizes = ", ".join(f"{k}={v}" for k, v in sorted(options.items()) if k in SIZES)
         raise UserError(f"{arch}: a net of these sizes is too large to build, even as shapes ({sizes})") from None
 
 
-def _estimate(arch: str, depth: int, options_json: str) -> Footprint:
-    d1, a, d2, b = _smallest_two(arch, options_json)
-    # How many repeats beyond the smallest net: a whole number for a valid depth, and integers
-    # throughout, so the figures are exact however deep the net.
-    k = (depth - d1) // (d2 - d1)
-    return Footprint(a.params + k * (b.params - a.params),
-                     a.activations_per_image + k * (b.activations_per_image - a.activations_per_image))
-
-
-def estimate(cfg) -> Footprint:
-    """Parameters and activations of ``cfg``'s model, without building it."""
+def estimate(cfg) -> tuple[int, int]:
+    """Parameters, and activations per image, of ``cfg``'s model, without building it."""
     m, ds = cfg.model, cfg.dataset
     options = {k: (list(v) if not isinstance(v, (int, float, str, bool)) else v)
                for k, v in m.items() if k not in ("arch", "depth")}
     options.update(in_channels=int(ds.channels), num_classes=int(ds.num_classes), image_size=int(ds.image_size))
-    return _estimate(m.arch, int(m.depth), json.dumps(options, sort_keys=True))
+    d1, small, d2, next_up = _smallest_two(m.arch, json.dumps(options, sort_keys=True))
+    # How many repeats beyond the smallest net: a whole number for a valid depth, and integers
+    # throughout, so the figures are exact however deep the net.
+    k = (int(m.depth) - d1) // (d2 - d1)
+    return small[0] + k * (next_up[0] - small[0]), small[1] + k * (next_up[1] - small[1])
 
 
 def memory_of(device: torch.device) -> int:
@@ -133,15 +114,17 @@ def _gb(n: float) -> str:
     return f"{n / 1e9:,.1f} GB" if n < 1e12 else f"{n / 1e12:,.0f} TB"
 
 
-def check_fits(cfg, device: torch.device) -> Footprint:
+def check_fits(cfg, device: torch.device) -> None:
     """UserError, with the figures, if training ``cfg`` cannot fit ``device``'s memory. Checked
     where a run trains (train.loop.setup) and where a sweep plans its local runs, not when a
     config loads: the device is the training host's, and loading a config needs no torch."""
-    fp = estimate(cfg)
-    need, have = fp.train_bytes(cfg.train.batch_size, cfg.model.checkpoint_segments), memory_of(device)
+    params, activations = estimate(cfg)
+    segments, have = cfg.model.checkpoint_segments, memory_of(device)
+    # Rough training memory: fp32 weights, gradients and momentum, plus the activations of
+    # one batch (fewer when they are recomputed in segments).
+    need = 3 * 4 * params + activations * cfg.train.batch_size * 4 // max(segments, 1)
     if need > have:
-        hint = "" if cfg.model.checkpoint_segments else "; model.checkpoint_segments=8 recomputes activations"
+        hint = "" if segments else "; model.checkpoint_segments=8 recomputes activations"
         raise UserError(f"{cfg.model.arch}-{cfg.model.depth} needs about {_gb(need)} to train at batch "
-                        f"{cfg.train.batch_size} ({fp.params:,} parameters), more than the {_gb(have)} "
+                        f"{cfg.train.batch_size} ({params:,} parameters), more than the {_gb(have)} "
                         f"of {device.type}{hint}")
-    return fp
