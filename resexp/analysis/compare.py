@@ -121,10 +121,9 @@ def _order(value) -> tuple:
 def at_chosen(runs: pd.DataFrame, choice: pd.DataFrame) -> pd.DataFrame:
     """The runs of each (arch, depth) at its chosen value (choose); an (arch, depth) with
     nothing to choose (a run diverged at every value) has none."""
-    picked = set(zip(*(choice.loc[choice["chosen"], key] for key in ("arch", "depth", "setting"))))
-    labelled = _labelled(runs)
-    keep = [cell in picked for cell in zip(labelled["arch"], labelled["depth"], labelled["setting"])]
-    return runs[keep]
+    cells = ["arch", "depth", "setting"]
+    picked = choice.loc[choice["chosen"]].set_index(cells).index
+    return runs[_labelled(runs).set_index(cells).index.isin(picked)]
 
 
 def unchosen(choice: pd.DataFrame) -> list[str]:

@@ -61,7 +61,7 @@ COLUMN_WIDTH = 3.5  # inches: one column of a two-column paper (depth, Fig. 7)
 PAGE_WIDTH = 7.1  # the full text width (curves, gradients, identity)
 # Text sizes in points at the widths above; pdf/svg keep text as text (editable, searchable).
 RC = {"font.size": 8, "axes.titlesize": 8, "axes.labelsize": 8, "legend.fontsize": 7,
-      "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8.5, "figure.labelsize": 7,
+      "xtick.labelsize": 7, "ytick.labelsize": 7, "figure.titlesize": 8.5,
       "lines.linewidth": 1.2, "lines.markersize": 4, "axes.linewidth": 0.6, "grid.linewidth": 0.4,
       "legend.frameon": False, "pdf.fonttype": 42, "svg.fonttype": "none"}
 
@@ -429,7 +429,7 @@ def plot_curves(data: pd.DataFrame, title: str = "", zoom: float | None = None) 
     return figure
 
 
-def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom, held: str = "test") -> bool:
+def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool, zoom, held: str) -> bool:
     """The training (dashed, hollow markers) and test (bold; ``held``: val, see held_out) lines
     of one net, each over its band of ± std where it averages several seeds; a cross at the last
     point of a diverged run, on the top edge when that is above ``zoom``. Whether it drew a band."""
@@ -440,8 +440,8 @@ def _curve_lines(ax, name: str, curve: pd.DataFrame, style: dict, diverged: bool
         ax.plot(points["iteration"], points[column], color=style["color"], marker=style["marker"],
                 markevery=_markevery(len(points)), markerfacecolor=face, markersize=3.5,
                 gid=f"{name}:{part}", **line_style)
-        std = points.get(f"{column}_std", pd.Series(np.nan, index=points.index))
-        banded |= _band(ax, points["iteration"], points[column], std, style["color"], f"{name}:{part}:band")
+        banded |= _band(ax, points["iteration"], points[column], points[f"{column}_std"], style["color"],
+                        f"{name}:{part}:band")
         if diverged and not points.empty:
             x, y = points["iteration"].iloc[-1], points[column].iloc[-1]
             ax.plot([x], [min(y, zoom) if zoom else y], linestyle="none", marker=LOST_MARKER, markersize=7,

@@ -89,17 +89,31 @@ def paper_test_err(table: pd.DataFrame, info: dict) -> pd.Series:
     return table["depth"].map(PAPER_TABLE6_TEST_ERR).where(table["arch"].eq("resnet"))
 
 
-def report_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """aggregate() of the runs plus the paper's column (paper_test_err) and ``paper_note``: where
-    a row has a paper value, how its runs differ from Table 6's (paper_gaps); "" where they do not."""
+def report_table(runs: pd.DataFrame, gaps: pd.DataFrame, choice: pd.DataFrame | None) -> pd.DataFrame:
+    """aggregate() of the runs plus the paper's column (paper_test_err); ``paper_note``: where a row
+    has a paper value, how its runs differ from Table 6's (paper_gaps), "" where they do not; the
+    row's gap to its arch's shallowest depth (``gaps``: compare.depth_gaps) and, where a value was
+    chosen (``choice``: compare.choose), the chosen value's mean and std of the validation error."""
+    settings = swept_settings(runs)
+    keys, cells = ["arch", "depth", *settings], ["arch", "depth", "setting"]
     table = aggregate(runs)
     table = table.assign(paper_test_err=paper_test_err(table, experiment_info(runs)))
-    keys = ["arch", "depth", *swept_settings(runs)]
     used = runs_to_average(runs)
     notes = used.assign(paper_note=[paper_gaps(row) for _, row in used.iterrows()]) \
         .groupby(keys, dropna=False)["paper_note"].agg(lambda s: "; ".join(dict.fromkeys(n for n in s if n)))
     table = table.merge(notes.reset_index(), on=keys, how="left")
-    return table.assign(paper_note=table["paper_note"].fillna("").where(table["paper_test_err"].notna(), ""))
+    table = table.assign(paper_note=table["paper_note"].fillna("").where(table["paper_test_err"].notna(), ""),
+                         setting=[setting_label(row, settings) for row in table[settings].to_dict("records")])
+    table = table.merge(gaps[[*cells, "gap", "gap_low", "gap_high"]].rename(columns={"gap": "gap_to_shallowest"}),
+                        on=cells, how="left")
+    if choice is None:
+        return table.drop(columns="setting")
+    scores = [c for c in choice.columns if c.endswith(("_mean", "_std"))]
+    table = table.merge(choice.loc[choice["chosen"], [*cells, *scores]], on=cells, how="left")
+    # one row per (arch, depth), each at its own value: in depth order, not grouped by value
+    arch_order = table["arch"].map({arch: i for i, arch in enumerate(dict.fromkeys(table["arch"]))})
+    return table.assign(_arch=arch_order).sort_values(["_arch", "depth"], kind="stable") \
+        .drop(columns=["_arch", "setting"]).reset_index(drop=True)
 
 
 def paper_gaps(run: pd.Series) -> str:
@@ -330,8 +344,8 @@ def make_report(results_dir, out_dir=None, results: Results | None = None,
     each (arch, depth) at the value of the swept settings with the lowest mean final
     validation error (compare.choose), None for a row per value.
 
-    The DataFrame (= report.csv) holds the numbers: aggregate() plus paper_test_err, each
-    depth's gap to its arch's shallowest (gap_to_shallowest, gap_low, gap_high:
+    The DataFrame (= report.csv) holds the numbers (report_table): aggregate() plus paper_test_err,
+    each depth's gap to its arch's shallowest (gap_to_shallowest, gap_low, gap_high:
     compare.depth_gaps) and, with best_by, the chosen value's <best_by>_mean and _std.
     """
     results = read_results(results_dir) if results is None else results
@@ -341,7 +355,7 @@ def make_report(results_dir, out_dir=None, results: Results | None = None,
         choice = choose(with_final(runs, results.metrics, best_by), best_by)
         shown = at_chosen(runs, choice)
     gaps = depth_gaps(shown, swept_settings(runs) if choice is None else [])
-    table = with_comparisons(report_table(shown), gaps, choice)
+    table = report_table(shown, gaps, choice)
     out = Path(out_dir) if out_dir is not None else Path(results_dir)
     markdown = render_markdown(table, runs, train_error, figure_links(Path(results_dir) / "figures", out),
                                choice_lines(choice, best_by, len(shown), len(runs)),
@@ -356,24 +370,6 @@ def make_report(results_dir, out_dir=None, results: Results | None = None,
 
 
 # --------------------------------------------------------------------------- fair comparisons (compare.py)
-def with_comparisons(table: pd.DataFrame, gaps: pd.DataFrame, choice: pd.DataFrame | None) -> pd.DataFrame:
-    """report_table's rows with their gap to the arch's shallowest depth and, where a value was
-    chosen (compare.choose), the chosen value's mean and std of the validation error."""
-    settings = [c for c in table.columns if "." in c]
-    keyed = table.assign(setting=[setting_label(row, settings) for row in table[settings].to_dict("records")])
-    keys = ["arch", "depth", "setting"]
-    keyed = keyed.merge(gaps[[*keys, "gap", "gap_low", "gap_high"]].rename(columns={"gap": "gap_to_shallowest"}),
-                        on=keys, how="left")
-    if choice is None:
-        return keyed.drop(columns="setting")
-    scores = [c for c in choice.columns if c.endswith(("_mean", "_std"))]
-    keyed = keyed.merge(choice.loc[choice["chosen"], [*keys, *scores]], on=keys, how="left")
-    # one row per (arch, depth), each at its own value: in depth order, not grouped by value
-    arch_order = keyed["arch"].map({arch: i for i, arch in enumerate(dict.fromkeys(keyed["arch"]))})
-    return keyed.assign(_arch=arch_order).sort_values(["_arch", "depth"], kind="stable") \
-        .drop(columns=["_arch", "setting"]).reset_index(drop=True)
-
-
 def choice_lines(choice: pd.DataFrame | None, best_by: str | None, shown: int, total: int) -> list[str]:
     """Above the table: which runs it holds, where a value was chosen for each (arch, depth)."""
     if choice is None:
