@@ -24,7 +24,7 @@ import resexp.train.loop as train_mod
 import resexp.train.step as step_mod
 from resexp.settings.compose import load_config
 from resexp.train.loop import fit, setup, train_epoch
-from resexp.train.self_check import Snapshot
+from resexp.train.self_check import restore, snapshot
 from resexp.train.step import WARMUP_STEPS, GraphedStep, Step
 
 # 200 images in batches of 64: three full batches and a partial one of 8 per epoch.
@@ -240,11 +240,11 @@ class StandInCapture:
 
     def __enter__(self):
         StandInCapture.capturing = True
-        self.before = Snapshot.of(self.step.state_tensors())  # nothing recorded runs
+        self.before = snapshot(self.step.state_tensors())  # nothing recorded runs
 
     def __exit__(self, kind, err, tb):
         StandInCapture.capturing = False
-        self.before.restore(self.step.state_tensors())
+        restore(self.before, self.step.state_tensors())
         if err is not None:
             raise RuntimeError("CUDA error: operation failed due to a previous error during capture")
         if self.warn_empty:
@@ -327,10 +327,10 @@ def graph_stand_ins(monkeypatch, step, where=lambda: None) -> list:
         def __enter__(self):
             log.append(("capture", step.x.sum().item(), where()))
             inside.append(self)
-            self.before = Snapshot.of(step.state_tensors())
+            self.before = snapshot(step.state_tensors())
 
         def __exit__(self, *exc):
-            self.before.restore(step.state_tensors())
+            restore(self.before, step.state_tensors())
             inside.pop()
 
     monkeypatch.setattr(step, "_update", update)

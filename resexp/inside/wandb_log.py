@@ -89,11 +89,10 @@ class WandbLog(Logger):
                 self.env_set = [var for var in ENV_DIRS if var not in os.environ]
                 for var in self.env_set:
                     os.environ[var] = str(real_dir(self.folder / ENV_DIRS[var]))
-            if run_id is None:
-                run_id = new_run_id()
-                run.write_wandb_id(run_id)  # before the W&B run exists: a crash cannot leave one unnamed
-                self.made.append(run.wandb_id_file)
-            with writing(self.folder):
+                if run_id is None:
+                    run_id = new_run_id()
+                    run.write_wandb_id(run_id)  # before the W&B run exists: a crash cannot leave one unnamed
+                    self.made.append(run.wandb_id_file)
                 self.run = wandb.init(**init_args(cfg, run, run_id), settings=wandb.Settings(console="off"))
             self.held, self.step = self._read_back(run_id)
         except wandb.errors.Error as err:

@@ -134,14 +134,20 @@ def fit(cfg, out_dir: Path, progress: Progress | None = None, console: Console |
 
 # ---- the pieces of one epoch, in the order fit() uses them
 
-def train_and_evaluate(cfg, s: Setup, at: Position, progress: Progress, name: str, on_live=None) -> dict:
-    """The epoch after ``at``: its steps (with a progress bar), then its clean evaluations;
-    returns its metrics.csv row."""
+def train_and_evaluate(cfg, s: Setup, at: Position, progress: Progress, name: str, on_live) -> dict:
+    """The epoch after ``at``: its steps (with a progress bar, and ``on_live``: the loggers'
+    live scalars), then its clean evaluations; returns its metrics.csv row."""
     epoch = at.epoch + 1
     task = progress.add_task(f"{name} epoch {epoch}/{s.schedule.epochs}", stats="",
                              total=min(s.schedule.iters_per_epoch, s.schedule.total_iters - at.iteration))
+
+    def show(iteration: int, live: dict) -> None:  # what train_epoch calls every log_every steps
+        progress.update(task, completed=iteration - at.iteration,
+                        stats=f"loss {live['loss']:.3f} err {live['err']:.1f}% {live['images_per_s']:.0f} img/s")
+        on_live(iteration, live)
+
     start = time.perf_counter()
-    trained = train_epoch(cfg, s, epoch, at.iteration, _bar(progress, task, at.iteration, on_live))
+    trained = train_epoch(cfg, s, epoch, at.iteration, show)
     row = epoch_row(cfg, s, epoch, trained, started=start, at=at)
     progress.remove_task(task)
     return row
@@ -206,17 +212,6 @@ def epoch_row(cfg, s: Setup, epoch: int, trained: dict, started: float, at: Posi
     row.update(seconds=took, images_per_s=trained["images_per_s"], elapsed=at.elapsed + took)
     return {k: row[k] for k in log_columns(held) + (VAL_COLUMNS if s.data.val is not None else [])
             + (CLEAN_TRAIN_COLUMNS if cfg.train.eval_train else [])}
-
-
-def _bar(progress: Progress, task, first: int, on_live=None):
-    """What train_epoch calls every ``log_every`` steps: the progress bar, then ``on_live``
-    (TensorBoard's live scalars)."""
-    def show(iteration: int, live: dict) -> None:
-        progress.update(task, completed=iteration - first,
-                        stats=f"loss {live['loss']:.3f} err {live['err']:.1f}% {live['images_per_s']:.0f} img/s")
-        if on_live is not None:
-            on_live(iteration, live)
-    return show
 
 
 @contextlib.contextmanager

@@ -20,24 +20,16 @@ import torch
 NONDETERMINISTIC = 1e-2
 
 
-def tolerance(deterministic: bool) -> float:
-    return 0.0 if deterministic else NONDETERMINISTIC
+def snapshot(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Copies of named tensors, for ``restore``."""
+    return {name: t.detach().clone() for name, t in tensors.items()}
 
 
-class Snapshot:
-    """Copies of named tensors, restorable in place (a graph keeps their addresses)."""
-
-    def __init__(self, copies: dict[str, torch.Tensor]):
-        self.copies = copies
-
-    @classmethod
-    def of(cls, tensors: dict[str, torch.Tensor]) -> Snapshot:
-        return cls({name: t.detach().clone() for name, t in tensors.items()})
-
-    def restore(self, tensors: dict[str, torch.Tensor]) -> None:
-        for name, t in tensors.items():
-            if name in self.copies:
-                t.detach().copy_(self.copies[name])
+def restore(copies: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> None:
+    """Put ``copies`` back into ``tensors`` in place (a graph keeps their addresses)."""
+    for name, t in tensors.items():
+        if name in copies:
+            t.detach().copy_(copies[name])
 
 
 def _gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -47,12 +39,12 @@ def _gap(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return torch.where(same, torch.zeros_like(a), a - b).norm()
 
 
-def compare(before: Snapshot, eager: Snapshot, replayed: dict[str, torch.Tensor], tol: float) -> dict:
+def compare(before: dict, eager: dict, replayed: dict[str, torch.Tensor], tol: float) -> dict:
     """The self-check's verdict (what summary.json records): passed when every tensor the
-    replay left is within ``tol`` of the eager step's, relative to that step's change."""
-    names = [name for name in replayed if name in eager.copies and name in before.copies]
-    diffs = torch.stack([_gap(replayed[n], eager.copies[n]) for n in names]).tolist()  # one sync
-    changes = torch.stack([_gap(eager.copies[n], before.copies[n]) for n in names]).tolist()
+    replay left is within ``tol`` of the eager step's (snapshots), relative to that step's change."""
+    names = [name for name in replayed if name in eager and name in before]
+    diffs = torch.stack([_gap(replayed[n], eager[n]) for n in names]).tolist()  # one sync
+    changes = torch.stack([_gap(eager[n], before[n]) for n in names]).tolist()
     relative = [_relative(d, c) for d, c in zip(diffs, changes)]
     worst = max(range(len(names)), key=lambda i: relative[i])
     return {"result": "passed" if relative[worst] <= tol else "failed", "worst": names[worst],

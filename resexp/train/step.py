@@ -47,7 +47,7 @@ import warnings
 import torch
 import torch.nn.functional as F
 
-from resexp.train.self_check import Snapshot, compare, tolerance
+from resexp.train.self_check import NONDETERMINISTIC, compare, restore, snapshot
 
 # Eager steps before the capture (torch's whole-network capture example uses 3).
 WARMUP_STEPS = 3
@@ -212,7 +212,7 @@ class GraphedStep(Step):
     def __init__(self, model, train_cfg, device, capture: bool = True):
         super().__init__(model, train_cfg, device)
         self.batch_size, self.capture = int(train_cfg.batch_size), capture
-        self.tolerance = tolerance(bool(train_cfg.deterministic))
+        self.tolerance = 0.0 if train_cfg.deterministic else NONDETERMINISTIC
         self.x = self.y = self.graph = None
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         self.failed: str | None = None      # why the graph is not used; then every step is eager
@@ -251,12 +251,12 @@ class GraphedStep(Step):
         on top of it. The static input still holds the last warm-up batch while the graph is
         recorded, so a graph that reads anything but the static input when it replays (its
         recording batch, say) fails the check."""
-        before = Snapshot.of(self.state_tensors())
+        before = snapshot(self.state_tensors())
         self._update(self.layout(x), y)
-        eager = Snapshot.of(self.state_tensors())
-        before.restore(self.state_tensors())
+        eager = snapshot(self.state_tensors())
+        restore(before, self.state_tensors())
         if not self._capture():
-            eager.restore(self.state_tensors())  # the batch's eager step: the failed capture applied nothing
+            restore(eager, self.state_tensors())  # the batch's eager step: the failed capture applied nothing
             return False
         self._stage(x, y)
         self._replay()
@@ -338,7 +338,7 @@ class GraphedStep(Step):
         with bound(self.device):
             self.graph.replay()
 
-    def _self_check(self, before: Snapshot, eager: Snapshot) -> bool:
+    def _self_check(self, before: dict, eager: dict) -> bool:
         """The replay just run against the eager step from the same state on the same batch
         (parameters, buffers, momentum, meters). Agreed: the replay was this batch's step. Not:
         one warning line, the eager result is kept, and the run goes on eagerly. True if the
@@ -346,7 +346,7 @@ class GraphedStep(Step):
         self.check = compare(before, eager, self.state_tensors(), self.tolerance)
         if self.check["result"] == "passed":
             return True
-        eager.restore(self.state_tensors())
+        restore(eager, self.state_tensors())
         by = self.check["difference"]
         self._give_up(f"self-check failed: {self.check['worst']} differs from the eager step by "
                       f"{'all' if by is None else f'{by:.3g}'} of the step's change to it "
