@@ -552,18 +552,31 @@ def _seed_mean(table: pd.DataFrame, keys: list[str], values: list[str]) -> pd.Da
     return sort_runs(table.groupby(["arch", "depth", *keys], sort=False).agg(**agg).reset_index())
 
 
-def _net_line(ax, lines: pd.DataFrame, x: str, y: str, style: dict, label: str, gid: str) -> bool:
-    """One net's line. A point with no measured neighbour (alone, or between gaps) has no
-    segment to be seen by: it is drawn as a larger ring on top. Whether there was one."""
+def _net_line(ax, lines: pd.DataFrame, x: str, y: str, style: dict, gid: str, window,
+              what: str) -> tuple[bool, list[str]]:
+    """One net's line, named as its gid's first part. A point with no measured neighbour (alone,
+    or between gaps) has no segment to be seen by: it is drawn as a larger ring on top. Where
+    the line goes beyond ``window`` (None: no limit), a triangle on that edge at its extreme.
+    Whether there was a ring, and ``what`` (the line's name) with each extreme, in a few words."""
     ax.plot(lines[x], lines[y], color=style["color"], marker=style["marker"], markersize=3,
-            markevery=_markevery(len(lines)), linewidth=1.1, label=label, gid=gid)
-    known = np.isfinite(lines[y].to_numpy(dtype=float))
+            markevery=_markevery(len(lines)), linewidth=1.1, label=gid.split(":")[0], gid=gid)
+    values = lines[y].to_numpy(dtype=float)
+    known = np.isfinite(values)
     lone = known & ~np.r_[False, known[:-1]] & ~np.r_[known[1:], False]
     if lone.any():
         ax.plot(lines[x][lone], lines[y][lone], linestyle="none", marker=style["marker"], markersize=6,
                 markerfacecolor="none", markeredgecolor=style["color"], markeredgewidth=1.4, zorder=3,
                 gid=f"{gid}:lone")
-    return bool(lone.any())
+    beyond, edges = [], ((window[1], values > window[1], "^", "up to"),
+                         (window[0], (values > 0) & (values < window[0]), "v", "down to")) if window else ()
+    for edge, outside, marker, word in edges:
+        if outside.any():
+            i = int(np.flatnonzero(outside)[np.argmax(np.abs(np.log10(values[outside] / edge)))])
+            ax.plot([lines[x].iloc[i]], [edge], linestyle="none", marker=marker, markersize=6, color=style["color"],
+                    clip_on=False, zorder=4, gid=f"{gid}:beyond")
+            mantissa, exponent = f"{values[i]:.1e}".split("e")
+            beyond.append(rf"{what} {word} ${mantissa}\times10^{{{int(exponent)}}}$")
+    return bool(lone.any()), beyond
 
 
 def _net_handles(styles: dict) -> list:
@@ -616,8 +629,7 @@ def plot_responses(data: pd.DataFrame, title: str = "") -> Figure:
             ax.set_yscale("log")
         for (arch, depth), lines in nets:
             label, style = f"{arch}-{depth}", styles[(arch, int(depth))]
-            _net_line(ax, lines.sort_values(x), x, "std", style, label, f"{label}:{part}")
-            found = _off_scale(ax, lines.sort_values(x), x, "std", window, style["color"], f"{label}:{part}", label)
+            _, found = _net_line(ax, lines.sort_values(x), x, "std", style, f"{label}:{part}", window, label)
             beyond += found if ax is top else []
         if window:
             ax.set_ylim(window)
@@ -668,10 +680,10 @@ def _grid(rows: list[tuple], title: str, note: str = "") -> Figure:
             for (arch, depth), lines in part[part["point"] == point].groupby(["arch", "depth"], sort=False):
                 name, style, lines = f"{arch}-{depth}", styles[(arch, depth)], lines.sort_values(x)
                 when = "at initialisation" if point == "init" else "at the end"
-                if _net_line(ax, lines, x, y, style, name, f"{name}:{key}:{point}"):
-                    lone.append(name)
-                beyond += _off_scale(ax, lines, x, y, window, style["color"], f"{name}:{key}:{point}",
-                                     f"{name} ({key.replace('_', ' ')}, {when})")
+                ring, found = _net_line(ax, lines, x, y, style, f"{name}:{key}:{point}", window,
+                                        f"{name} ({key.replace('_', ' ')}, {when})")
+                lone += [name] if ring else []
+                beyond += found
             ax.set_title("at initialisation" if point == "init" else "at the end of training")
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
@@ -690,24 +702,6 @@ def _grid(rows: list[tuple], title: str, note: str = "") -> Figure:
 
 def _beyond_note(beyond: list[str]) -> list[str]:
     return ["▲ / ▼ on an edge: a line beyond the scale, " + "; ".join(beyond)] if beyond else []
-
-
-def _off_scale(ax, lines: pd.DataFrame, x: str, y: str, window, colour, gid: str, what: str) -> list[str]:
-    """A triangle on the edge of ``window`` where the line goes beyond it, at its extreme;
-    ``what`` (the line's name) and that extreme, in a few words."""
-    if window is None:
-        return []
-    values = lines[y].to_numpy(dtype=float)
-    found = []
-    for edge, outside, marker, word in ((window[1], values > window[1], "^", "up to"),
-                                        (window[0], (values > 0) & (values < window[0]), "v", "down to")):
-        if outside.any():
-            i = int(np.flatnonzero(outside)[np.argmax(np.abs(np.log10(values[outside] / edge)))])
-            ax.plot([lines[x].iloc[i]], [edge], linestyle="none", marker=marker, markersize=6, color=colour,
-                    clip_on=False, zorder=4, gid=f"{gid}:beyond")
-            mantissa, exponent = f"{values[i]:.1e}".split("e")
-            found.append(rf"{what} {word} ${mantissa}\times10^{{{int(exponent)}}}$")
-    return found
 
 
 @_styled
