@@ -237,7 +237,7 @@ def _paths(values) -> list[Path]:
 
 def _load_and_warn(results_dir):
     """results_dir read once (resexp.analysis.results.Results), with a warning per damaged run
-    (the commands print these on stderr)."""
+    (the commands print each as a line on stderr)."""
     from resexp.analysis.results import damage_warnings, read_results
 
     results = read_results(_path(results_dir))

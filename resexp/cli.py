@@ -1,4 +1,4 @@
-"""The `resexp` command: a thin typer shell over plain functions.
+"""The `resexp` command: a thin typer shell over the Python API (resexp/api.py) and plain functions.
 
 typer parses options; trailing KEY=VALUE arguments are Hydra overrides handed to
 compose() untouched. A mistake the user can fix prints one line and exits 2.
