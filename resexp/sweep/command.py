@@ -93,7 +93,7 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     spec, out = sw.resolve_spec(*args, out, list(config_dirs))
     if dry_run:
         how, runs = _plan(spec, out, jobs, wait, True, console)
-        console.print(how.dry_run(runs, out) or "", markup=False)
+        console.print(how.dry_run([r for r in runs if r.to_train], out) or "", markup=False)
         for note in sw.check_data(runs, fetch=False):  # data on disk or obtainable; UserError where not
             console.print(note, markup=False)
         return SweepOutcome(out, runs, None, dry_run=True)
@@ -109,11 +109,13 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
         sw.save_spec(spec, out)
         active = claim.training(out)
     try:
-        return SweepOutcome(out, runs, how.launch(runs, out, console))
+        statuses = how.launch([r for r in runs if r.to_train], out, console)
     except KeyboardInterrupt:
         raise Interrupted(how.interrupted.format(out=out)) from None
     finally:
         os.close(active)
+    left = {r.name: r.status for r in runs if not r.to_train}  # damaged ones: the plan says why
+    return SweepOutcome(out, runs, None if statuses is None else {**left, **statuses})
 
 
 def _plan(spec, out: Path, jobs: int | None, wait: bool, dry_run: bool, console: Console):

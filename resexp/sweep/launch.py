@@ -35,11 +35,11 @@ class Launcher(Protocol):
     interrupted: str  # what Ctrl-C during launch() leaves, with {out} for the sweep's folder
 
     def dry_run(self, runs, out: Path) -> str | None:
-        """What --dry-run shows beyond the plan, if anything."""
+        """What --dry-run shows beyond the plan of the runs still to train, if anything."""
 
     def launch(self, runs, out: Path, console: Console) -> dict[str, Status] | None:
-        """Train (or submit) the runs still to train: {run name: final status}, the runs
-        left alone included, or None where they were only submitted."""
+        """Train (or submit) the runs still to train: {run name: final status}, or None
+        where they were only submitted."""
 
 
 def pick(runs, jobs: int | None, wait: bool, config_dirs: Sequence[str | Path] = ()) -> Launcher:

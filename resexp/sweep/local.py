@@ -42,18 +42,13 @@ class LocalLauncher:
         return None
 
     def launch(self, runs, out: Path, console: Console) -> dict[str, Status]:
-        """Train every run still to train; a failed run is recorded and the sweep goes on.
-        Returns {run name: final status}, the runs left alone included."""
-        statuses = {r.name: r.status for r in runs if not r.to_train}  # damaged ones: the plan says why
-        todo = [r for r in runs if r.to_train]
-        overall = sweep_progress(console)
-        task = overall.add_task("sweep", total=sum(r.cost_s for r in todo) or 1)
-        jobs = min(self.jobs, len(todo))
+        """Train the runs; a failed run is recorded and the sweep goes on. Returns {run name:
+        final status}."""
+        overall, task = sweep_progress(console, runs)
+        jobs = min(self.jobs, len(runs))
         if jobs > 1:
-            statuses.update(_parallel(todo, out, console, overall, task, jobs))
-        else:
-            statuses.update(_serial(todo, out, console, overall, task))
-        return statuses
+            return _parallel(runs, out, console, overall, task, jobs)
+        return _serial(runs, out, console, overall, task)
 
 
 def _serial(todo, out: Path, console: Console, overall: Progress, task) -> dict[str, Status]:
@@ -154,8 +149,7 @@ def _start(ctx, r, out: Path, jobs: int, gpu: str | None):
     return proc, receive
 
 
-def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, conn, origin=None,
-            planned=None) -> None:
+def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, conn, origin, planned) -> None:
     """One run in a worker process: no progress bars (they would interleave), only the
     per-epoch lines, each a whole line on stderr. Hands back its status through ``conn``."""
     threading.Thread(target=_end_with_sweep, name="sweep watch", daemon=True).start()
@@ -167,7 +161,7 @@ def _worker(cfg_yaml: str, out: str, jobs: int, gpu: str | None, environ: dict, 
     console = Console(stderr=True, soft_wrap=True)
     cfg = OmegaConf.create(cfg_yaml)
     if gpu is not None:
-        console.print(f"{origin.name if origin else f'{cfg.model.arch}-{cfg.model.depth}-s{cfg.seed}'}: GPU {gpu}")
+        console.print(f"{origin.name}: GPU {gpu}")
     try:
         conn.send(str(train_run(cfg, Path(out), console, jobs=jobs, origin=origin, planned=planned)))
     except KeyboardInterrupt:

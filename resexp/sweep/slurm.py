@@ -43,9 +43,6 @@ from resexp.sweep.task import sweep_progress, train_run
 MAX_POLL_S = 30.0
 
 
-INTERRUPTED = "interrupted: submitted jobs go on; see resexp status {out}"
-
-
 # ---- settings
 
 
@@ -95,19 +92,15 @@ def executor_parameters(launcher, job_name: str) -> dict:
     return params
 
 
-def log_folder(launcher, out: Path) -> Path:
+def log_folder(launcher, out: Path, ready: bool = False) -> Path:
     """Where submitit and SLURM write a job's script, pickles and logs: the user's own
-    launcher.log_folder, else <out>/.slurm (the results folder itself may be a link;
-    .slurm is not followed: real_log_folder checks it)."""
+    launcher.log_folder, else <out>/.slurm (the results folder itself may be a link; .slurm
+    is not followed). ``ready``: before submitit writes anything, <out>/.slurm is made a
+    real folder holding no received link (jobs.real_slurm_dir)."""
     if launcher.log_folder:
         return Path(launcher.log_folder).expanduser().resolve()
-    return slurm_dir(Path(out).resolve())
-
-
-def real_log_folder(launcher, out: Path) -> Path:
-    """log_folder, made ready before submitit writes anything: <out>/.slurm must be a real
-    folder holding no received link (jobs.real_slurm_dir)."""
-    return log_folder(launcher, out) if launcher.log_folder else real_slurm_dir(Path(out).resolve())
+    out = Path(out).resolve()
+    return real_slurm_dir(out) if ready else slurm_dir(out)
 
 
 # ---- GPUs: a cluster without them refuses every job that asks for one (shipped: gpus_per_run 1)
@@ -194,27 +187,22 @@ def _exit_now(signum, frame) -> None:
 # ---- submission
 
 
-def make_executor(launcher, out: Path, job_name: str):
+def submit(runs, out: Path, launcher) -> list[dict]:
+    """Submit one job per run (one array for all of them); return their records.
+    ``runs`` are PlannedRuns still to train; ``out`` is the sweep folder."""
     import submitit
 
+    out = Path(out).resolve()
+    check_gpus(launcher)
     try:
-        executor = submitit.SlurmExecutor(folder=real_log_folder(launcher, out),
+        executor = submitit.SlurmExecutor(folder=log_folder(launcher, out, ready=True),
                                           max_num_timeout=int(launcher.max_requeues))
     except RuntimeError as err:  # submitit: no srun on this machine
         raise UserError(f"cannot submit to SLURM here: {err}") from err
     try:
-        executor.update_parameters(**executor_parameters(launcher, job_name))
+        executor.update_parameters(**executor_parameters(launcher, f"resexp-{out.name}"))
     except ValueError as err:
         raise UserError(f"launcher.sbatch: {str(err).splitlines()[0]}") from err
-    return executor
-
-
-def submit(runs, out: Path, launcher, console: Console) -> list[dict]:
-    """Submit one job per run (one array for all of them); return their records.
-    ``runs`` are PlannedRuns still to train; ``out`` is the sweep folder."""
-    out = Path(out).resolve()
-    check_gpus(launcher)
-    executor = make_executor(launcher, out, f"resexp-{out.name}")
     jobs = []
     try:
         # submitit prints sbatch's complaint before raising it: keep it for the one error line
@@ -260,52 +248,47 @@ def skipped_lines(waiting: dict[str, str], elsewhere: dict[str, str]) -> list[st
             *(f"{name}: being trained by {who}, not submitted" for name, who in elsewhere.items())]
 
 
-def dry_run(launcher, runs, out: Path) -> str:
-    """What --dry-run shows beyond the plan: the runs left alone and the sbatch parameters."""
-    todo, waiting, elsewhere = to_submit([r for r in runs if r.to_train], out)
-    lines = skipped_lines(waiting, elsewhere)
-    lines.append(sbatch_preview(launcher.cfg, out, todo) if todo else "nothing to submit")
-    if todo:
-        try:
-            check_gpus(launcher.cfg)
-        except UserError as err:
-            lines.append(f"sbatch would refuse them: {err}")
-    return "\n".join(lines)
-
-
-def launch(launcher, runs, out: Path, console: Console) -> dict[str, Status] | None:
-    """Submit one job per run still to train; {run name: final status} with --wait, else
-    None once the jobs are submitted."""
-    todo, waiting, elsewhere = to_submit([r for r in runs if r.to_train], out)
-    for line in skipped_lines(waiting, elsewhere):
-        console.print(line, markup=False)  # names the lock's owner: text from the run folder
-    records = submit(todo, out, launcher.cfg, console) if todo else []
-    print("\n".join(submitted_lines(records) or ["nothing to submit"]), flush=True)
-    if not launcher.wait:
-        return None
-    known = read_records(out)
-    followed = {name: known[name] for name in [*waiting, *(r["run"] for r in records)]}
-    states = follow([r for r in runs if r.run.name in followed], followed, console)
-    for line in unfinished_lines(states, followed):
-        console.print(line, style="red", markup=False)
-    return {**{r.name: r.status for r in runs if not r.to_train},
-            **{name: Status.BUSY for name in elsewhere}, **states}
-
-
 class SlurmLauncher:
     """The launcher (launch.Launcher) that submits one job per run; with ``wait`` it
     follows them until they end. ``cfg``: the launcher section of the run config."""
 
-    type, jobs, interrupted = "slurm", 1, INTERRUPTED
+    type, jobs = "slurm", 1
+    interrupted = "interrupted: submitted jobs go on; see resexp status {out}"
 
     def __init__(self, cfg, wait: bool):
         self.cfg, self.wait = cfg, wait
 
     def dry_run(self, runs, out: Path) -> str:
-        return dry_run(self, runs, out)
+        """What --dry-run shows beyond the plan: the runs left alone and the sbatch parameters."""
+        todo, waiting, elsewhere = to_submit(runs, out)
+        lines = skipped_lines(waiting, elsewhere)
+        lines.append(sbatch_preview(self.cfg, out, todo) if todo else "nothing to submit")
+        if todo:
+            try:
+                check_gpus(self.cfg)
+            except UserError as err:
+                lines.append(f"sbatch would refuse them: {err}")
+        return "\n".join(lines)
 
     def launch(self, runs, out: Path, console: Console) -> dict[str, Status] | None:
-        return launch(self, runs, out, console)
+        """Submit one job per run; {run name: final status} with --wait, else None once the
+        jobs are submitted."""
+        todo, waiting, elsewhere = to_submit(runs, out)
+        for line in skipped_lines(waiting, elsewhere):
+            console.print(line, markup=False)  # names the lock's owner: text from the run folder
+        records = submit(todo, out, self.cfg) if todo else []
+        lines = [f"{r['run']}: job {r['job_id']}" for r in records]
+        if records:
+            lines.append(f"logs: {Path(records[0]['stderr']).parent}/<job id>_0_log.err (and .out)")
+        print("\n".join(lines or ["nothing to submit"]), flush=True)
+        if not self.wait:
+            return None
+        known = read_records(out)
+        followed = {name: known[name] for name in [*waiting, *(r["run"] for r in records)]}
+        states = follow([r for r in runs if r.run.name in followed], followed, console)
+        for line in unfinished_lines(states, followed):
+            console.print(line, style="red", markup=False)
+        return {**{name: Status.BUSY for name in elsewhere}, **states}
 
 
 # ---- following a sweep (--wait)
@@ -318,9 +301,7 @@ def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
     state}, ``unfinished`` where the run ended before it was done. ``runs`` are the
     PlannedRuns of the jobs (their cost weighs the ETA)."""
     by_name = {r.run.path.name: r for r in runs}
-    overall = sweep_progress(console)
-    total = sum(r.cost_s for r in runs) or 1
-    task = overall.add_task("sweep", total=total)
+    overall, task = sweep_progress(console, runs)
     start, failures = time.monotonic(), 0
     with overall:
         while True:
@@ -336,7 +317,8 @@ def follow(runs, records: dict[str, dict], console: Console) -> dict[str, str]:
                     not any(r.run.state().status == Status.RUNNING for r in by_name.values()):
                 break
             time.sleep(min(MAX_POLL_S, 1.0 + 0.1 * (time.monotonic() - start)))
-    return final_states(by_name, records)
+    states = {name: r.run.state().status for name, r in by_name.items()}
+    return {name: s if s.finished or s == Status.FAILED else Status.UNFINISHED for name, s in states.items()}
 
 
 def _spent(runs) -> float:
@@ -356,11 +338,6 @@ def _describe(active: dict, n: int) -> str:
     return f"sweep: {running} running, {queued} queued, {n - running - queued} ended, of {n} jobs"
 
 
-def final_states(by_name: dict, records: dict[str, dict]) -> dict[str, Status]:
-    states = {name: r.run.state().status for name, r in by_name.items()}
-    return {name: s if s.finished or s == Status.FAILED else Status.UNFINISHED for name, s in states.items()}
-
-
 def unfinished_lines(states: dict[str, str], records: dict[str, dict]) -> list[str]:
     """One line per run whose job ended before it did: the job's final state and its log."""
     lost = (Status.UNFINISHED, Status.FAILED)
@@ -368,13 +345,3 @@ def unfinished_lines(states: dict[str, str], records: dict[str, dict]) -> list[s
     return [f"{name}: {s}, job {records[name]['job_id']} "
             f"{ended.get(records[name]['job_id'], 'ended')}; log {inert(records[name]['stderr'])}"
             for name, s in states.items() if s in lost]
-
-
-def submitted_lines(records: list[dict]) -> list[str]:
-    """What a submission prints: each run's job id, and where the logs go."""
-    lines = [f"{r['run']}: job {r['job_id']}" for r in records]
-    if records:
-        lines.append(f"logs: {Path(records[0]['stderr']).parent}/<job id>_0_log.err (and .out)")
-    return lines
-
-

@@ -68,8 +68,9 @@ def train_run(cfg, out: Path, console: Console, progress: Progress | None = None
     return Status.FAILED
 
 
-def sweep_progress(console: Console) -> Progress:
-    """The one overall line of a sweep (local or followed SLURM jobs), counted in estimated
-    seconds so that the time left weighs deep runs properly."""
-    return Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
-                    console=console, transient=True)
+def sweep_progress(console: Console, runs) -> tuple[Progress, int]:
+    """The one overall line of a sweep of ``runs`` (local or followed SLURM jobs) and its
+    task, counted in estimated seconds so that the time left weighs deep runs properly."""
+    progress = Progress(TextColumn("[bold cyan]{task.description}"), BarColumn(), TimeRemainingColumn(),
+                        console=console, transient=True)
+    return progress, progress.add_task("sweep", total=sum(r.cost_s for r in runs) or 1)
