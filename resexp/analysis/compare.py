@@ -163,8 +163,7 @@ def depth_gaps(runs: pd.DataFrame, within: list[str]) -> pd.DataFrame:
     used = _labelled(runs_to_average(runs))
     rows = []
     for _, line in used.groupby(["arch", *within], sort=False, dropna=False):
-        cells = dict(sorted((int(depth), cell) for depth, cell in line.groupby("depth")))
-        (top, base), *deeper = cells.items()
+        (top, base), *deeper = line.groupby("depth")  # in depth order
         for depth, cell in deeper:
             shallow, deep = base["final_train_err"].to_numpy(float), cell["final_train_err"].to_numpy(float)
             enough = min(len(shallow), len(deep)) >= MIN_SEEDS
