@@ -17,7 +17,9 @@ the same process on the same models, with each row's speed relative to it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
+import itertools
 import platform
 import time
 
@@ -144,11 +146,9 @@ def bench_config(arch: str, depth: int, overrides=(), config_dirs=(), compiled: 
 def run_bench(archs, depths, steps: int, compile: bool, overrides=(), config_dirs=(),
               eager: bool = False, baseline: bool = False, workers: int = 4) -> pd.DataFrame:
     rows = []
-    for arch in archs:
-        for depth in depths:
-            def cfg_for(compiled: bool, graphs: bool | None, arch=arch, depth=depth):
-                return bench_config(arch, depth, overrides, config_dirs, compiled, graphs)
-            rows += _model_rows(cfg_for, steps, compile, eager, baseline, workers)
+    for arch, depth in itertools.product(archs, depths):
+        cfg_for = functools.partial(bench_config, arch, depth, overrides, config_dirs)  # (compiled, graphs) -> cfg
+        rows += _model_rows(cfg_for, steps, compile, eager, baseline, workers)
     table = pd.DataFrame(rows)
     if baseline:
         base = table[table.step.str.startswith("baseline")].set_index(["arch", "depth"]).images_per_s
@@ -198,12 +198,8 @@ def compare_steps(cfg, steps: int) -> pd.DataFrame:
 
 
 def run_compare(archs, depths, steps: int, overrides=(), config_dirs=()) -> list[pd.DataFrame]:
-    tables = []
-    for arch in archs:
-        for depth in depths:
-            cfg = load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}"], config_dirs)
-            tables.append(compare_steps(cfg, steps).assign(arch=arch, depth=depth))
-    return tables
+    return [compare_steps(load_config([*overrides, f"model.arch={arch}", f"model.depth={depth}"], config_dirs),
+                          steps).assign(arch=arch, depth=depth) for arch, depth in itertools.product(archs, depths)]
 
 
 def format_compare(table: pd.DataFrame) -> str:
