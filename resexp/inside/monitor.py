@@ -42,6 +42,7 @@ from functools import partial
 
 import torch
 
+from resexp.data import Split, eval_batches
 from resexp.inside import diagnostics as dg
 from resexp.inside.loggers import Logger, call, open_loggers
 from resexp.run.files import DIAGNOSTIC_FILES
@@ -54,11 +55,9 @@ class Monitor:
     """Diagnostics and experiment loggers of one run; every method is a no-op for what is off."""
 
     def __init__(self, cfg, run: RunDir, s):
-        t, self.cfg = cfg.train, cfg
-        self.when, self.run, self.path, self.s = str(t.diagnostics), run, run.path, s
+        self.cfg, self.when, self.run, self.s = cfg, str(cfg.train.diagnostics), run, s
         self.ids = {"arch": cfg.model.arch, "depth": cfg.model.depth, "seed": cfg.seed}
-        self.images, self.batch_size = int(t.diagnostics_images), int(t.batch_size)
-        self.eval_batch_size, self.seconds = int(t.eval_batch_size), 0.0
+        self.seconds = 0.0
         self.loggers: list[Logger] = []
         self.pending: list = []  # the loggers' calls for an epoch whose checkpoint is not saved yet
         self.layout = None
@@ -116,18 +115,12 @@ class Monitor:
             call(logger, method, *args)
 
     # ---- measuring
-    def _inputs(self):
-        data = self.s.data
-        test = data.test.x[: self.images]
-        batches = [data.normalize(test[i: i + self.eval_batch_size])
-                   for i in range(0, len(test), self.eval_batch_size)]
-        x, y = data.normalize(data.train.x[: self.batch_size]), data.train.y[: self.batch_size]
-        return batches, x, y
-
     def measure(self, epoch: int, iteration: int) -> None:
         start = time.perf_counter()
-        model = self.s.model
-        batches, x, y = self._inputs()
+        t, model, data = self.cfg.train, self.s.model, self.s.data
+        test = Split(data.test.x[: t.diagnostics_images], data.test.y[: t.diagnostics_images])
+        batches = [x for x, _ in eval_batches(data, test, t.eval_batch_size)]
+        x, y = data.normalize(data.train.x[: t.batch_size]), data.train.y[: t.batch_size]
         if self.layout is None:
             self.layout = dg.layout(model, batches[0][:2])
         # Before any step BN's running statistics are still 0 and 1 and describe nothing:
@@ -139,7 +132,7 @@ class Monitor:
         for kind, rows, extra in (("responses", responses, {"bn": bn}), ("identity", identity, {"bn": bn}),
                                   ("gradients", gradients, {})):
             tables[kind] = [{**tagged, **row, **extra, **self.ids} for row in rows]
-            self.run.append_rows(self.path / FILES[kind], tables[kind])
+            self.run.append_rows(self.run.path / FILES[kind], tables[kind])
         self.pending.append(partial(self._each, "diagnostics", epoch, iteration, tables, loss))
         if self.s.step.device.type == "cuda":
             torch.cuda.synchronize()

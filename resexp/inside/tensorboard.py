@@ -35,8 +35,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from resexp.inside.loggers import Logger
-from resexp.run.folder import writing
-from resexp.settings.schema import non_result_keys
+from resexp.run.folder import _flat as result_settings, writing
 
 # The HParams view's metrics: scalar tags written at the run's last epoch.
 FINAL = {"final/train_err": "train_err", "final/test_err": "test_err"}
@@ -57,21 +56,8 @@ _default_hook = threading.excepthook
 def hparams_of(cfg) -> dict:
     """The run's settings that change what it computes, flattened to dotted keys, scalars
     only (lists and nulls left out), plus the experiment's name: the HParams view's columns."""
-    skip = non_result_keys()
-    flat = {"name": str(cfg.name)}
-
-    def walk(node: dict, prefix: str) -> None:
-        for key, value in node.items():
-            full = f"{prefix}{key}"
-            if any(full == k or full.startswith(k + ".") for k in skip):
-                continue
-            if isinstance(value, dict):
-                walk(value, full + ".")
-            elif isinstance(value, (bool, int, float, str)):
-                flat[full] = value
-
-    walk(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
+    flat = result_settings(OmegaConf.to_container(cfg, resolve=True))  # as config.yaml's clash check reads them
+    return {"name": str(cfg.name), **{k: v for k, v in flat.items() if isinstance(v, (bool, int, float, str))}}
 
 
 def held(run_dir: Path) -> tuple[dict[str, set[int]], set[str]]:

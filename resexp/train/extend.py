@@ -17,12 +17,7 @@ import math
 from resexp.errors import UserError
 from resexp.run.folder import DamagedFile, Origin, RunDir, RunState
 from resexp.run.state import Status
-from resexp.train.schedule import config_iters_per_epoch
-
-
-def planned_iterations(train, per_epoch: int) -> int:
-    """A run's length in iterations: train.iterations, else train.epochs whole epochs."""
-    return int(train["iterations"]) if train.get("iterations") is not None else int(train["epochs"]) * per_epoch
+from resexp.train.schedule import config_iters_per_epoch, planned_iterations
 
 
 def longer(run: RunDir, cfg) -> dict | None:

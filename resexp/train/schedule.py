@@ -52,12 +52,15 @@ class Schedule:
         return "; ".join(parts)
 
 
+def planned_iterations(train, per_epoch: int) -> int:
+    """A run's length in iterations: train.iterations, else train.epochs whole epochs (``train``:
+    a config's train section, or a saved config.yaml's)."""
+    return int(train["iterations"]) if train.get("iterations") is not None else int(train["epochs"]) * per_epoch
+
+
 def make_schedule(train_cfg, iters_per_epoch: int, depth: int) -> Schedule:
     """The schedule of ``train_cfg`` for a net of ``depth`` layers."""
-    if train_cfg.iterations is not None:
-        total = int(train_cfg.iterations)
-    else:
-        total = int(train_cfg.epochs) * iters_per_epoch
+    total = planned_iterations(train_cfg, iters_per_epoch)
     milestones = tuple(sorted(_iteration(m, iters_per_epoch, train_cfg) for m in train_cfg.milestones))
     warm_depth = train_cfg.warmup_from_depth
     warmup = train_cfg.warmup_iters if warm_depth is None or depth >= warm_depth else 0
