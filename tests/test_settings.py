@@ -196,7 +196,7 @@ def test_estimates_from_other_runs_are_within_2x_of_the_committed_times(tmp_path
         shutil.copytree(source, others, ignore=shutil.ignore_patterns("checkpoint.pt", "figures"))
         shutil.rmtree(others / name)
         cfg = yaml.safe_load((source / name / "config.yaml").read_text())
-        points = estimate.measured_points(sw.survey(others).values(), cfg["train"]["batch_size"])[target["arch"]]
+        points = estimate.measured_points(sw.survey(others).values())[target["arch"]]
         eval_images = target["test_images"] + (cfg["dataset"].get("val_size") or 0)
         guesses.append(estimate.run_seconds(estimate.fit_line(points), target["depth"], target["iterations"],
                                             target["epochs"], cfg["train"]["batch_size"], eval_images))

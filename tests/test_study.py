@@ -23,7 +23,7 @@ from resexp.errors import UserError
 from resexp.run.folder import RunDir, parse_run_name, run_name
 from resexp.settings.compose import load_config, shipped_config_dir
 from resexp.sweep import plan as sw
-from resexp.sweep.saved import planned_names
+from resexp.sweep.saved import planned_names, saved_spec
 from resexp.train.schedule import make_schedule, planned_schedule
 
 TIMING = {"seconds", "images_per_s", "elapsed"}
@@ -117,7 +117,7 @@ def test_an_lr_sweep_resumes_from_its_folder_alone_as_the_uninterrupted_one_in_w
         assert cli(m, capfd, *args, "--out", tmp_path / "cut")[0] == 130
     cut = tmp_path / "cut"
     assert yaml.safe_load((cut / "sweep.yaml").read_text())["axes"] == {"train.lr": [0.1, 0.05]}
-    assert planned_names(cut) == ["resnet-8-s0-lr=0.1", "resnet-8-s0-lr=0.05"]
+    assert planned_names(saved_spec(cut)) == ["resnet-8-s0-lr=0.1", "resnet-8-s0-lr=0.05"]
     code, stdout, _ = cli(monkeypatch, capfd, "status", cut)
     assert code == 0 and [ln.split()[:2] for ln in stdout.splitlines()[1:3]] == \
         [["resnet-8-s0-lr=0.05", "new"], ["resnet-8-s0-lr=0.1", "partial"]]

@@ -99,9 +99,9 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
         return SweepOutcome(out, runs, None, dry_run=True)
     # The folder's saved sweep is checked and this one saved in one step (resexp/sweep/claim.py).
     with claim.planning(out) as others_training:
-        saved = sw.saved_text(out)
         spec, out = sw.resolve_spec(*args, out, list(config_dirs))  # again: sweep.yaml as it is now
-        if saved is not None and spec.to_yaml() != saved and others_training():
+        saved = out / sw.SWEEP_FILE  # checked by resolve_spec: a real file, or none
+        if saved.exists() and spec.to_yaml() != saved.read_text() and others_training():
             raise UserError(f"another sweep is training in {out} with other settings (its {sw.SWEEP_FILE}); "
                             f"wait for it to end, run the same command as it, or use another --out")
         how, runs = _plan(spec, out, jobs, wait, False, console)

@@ -1,9 +1,9 @@
 """How long runs will take, from speeds measured on this machine.
 
-A training step of these nets costs about ``a + b * depth`` seconds: every layer
-adds the same kernels, and ``a`` is the fixed cost of a step (batch gathering,
-augmentation, the optimiser call). Each architecture's line is fitted to the
-seconds per step of runs that already trained in the sweep folder (their
+A training step of these nets costs about ``a + b * depth`` seconds per image of its
+batch: every layer adds the same kernels, and ``a`` is the fixed cost of a step (batch
+gathering, augmentation, the optimiser call). Each architecture's line is fitted to the
+seconds per image of runs that already trained in the sweep folder (their
 ``images_per_s``); an architecture with none there takes the line through the
 other architectures' runs (a plain and a residual net of one depth cost the same).
 With no run at all, the first architecture is timed for a few steps at its
@@ -28,16 +28,16 @@ from resexp.run.folder import RunState
 
 @dataclass(frozen=True)
 class Line:
-    """Seconds per training step as a function of depth."""
+    """Seconds per training image as a function of depth."""
     a: float
     b: float
 
     def at(self, depth: int) -> float:
-        return max(self.a + self.b * depth, 1e-6)
+        return max(self.a + self.b * depth, 1e-9)
 
 
 def fit_line(points: list[tuple[int, float]]) -> Line:
-    """Least squares through (depth, seconds per step); one depth: through the origin."""
+    """Least squares through (depth, seconds per image); one depth: through the origin."""
     depths = {d for d, _ in points}
     if len(depths) < 2:
         return Line(0.0, sum(s for _, s in points) / sum(d for d, _ in points))
@@ -49,8 +49,8 @@ def fit_line(points: list[tuple[int, float]]) -> Line:
     return Line(my - b * mx, b)
 
 
-def measured_points(states: Iterable[RunState], batch_size: int) -> dict[str, list[tuple[int, float]]]:
-    """arch -> [(depth, seconds per step)] from the epochs the runs of ``states`` logged (a
+def measured_points(states: Iterable[RunState]) -> dict[str, list[tuple[int, float]]]:
+    """arch -> [(depth, seconds per image)] from the epochs the runs of ``states`` logged (a
     damaged file reads as missing here)."""
     points: dict[str, list[tuple[int, float]]] = {}
     for state in states:
@@ -59,7 +59,7 @@ def measured_points(states: Iterable[RunState], batch_size: int) -> dict[str, li
         if not rates or "arch" not in summary or "depth" not in summary:
             continue
         median = sorted(rates)[len(rates) // 2]  # the first epoch also holds warm-up costs
-        points.setdefault(summary["arch"], []).append((int(summary["depth"]), batch_size / median))
+        points.setdefault(summary["arch"], []).append((int(summary["depth"]), 1 / median))
     return points
 
 
@@ -68,19 +68,19 @@ WARMUP_STEPS = 1    # untimed before them: on the CPU only the first step is slo
 
 
 def timed_points(cfgs: dict[int, object]) -> list[tuple[int, float]]:
-    """(depth, seconds per step) of one arch at its smallest and largest depth, timed here
+    """(depth, seconds per image) of one arch at its smallest and largest depth, timed here
     on one thread; ``cfgs`` maps each planned depth to its run config."""
     from omegaconf import OmegaConf
 
     from resexp.tools.bench import bench_one  # torch and the trainer: only when a timing is needed
     picks = sorted({min(cfgs), max(cfgs)})
     return [(d, bench_one(OmegaConf.merge(cfgs[d], {"train": {"threads": 1}}), TIMED_STEPS,
-                          warmup=WARMUP_STEPS)["ms_per_step"] / 1000)
+                          warmup=WARMUP_STEPS)["ms_per_step"] / 1000 / cfgs[d].train.batch_size)
             for d in picks]
 
 
 def run_seconds(line: Line, depth: int, iterations: int, epochs: int, batch_size: int,
                 eval_images: int) -> float:
-    """Training steps plus one evaluation pass over ``eval_images`` per epoch."""
-    step = line.at(depth)
-    return iterations * step + epochs * eval_images * step / batch_size / 3
+    """Training steps of ``batch_size`` images plus one evaluation pass over ``eval_images``
+    per epoch."""
+    return line.at(depth) * (iterations * batch_size + epochs * eval_images / 3)

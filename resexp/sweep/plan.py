@@ -11,7 +11,6 @@ alone continues it.
 from __future__ import annotations
 
 import copy
-import itertools
 import numbers
 import os
 import time
@@ -45,7 +44,7 @@ from resexp.settings.compose import (
     one_line,
     parse_overrides,
 )
-from resexp.sweep.saved import GRID, SWEEP_FILE, axis_problem, saved_spec
+from resexp.sweep.saved import GRID, SWEEP_FILE, axis_problem, combinations, saved_spec
 from resexp.sweep.estimate import TIMED_STEPS, Line, fit_line, measured_points, run_seconds, timed_points
 from resexp.train import extend
 from resexp.train.threads import usable_cores
@@ -74,11 +73,6 @@ class SweepSpec:
         spec = {"archs": self.archs, "depths": self.depths, "seeds": self.seeds, "overrides": self.overrides,
                 "config_dirs": self.config_dirs}
         return yaml.safe_dump({**spec, **({"axes": self.axes} if self.axes else {})}, sort_keys=False)
-
-    def settings(self) -> list[dict]:
-        """Each combination of the extra axes' values ([{}] with none), keys in order."""
-        keys = sorted(self.axes)
-        return [dict(zip(keys, values)) for values in itertools.product(*(self.axes[k] for k in keys))]
 
     def run_config(self, arch: str, depth: int, seed: int | None = None, setting: dict | None = None):
         """The validated config of one run of this sweep (``setting``: its values of the
@@ -308,8 +302,7 @@ def plan(spec: SweepSpec, out: Path, found: dict[str, RunState] | None = None) -
     """Every run of the sweep with its config and state (from ``found``, survey(out));
     validates all configs first."""
     found = survey(out) if found is None else found
-    runs = [_planned(spec, arch, depth, seed, setting, out, found)
-            for arch in spec.archs for depth in spec.depths for seed in spec.seeds for setting in spec.settings()]
+    runs = [_planned(spec, *run, out, found) for run in combinations(spec.archs, spec.depths, spec.seeds, spec.axes)]
     _check_names(runs)
     _check_same_configs(runs)
     return runs
@@ -373,9 +366,8 @@ def estimate_costs(runs: list[PlannedRun], out: Path, found: dict[str, RunState]
     todo = [r for r in runs if r.to_train]
     if not todo:
         return None
-    batch = todo[0].cfg.train.batch_size
     found = survey(out) if found is None else found
-    points, timed, timing_s = measured_points(found.values(), batch), None, 0.0
+    points, timed, timing_s = measured_points(found.values()), None, 0.0
     if not points and time_here:
         timed, start = todo[0].arch, time.perf_counter()
         points[timed] = timed_points({r.depth: r.cfg for r in todo if r.arch == timed})
@@ -388,10 +380,8 @@ def estimate_costs(runs: list[PlannedRun], out: Path, found: dict[str, RunState]
     for r in todo:
         r.estimated = r.arch in lines
         line = lines.get(r.arch, Line(0.0, 1.0))  # a weight, not seconds
-        per_image = r.cfg.train.batch_size / batch  # a step costs about its images (a batch-size axis)
-        r.cost_s = per_image * run_seconds(line, r.depth, r.iterations - r.iterations_done,
-                                           r.epochs_planned - r.epochs_done, r.cfg.train.batch_size,
-                                           evaluated_per_epoch(r.cfg.dataset))
+        r.cost_s = run_seconds(line, r.depth, r.iterations - r.iterations_done, r.epochs_planned - r.epochs_done,
+                               r.cfg.train.batch_size, evaluated_per_epoch(r.cfg.dataset))
     return _basis(out, points, timed, borrowed, timing_s)
 
 
@@ -470,14 +460,6 @@ def _hms(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 60}m{seconds % 60:02d}s"
-
-
-def saved_text(out: Path) -> str | None:
-    """<out>/sweep.yaml as saved (what save_spec would write again for the same sweep)."""
-    try:
-        return (out / SWEEP_FILE).read_text()
-    except (OSError, UnicodeDecodeError):
-        return None
 
 
 def save_spec(spec: SweepSpec, out: Path) -> None:

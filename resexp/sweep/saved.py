@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Iterator
 
 import yaml
 
@@ -66,20 +67,20 @@ def saved_spec(out: Path | None) -> dict:
                     f"--seeds and the overrides again")
 
 
-def planned_names(out: Path) -> list[str]:
-    """The run folders the saved sweep of ``out`` plans, e.g. ['plain-20-s0', ...]; [] when
-    ``out`` holds no sweep.yaml or a damaged one (`resexp sweep` says what is wrong with it).
-    A received sweep.yaml is data: a name that is not a run folder's (an arch with a slash or
+def combinations(archs, depths, seeds, axes: dict) -> Iterator[tuple[str, int, int, dict]]:
+    """Every run of a sweep as (arch, depth, seed, {extra axis: value}), in the plan's order."""
+    keys = sorted(axes)
+    settings = [dict(zip(keys, values)) for values in itertools.product(*(axes[k] for k in keys))]
+    return itertools.product(archs, depths, seeds, settings)
+
+
+def planned_names(saved: dict) -> list[str]:
+    """The run folders a saved sweep (saved_spec) plans, e.g. ['plain-20-s0', ...]. A
+    received sweep.yaml is data: a name that is not a run folder's (an arch with a slash or
     an escape sequence) is left out, never printed."""
-    try:
-        saved = saved_spec(out)
-    except UserError:
-        return []
-    axes = saved.get("axes") or {}
-    settings = [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
     names = []
-    for a, d, s, setting in itertools.product(saved.get("archs", []), saved.get("depths", []),
-                                              saved.get("seeds", []), settings):
+    for a, d, s, setting in combinations(saved.get("archs", []), saved.get("depths", []), saved.get("seeds", []),
+                                         saved.get("axes") or {}):
         try:
             names.append(run_name(a, d, s, setting))
         except UserError:  # a value no folder name holds: resexp sweep says so

@@ -25,8 +25,8 @@ def status_with_jobs(results_dir: Path, runs=None, warnings: list | None = None)
     records file or sweep.yaml is UserError or, given a ``warnings`` list, a line in it
     (results.file_warning), and the table is shown without what the file holds."""
     records = _read(read_records, results_dir, warnings, "the runs are shown without their SLURM jobs")
-    _read(saved_spec, results_dir, warnings, "the runs it plans are listed only where they have a folder")
-    planned = planned_names(results_dir)
+    planned = planned_names(_read(saved_spec, results_dir, warnings,
+                                  "the runs it plans are listed only where they have a folder"))
     try:
         table = status_table(results_dir, runs)
     except UserError:
