@@ -3,6 +3,7 @@ train, sweep and status do with a run another process trains."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -19,7 +20,7 @@ from helpers.runs import dead_pid, make_run, write_lock
 
 from resexp.errors import UserError
 from resexp.run.files import DamagedFile
-from resexp.run.lock import GUARD_STALE_AFTER, RunBusy, acquire, read_owner
+from resexp.run.lock import RunBusy, acquire, read_owner
 from resexp.run.text import inert
 
 
@@ -132,19 +133,18 @@ def test_of_four_takers_of_a_stale_lock_exactly_one_wins(tmp_path):
         for proc in racers:
             proc.kill()
     assert said == ["busy", "busy", "busy", "won"]
-    assert not (tmp_path / "run.lock.takeover").exists()
+    assert not lock.exists()  # the winner's lock, released; no loser left one
 
 
-def test_a_takeover_in_progress_leaves_the_run_busy_and_one_cut_short_is_cleared(tmp_path, frozen_clock):
-    lock, guard = write_lock(tmp_path, pid=dead_pid()), tmp_path / "run.lock.takeover"
-    guard.write_text("{}")  # another taker is removing the stale lock right now
-    with pytest.raises(RunBusy, match="is being taken over by another trainer"):
-        acquire(lock)
-    beat = frozen_clock - GUARD_STALE_AFTER - 1  # that taker was killed in between, long ago
-    os.utime(guard, (beat, beat))
-    held = acquire(lock)
+def test_a_takeover_in_progress_leaves_the_run_busy(tmp_path):
+    lock = write_lock(tmp_path, pid=dead_pid())
+    with open(lock, "r+b") as taker:  # another taker is removing the stale lock right now
+        fcntl.flock(taker, fcntl.LOCK_EX)
+        with pytest.raises(RunBusy, match="is being taken over by another trainer"):
+            acquire(lock)
+    held = acquire(lock)  # that taker is gone (its flock with it, however it ended)
     try:
-        assert lock_record(lock)["token"] == held.token and not guard.exists()
+        assert lock_record(lock)["token"] == held.token
     finally:
         held.release()
 

@@ -2,20 +2,22 @@
 
 ``<run>/run.lock`` is created with ``O_CREAT | O_EXCL``: of several processes creating it
 at once, on one host or on several sharing the folder (NFS v3 and later), exactly one
-succeeds. It holds its owner as JSON; its modification time is the heartbeat, refreshed
-by a thread of the owner every ``stale_after / 10`` seconds. A lock is stale, and is
-taken over, when its owner is gone: silent for longer than its ``stale_after`` (hosts
-sharing a folder keep their clocks in step to well within it), dead on this host, or
-this very SLURM job before SLURM requeued it. A lock that could never go stale is
-damage: it is never taken over, and the user removes it.
+succeeds. It holds its owner as JSON, so that ``resexp status`` can name the run's trainer
+(a flock names no one); its modification time is the heartbeat, refreshed by a thread of
+the owner every ``stale_after / 10`` seconds. A lock is stale, and is taken over, when its
+owner is gone: silent for longer than its ``stale_after`` (hosts sharing a folder keep
+their clocks in step to well within it), dead on this host, or this very SLURM job before
+SLURM requeued it. A lock that could never go stale is damage: it is never taken over, and
+the user removes it.
 
-Not ``flock``: such a lock says only that a file is locked, not by whom, so ``resexp
-status`` could not name a run's trainer; across hosts it rests on the network
-filesystem's lock service.
+The one guard: a taker removes a stale lock only while it holds a flock on that very file,
+else a slower taker could remove the lock a faster one has just made in its place.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import socket
@@ -36,15 +38,10 @@ LOCK_FILE = "run.lock"
 DEFAULT_STALE_AFTER = 300.0
 CLOCK_SKEW = 60.0  # how far ahead of ours another host's clock may set a heartbeat
 MAX_BYTES = 4096  # a record takes about 250; a larger file is no record
-GUARD_STALE_AFTER = 30.0  # a takeover holds its guard for one read and one unlink
 
 
 class RunBusy(UserError):
-    """The run is being trained by another live process (``owner`` says which)."""
-
-    def __init__(self, message: str, owner: Owner | None = None):
-        super().__init__(message)
-        self.owner = owner
+    """The run is being trained by another live process (the message names it)."""
 
 
 def pid_alive(pid: int) -> bool:
@@ -169,24 +166,18 @@ def _create(path: Path, record: dict) -> bool:
 
 
 def _take_over(path: Path) -> None:
-    """Remove the lock at ``path`` if it is stale, holding a guard file made the same way:
-    without it, a taker that read the stale lock could remove the new lock a faster taker
-    has just made. RunBusy while another taker holds the guard."""
-    guard = path.with_name(path.name + ".takeover")
-    if not _create(guard, {"pid": os.getpid()}):
+    """Remove the lock at ``path`` if it is stale, holding a flock on it (released by the
+    kernel however the taker ends). RunBusy while another taker holds that flock."""
+    # O_RDWR: over NFS an exclusive flock is granted only to a file open for writing
+    with contextlib.suppress(FileNotFoundError), open(os.open(path, os.O_RDWR | os.O_NOFOLLOW), "rb") as held:
         try:
-            if wall_clock() - guard.lstat().st_mtime < GUARD_STALE_AFTER:
-                raise RunBusy(f"{path.parent} is being taken over by another trainer")
-            guard.unlink()  # left by a taker killed in between
-        except FileNotFoundError:
-            pass
-        return
-    try:
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunBusy(f"{path.parent} is being taken over by another trainer") from None
         owner = read_owner(path)
-        if owner is not None and owner.stale:
-            path.unlink(missing_ok=True)
-    finally:
-        guard.unlink(missing_ok=True)
+        # still the file flocked: a faster taker may have replaced it since it was opened
+        if owner is not None and owner.stale and os.path.samestat(os.fstat(held.fileno()), path.lstat()):
+            path.unlink()
 
 
 class Lock:
@@ -225,7 +216,7 @@ class Lock:
         owner = owner or read_owner(self.path)
         if owner is None or owner.token != self.token:
             who = owner.describe() if owner else "another process"
-            raise RunBusy(f"{self.path.parent} was taken over by {who}; this trainer stopped", owner)
+            raise RunBusy(f"{self.path.parent} was taken over by {who}; this trainer stopped")
 
     def release(self) -> None:
         self._stop.set()
@@ -251,6 +242,6 @@ def acquire(path: Path, stale_after: float = DEFAULT_STALE_AFTER) -> Lock:
         if owner.damage:
             raise DamagedFile(path, f"{owner.damage}; remove it if no trainer is running")
         if owner.live:
-            raise RunBusy(f"{path.parent} is being trained by {owner.describe()}", owner)
+            raise RunBusy(f"{path.parent} is being trained by {owner.describe()}")
         _take_over(path)
     raise OSError(f"could not take the lock {path}: it kept changing")
