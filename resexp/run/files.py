@@ -20,6 +20,7 @@ import json
 import math
 import os
 import re
+import reprlib
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,30 +53,29 @@ MAX_DEPTH = 16  # JSON nesting: resexp writes at most 2 levels (summary.json's l
 
 # What a trainer writes into summary.json (the other states are decided from outside it).
 SUMMARY_STATUSES = tuple(str(s) for s in (Status.RUNNING, Status.DONE, Status.DIVERGED, Status.FAILED))
-_NUMBER = (int, float)
 # What a key that readers use may hold: its types (None: null allowed) and, for a number,
-# its closed range (None: unbounded on that side). NaN is in no range.
+# its closed range. NaN is in no range.
 TEXT, TEXT_OR_NULL = ((str,),), ((str, None),)
-COUNT, PERCENT = ((int,), 0, None), ((*_NUMBER, None), 0, 100)
-AMOUNT = ((*_NUMBER, None), 0, None)
+COUNT, PERCENT = ((int,), 0, math.inf), ((int, float, None), 0, 100)
+AMOUNT = ((int, float, None), 0, math.inf)
 SUMMARY_FIELDS = {
-    "arch": TEXT, "depth": ((int,), 1, None), "seed": COUNT, "status": TEXT, "epochs": COUNT,
+    "arch": TEXT, "depth": ((int,), 1, math.inf), "seed": COUNT, "status": TEXT, "epochs": COUNT,
     "dataset": TEXT_OR_NULL, "synthetic": ((bool, None),), "params": AMOUNT,
     "epochs_planned": AMOUNT, "iterations": AMOUNT, "iterations_planned": AMOUNT,
     "final_train_err": PERCENT, "final_test_err": PERCENT, "final_val_err": PERCENT, "wall_seconds": AMOUNT,
     "evaluated_on": TEXT_OR_NULL,
     "schedule": TEXT_OR_NULL, "experiment": TEXT_OR_NULL, "device": TEXT_OR_NULL, "error": TEXT_OR_NULL,
-    "cpu_model": TEXT_OR_NULL, "cpu_bf16": ((list, None),), "torch_threads": ((int, None), 1, None),
+    "cpu_model": TEXT_OR_NULL, "cpu_bf16": ((list, None),), "torch_threads": ((int, None), 1, math.inf),
 }
 # config.yaml: what every run config holds (a file cut short at a line lacks its last
 # sections: name, seed and model come first, dataset after train), and the keys readers
 # use, dotted.
 CONFIG_REQUIRED = ("name", "seed", "model.arch", "model.depth", "train", "dataset", "dataset.name")
 CONFIG_FIELDS = {
-    "model.arch": TEXT, "model.depth": ((int,), 1, None), "seed": COUNT, "name": TEXT_OR_NULL,
+    "model.arch": TEXT, "model.depth": ((int,), 1, math.inf), "seed": COUNT, "name": TEXT_OR_NULL,
     "train": ((dict,),), "dataset": ((dict,),), "dataset.name": TEXT, "dataset.display_name": TEXT_OR_NULL,
-    "dataset.synthetic": ((bool, None),), "train.epochs": ((int, None), 1, None),
-    "train.iterations": ((int, None), 1, None),
+    "dataset.synthetic": ((bool, None),), "train.epochs": ((int, None), 1, math.inf),
+    "train.iterations": ((int, None), 1, math.inf),
 }
 
 
@@ -118,7 +118,7 @@ def read_bytes(path: Path, limit: int | None = None) -> bytes | None:
     path = Path(path)
     limit = MAX_BYTES.get(path.name, MB) if limit is None else limit
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except (FileNotFoundError, NotADirectoryError):
         return None
     except OSError as err:
@@ -243,14 +243,7 @@ def parse_config(path: Path, data: bytes) -> dict:
     run config in CONFIG_REQUIRED, whose keys that readers use hold values of their types
     and ranges, and no ``${...}``: a run config is saved resolved, so an interpolation in
     one was not written by resexp, and resolving it would read the environment."""
-    try:
-        config = bounded_yaml.load(_text(path, data))
-    except bounded_yaml.TooLarge as err:
-        raise DamagedFile(path, f"is not a run config ({err})") from None
-    except yaml.YAMLError as err:
-        where = getattr(err, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise DamagedFile(path, f"is not valid YAML{line}") from None
+    config = _yaml(path, data, "a run config")
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise DamagedFile(path, "is not a run config (no model section)")
     missing = [key for key in CONFIG_REQUIRED if not _lookup(config, key)[0]]
@@ -261,6 +254,27 @@ def parse_config(path: Path, data: bytes) -> dict:
     if where is not None:
         raise DamagedFile(path, f"{where} holds an interpolation ${{...}}, which resexp never saves in a run config")
     return config
+
+
+def parse_command(path: Path, data: bytes) -> dict:
+    """command.yaml's bytes -> dict; DamagedFile unless it is a YAML mapping."""
+    command = _yaml(path, data, "a YAML mapping")
+    if not isinstance(command, dict):
+        raise DamagedFile(path, "is not a YAML mapping")
+    return command
+
+
+def _yaml(path: Path, data: bytes, what: str) -> object:
+    """A YAML file's value; DamagedFile if it is not YAML, or larger than ``what`` (a run
+    config, a YAML mapping) can be (resexp.run.bounded_yaml)."""
+    try:
+        return bounded_yaml.load(_text(path, data))
+    except bounded_yaml.TooLarge as err:
+        raise DamagedFile(path, f"is not {what} ({err})") from None
+    except yaml.YAMLError as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise DamagedFile(path, f"is not valid YAML{line}") from None
 
 
 def _interpolation(node, prefix: str = "") -> str | None:
@@ -278,16 +292,17 @@ def _interpolation(node, prefix: str = "") -> str | None:
 
 def check_fields(path: Path, record: dict, fields: dict) -> None:
     """DamagedFile unless each dotted key of ``fields`` present in ``record`` holds one of
-    its types, within its range."""
+    its types (exactly: JSON and YAML make no subclasses, and a bool is no int here), within
+    its range."""
     for key, (kinds, *bounds) in fields.items():
         found, value = _lookup(record, key)
         if not found:
             continue
-        if not _is(value, kinds):
-            raise DamagedFile(path, f"{key} is {_shown(value)}, not {_names(kinds)}")
-        if bounds and isinstance(value, _NUMBER) and not isinstance(value, bool) and not _within(value, *bounds):
-            low, high = ("" if b is None else f"{b:g}" for b in bounds)
-            raise DamagedFile(path, f"{key} is {value!r}, out of its range [{low or '-inf'}, {high or 'inf'}]")
+        if (None if value is None else type(value)) not in kinds:
+            names = " or ".join("null" if k is None else k.__name__ for k in kinds)
+            raise DamagedFile(path, f"{key} is {reprlib.repr(value)}, not {names}")
+        if bounds and value is not None and not bounds[0] <= value <= bounds[1]:
+            raise DamagedFile(path, f"{key} is {value!r}, out of its range [{bounds[0]:g}, {bounds[1]:g}]")
 
 
 def _lookup(record: dict, key: str) -> tuple[bool, object]:
@@ -299,16 +314,6 @@ def _lookup(record: dict, key: str) -> tuple[bool, object]:
     return True, node
 
 
-def _within(value, low, high) -> bool:
-    return (low is None or value >= low) and (high is None or value <= high)  # NaN: False
-
-
-def _shown(value) -> str:
-    """A value as a message shows it: repr (control characters escaped), at most 40 characters."""
-    text = repr(value)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
 def parse_wandb_id(path: Path, data: bytes) -> str:
     """wandb-id.txt's bytes -> the W&B run id it names. DamagedFile unless it is one plain
     id (letters and digits), so a received folder can name a run and nothing else."""
@@ -317,15 +322,3 @@ def parse_wandb_id(path: Path, data: bytes) -> str:
         raise DamagedFile(path, "does not hold a plain W&B run id (letters and digits); "
                                 "delete it to log to a new W&B run")
     return text
-
-
-def _is(value, kinds) -> bool:
-    if value is None:
-        return None in kinds
-    if isinstance(value, bool):
-        return bool in kinds
-    return isinstance(value, tuple(k for k in kinds if k is not None and k is not bool))
-
-
-def _names(kinds) -> str:
-    return " or ".join("null" if k is None else k.__name__ for k in kinds)

@@ -42,17 +42,13 @@ class LinkRefused(UserError):
         return LinkRefused, (self.path,)
 
 
-def _is_link(path: Path) -> bool:
-    return os.path.islink(path)
-
-
 def real_dir(path: Path) -> Path:
     """``path`` as a folder to write into: created if missing; LinkRefused if it is a link."""
     path = Path(path)
-    if _is_link(path):
+    if os.path.islink(path):
         raise LinkRefused(path)
     path.mkdir(parents=True, exist_ok=True)
-    if _is_link(path):  # made a link between the check and the mkdir
+    if os.path.islink(path):  # made a link between the check and the mkdir
         raise LinkRefused(path)
     return path
 
@@ -65,7 +61,7 @@ def tmp_name(path: Path) -> Path:
 def _create_exclusive(path: Path) -> int:
     """A new file, opened for writing; whatever stands at ``path`` (a temporary file left by a
     killed process of the same pid, a planted link) is removed first, never written through."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     try:
         return os.open(path, flags, 0o644)
     except FileExistsError:
@@ -83,7 +79,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 def atomic_copy(path: Path, source) -> None:
     """atomic_write of what the binary file object ``source`` holds, read in chunks."""
     path = Path(path)
-    if _is_link(path.parent) and path.parent.name:
+    if os.path.islink(path.parent) and path.parent.name:
         raise LinkRefused(path.parent)
     tmp = tmp_name(path)
     try:
@@ -94,16 +90,15 @@ def atomic_copy(path: Path, source) -> None:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(OSError):  # cleaning up is best effort
-            if _is_link(tmp) or tmp.exists():
-                tmp.unlink()
+        with contextlib.suppress(OSError):  # cleaning up is best effort (it may never have been made)
+            tmp.unlink()
         raise
 
 
 def append(path: Path, data: bytes) -> None:
     """Append ``data`` in one write (whole lines stay whole); LinkRefused if ``path`` is a link."""
     path = Path(path)
-    if _is_link(path.parent) and path.parent.name:
+    if os.path.islink(path.parent) and path.parent.name:
         raise LinkRefused(path.parent)
     with os.fdopen(_open_no_follow(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT), "ab") as f:
         f.write(data)
@@ -114,9 +109,9 @@ def append(path: Path, data: bytes) -> None:
 def _open_no_follow(path: Path, flags: int) -> int:
     """os.open without following a link at ``path``: LinkRefused if it is one."""
     try:
-        return os.open(path, flags | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o644)
+        return os.open(path, flags | os.O_NOFOLLOW, 0o644)
     except OSError:
-        if _is_link(path):  # ELOOP on Linux, EMLINK on some BSDs
+        if os.path.islink(path):  # ELOOP on Linux, EMLINK on some BSDs
             raise LinkRefused(path) from None
         raise
 
@@ -130,17 +125,11 @@ def overwrite(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
-def clean_tmp(folder: Path, name: str, now: float | None = None) -> list[Path]:
+def clean_tmp(folder: Path, name: str) -> None:
     """Remove the temporary files of ``name`` in ``folder`` that no live writer can own: links
-    (resexp never makes one), this process's own, and those older than STALE_TMP_S.
-    Returns what was removed."""
-    now = time.time() if now is None else now
-    removed = []
+    (resexp never makes one), this process's own, and those older than STALE_TMP_S."""
     for tmp in Path(folder).glob(f".{name}.*.tmp"):
         with contextlib.suppress(OSError):  # cleaning up is best effort
-            st = os.lstat(tmp)
             mine = tmp == tmp_name(Path(folder) / name)
-            if _is_link(tmp) or mine or now - st.st_mtime > STALE_TMP_S:
+            if os.path.islink(tmp) or mine or time.time() - tmp.lstat().st_mtime > STALE_TMP_S:
                 tmp.unlink()
-                removed.append(tmp)
-    return removed

@@ -40,13 +40,9 @@ class Status(str, Enum):
         """Never trained again."""
         return self in FINISHED
 
-    @property
-    def unfinished(self) -> bool:
-        """Started and not finished: its numbers so far stand in for the point in figures."""
-        return self in UNFINISHED
-
 
 FINISHED = frozenset({Status.DONE, Status.DIVERGED})
+# Started and not finished: its numbers so far stand in for the point in figures.
 UNFINISHED = frozenset({Status.RUNNING, Status.STALE, Status.PARTIAL, Status.FAILED, Status.UNFINISHED})
 # The order in which counts are listed (status lines, tables).
 ORDER = (Status.DONE, Status.RUNNING, Status.BUSY, Status.QUEUED, Status.STALE, Status.PARTIAL, Status.NEW,
