@@ -50,6 +50,7 @@ def test_every_shipped_launcher_composes_and_is_valid(tmp_path, name):
 
 def test_launcher_keys_never_count_as_result_settings(tmp_path, tiny_cfg):
     run = RunDir(tmp_path / "plain-8-s0")
+    run.path.mkdir()
     run.create(tiny_cfg("model.arch=plain"))
     assert run.config_conflicts(tiny_cfg("model.arch=plain", "launcher=slurm", "launcher.partition=gpu",
                                          "launcher.time_min=5")) == []

@@ -11,9 +11,8 @@ train, sweep, results and status all ask it.
 Every write is either an append of one whole line or an atomic replace, so a run
 killed at any moment leaves files that parse, and the rows it wrote stay. Both go
 through resexp.run.safeio, so a link planted in a received folder is never written
-through. A write
-the disk refuses (full, read-only) is CannotWrite: one line for the user, and the
-temporary file it was writing is removed.
+through. A write the disk refuses (full, read-only) is CannotWrite: one line for the
+user, and the temporary file it was writing is removed.
 """
 
 from __future__ import annotations
@@ -37,7 +36,6 @@ from omegaconf import OmegaConf
 
 from resexp.errors import UserError
 from resexp.models.registry import list_models
-from resexp.run import bounded_yaml
 from resexp.run.files import (
     COLUMNS,
     DIAGNOSTIC_FILES,
@@ -45,6 +43,7 @@ from resexp.run.files import (
     WANDB_ID_FILE,
     DamagedFile,
     Log,
+    parse_command,
     parse_config,
     parse_log,
     parse_summary,
@@ -64,9 +63,6 @@ __all__ = ["COLUMNS", "VAL_COLUMNS", "FINISHED", "DEFAULT_STALE_AFTER", "CannotW
 # Keys that do not change what a run computes (``result=False`` in resexp/settings/schema.py):
 # a run may resume under new values.
 NOT_RESULT_KEYS = non_result_keys()
-
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-
 
 class CannotWrite(UserError):
     """The disk refused a write (full, over quota, read-only, no permission)."""
@@ -89,12 +85,9 @@ def writing(path: Path):
     try:
         yield
     except OSError as err:
-        no_space = err.errno in NO_SPACE
+        no_space = err.errno in (errno.ENOSPC, errno.EDQUOT)
         hint = "; free some space and run the same command again to resume" if no_space else ""
         raise CannotWrite(f"cannot write to {path}: {err.strerror or err}{hint}", no_space, Path(path).name) from err
-
-
-COMMAND_FILE = "command.yaml"
 
 
 @dataclass(frozen=True)
@@ -131,18 +124,15 @@ def git_commit() -> str | None:
         return None
 
 
-def _flat(config: dict) -> dict:
+def _flat(config: dict, prefix: str = "") -> dict:
+    """{dotted key: value} of the settings that change what a run computes."""
     out = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            full = f"{prefix}{key}"
-            if isinstance(value, dict):
-                walk(value, full + ".")
-            elif not any(full == k or full.startswith(k + ".") for k in NOT_RESULT_KEYS):
-                out[full] = value
-
-    walk(config, "")
+    for key, value in config.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flat(value, full + "."))
+        elif not any(full == k or full.startswith(k + ".") for k in NOT_RESULT_KEYS):
+            out[full] = value
     return out
 
 
@@ -168,7 +158,6 @@ class RunState:
     owner: Owner | None = None
     problem: str | None = None
     repair: str | None = None
-    torn: bool = False  # metrics.csv ends in a line cut short (redone on resume)
     log: Log | None = None  # metrics.csv as read (None if unreadable), for the trainer's resume
     unreadable: dict[str, str] = field(default_factory=dict)  # {file: why} for files that do not parse
 
@@ -207,28 +196,18 @@ class RunDir:
         self.checkpoint = self.path / "checkpoint.pt"
         self.lock_file = self.path / LOCK_FILE
         self.wandb_id_file = self.path / WANDB_ID_FILE
+        self.command_file = self.path / "command.yaml"
 
     @property
     def name(self) -> str:
         return self.path.name
 
-    def could_be_run(self) -> bool:
-        """Worth reading: named like a run, or holding a config.yaml."""
-        return parse_run_name(self.name) is not None or self.config.exists()
-
-    def is_run(self, state: RunState | None = None) -> bool:
+    def is_run(self, state: RunState) -> bool:
         """A run folder: its config.yaml names a registered architecture, or (a damaged run,
         whose config.yaml is missing, unreadable or names something else) its folder name
         does and it holds a run file. A folder merely named like a run is not one.
-        ``state``: this folder's state(), if the caller has read it."""
-        if state is None:
-            try:
-                config = self.read_config()
-            except DamagedFile:
-                config = None
-        else:
-            config = state.config
-        model = config.get("model") if isinstance(config, dict) else None
+        ``state``: this folder's state()."""
+        model = state.config.get("model")
         if isinstance(model, dict) and model.get("arch") in list_models():
             return True
         names = parse_run_name(self.name)
@@ -239,20 +218,16 @@ class RunDir:
     def state(self) -> RunState:
         """Read every file of the run and decide its status; never raises for a damaged file."""
         found, problems = RunState(Status.NEW), []
-        config = self._attempt(self.read_config, problems)
-        summary = self._attempt(self.read_summary, problems)
-        log = self._attempt(self.read_log, problems)
-        found.config, found.summary, found.log = config or {}, summary or {}, log
+        found.config = self._attempt(self.read_config, problems) or {}
+        found.summary = self._attempt(self.read_summary, problems) or {}
+        found.log = self._attempt(self.read_log, problems)
         found.unreadable = dict(problems)
-        if log is not None:
-            found.rows, found.torn = log.rows, log.torn
-        try:
+        found.rows = found.log.rows if found.log is not None else []
+        with contextlib.suppress(OSError):
             found.owner = read_owner(self.lock_file)
-        except OSError:
-            found.owner = None
         if found.owner is not None and found.owner.damage:  # a lock that could never go stale
             problems.append((LOCK_FILE, found.owner.damage))
-        problems += self._contradictions(config, summary, log, found)
+        problems += self._contradictions(found)
         found.status, found.problem, found.repair = self._status(found, problems)
         return found
 
@@ -264,23 +239,24 @@ class RunDir:
             problems.append((err.path.name, err.reason))
             return None
 
-    def _contradictions(self, config, summary, log, found: RunState) -> list[tuple[str, str]]:
+    def _contradictions(self, found: RunState) -> list[tuple[str, str]]:
         """(file, reason) for files that parse but disagree with the folder or each other."""
-        names, problems = parse_run_name(self.name), []
-        others = any(f.exists() for f in (self.metrics, self.summary_file, self.checkpoint))
-        if config is None and others and not self.config.exists():
+        names, problems, config, summary, log = parse_run_name(self.name), [], found.config, found.summary, found.log
+        if not self.config.exists() and any(f.exists() for f in (self.metrics, self.summary_file, self.checkpoint)):
             problems.append((self.config.name, "is missing"))
-        for file, record in ((self.config.name, _identity(config, True)), (self.summary_file.name, _identity(summary))):
-            if names and record and record != (names["arch"], names["depth"], names["seed"]):
+        # (arch, depth, seed) as each file names them: a parsed config holds all three, a summary may not
+        model = config.get("model", {})
+        said = {self.config.name: (model.get("arch"), model.get("depth"), config.get("seed")),
+                self.summary_file.name: tuple(summary.get(k) for k in ("arch", "depth", "seed"))}
+        for file, record in said.items():
+            if names and None not in record and record != (names["arch"], names["depth"], names["seed"]):
                 problems.append((file, f"names the run {run_name(*record)}"))
-        finished = (summary or {}).get("status") in FINISHED
-        logged = found.epochs if log is not None else None
-        if logged is not None and summary and summary.get("epochs", 0) > logged:
-            problems.append((self.metrics.name, f"has {logged} epoch{'' if logged == 1 else 's'}, "
+        if log is not None and summary.get("epochs", 0) > found.epochs:
+            problems.append((self.metrics.name, f"has {found.epochs} epoch{'' if found.epochs == 1 else 's'}, "
                                                 f"summary.json says {summary['epochs']}"))
-        elif logged is not None and finished and found.torn:
+        elif log is not None and log.torn and summary.get("status") in FINISHED:
             problems.append((self.metrics.name, "ends in a line cut short"))
-        elif logged == 0 and self.checkpoint.exists():
+        elif log is not None and not log.rows and self.checkpoint.exists():
             problems.append((self.metrics.name, "has no epochs, but checkpoint.pt exists"))
         return problems
 
@@ -302,10 +278,10 @@ class RunDir:
 
     def _repair(self, found: RunState, files: set[str]) -> str | None:
         """What the next trainer does about damage in ``files``; None when the user must act."""
-        if LOCK_FILE in files:
-            return None  # only the user can tell that no trainer holds it
-        if self.config.name in files:
-            return None  # the settings it was trained with are unknown: nothing to check a resume against
+        if files & {LOCK_FILE, self.config.name}:
+            # only the user can tell that no trainer holds the lock; without the settings it was
+            # trained with there is nothing to check a resume against
+            return None
         if files == {self.summary_file.name}:
             return "the next train or sweep rewrites summary.json from metrics.csv"
         if found.summary.get("status") in FINISHED or self.summary_file.name in files:
@@ -332,10 +308,9 @@ class RunDir:
 
     # ---- config.yaml: created once, checked on every resume
     def create(self, cfg) -> None:
-        with writing(self.config):
-            real_dir(self.path)
-            if not self.config.exists():
-                atomic_write(self.config, OmegaConf.to_yaml(cfg, resolve=True).encode())
+        """config.yaml, for a run that has none yet (under its lock: claim() made the folder)."""
+        if not self.config.exists():
+            self.replace_config(cfg)
 
     def read_config(self) -> dict | None:
         """The resolved config this run was started with; None if missing; DamagedFile."""
@@ -369,22 +344,10 @@ class RunDir:
             atomic_write(self.config, OmegaConf.to_yaml(cfg, resolve=True).encode())
 
     # ---- command.yaml: how the run was asked for (Origin), and how it was extended
-    @property
-    def command_file(self) -> Path:
-        return self.path / COMMAND_FILE
-
     def read_command(self) -> dict | None:
         """command.yaml; None if missing; DamagedFile if it is not a YAML mapping."""
         data = read_bytes(self.command_file)
-        if data is None:
-            return None
-        try:
-            command = bounded_yaml.load(data.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError, yaml.YAMLError):
-            command = None
-        if not isinstance(command, dict):
-            raise DamagedFile(self.command_file, "is not a YAML mapping")
-        return command
+        return None if data is None else parse_command(self.command_file, data)
 
     def write_command(self, command: dict) -> None:
         with writing(self.command_file):
@@ -397,9 +360,8 @@ class RunDir:
         return None if data is None else parse_summary(self.summary_file, data)
 
     def write_summary(self, summary: dict) -> None:
-        summary = {**summary, "pid": os.getpid(), "host": socket.gethostname(), "updated": now()}
         with writing(self.summary_file):
-            atomic_write(self.summary_file, (json.dumps(summary, indent=2) + "\n").encode())
+            atomic_write(self.summary_file, (json.dumps(_stamped(summary), indent=2) + "\n").encode())
 
     def record_failure(self, summary: dict, error: str) -> None:
         """Mark the run failed, even on a full disk: if the atomic replace finds no space, the
@@ -409,13 +371,9 @@ class RunDir:
         try:
             self.write_summary(failed)
         except CannotWrite as err:
-            if not err.no_space:
-                return
-            failed.update(pid=os.getpid(), host=socket.gethostname(), updated=now())
-            try:
-                overwrite(self.summary_file, json.dumps(failed).encode())  # compact: no more blocks
-            except (OSError, UserError):
-                pass
+            with contextlib.suppress(OSError, UserError):
+                if err.no_space:  # compact: no more blocks
+                    overwrite(self.summary_file, json.dumps(_stamped(failed)).encode())
 
     def record_lost(self, why: str, pid: int | None) -> None:
         """A trainer process that died without a word (its launcher saw it go): the run is
@@ -447,56 +405,31 @@ class RunDir:
     def append_rows(self, path: Path, rows: list[dict]) -> None:
         """Append whole CSV lines to one of this run's files (metrics.csv, a diagnostics file)
         in one write, a header first if the file is new."""
-        if not rows:
-            return
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        with writing(path):
-            if not path.exists() or path.stat().st_size == 0:
-                writer.writeheader()
-            writer.writerows(rows)
-            append(path, buf.getvalue().encode())  # one write of whole lines, never through a link
+        if rows:
+            with writing(path):
+                new = not path.exists() or path.stat().st_size == 0
+                append(path, _csv(list(rows[0]), rows, header=new))  # one write of whole lines, never through a link
 
-    def keep_rows_until(self, epoch: int, log: Log | None = None) -> None:
-        """Keep the complete rows up to ``epoch`` and nothing after, in metrics.csv (``log``: as
-        read already) and in each diagnostics file: rows written after the last checkpoint
-        (about to be redone) and a last line cut short go. With ``epoch`` 0 (nothing to go on
-        from) every row goes, the diagnostics of iteration 0 too, since the run measures
-        them again when it starts."""
-        log = self.read_log() if log is None else log
-        if log.torn or any(r["epoch"] > epoch for r in log.rows) or (epoch == 0 and self.metrics.exists()):
-            self._rewrite(self.metrics, log.columns, [r for r in log.rows if r["epoch"] <= epoch])
-        for path in (self.path / name for name in DIAGNOSTIC_FILES):
-            columns, rows = self._diagnostics_rows(path)
+    def keep_rows_until(self, epoch: int) -> None:
+        """Keep the complete rows up to ``epoch`` and nothing after, in metrics.csv and in each
+        diagnostics file: rows written after the last checkpoint (about to be redone) and a
+        last line cut short go. With ``epoch`` 0 (nothing to go on from) every row goes, the
+        diagnostics of iteration 0 too, since the run measures them again when it starts.
+        The rows are kept as text: a damaged diagnostics file is the analysis' to report."""
+        for path in (self.metrics, *(self.path / name for name in DIAGNOSTIC_FILES)):
+            data = read_bytes(path)
+            if data is None:
+                continue
+            text = data.decode("utf-8", errors="replace")
+            reader = csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1]))  # its complete lines
+            rows = [r for r in reader if None not in r and None not in r.values()]
             kept = [r for r in rows if epoch > 0 and _epoch_of(r) <= epoch]
-            if columns is not None and len(kept) < len(rows) or (epoch == 0 and path.exists()):
-                self._rewrite(path, columns or [], kept)
-
-    def _rewrite(self, path: Path, columns: list[str], rows: list[dict]) -> None:
-        """Replace ``path`` by these rows (atomically); remove it when none are left."""
-        with writing(path):
-            if not rows:
-                path.unlink(missing_ok=True)
-                return
-            buf = io.StringIO()
-            writer = csv.DictWriter(buf, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-            atomic_write(path, buf.getvalue().encode())
-
-    @staticmethod
-    def _diagnostics_rows(path: Path) -> tuple[list[str] | None, list[dict]]:
-        """A diagnostics file's header and its complete rows as text (a last line cut short
-        is left out); (None, []) if there is none or it cannot be read: its damage is the
-        analysis' to report, not the trainer's to repair."""
-        data = read_bytes(path)
-        if not data:
-            return None, []
-        text = data.decode("utf-8", errors="replace")
-        complete = text[: text.rfind("\n") + 1]
-        reader = csv.DictReader(io.StringIO(complete))
-        rows = [r for r in reader if None not in r and None not in r.values()]
-        return reader.fieldnames, rows
+            if kept != rows or not text.endswith("\n") or epoch == 0:
+                with writing(path):
+                    if kept:
+                        atomic_write(path, _csv(reader.fieldnames, kept, header=True))
+                    else:
+                        path.unlink()
 
     # ---- checkpoint.pt: its bytes (torch's format is resexp/train/checkpoint.py's)
     def write_checkpoint(self, data: bytes) -> None:
@@ -507,7 +440,7 @@ class RunDir:
     def read_wandb_id(self) -> str | None:
         """The W&B run id; None if there is none yet; DamagedFile if it is not a plain id."""
         data = read_bytes(self.wandb_id_file)
-        return None if data is None else parse_wandb_id(self.wandb_id_file, data[:1000])
+        return None if data is None else parse_wandb_id(self.wandb_id_file, data)
 
     def write_wandb_id(self, run_id: str) -> None:
         with writing(self.wandb_id_file):
@@ -530,20 +463,23 @@ class RunDir:
         return aside
 
 
+def _stamped(summary: dict) -> dict:
+    """The summary with the process that writes it, and when."""
+    return {**summary, "pid": os.getpid(), "host": socket.gethostname(), "updated": now()}
+
+
+def _csv(columns: list[str], rows: list[dict], header: bool) -> bytes:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    if header:
+        writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue().encode()
+
+
 def _epoch_of(row: dict) -> float:
     try:
         return float(row.get("epoch"))
     except (TypeError, ValueError):
         return float("inf")  # unreadable: dropped with the rows past the checkpoint
 
-
-def _identity(record: dict | None, config: bool = False) -> tuple | None:
-    """(arch, depth, seed) a config or summary names, if it names them."""
-    if not record:
-        return None
-    if config:
-        model = record.get("model") or {}
-        return model.get("arch"), model.get("depth"), record.get("seed")
-    if all(k in record for k in ("arch", "depth", "seed")):
-        return record["arch"], record["depth"], record["seed"]
-    return None

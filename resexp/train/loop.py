@@ -336,7 +336,7 @@ def resume(run: RunDir, s: Setup, found: RunState, console: Console) -> Position
     if log.torn:
         console.print(f"{run.name}: the last line of metrics.csv was cut short: removed, that epoch is redone",
                       markup=False)
-    run.keep_rows_until(state["epoch"], log)
+    run.keep_rows_until(state["epoch"])
     console.print(f"{run.name}: resuming after epoch {state['epoch']} (iteration {state['iteration']})", markup=False)
     return Position(state["epoch"], state["iteration"], state["elapsed"], row)
 
@@ -348,7 +348,7 @@ def _without_checkpoint(run: RunDir, s: Setup, log: Log, console: Console) -> Po
     diagnostics of iteration 0) goes."""
     at = Position.after(log.rows[-1]) if log.rows else Position()
     if at.epoch == 0 or at.over(s.schedule.total_iters):
-        run.keep_rows_until(at.epoch, log)
+        run.keep_rows_until(at.epoch)
         return at
     return _start_again(run, console, "metrics.csv has rows but there is no checkpoint.pt to go on from")
 
