@@ -347,7 +347,7 @@ def _interruptible(fn):
         return fn()
     except KeyboardInterrupt as err:
         kept = "interrupted: finished epochs are saved; rerun the same command to continue"
-        print(f"\n{getattr(err, 'message', kept)}", file=sys.stderr)
+        print(f"\n{str(err) or kept}", file=sys.stderr)
         cause = err
         while cause is not None and not isinstance(cause, Terminated):
             cause = cause.__context__

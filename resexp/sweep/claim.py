@@ -28,8 +28,7 @@ WAIT_S = 120.0  # the longest a sweep waits for another to finish planning (a pl
 
 def _open(path: Path, create: bool = True) -> int:
     """The lock file, never through a link planted in a received folder."""
-    flags = (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | getattr(os, "O_NOFOLLOW", 0) \
-        | getattr(os, "O_CLOEXEC", 0)
+    flags = (os.O_RDWR | os.O_CREAT if create else os.O_RDONLY) | os.O_NOFOLLOW | os.O_CLOEXEC
     try:
         return os.open(path, flags, 0o644)
     except OSError as err:
@@ -49,7 +48,7 @@ def planning(out: Path) -> Iterator[Callable[[], bool]]:
     while not anchor.is_dir() and anchor != anchor.parent:
         anchor = anchor.parent
     try:
-        fd = os.open(anchor, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(anchor, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError as err:
         raise UserError(f"cannot write to {out}: {err.strerror or err}") from None
     start = time.monotonic()

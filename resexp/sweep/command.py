@@ -136,8 +136,4 @@ def _plan(spec, out: Path, jobs: int | None, wait: bool, dry_run: bool, console:
 
 
 class Interrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep, with what its launcher keeps going or saved."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
+    """Ctrl-C during a sweep; its message says what its launcher keeps going or saved."""

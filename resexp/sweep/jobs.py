@@ -87,21 +87,25 @@ def _record(path: Path, line: bytes) -> dict | None:
 
 
 
+def ask(*command: str) -> str | None:
+    """What a SLURM command (squeue, sacct, sinfo) prints; None where it is missing or fails."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout if result.returncode == 0 else None
+
+
 def queue() -> dict[str, dict] | None:
     """This user's jobs in the SLURM queue: {job id: {state, node, reason}}, one entry per
     array task; None when squeue is missing or fails."""
-    fields = ["%i", "%T", "%N", "%r"]
-    try:
-        result = subprocess.run(["squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "|".join(fields)],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if result.returncode != 0:
+    listed = ask("squeue", "-h", "-r", "-u", getpass.getuser(), "-o", "%i|%T|%N|%r")
+    if listed is None:
         return None
     jobs = {}
-    for line in result.stdout.splitlines():
+    for line in listed.splitlines():
         parts = line.strip().split("|")
-        if len(parts) == len(fields):
+        if len(parts) == 4:
             jobs[parts[0]] = {"state": parts[1], "node": parts[2], "reason": parts[3]}
     return jobs
 
@@ -110,15 +114,9 @@ def ended_states(job_ids) -> dict[str, str]:
     """Final states (COMPLETED, CANCELLED, TIMEOUT, ...) of jobs no longer queued, from sacct;
     {} where the cluster keeps no accounting."""
     ids = sorted(set(job_ids))
-    if not ids:
-        return {}
-    try:
-        result = subprocess.run(["sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    listed = ask("sacct", "-n", "-P", "-X", "-o", "JobID,State", "-j", ",".join(ids)) if ids else None
     states = {}
-    for line in result.stdout.splitlines() if result.returncode == 0 else []:
+    for line in (listed or "").splitlines():
         job_id, _, state = line.partition("|")
         if job_id in ids:
             states[job_id] = state.split()[0] if state else "?"  # "CANCELLED by 0" -> CANCELLED

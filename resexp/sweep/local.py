@@ -105,18 +105,18 @@ def _parallel(todo, out: Path, console: Console, overall: Progress, task, jobs: 
             while waiting or running:
                 while waiting and free:
                     r, slot = waiting.pop(0), free.pop(0)
-                    running[_start(ctx, r, out, jobs, slots[slot] if slots else None)] = (r, slot)
-                for sentinel in wait([p.sentinel for p, _ in running]):
-                    proc, conn = next(k for k in running if k[0].sentinel == sentinel)
-                    r, slot = running.pop((proc, conn))
+                    proc, conn = _start(ctx, r, out, jobs, slots[slot] if slots else None)
+                    running[proc.sentinel] = (proc, conn, r, slot)
+                for sentinel in wait(list(running)):
+                    proc, conn, r, slot = running.pop(sentinel)
                     proc.join()
                     statuses[r.name] = _outcome(r, proc, conn, console)
                     free.append(slot)
                     overall.advance(task, r.cost_s)
     finally:  # Ctrl-C or an error: stop the other runs too (they resume from their last epoch)
-        for proc, _ in running:
+        for proc, *_ in running.values():
             proc.terminate()
-        for proc, _ in running:
+        for proc, *_ in running.values():
             proc.join()
     return statuses
 
@@ -132,7 +132,7 @@ def worker_context(gpus: int):
     are GPUs, spawned, the start CUDA documents: each worker sets CUDA_VISIBLE_DEVICES before
     CUDA starts. Either way a worker runs in the sweep's current folder, sys.path and
     environment (_worker sets the last)."""
-    if gpus or "forkserver" not in multiprocessing.get_all_start_methods():  # (Windows has none)
+    if gpus:
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload(PRELOAD)

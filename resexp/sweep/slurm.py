@@ -19,7 +19,6 @@ import contextlib
 import io
 import re
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,8 @@ from resexp.run.folder import now
 from resexp.run.state import Status
 from resexp.run.text import inert
 from resexp.settings.compose import importable_dirs, make_importable
-from resexp.sweep.jobs import append_records, ended_states, is_active, queue, read_records, real_slurm_dir, slurm_dir
+from resexp.sweep.jobs import (append_records, ask, ended_states, is_active, queue, read_records, real_slurm_dir,
+                               slurm_dir)
 from resexp.sweep.task import sweep_progress, train_run
 
 # --wait polls squeue every 1 s at first, then less often (never more than this):
@@ -125,11 +125,8 @@ def check_gpus(launcher) -> None:
     partition: sbatch would refuse every one ('Invalid generic resource')."""
     if not launcher.gpus_per_run:
         return
-    try:
-        listed = subprocess.run(["sinfo", "-h", "-o", "%P %G"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return  # no answer: sbatch will say
-    if listed.returncode == 0 and gpus_listed(listed.stdout, launcher.partition) is False:
+    listed = ask("sinfo", "-h", "-o", "%P %G")  # None, no answer: sbatch will say
+    if listed is not None and gpus_listed(listed, launcher.partition) is False:
         where = f"partition {launcher.partition}" if launcher.partition else "the default partition"
         raise UserError(f"each job asks for {launcher.gpus_per_run} GPU (launcher.gpus_per_run="
                         f"{launcher.gpus_per_run}), but sinfo lists no GPU on {where}: set "
