@@ -289,14 +289,13 @@ class GraphedStep(Step):
         self._set_lr(lr / 2 if lr else 0.1)
         try:
             with bound(self.device):
-                self.graph, failure = self._record(), None
+                self.graph = self._record()
         except CaptureFailed as err:
-            failure = err
-        self._set_lr(lr)
-        if failure is not None:
-            self._give_up(f"capture failed: {failure}")
+            self._give_up(f"capture failed: {err}")
             self.optimizer.zero_grad(set_to_none=True)
             return False
+        finally:
+            self._set_lr(lr)
         self.keep_grads = self.graph is not None  # the replayed backward writes the graph's gradients
         return True
 
