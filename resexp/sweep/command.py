@@ -63,10 +63,8 @@ class SweepOutcome:
         states = [str(r.status) for r in self.runs]
         found = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states))
         todo = [r for r in self.runs if r.to_train]
-        known = [r.cost_s for r in todo if r.estimated]
-        cost = f", about {format_seconds(sum(known))}" if known else ""
-        if known and len(known) < len(todo):
-            cost += f" for {len(known)} of them"
+        # Every run to train is estimated, or none is (plan.estimate_costs).
+        cost = f", about {format_seconds(sum(r.cost_s for r in todo))}" if todo and todo[0].estimated else ""
         what = "dry run" if self.dry_run else "submitted, not followed"
         return f"sweep {self.out}, {what}: {len(self.runs)} runs ({found}), {len(todo)} to train{cost}"
 

@@ -22,7 +22,6 @@ JOBS_FILE = "jobs.jsonl"
 ACTIVE = ("PENDING", "CONFIGURING", "RUNNING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED",
           "RESIZING", "SUSPENDED", "STOPPED", "SIGNALING", "STAGE_OUT", "SPECIAL_EXIT")
 
-
 # The one kind of link submitit leaves in its folder: the name its sbatch script had
 # before the job id was known, pointing at <job id>_submission.sh.
 SUBMITIT_LINK = re.compile(r"^\.submission_file_[0-9a-f]{32}\.sh$")
@@ -86,7 +85,6 @@ def _record(path: Path, line: bytes) -> dict | None:
     return record
 
 
-
 def ask(*command: str) -> str | None:
     """What a SLURM command (squeue, sacct, sinfo) prints; None where it is missing or fails."""
     try:
@@ -125,5 +123,3 @@ def ended_states(job_ids) -> dict[str, str]:
 
 def is_active(job: dict | None) -> bool:
     return job is not None and job["state"] in ACTIVE
-
-

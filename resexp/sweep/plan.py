@@ -294,8 +294,8 @@ def survey(out: Path) -> dict[str, RunState]:
     """The state of every run folder in ``out``, each read once: the plan takes its runs'
     states from here, the estimate the speeds of all of them, and the trainer the state
     its run was planned in."""
-    folders = sorted(p for p in Path(out).glob("*-*-s*") if p.is_dir()) if Path(out).is_dir() else []
-    return {p.name: RunDir(p).state() for p in folders if RUN_NAME.match(p.name)}
+    folders = sorted(p for p in Path(out).glob("*-*-s*") if p.is_dir() and RUN_NAME.match(p.name))
+    return {p.name: RunDir(p).state() for p in folders}
 
 
 def plan(spec: SweepSpec, out: Path, found: dict[str, RunState] | None = None) -> list[PlannedRun]:
@@ -416,7 +416,7 @@ def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     width = max([22, *(len(r.name) for r in runs)])
     lines = [f"{'run':<{width}} {'state':<9} {'epochs':>9} {'iters':>7} {'est.':>8}"]
     for r in runs:
-        est = _hms(r.cost_s) if r.estimated or not r.to_train and basis else ("?" if basis else "-")
+        est = _hms(r.cost_s) if r.estimated or not r.to_train and basis else "-"
         lines.append(f"{r.name:<{width}} {r.status:<9} {f'{r.epochs_done}/{r.epochs_planned}':>9} "
                      f"{r.iterations:>7} {est:>8}")
     extended = [r for r in runs if r.extends is not None and r.state.finished]
@@ -428,15 +428,9 @@ def format_plan(runs: list[PlannedRun], basis: str | None = None) -> str:
     for r in runs:
         if r.status == Status.DAMAGED:
             lines.append(f"{r.name} is damaged: {r.state.problem}; {r.state.advice}")
+    # With a basis every run to train is estimated: an arch without speeds borrows the others'.
     todo = [r for r in runs if r.to_train]
-    known, unknown = [r for r in todo if r.estimated], [r for r in todo if not r.estimated]
-    total = ""
-    if basis and known:
-        total = f", about {_hms(sum(r.cost_s for r in known))}"
-        if unknown:
-            archs = ", ".join(dict.fromkeys(r.arch for r in unknown))
-            total += f" for {len(known)} of them ({len(unknown)} not estimated: no {archs} run to go by)"
-        total += f" (from {basis})"
+    total = f", about {_hms(sum(r.cost_s for r in todo))} (from {basis})" if basis and todo else ""
     lines.append(f"{len(runs)} runs, {len(todo)} to train{total}")
     return "\n".join(lines)
 
@@ -446,12 +440,8 @@ def check_data(runs: list[PlannedRun], fetch: bool = True) -> list[str]:
     downloaded) and its labels checked, or with ``fetch`` False (a dry run) only looked for,
     nothing written. Missing data is then one error before anything starts, not the same
     failure repeated for every run. Returns the dry run's notes (data to be downloaded)."""
-    seen, notes = set(), []
-    for r in runs:
-        key = OmegaConf.to_yaml(r.cfg.dataset)
-        if r.to_train and key not in seen:
-            seen.add(key)
-            notes.append(check_dataset(r.cfg.dataset, fetch))
+    datasets = {OmegaConf.to_yaml(r.cfg.dataset): r.cfg.dataset for r in runs if r.to_train}
+    notes = [check_dataset(dataset, fetch) for dataset in datasets.values()]
     return [note for note in notes if note]
 
 

@@ -100,10 +100,8 @@ def _saved_problem(saved) -> str | None:
         problem = _axes_problem(saved["axes"])
         if problem:
             return problem
-    for key, value in saved.items():
-        if key == "axes":
-            continue
-        kind = SAVED_TYPES[key]
+    for key, kind in SAVED_TYPES.items():
+        value = saved.get(key, [])
         if not isinstance(value, list) or not all(isinstance(v, kind) and not isinstance(v, bool) for v in value):
             return f"{key} is not a list of {kind.__name__}s"
     try:
@@ -111,8 +109,6 @@ def _saved_problem(saved) -> str | None:
     except UserError as err:
         return f"an override does not parse: {err}"
     return None
-
-
 
 
 def _axes_problem(axes) -> str | None:

@@ -58,11 +58,9 @@ def train_run(cfg, out: Path, console: Console, progress: Progress | None = None
         return Status.BUSY
     except CannotWrite:
         raise
-    except DamagedFile as err:
+    except UserError as err:  # a damaged file, or a setting that cannot be used
         console.print(f"error: {name}: {err}", style="red", markup=False)
-        return Status.DAMAGED
-    except UserError as err:
-        console.print(f"error: {name}: {err}", style="red", markup=False)
+        return Status.DAMAGED if isinstance(err, DamagedFile) else Status.FAILED
     except Exception as err:
         console.print(f"{name} failed: {type(err).__name__}: {err}", style="red", markup=False)
     return Status.FAILED
