@@ -82,12 +82,11 @@ class SweepSpec:
         if self.composed is None:
             self.composed = compose_config([*self.overrides, *self.launcher], self.config_dirs)
         cfg = copy.deepcopy(self.composed)
-        try:  # what the overrides model.arch=, model.depth=, seed= and the axes' would do, applied last
-            cfg.model.arch, cfg.model.depth, cfg.seed = arch, depth, seed
-            for key, value in (setting or {}).items():
-                _set(cfg, key, value)
-        except OmegaConfBaseException as err:
-            raise UserError(one_line(err)) from None
+        # What the overrides model.arch=, model.depth=, seed= and the axes' would do, applied last (each
+        # axis value was set once already, by _canonical: none fails here).
+        cfg.model.arch, cfg.model.depth, cfg.seed = arch, depth, seed
+        for key, value in (setting or {}).items():
+            _set(cfg, key, value)
         cfg = finish_config(cfg)
         if cfg.launcher.type == "local":
             check_fits(cfg, device_of(cfg.train.device))
