@@ -28,7 +28,8 @@ DOC = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
 # SWEEP_TINY as a dict, the form a notebook writes.
 TINY_DICT = {"dataset": "synthetic", "dataset.train_args.size": 256, "dataset.test_args.size": 128,
              "train.batch_size": 64, "train.iterations": None, "train.epochs": 3, "train.milestones": [],
-             "train.milestone_unit": "epochs", "train.log_every": 2, "train.device": "cpu", "train.threads": 1}
+             "train.milestone_unit": "epochs", "train.log_every": 2, "train.device": "cpu", "train.threads": 1,
+             "train.diagnostics": "off"}
 
 
 FORMS = [("plain,resnet", "8", "0,1"), (" plain , resnet ", 8, " 0, 1"), (["plain", "resnet"], [8], [0, 1]),

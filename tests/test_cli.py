@@ -188,7 +188,7 @@ STOPPED = "interrupted: finished epochs are saved; rerun the same command to con
 @pytest.mark.slow
 @pytest.mark.parametrize("command", [["train", *TINY], ["sweep", "--depths", "8", "--archs", "resnet", *SWEEP_TINY]],
                          ids=["train", "sweep"])
-def test_sigterm_stops_as_ctrl_c_does_with_one_line_and_exit_143(command):
+def test_sigterm_stops_as_ctrl_c_does_with_one_line_and_exit_143(command, monkeypatch, capsys):
     """`kill PID` of a real resexp process in its second epoch or later: the Ctrl-C line, exit
     code 143 (128 + SIGTERM), the checkpointed epochs kept, and the same command resumes."""
     import signal
@@ -216,9 +216,9 @@ def test_sigterm_stops_as_ctrl_c_does_with_one_line_and_exit_143(command):
     assert "Traceback" not in stderr
     kept = [int(r["epoch"]) for r in rows(Path("out/resnet-8-s0"))]
     assert kept == list(range(1, len(kept) + 1)) and 2 <= len(kept) < 12
-    again = run_cli(*args)
-    assert again.returncode == 0, again.stderr
-    assert "resnet-8-s0 epoch 1/12 " not in again.stderr  # resumed, not started again
+    code, _, again = cli(monkeypatch, capsys, *args)
+    assert code == 0, again
+    assert "resnet-8-s0 epoch 12/12 " in again and "resnet-8-s0 epoch 1/12 " not in again  # resumed, not restarted
     assert [int(r["epoch"]) for r in rows(Path("out/resnet-8-s0"))] == list(range(1, 13))
 
 

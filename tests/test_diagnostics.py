@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers.cli import DIAGNOSTICS
 
 from resexp.data import load_data
 from resexp.inside import diagnostics as dg
@@ -143,7 +144,7 @@ def test_gradient_norms_equal_a_manual_autograd_computation():
 
 def test_run_csvs_hold_the_checkpoints_measurements(tmp_path, tiny_cfg):
     """The final rows of a real run equal a fresh measurement of its final weights."""
-    cfg = tiny_cfg("train.diagnostics_images=100")
+    cfg = tiny_cfg("train.diagnostics_images=100", DIAGNOSTICS)
     fit(cfg, tmp_path / "out")
     run = tmp_path / "out" / "resnet-8-s0"
     responses = pd.read_csv(run / "responses.csv")

@@ -404,6 +404,7 @@ def test_kill_9_of_a_parallel_sweep_ends_all_its_processes(tmp_path, start):
     try:
         below = descendants(sweep.pid)
         assert lock_owners(out) <= below and len(below) >= (4 if start == "forkserver" else 3)
+        owners = lock_owners(out)
         sweep.kill()
         sweep.wait()
         assert ended(below, within_s=5) == set()
@@ -412,7 +413,11 @@ def test_kill_9_of_a_parallel_sweep_ends_all_its_processes(tmp_path, start):
         for pid in below:
             if running(pid):
                 os.kill(pid, signal.SIGKILL)
-    assert {RunDir(out / n).state().status for n in ("plain-8-s0", "resnet-8-s0")} <= RESUMABLE
+    states = [RunDir(out / n).state() for n in ("plain-8-s0", "resnet-8-s0")]
+    assert {state.status for state in states} <= RESUMABLE
+    # status names each lock's owner as ended, so the next sweep resumes the run
+    assert sorted(state.owner.describe() for state in states) == sorted(
+        f"its trainer (pid {pid}) has ended" for pid in owners)
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import signal
 import pandas as pd
 import pytest
 from helpers import wandb_records
-from helpers.cli import TINY, cli, rows
+from helpers.cli import DIAGNOSTICS, TINY, cli, rows
 from helpers.stops import stopped
 from tensorboard.backend.event_processing.event_accumulator import SCALARS, EventAccumulator
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
@@ -156,7 +156,7 @@ def test_wandb_offline_run_is_resumed_in_one_wandb_run(tmp_path, tiny_cfg, wandb
     """One tiny run, stopped after epoch 1 and resumed, logged offline: config, every
     metrics row at its iteration, diagnostics tables, one W&B run id, nothing outside the run."""
     out = tmp_path / "out"
-    cfg = tiny_cfg("train.wandb=true", "train.wandb_mode=offline", "train.wandb_tags=[tiny]")
+    cfg = tiny_cfg("train.wandb=true", "train.wandb_mode=offline", "train.wandb_tags=[tiny]", DIAGNOSTICS)
     assert interrupted_then_resumed(cfg, out)["status"] == "done"
     run = RunDir(out / "resnet-8-s0")
     run_id = run.read_wandb_id()

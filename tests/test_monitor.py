@@ -6,7 +6,7 @@ import importlib.util
 
 import pandas as pd
 import pytest
-from helpers.cli import TINY, cli
+from helpers.cli import DIAGNOSTICS, TINY, cli
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -20,7 +20,7 @@ def scalars(run_dir) -> dict:
 
 
 def test_tensorboard_events_hold_the_logged_scalars(tmp_path, tiny_cfg):
-    fit(tiny_cfg("train.tensorboard=true", "train.eval_train=true"), tmp_path / "out")
+    fit(tiny_cfg("train.tensorboard=true", "train.eval_train=true", DIAGNOSTICS), tmp_path / "out")
     run = tmp_path / "out" / "resnet-8-s0"
     events = scalars(run)
     metrics = pd.read_csv(run / "metrics.csv")

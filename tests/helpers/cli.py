@@ -16,10 +16,13 @@ from resexp.cli import main
 # A tiny synthetic run: 256 images, batches of 64 -> 4 iterations per epoch. One torch
 # thread: runs this small gain nothing from more, and on a busy CPU threads only wait. No lr
 # decay, so that a test may shorten it (train.epochs=1): a milestone past a run's end is refused.
+# No diagnostics (they cost a third of such a run, and three more figures per plot): a test of
+# them, or of what reads their files, adds DIAGNOSTICS.
 TINY = ["dataset=synthetic", "dataset.train_args.size=256", "dataset.test_args.size=128",
         "train.batch_size=64", "train.iterations=null", "train.epochs=3", "train.milestones=[]",
         "train.milestone_unit=epochs", "train.log_every=2", "train.device=cpu", "model.depth=8",
-        "train.threads=1"]
+        "train.threads=1", "train.diagnostics=off"]
+DIAGNOSTICS = "train.diagnostics=end"  # the shipped default: layer responses, gradients and identity at 0 and the end
 
 
 # The same for a sweep, whose depths come from --depths (or sweep syntax), not model.depth.
