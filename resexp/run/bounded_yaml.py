@@ -15,6 +15,9 @@ import yaml
 MAX_BYTES = 1 << 20          # a run config is a few KB
 MAX_NODES = 100_000          # expanded; a run config has a few hundred
 MAX_DEPTH = 32               # nesting, aliases expanded; a run config nests 3 levels
+# libyaml's parser where PyYAML has it (its wheels do): the same nodes, eight times faster than the
+# pure-Python one (0.33 ms and 2.7 ms per run config), and it refuses nesting past 1,000 levels itself.
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class TooLarge(ValueError):
@@ -53,7 +56,7 @@ def load(text: str):
     cannot be."""
     if len(text) > MAX_BYTES:
         raise TooLarge(f"it is larger than {MAX_BYTES // 1024} KB")
-    loader = yaml.SafeLoader(text)
+    loader = LOADER(text)
     try:
         node = loader.get_single_node()
         if node is None:
@@ -62,5 +65,9 @@ def load(text: str):
         return loader.construct_document(node)
     except RecursionError:
         raise TooLarge("it is nested too deeply") from None
+    except yaml.MarkedYAMLError as err:
+        if "maximum nesting depth" in str(err.problem):  # libyaml's own limit
+            raise TooLarge("it is nested too deeply") from None
+        raise
     finally:
         loader.dispose()
