@@ -88,16 +88,18 @@ def sweep(archs=None, depths=None, seeds=None, overrides: Sequence[str] = (), ou
     its estimate and what the launcher would do. Ctrl-C raises Interrupted."""
     console = console or Console(stderr=True, soft_wrap=True)
     args = (archs, depths, seeds, list(overrides))
-    spec, out = sw.resolve_spec(*args, out, list(config_dirs))
     if dry_run:
+        spec, out = sw.resolve_spec(*args, out, list(config_dirs))
         how, runs = _plan(spec, out, jobs, wait, True, console)
         console.print(how.dry_run([r for r in runs if r.to_train], out) or "", markup=False)
         for note in sw.check_data(runs, fetch=False):  # data on disk or obtainable; UserError where not
             console.print(note, markup=False)
         return SweepOutcome(out, runs, None, dry_run=True)
+    if out is None:  # the folder is named after the experiment: compose once to know it
+        out = sw.resolve_spec(*args, out, list(config_dirs))[1]
     # The folder's saved sweep is checked and this one saved in one step (resexp/sweep/claim.py).
     with claim.planning(out) as others_training:
-        spec, out = sw.resolve_spec(*args, out, list(config_dirs))  # again: sweep.yaml as it is now
+        spec, out = sw.resolve_spec(*args, out, list(config_dirs))  # sweep.yaml as it is now
         saved = out / sw.SWEEP_FILE  # checked by resolve_spec: a real file, or none
         if saved.exists() and spec.to_yaml() != saved.read_text() and others_training():
             raise UserError(f"another sweep is training in {out} with other settings (its {sw.SWEEP_FILE}); "
