@@ -238,10 +238,10 @@ def study_name(info: dict) -> tuple[str, bool]:
     """(the experiment as titles name it, whether its name describes the runs). A run of
     an experiment on another dataset (the default he2016_cifar10 with dataset=mnist) is
     named 'he2016_cifar10 with dataset=mnist': the bare name would promise CIFAR-10."""
-    from resexp.settings.compose import experiment_dataset
+    from resexp.settings.compose import experiment_dataset, experiment_settings
 
     name = info["experiment"]
-    own = experiment_dataset(name) if name and "," not in name else None
+    own = experiment_dataset(experiment_settings(name)) if name and "," not in name else None
     if own is None or own == info["dataset"]:
         return name, True
     return f"{name} with dataset={info['dataset']}", False

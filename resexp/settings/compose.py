@@ -374,9 +374,10 @@ def experiment_settings(name: str, dirs: Sequence[Path] = ()) -> dict:
     return {}
 
 
-def experiment_dataset(name: str, dirs: Sequence[Path] = ()) -> str | None:
-    """The dataset an experiment picks (``- override /dataset: NAME``), or None."""
-    defaults = experiment_settings(name, dirs).get("defaults")
+def experiment_dataset(settings: dict) -> str | None:
+    """The dataset an experiment's own YAML (experiment_settings) picks (``- override
+    /dataset: NAME``), or None."""
+    defaults = settings.get("defaults")
     for item in defaults if isinstance(defaults, list) else []:
         if isinstance(item, dict) and isinstance(item.get("override /dataset"), str):
             return item["override /dataset"]
@@ -393,10 +394,11 @@ def name_for_dataset(overrides: Sequence[str], extra_dirs: Sequence[Path] = ()) 
     if dataset is None or "name" in given or (experiment is not None and experiment.is_delete()):
         return []
     exp = experiment.get_value_element_as_str() if experiment is not None else DEFAULT_EXPERIMENT
-    own, new = experiment_dataset(exp, extra_dirs), dataset.get_value_element_as_str()
+    settings = experiment_settings(exp, extra_dirs)
+    own, new = experiment_dataset(settings), dataset.get_value_element_as_str()
     if own is None or new == own or not trust.is_option_name(new):
         return []
-    name = str(experiment_settings(exp, extra_dirs).get("name", exp))
+    name = str(settings.get("name", exp))
     return [f"name={name[:-len(own)]}{new}" if name.endswith(f"_{own}") else f"name={name}_on_{new}"]
 
 
