@@ -35,7 +35,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from resexp.inside.loggers import Logger
-from resexp.run.folder import _flat as result_settings, writing
+from resexp.run.folder import result_settings, writing
 
 # The HParams view's metrics: scalar tags written at the run's last epoch.
 FINAL = {"final/train_err": "train_err", "final/test_err": "test_err"}

@@ -124,13 +124,13 @@ def git_commit() -> str | None:
         return None
 
 
-def _flat(config: dict, prefix: str = "") -> dict:
+def result_settings(config: dict, prefix: str = "") -> dict:
     """{dotted key: value} of the settings that change what a run computes."""
     out = {}
     for key, value in config.items():
         full = f"{prefix}{key}"
         if isinstance(value, dict):
-            out.update(_flat(value, full + "."))
+            out.update(result_settings(value, full + "."))
         elif not any(full == k or full.startswith(k + ".") for k in NOT_RESULT_KEYS):
             out[full] = value
     return out
@@ -322,7 +322,7 @@ class RunDir:
         config = self.read_config()
         if config is None:
             return []
-        old, new = _flat(config), _flat(OmegaConf.to_container(cfg, resolve=True))
+        old, new = result_settings(config), result_settings(OmegaConf.to_container(cfg, resolve=True))
         # A key newer than the run's config had its schema default then.
         old.update({k: default_of(k) for k in set(new) - set(old) if default_of(k) == new[k]})
         return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
