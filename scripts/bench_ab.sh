@@ -7,12 +7,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${1:?usage: bench_ab.sh REF ROUNDS [bench options]}; ROUNDS=${2:?rounds}; shift 2
-HERE=$PWD PY=${PYTHON:-$PWD/.venv/bin/python}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/a" "$WORK/cwd"
-git archive "$REF" | tar -x -C "$WORK/a"
-cd "$WORK/cwd"  # python puts the working folder first on sys.path: keep it neutral
+source scripts/ab_trees.sh  # REF's tree in $WORK/a, $HERE, $PY; runs from $WORK/cwd
 for i in $(seq "$ROUNDS"); do
   PYTHONPATH="$WORK/a" "$PY" -m resexp bench "$@" --out "$WORK/a_$i.csv" > /dev/null
   PYTHONPATH="$HERE" "$PY" -m resexp bench "$@" --out "$WORK/b_$i.csv" > /dev/null

@@ -5,12 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REF=${1:?usage: bench_status.sh REF ROUNDS DIR}; ROUNDS=${2:?rounds}; DIR=$(realpath "${3:?results folder}")
-HERE=$PWD PY=${PYTHON:-$PWD/.venv/bin/python}
-WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
-mkdir -p "$WORK/a" "$WORK/cwd"
-git archive "$REF" | tar -x -C "$WORK/a"
-cd "$WORK/cwd"  # python puts the working folder first on sys.path: keep it neutral
+source scripts/ab_trees.sh  # REF's tree in $WORK/a, $HERE, $PY; runs from $WORK/cwd
 time_one() {  # milliseconds of one `resexp status` with PYTHONPATH=$1
   local start end
   start=$(date +%s%N)
